@@ -1,0 +1,144 @@
+"""The one contract between Resilient's core and a backend adapter, and the adapter registry.
+
+An adapter turns a model (a shared-API :class:`~resilient.model.Model`, or a native
+NumPyro function / PyMC model) into a :class:`CompiledModel`: log density and gradient on
+the unconstrained space (whole and per site, for attribution), initial points, and NUTS
+run in bounded chunks. Adapters live in the top-level ``adapters`` package and are
+imported lazily by name, so ``import resilient`` imports no backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+from resilient.errors import BackendUnavailableError
+
+__all__ = [
+    "NUTSSettings", "Chunk", "NUTSRun", "CompiledModel", "Adapter", "ADAPTERS", "get_adapter",
+    "available_backends", "STAT_NAMES",
+]
+
+#: sample_stats every adapter reports per draw, with ArviZ's names.
+STAT_NAMES = ("diverging", "tree_depth", "n_steps", "energy", "lp", "acceptance_rate", "step_size")
+
+
+@dataclass(frozen=True)
+class NUTSSettings:
+    """One NUTS run. ``deadline`` is a ``time.monotonic()`` value; the adapter stops at the
+    first chunk boundary past it. ``initial_points`` are unconstrained, shape (chains, dimension)."""
+
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    target_accept: float = 0.8
+    random_seed: int | None = None
+    initial_points: np.ndarray | None = None
+    max_tree_depth: int = 10
+    chunk_size: int = 100
+    deadline: float | None = None
+    progressbar: bool = False
+    resume_state: Any = None  # from a previous Chunk.state (NumPyro only)
+
+
+@dataclass
+class Chunk:
+    """Draws finished together: arrays are (len(chains), n_draws, *event_shape)."""
+
+    chains: tuple[int, ...]
+    start: int  # index of the first draw of this chunk within its phase
+    warmup: bool
+    posterior: dict[str, np.ndarray]  # constrained latents and deterministics
+    sample_stats: dict[str, np.ndarray]  # STAT_NAMES, each (len(chains), n_draws)
+    state: Any = None  # picklable sampler state to resume from (None where unsupported)
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.sample_stats.values())).shape[1] if self.sample_stats else 0
+
+
+@dataclass
+class NUTSRun:
+    """How a run ended. Draws reached the caller through ``on_chunk``."""
+
+    completed: bool
+    reason: str = ""  # "deadline", "stopped", "interrupted", "" when completed
+    warmup_seconds: float = 0.0
+    sampling_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class CompiledModel(Protocol):
+    """A model ready to evaluate and sample on one backend. ``x`` is a flat float64 vector."""
+
+    backend: str
+    dimension: int
+    latent_names: tuple[str, ...]  # free variables in the order of their blocks in x
+    sites: Mapping[str, Any]  # name -> resilient.model.Site (native models: best effort)
+
+    def blocks(self) -> dict[str, slice]:
+        """Where each latent's unconstrained values sit in ``x``."""
+
+    def log_density(self, x: np.ndarray) -> float:
+        """Log density on the unconstrained space, Jacobian included."""
+
+    def log_density_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """As :meth:`log_density`, with the gradient (NaN/inf passed through, never raised)."""
+
+    def site_log_densities(self, x: np.ndarray) -> dict[str, float]:
+        """Each site's summed log-density term (latent and observed)."""
+
+    def site_gradients(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """For each site, the gradient of its term with respect to each latent's block of ``x``."""
+
+    def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Constrained values of the latents and deterministics at ``x``."""
+
+    def initial_point(self, strategy: str = "default", random_seed: int | None = None) -> np.ndarray:
+        """``default``: the backend's own; ``uniform``: Stan's uniform(-2, 2); ``prior``: a prior draw."""
+
+    def observed_data(self) -> dict[str, np.ndarray]:
+        """Observed values by site name."""
+
+    def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
+        """Warm up and sample in chunks; call ``on_chunk`` after each (return False to stop)."""
+
+
+class Adapter(Protocol):
+    """A backend: compiles models into :class:`CompiledModel`."""
+
+    name: str
+
+    def compile(self, model: Any) -> CompiledModel:
+        """Compile a shared-API Model, or a native model object this backend understands."""
+
+
+#: backend name -> (module, attribute, package that must be installed)
+ADAPTERS: dict[str, tuple[str, str, str]] = {
+    "numpyro": ("adapters.numpyro", "NumPyroAdapter", "numpyro"),
+    "pymc": ("adapters.pymc", "PyMCAdapter", "pymc"),
+}
+
+
+def available_backends() -> list[str]:
+    return [name for name, (_, _, package) in ADAPTERS.items() if importlib.util.find_spec(package)]
+
+
+def get_adapter(name: str, **options: Any) -> Adapter:
+    """The adapter registered as ``name``, imported now."""
+    if name not in ADAPTERS:
+        raise BackendUnavailableError(
+            f"`backend` must be one of {', '.join(repr(n) for n in ADAPTERS)}, got {name!r}."
+        )
+    module_name, attribute, package = ADAPTERS[name]
+    if importlib.util.find_spec(package) is None:
+        raise BackendUnavailableError(
+            f"Backend {name!r} needs the `{package}` package, which is not installed. "
+            f"Install it with `pip install resilient[{name}]` or `pip install {package}`."
+        )
+    return getattr(importlib.import_module(module_name), attribute)(**options)

@@ -1,0 +1,51 @@
+"""Errors users see. Model errors name the site, the value and the fix; they print without traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ResilientError(Exception):
+    """Base of every error Resilient raises on purpose."""
+
+
+class ModelError(ResilientError, ValueError):
+    """Something is wrong with the user's model or data (not a bug of ours)."""
+
+    def __init__(self, message: str, *, site: str | None = None, argument: str | None = None,
+                 value: Any = None, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.site = site
+        self.argument = argument
+        self.value = value
+        self.fix = fix
+
+
+class ParameterError(ModelError):
+    """A distribution parameter breaks its rule (a negative scale, a probability above 1...)."""
+
+
+class UnsupportedModelError(ResilientError, TypeError):
+    """The object passed as a model is not one Resilient knows how to run."""
+
+
+class BackendUnavailableError(ResilientError, ImportError):
+    """A backend was asked for but its package is not installed, or the name is unknown."""
+
+
+class PreflightError(ModelError):
+    """Preflight found a blocking problem it could not fix; ``report`` holds the findings."""
+
+    def __init__(self, message: str, report: Any) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class SamplingFailed(ResilientError, RuntimeError):
+    """The sampling loop gave up; it carries the attempt log, the preflight report and the draws so far."""
+
+    def __init__(self, message: str, *, attempts: Any = (), preflight: Any = None, partial: Any = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.preflight = preflight
+        self.partial = partial

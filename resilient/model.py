@@ -1,0 +1,212 @@
+"""The shared model API: ``sample``, ``deterministic`` and the trace that runs a model.
+
+A model is a plain function that calls :func:`sample` and :func:`deterministic` with
+records from :mod:`resilient.distributions`. It runs only inside a :class:`Trace`, which a
+backend adapter opens with its own :class:`SiteHandler`; the trace applies rewrites and
+reparameterisations, records every site, and passes the backend's tensors through.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from resilient.distributions import Distribution, Truncated
+from resilient.errors import ModelError, ParameterError
+
+__all__ = ["sample", "deterministic", "Model", "Site", "SiteHandler", "Trace", "inside_model", "current_trace"]
+
+_CURRENT: contextvars.ContextVar["Trace | None"] = contextvars.ContextVar("resilient_trace", default=None)
+
+
+class SiteHandler(Protocol):
+    """What a backend does at each site; implemented once per adapter."""
+
+    math: Any  # the backend's array namespace (jax.numpy, pytensor.tensor)
+
+    def sample_site(self, name: str, dist: Distribution | Truncated, observed: Any) -> Any: ...
+
+    def deterministic_site(self, name: str, value: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Site:
+    """One site as the model declared it and as it was sent to the backend."""
+
+    name: str
+    kind: str  # "latent", "observed", "deterministic"
+    declared: Distribution | Truncated | None  # what the user wrote
+    used: Distribution | Truncated | None  # after rewrites (same object when none applied)
+    rewrites: tuple[Any, ...] = ()  # resilient.rewrites.Rewrite records: applied if Model.fix, else suggested
+    noncentered: bool = False
+    description: str = ""  # the declared record, with tensors named by their sites
+
+
+@dataclass(frozen=True)
+class Model:
+    """A shared-API model function with its data, plus how to transform it.
+
+    ``fix`` applies the stabilising rewrites of :mod:`resilient.rewrites`;
+    ``noncentered`` lists latent Normal sites to sample as ``loc + scale * <name>_raw``.
+    """
+
+    function: Callable[..., Any]
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    fix: bool = True
+    noncentered: frozenset[str] = frozenset()
+    float32: bool = False
+
+    @property
+    def name(self) -> str:
+        return getattr(self.function, "__name__", "model")
+
+    def with_options(self, **changes: Any) -> "Model":
+        values = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        values.update(changes)
+        return Model(**values)
+
+
+class Trace:
+    """Runs a model once under a backend handler, recording sites in order."""
+
+    def __init__(self, model: Model, handler: SiteHandler) -> None:
+        self.model = model
+        self.handler = handler
+        self.sites: dict[str, Site] = {}
+        self._names: dict[int, str] = {}
+
+    def run(self) -> dict[str, Site]:
+        token = _CURRENT.set(self)
+        try:
+            self.model.function(*self.model.args, **dict(self.model.kwargs))
+        finally:
+            _CURRENT.reset(token)
+        return self.sites
+
+    def name_of(self, value: Any) -> str | None:
+        """The site that produced this tensor, for readable messages."""
+        return self._names.get(id(value))
+
+    def _remember(self, name: str, value: Any) -> None:
+        self._names[id(value)] = name
+
+    def _claim(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise ModelError(f"Site names must be non-empty strings, got {name!r}.")
+        if name in self.sites:
+            raise ModelError(
+                f"Site `{name}` is declared twice. Give each sample/deterministic call its own name.",
+                site=name,
+            )
+
+    def sample(self, name: str, dist: Any, observed: Any) -> Any:
+        self._claim(name)
+        if not isinstance(dist, (Distribution, Truncated)):
+            kind = f"{type(dist).__module__}.{type(dist).__name__}"
+            raise ModelError(
+                f"sample({name!r}, ...): the distribution must be a resilient record such as "
+                f"resilient.distributions.Normal(0, 1), got {kind}. "
+                "Native NumPyro or PyMC models can be passed to resilient.sample as they are.",
+                site=name,
+            )
+        invalid = dist.base.invalid if isinstance(dist, Truncated) else dist.invalid
+        if invalid is not None:
+            raise ParameterError(
+                f"{name} ~ {dist.describe(self.name_of)}: {invalid}",
+                site=name, argument=invalid.argument, value=invalid.value,
+            )
+        description = dist.describe(self.name_of)
+        kind = "observed" if observed is not None else "latent"
+        from resilient.rewrites import stabilize
+
+        stable, rewrites = stabilize(dist, observed=observed is not None, namer=self.name_of)
+        used = stable if self.model.fix else dist
+        if kind == "latent" and name in self.model.noncentered:
+            value = self._sample_noncentered(name, used)
+            self.sites[name] = Site(name, kind, dist, used, rewrites, True, description)
+        else:
+            self.sites[name] = Site(name, kind, dist, used, rewrites, False, description)
+            value = self.handler.sample_site(name, used, observed)
+        self._remember(name, value)
+        return value
+
+    def _sample_noncentered(self, name: str, dist: Any) -> Any:
+        if not (isinstance(dist, Distribution) and dist.family == "Normal"):
+            raise ModelError(
+                f"Site `{name}` cannot be non-centred: it is {dist.describe(self.name_of)}, not a Normal.",
+                site=name,
+            )
+        raw_name = f"{name}_raw"
+        self._claim(raw_name)
+        shape = dist.shape if dist.shape is not None else _broadcast_shape(self.handler.math, dist)
+        from resilient.distributions import Normal
+
+        raw = self.handler.sample_site(raw_name, Normal(0.0, 1.0, shape=shape), None)
+        self.sites[raw_name] = Site(raw_name, "latent", None, None, (), False, f"Normal(0, 1, shape={shape})")
+        value = dist.params["mu"] + dist.params["sigma"] * raw
+        return self.handler.deterministic_site(name, value)
+
+    def deterministic(self, name: str, value: Any) -> Any:
+        self._claim(name)
+        self.sites[name] = Site(name, "deterministic", None, None)
+        value = self.handler.deterministic_site(name, value)
+        self._remember(name, value)
+        return value
+
+
+def _broadcast_shape(math: Any, dist: Distribution) -> tuple[int, ...]:
+    shapes = []
+    for value in dist.params.values():
+        shape = getattr(value, "shape", ())
+        try:
+            shapes.append(tuple(int(s) for s in shape))
+        except TypeError as error:  # symbolic shapes (PyTensor): ask for static ones
+            raise ModelError(
+                f"Cannot infer the shape of {dist.describe()} for non-centring; pass shape= to it."
+            ) from error
+    import numpy as np
+
+    return tuple(np.broadcast_shapes(*shapes)) if shapes else ()
+
+
+def inside_model() -> bool:
+    """True while a model function runs under a :class:`Trace`."""
+    return _CURRENT.get() is not None
+
+
+def current_trace() -> Trace:
+    trace = _CURRENT.get()
+    if trace is None:
+        raise ModelError(
+            "sample() and deterministic() only work inside a model run by Resilient. "
+            "Define a function that calls them and pass it to resilient.sample(model, ...)."
+        )
+    return trace
+
+
+def sample(name: str, dist: Distribution | Truncated, obs: Any = None, *, observed: Any = None) -> Any:
+    """Declare a random variable; ``obs``/``observed`` makes it a likelihood term.
+
+    Returns the backend's value (a jax array or a PyTensor variable), so arithmetic on it
+    builds the model as it would in NumPyro or PyMC.
+    """
+    if obs is not None and observed is not None:
+        raise ModelError(f"sample({name!r}, ...): give `obs` or `observed`, not both.", site=name)
+    return current_trace().sample(name, dist, obs if obs is not None else observed)
+
+
+def deterministic(name: str, value: Any) -> Any:
+    """Record a derived quantity in the posterior under ``name``."""
+    return current_trace().deterministic(name, value)
+
+
+def data_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[tuple, dict]:
+    """Data arguments with lists turned into numpy arrays (backends want arrays)."""
+    import numpy as np
+
+    def convert(value: Any) -> Any:
+        return np.asarray(value) if isinstance(value, list) else value
+
+    return tuple(convert(a) for a in args), {k: convert(v) for k, v in kwargs.items()}
