@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from resilient.distributions import Distribution, Truncated
 from resilient.errors import ModelError, ParameterError
 
-__all__ = ["sample", "deterministic", "Model", "Site", "SiteHandler", "Trace", "inside_model", "current_trace"]
+__all__ = ["sample", "deterministic", "Model", "NativeModel", "Site", "SiteHandler", "Trace", "inside_model", "current_trace"]
 
 _CURRENT: contextvars.ContextVar["Trace | None"] = contextvars.ContextVar("resilient_trace", default=None)
 
@@ -66,6 +66,30 @@ class Model:
         values = {k: getattr(self, k) for k in self.__dataclass_fields__}
         values.update(changes)
         return Model(**values)
+
+
+@dataclass(frozen=True)
+class NativeModel:
+    """A model written for one backend: a NumPyro model function (with its arguments) or a
+    ``pm.Model``. ``fix`` and ``noncentered`` mean the same as for :class:`Model`, applied
+    with the backend's own tools (NumPyro effect handlers, ``LocScaleReparam``)."""
+
+    backend: str  # "numpyro" or "pymc"
+    model: Any
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    fix: bool = True
+    noncentered: frozenset[str] = frozenset()
+    float32: bool = False
+
+    @property
+    def name(self) -> str:
+        return getattr(self.model, "__name__", None) or getattr(self.model, "name", None) or "model"
+
+    def with_options(self, **changes: Any) -> "NativeModel":
+        values = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        values.update(changes)
+        return NativeModel(**values)
 
 
 class Trace:
