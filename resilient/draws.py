@@ -1,0 +1,84 @@
+"""Collects chunks of draws as they finish and turns them into an ArviZ DataTree."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from resilient.backend import Chunk
+
+__all__ = ["DrawBuffer", "to_datatree"]
+
+
+class DrawBuffer:
+    """Post-warm-up draws per chain, in order; warm-up statistics kept apart for diagnosis."""
+
+    def __init__(self, chains: int) -> None:
+        self.chains = chains
+        self._posterior: list[dict[str, list[np.ndarray]]] = [{} for _ in range(chains)]
+        self._stats: list[dict[str, list[np.ndarray]]] = [{} for _ in range(chains)]
+        self._warmup_stats: list[dict[str, list[np.ndarray]]] = [{} for _ in range(chains)]
+        self.counts = [0] * chains
+        self.warmup_counts = [0] * chains
+
+    def add(self, chunk: Chunk) -> None:
+        for row, chain in enumerate(chunk.chains):
+            if chunk.warmup:
+                self.warmup_counts[chain] += chunk.size
+                for name, values in chunk.sample_stats.items():
+                    self._warmup_stats[chain].setdefault(name, []).append(np.asarray(values[row]))
+                continue
+            self.counts[chain] += chunk.size
+            for name, values in chunk.posterior.items():
+                self._posterior[chain].setdefault(name, []).append(np.asarray(values[row]))
+            for name, values in chunk.sample_stats.items():
+                self._stats[chain].setdefault(name, []).append(np.asarray(values[row]))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def complete_draws(self) -> int:
+        """Draws every chain has finished (the DataTree holds this many per chain)."""
+        return min(self.counts) if self.counts else 0
+
+    def _stack(self, groups: list[dict[str, list[np.ndarray]]], length: int) -> dict[str, np.ndarray]:
+        names = [n for n in groups[0]] if groups and groups[0] else []
+        return {
+            name: np.stack([np.concatenate(g[name], axis=0)[:length] for g in groups], axis=0)
+            for name in names
+            if all(name in g for g in groups)
+        }
+
+    def posterior(self) -> dict[str, np.ndarray]:
+        return self._stack(self._posterior, self.complete_draws)
+
+    def sample_stats(self) -> dict[str, np.ndarray]:
+        return self._stack(self._stats, self.complete_draws)
+
+    def warmup_stats(self) -> dict[str, np.ndarray]:
+        length = min(self.warmup_counts) if self.warmup_counts else 0
+        return self._stack(self._warmup_stats, length) if length else {}
+
+    def divergences(self) -> int:
+        return int(sum(np.sum(np.concatenate(s["diverging"])) for s in self._stats if "diverging" in s))
+
+
+def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray],
+                observed: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None,
+                warmup_stats: Mapping[str, np.ndarray] | None = None) -> Any:
+    """A DataTree with ArviZ's group and dimension conventions (``x_dim_0`` ...)."""
+    from arviz_base import from_dict
+
+    groups: dict[str, dict[str, Any]] = {
+        "posterior": dict(posterior),
+        "sample_stats": dict(sample_stats),
+    }
+    if observed:
+        groups["observed_data"] = {k: np.asarray(v) for k, v in observed.items()}
+    if warmup_stats:
+        groups["warmup_sample_stats"] = dict(warmup_stats)
+    data = from_dict(groups, attrs=dict(attrs or {}))
+    return data
