@@ -99,6 +99,9 @@ class CompiledModel(Protocol):
     def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Constrained values of the latents and deterministics at ``x``."""
 
+    def unconstrain(self, values: Mapping[str, Any]) -> np.ndarray:
+        """The unconstrained vector for constrained values of every latent (inverse of constrain)."""
+
     def initial_point(self, strategy: str = "default", random_seed: int | None = None) -> np.ndarray:
         """``default``: the backend's own; ``uniform``: Stan's uniform(-2, 2); ``prior``: a prior draw."""
 

@@ -1,0 +1,381 @@
+"""The resilient sampling loop: attempts under a :class:`~resilient.policy.Policy`, each one
+checked, the next remedy applied on failure, every finished draw kept.
+
+Assembles the small pieces (adapters, preflight, draw buffer, checkpoint, policy); the
+decisions are plain functions (:func:`assess`, :func:`choose_remedy`) so they can be tested
+without a backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import numpy as np
+
+from resilient.backend import ADAPTERS, Chunk, NUTSSettings, available_backends, get_adapter
+from resilient.draws import DrawBuffer, to_datatree
+from resilient.errors import PreflightError, SamplingFailed
+from resilient.model import Model, NativeModel
+from resilient.policy import Attempt, Policy
+
+__all__ = ["run_loop", "assess", "choose_remedy", "ResilientWarning", "LoopState", "noncentering_candidates"]
+
+
+class ResilientWarning(UserWarning):
+    """Something the user should know about a result that was still returned."""
+
+
+@dataclass
+class LoopState:
+    """What the next attempt will use; remedies change it."""
+
+    model: Model | NativeModel
+    backend: str
+    target_accept: float
+    init_strategy: str = "default"
+    used: set[str] = field(default_factory=set)
+    ladder_step: int = 0
+
+
+def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_stats: dict | None = None
+           ) -> tuple[str | None, str]:
+    """The first failure seen in an attempt's draws, with a sentence about it (``None``: accept)."""
+    stats = buffer.sample_stats()
+    posterior = buffer.posterior()
+    if not stats or buffer.complete_draws == 0:
+        return "no-draws", "no draws were finished"
+    lp = stats.get("lp")
+    if lp is not None and not np.all(np.isfinite(lp)):
+        return "non-finite", f"{int(np.sum(~np.isfinite(lp)))} draws have a non-finite log density"
+    stuck = _stuck_chains(posterior, stats)
+    if stuck:
+        return "stuck", f"chain(s) {', '.join(map(str, stuck))} never moved (no proposal accepted)"
+    divergent = int(np.sum(stats["diverging"]))
+    total = int(stats["diverging"].size)
+    if divergent > policy.max_divergence_rate * total:
+        return "divergences", (
+            f"{divergent} of {total} draws diverged ({100 * divergent / total:.2f}%, limit "
+            f"{100 * policy.max_divergence_rate:.2f}%)"
+        )
+    depth = stats.get("tree_depth")
+    if depth is not None:
+        saturated = float(np.mean(depth >= settings.max_tree_depth))
+        if saturated > policy.tree_depth_saturation:
+            return "tree-depth", (
+                f"{100 * saturated:.0f}% of draws hit the maximum tree depth {settings.max_tree_depth}: "
+                "the posterior may be improper or unidentified"
+            )
+    worst = _worst_convergence(posterior, settings.chains)
+    if worst is not None:
+        name, rhat, ess = worst
+        if rhat > policy.rhat_limit or ess < policy.min_ess_bulk_per_chain * settings.chains:
+            return "convergence", (
+                f"{name} has R-hat {rhat:.3f} and bulk ESS {ess:.0f} (limits {policy.rhat_limit} and "
+                f"{policy.min_ess_bulk_per_chain:g} per chain): the chains disagree; the posterior may be "
+                "improper, multimodal or unidentified"
+            )
+    return None, ""
+
+
+def _stuck_chains(posterior: dict[str, np.ndarray], stats: dict[str, np.ndarray]) -> list[int]:
+    if not posterior:
+        return []
+    chains = next(iter(posterior.values())).shape[0]
+    draws = next(iter(posterior.values())).shape[1]
+    if draws < 2:
+        return []
+    stuck = []
+    for chain in range(chains):
+        moved = any(np.any(np.ptp(np.asarray(v[chain], float).reshape(draws, -1), axis=0) > 0) for v in posterior.values())
+        if not moved:
+            stuck.append(chain)
+    return stuck
+
+
+def _worst_convergence(posterior: dict[str, np.ndarray], chains: int) -> tuple[str, float, float] | None:
+    if chains < 2 or not posterior:
+        return None
+    from arviz_stats.base import array_stats
+
+    worst: tuple[str, float, float] | None = None
+    for name, values in posterior.items():
+        values = np.asarray(values, float)
+        if values.shape[1] < 8 or not np.all(np.isfinite(values)):
+            continue
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
+        for index in range(flat.shape[2]):
+            ary = flat[:, :, index]
+            if np.ptp(ary) == 0:
+                continue
+            rhat = float(array_stats.rhat(ary, chain_axis=0, draw_axis=1))
+            ess = float(array_stats.ess(ary, chain_axis=0, draw_axis=1, method="bulk"))
+            label = name if flat.shape[2] == 1 else f"{name}[{index}]"
+            score = max(rhat - 1.0, 0.0) * 100 + 1.0 / max(ess, 1.0)
+            if worst is None or score > max(worst[1] - 1.0, 0.0) * 100 + 1.0 / max(worst[2], 1.0):
+                worst = (label, rhat, ess)
+    return worst
+
+
+def noncentering_candidates(model: Model | NativeModel, sites: dict[str, Any]) -> list[str]:
+    """Latent Normal sites whose scale is another variable: the centred hierarchical pattern."""
+    from resilient.distributions import Distribution, is_literal
+
+    names = []
+    for site in sites.values():
+        if site.kind != "latent" or site.name in model.noncentered:
+            continue
+        used = site.used if site.used is not None else site.declared
+        if isinstance(used, Distribution) and used.family == "Normal" and not is_literal(used.params["sigma"]):
+            names.append(site.name)
+        elif used is None and isinstance(model, NativeModel) and site.description.startswith("Normal("):
+            inside = site.description[len("Normal("):-1].split(",")
+            if len(inside) >= 2 and inside[-1].strip() in sites:
+                names.append(site.name)
+    return names
+
+
+def choose_remedy(failure: str, state: LoopState, policy: Policy, sites: dict[str, Any]) -> tuple[str | None, str]:
+    """The next remedy that fits ``failure`` and was not used up; changes ``state``; ``None``: nothing left."""
+    allowed = [r for r in policy.remedies]
+
+    def can(remedy: str) -> bool:
+        return remedy in allowed and remedy not in state.used
+
+    order: list[str]
+    if failure in ("divergences",):
+        order = ["noncenter", "target_accept", "float64", "other_backend"]
+    elif failure in ("initialization", "non-finite", "stuck", "no-draws"):
+        order = ["reinitialize", "float64", "target_accept", "other_backend"]
+    else:  # tree-depth, convergence
+        order = ["reinitialize", "noncenter", "target_accept", "other_backend"]
+    for remedy in order:
+        if remedy == "target_accept" and "target_accept" in allowed:
+            ladder = [t for t in policy.target_accept_ladder if t > state.target_accept]
+            if ladder:
+                state.target_accept = ladder[0]
+                return remedy, f"target_accept raised to {ladder[0]}"
+            continue
+        if not can(remedy):
+            continue
+        if remedy == "reinitialize":
+            state.used.add(remedy) if state.init_strategy == "prior" else None
+            state.init_strategy = "uniform" if state.init_strategy == "default" else "prior"
+            return remedy, f"fresh initial points ({state.init_strategy})"
+        if remedy == "noncenter":
+            candidates = noncentering_candidates(state.model, sites)
+            if not candidates:
+                continue
+            state.used.add(remedy)
+            state.model = state.model.with_options(noncentered=frozenset(state.model.noncentered) | set(candidates))
+            return remedy, f"non-centred {', '.join(candidates)} (sampled as loc + scale * {candidates[0]}_raw)"
+        if remedy == "float64":
+            if not state.model.float32:
+                continue
+            state.used.add(remedy)
+            state.model = state.model.with_options(float32=False)
+            return remedy, "switched to float64"
+        if remedy == "other_backend":
+            if isinstance(state.model, NativeModel):
+                continue
+            others = [b for b in available_backends() if b != state.backend]
+            if not others:
+                continue
+            state.used.add(remedy)
+            state.backend = others[0]
+            return remedy, f"switched to the {others[0]} backend"
+    return None, "no remedy left that fits this failure"
+
+
+def _initial_points(compiled: Any, strategy: str, chains: int, seed: int, retries: int) -> np.ndarray:
+    """One finite starting point (finite log density and gradient) per chain."""
+    points = []
+    for chain in range(chains):
+        for trial in range(retries):
+            x = np.asarray(compiled.initial_point(strategy, seed + 7919 * chain + trial), float)
+            value, gradient = compiled.log_density_and_gradient(x)
+            if np.isfinite(value) and np.all(np.isfinite(gradient)):
+                points.append(x)
+                break
+        else:
+            raise _InitializationFailed(
+                f"no initial point with a finite log density and gradient in {retries} tries of the "
+                f"{strategy!r} strategy (chain {chain})"
+            )
+    return np.stack(points)
+
+
+class _InitializationFailed(Exception):
+    pass
+
+
+class _Progress:
+    """A rich progress bar over all chains' draws; silent when off, in CI, or without a terminal."""
+
+    def __init__(self, enabled: bool, total: int, description: str) -> None:
+        self.bar = None
+        if not enabled or os.environ.get("CI") or not sys.stderr.isatty():
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[note]}"), TimeRemainingColumn(), transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(description, total=total, note="")
+
+    def advance(self, chunk: Chunk, note: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=chunk.size * len(chunk.chains), note=note)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, policy: Policy, *,
+             preflight: bool = True, checkpoint: Any = None, progressbar: bool = True,
+             compile_cache: dict | None = None, warn: Callable[[str], None] | None = None) -> Any:
+    """Preflight, then attempts until one is accepted or a cap is hit. Returns a DataTree."""
+    from resilient import record
+    from resilient.preflight import check_compiled, run_preflight
+
+    start = time.monotonic()
+    deadline = start + policy.time_budget if policy.time_budget else None
+    warn = warn or (lambda message: warnings.warn(message, ResilientWarning, stacklevel=4))
+    cache = compile_cache if compile_cache is not None else {}
+    attempts: list[Attempt] = []
+    report = None
+    seed = settings.random_seed if settings.random_seed is not None else int(np.random.default_rng().integers(2**31))
+    state = LoopState(model, backend, settings.target_accept)
+    last_data = None
+    next_remedy: str | None = None
+
+    def compiled_for(current: LoopState) -> Any:
+        key = (current.backend, current.model)
+        if key not in cache:
+            cache[key] = get_adapter(current.backend).compile(current.model)
+        return cache[key]
+
+    if preflight:
+        report, compiled = run_preflight(model, backend, random_seed=seed)
+        if compiled is not None:
+            cache[(backend, model)] = compiled
+        if not report.ok:
+            error = report.errors[0]
+            raise PreflightError(
+                f"Preflight found {len(report.errors)} blocking problem(s); the first: {error.message}"
+                + (f" Fix: {error.fix}." if error.fix else ""), report)
+
+    def finish(data: Any, status: str, message: str) -> Any:
+        run_info = {"backend": state.backend, "model": model.name, "status": status, "message": message,
+                    "time_budget": policy.time_budget, "seconds": time.monotonic() - start,
+                    "random_seed": seed, "max_tree_depth": settings.max_tree_depth}
+        if data is not None:
+            record.attach(data, preflight=report, attempts=attempts, run=run_info)
+            if checkpoint is not None:
+                checkpoint.write_record({}, {k: v for k, v in data.attrs.items() if k.startswith("resilient")})
+        return data
+
+    for number in range(1, policy.max_attempts + 1):
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            message = f"the time budget of {policy.time_budget} s ran out before attempt {number}"
+            return _stop(finish(last_data, "budget", message), message, attempts, report, policy, warn, budget=True)
+        attempt_start = time.monotonic()
+        remedy, next_remedy = next_remedy, None
+        attempt_seed = seed + 1000 * (number - 1)
+        current_settings = {
+            "draws": settings.draws, "tune": settings.tune, "chains": settings.chains,
+            "target_accept": state.target_accept, "init": state.init_strategy,
+            "float32": bool(state.model.float32), "noncentered": sorted(state.model.noncentered),
+            "random_seed": attempt_seed,
+        }
+        try:
+            compiled = compiled_for(state)
+            if number > 1 and preflight and (state.backend, state.model) != (backend, model):
+                later = check_compiled(compiled, state.model, state.backend, random_seed=attempt_seed)
+                if not later.ok:
+                    raise _InitializationFailed(later.errors[0].message)
+            initial = settings.initial_points if number == 1 and settings.initial_points is not None else (
+                _initial_points(compiled, state.init_strategy, settings.chains, attempt_seed, policy.init_retries))
+        except _InitializationFailed as failure:
+            attempts.append(Attempt(number, state.backend, current_settings, remedy, "initialization", str(failure),
+                                    "retry", time.monotonic() - attempt_start))
+            new_remedy, note = choose_remedy("initialization", state, policy, compiled.sites)
+            if new_remedy is None or number == policy.max_attempts:
+                attempts[-1] = replace(attempts[-1], outcome="gave-up")
+                return _stop(finish(last_data, "failed", str(failure)), f"initialisation failed: {failure}",
+                             attempts, report, policy, warn)
+            attempts[-1] = replace(attempts[-1], message=f"{failure}; next: {note}")
+            next_remedy = new_remedy
+            continue
+
+        buffer = DrawBuffer(settings.chains)
+        if checkpoint is not None:
+            checkpoint.start_attempt(number)
+        progress = _Progress(progressbar, settings.chains * (settings.tune + settings.draws),
+                             f"attempt {number} ({state.backend})")
+
+        def on_chunk(chunk: Chunk) -> bool:
+            buffer.add(chunk)
+            if checkpoint is not None:
+                checkpoint.write_chunk(chunk)
+            progress.advance(chunk, f"{buffer.divergences()} divergent")
+            return True
+
+        run_settings = replace(settings, target_accept=state.target_accept, random_seed=attempt_seed,
+                               initial_points=initial, deadline=deadline, chunk_size=policy.chunk_size,
+                               progressbar=False)
+        try:
+            outcome = compiled.run_nuts(run_settings, on_chunk)
+        finally:
+            progress.close()
+        seconds = time.monotonic() - attempt_start
+        data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
+                           warmup_stats=buffer.warmup_stats())
+        last_data = data
+        base = dict(attempt=number, backend=state.backend, settings=current_settings, remedy=remedy,
+                    seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences())
+        if not outcome.completed:
+            kind = "budget" if outcome.reason == "deadline" else "interrupted"
+            message = (f"the time budget of {policy.time_budget} s ran out during attempt {number}"
+                       if kind == "budget" else f"sampling was interrupted ({outcome.reason})")
+            message += f"; {buffer.complete_draws} draws per chain were finished and are returned"
+            attempts.append(Attempt(**base, failure=kind, message=message, outcome=kind))
+            return _stop(finish(data, kind, message), message, attempts, report, policy, warn,
+                         budget=kind == "budget", interrupted=kind == "interrupted")
+        failure, message = assess(buffer, policy, run_settings)
+        if failure is None:
+            attempts.append(Attempt(**base, outcome="accepted"))
+            return finish(data, "ok", "accepted")
+        if number == policy.max_attempts:
+            attempts.append(Attempt(**base, failure=failure, message=message, outcome="gave-up"))
+            return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}", attempts,
+                         report, policy, warn)
+        new_remedy, note = choose_remedy(failure, state, policy, compiled.sites)
+        if new_remedy is None:
+            attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
+            return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}; {note}",
+                         attempts, report, policy, warn)
+        attempts.append(Attempt(**base, failure=failure, message=f"{message}; next: {note}", outcome="retry"))
+        next_remedy = new_remedy
+    raise AssertionError("unreachable: the loop returns or raises within max_attempts")
+
+
+def _stop(data: Any, message: str, attempts: list[Attempt], report: Any, policy: Policy,
+          warn: Callable[[str], None], budget: bool = False, interrupted: bool = False) -> Any:
+    """Return the draws with a warning, or raise SamplingFailed carrying them."""
+    summary = f"{message} ({len(attempts)} attempt(s))"
+    if (budget or interrupted) and data is not None:
+        warn(f"Resilient: {summary}. The result holds only the finished draws.")
+        return data
+    if policy.on_failure == "warn" and data is not None:
+        warn(f"Resilient: {summary}. Returning the last attempt's draws; do not trust them without checking.")
+        return data
+    raise SamplingFailed(f"Sampling failed: {summary}. The attempt log, the preflight report and the last "
+                         "draws are attached to this error (.attempts, .preflight, .partial).",
+                         attempts=tuple(attempts), preflight=report, partial=data)

@@ -1,0 +1,73 @@
+"""The sampling loop's policy (caps, thresholds, remedies) and its attempt records."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from resilient.errors import ResilientError
+
+__all__ = ["Policy", "Attempt", "REMEDIES"]
+
+#: every remedy the loop knows, in the order it tries them for a failure they fit.
+REMEDIES = ("reinitialize", "noncenter", "target_accept", "float64", "other_backend")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How hard the loop tries. ``time_budget`` is seconds for the whole call (None: no limit).
+
+    The convergence limits here are the loop's "far off" limits that trigger a retry; the
+    report applies the stricter published thresholds (R-hat < 1.01 ...) as warnings.
+    """
+
+    max_attempts: int = 4
+    time_budget: float | None = None
+    max_divergence_rate: float = 0.005
+    rhat_limit: float = 1.05
+    min_ess_bulk_per_chain: float = 25.0
+    tree_depth_saturation: float = 0.5  # fraction of draws at the maximum depth that counts as saturated
+    target_accept_ladder: tuple[float, ...] = (0.9, 0.95, 0.99)
+    remedies: tuple[str, ...] = REMEDIES
+    on_failure: str = "raise"  # or "warn": return the last attempt's draws with a warning
+    init_retries: int = 20  # initial points tried per chain before giving up on a strategy
+    chunk_size: int = 100
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise ResilientError(f"`max_attempts` must be a positive integer, got {self.max_attempts!r}.")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ResilientError(
+                f"`time_budget` must be a positive number of seconds or None, got {self.time_budget!r}."
+            )
+        unknown = [r for r in self.remedies if r not in REMEDIES]
+        if unknown:
+            raise ResilientError(f"Unknown remedies {unknown}. Expected some of: {', '.join(REMEDIES)}.")
+        if self.on_failure not in ("raise", "warn"):
+            raise ResilientError(f"`on_failure` must be 'raise' or 'warn', got {self.on_failure!r}.")
+        if not 0 < self.max_divergence_rate < 1:
+            raise ResilientError(f"`max_divergence_rate` must be in (0, 1), got {self.max_divergence_rate!r}.")
+
+    def replace(self, **changes: Any) -> "Policy":
+        values = asdict(self)
+        values.update(changes)
+        return Policy(**values)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt: its settings, the remedy that led to it, what went wrong, how it ended."""
+
+    attempt: int
+    backend: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    remedy: str | None = None
+    failure: str | None = None
+    message: str = ""
+    outcome: str = "accepted"  # accepted, retry, gave-up, budget, interrupted, error
+    seconds: float = 0.0
+    draws: int = 0
+    divergences: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

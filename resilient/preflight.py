@@ -1,0 +1,249 @@
+"""Preflight: evaluate the log density and its gradient before sampling and say what is wrong.
+
+Checks, on the unconstrained space: the rewrites the model needs (applied or suggested),
+literal parameters that break their rule, a finite log density and gradient at the
+backend's initial point, at Stan-style uniform(-2, 2) points and at prior draws, and a
+finite-difference check of the gradient at the initial point. A non-finite value is
+attributed to the site whose term is non-finite, the variable whose gradient block is
+non-finite, the point (constrained values) and, where known, the cause.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from resilient.errors import ModelError, ParameterError
+from resilient.findings import Finding, PreflightReport
+from resilient.model import Model, NativeModel
+
+__all__ = ["preflight", "check_compiled", "compile_model"]
+
+_RULE_CAUSES = {
+    "drop-infinite-bounds": "infinite bound",
+    "half-form": "truncation at the location of a symmetric family",
+    "log-space-normaliser": "truncation normaliser computed in linear space",
+}
+
+
+def preflight(model: Any = None, *args: Any, backend: str | None = None, fix: bool = True,
+              float32: bool = False, random_seed: int = 0, prior_points: int = 2, uniform_points: int = 2,
+              **kwargs: Any) -> PreflightReport:
+    """Check a model before sampling; returns a :class:`PreflightReport` (``report.ok``, ``report.table()``).
+
+    ``model`` and ``*args``/``**kwargs`` are as for :func:`resilient.sample`. ``backend`` may be
+    ``"numpyro"`` (default for shared-API models) or ``"pymc"``; ``fix=False`` reports the
+    rewrites without applying them.
+    """
+    from resilient.resolve import default_backend, resolve_model
+
+    resolved = resolve_model(model, args, kwargs, fix=fix, float32=float32)
+    name = default_backend(resolved, backend)
+    report, _ = run_preflight(resolved, name, random_seed=random_seed, prior_points=prior_points,
+                              uniform_points=uniform_points)
+    return report
+
+
+def compile_model(model: Model | NativeModel, backend: str) -> Any:
+    from resilient.backend import get_adapter
+
+    return get_adapter(backend).compile(model)
+
+
+def run_preflight(model: Model | NativeModel, backend: str, *, random_seed: int = 0, prior_points: int = 2,
+                  uniform_points: int = 2) -> tuple[PreflightReport, Any]:
+    """Compile and check; returns the report and the compiled model (``None`` if it did not compile)."""
+    start = time.perf_counter()
+    try:
+        compiled = compile_model(model, backend)
+    except ParameterError as error:
+        finding = Finding(
+            "error", "parameter", error.site, str(error), parameter=error.argument,
+            values={error.argument: error.value} if error.argument else {},
+            cause=str(error).split(": ", 1)[-1], fix=error.fix or f"pass a valid `{error.argument}`",
+        )
+        return PreflightReport(model.name, backend, (finding,), time.perf_counter() - start), None
+    except ModelError as error:
+        finding = Finding("error", "compile", error.site, str(error), cause=str(error), fix=error.fix)
+        return PreflightReport(model.name, backend, (finding,), time.perf_counter() - start), None
+    report = check_compiled(compiled, model, backend, random_seed=random_seed, prior_points=prior_points,
+                            uniform_points=uniform_points)
+    return PreflightReport(report.model, backend, report.findings, time.perf_counter() - start,
+                           report.points_checked), compiled
+
+
+def check_compiled(compiled: Any, model: Model | NativeModel, backend: str, *, random_seed: int = 0,
+                   prior_points: int = 2, uniform_points: int = 2) -> PreflightReport:
+    """The numerical checks on an already compiled model."""
+    start = time.perf_counter()
+    findings: list[Finding] = list(_rewrite_findings(compiled.sites, model.fix))
+    findings += _prior_findings(compiled.sites)
+    points = _points(compiled, random_seed, prior_points, uniform_points, findings)
+    seen: dict[tuple, int] = {}
+    for label, x in points:
+        value, gradient = compiled.log_density_and_gradient(x)
+        if np.isfinite(value) and np.all(np.isfinite(gradient)):
+            continue
+        for finding in _attribute(compiled, model, x, label, value, gradient):
+            key = (finding.check, finding.site, finding.parameter)
+            if key not in seen:
+                seen[key] = len(findings)
+                findings.append(finding)
+    if points and not any(f.severity == "error" for f in findings):
+        findings += _finite_difference(compiled, points[0][1], random_seed, model.float32)
+    return PreflightReport(model.name, backend, tuple(findings), time.perf_counter() - start, len(points))
+
+
+def _rewrite_findings(sites: Mapping[str, Any], applied: bool) -> list[Finding]:
+    findings = []
+    for site in sites.values():
+        for rewrite in getattr(site, "rewrites", ()):
+            description = site.description or rewrite.before
+            message = f"{site.name} ~ {description}: {rewrite.reason}; " + (
+                f"rewritten as {rewrite.after}." if applied else f"rewrite it as {rewrite.after}."
+            )
+            findings.append(Finding(
+                "fixed" if applied else "warning", "rewrite", site.name, message,
+                parameter=None, cause=_RULE_CAUSES.get(rewrite.rule, rewrite.rule),
+                fix=f"{site.name} ~ {rewrite.after}", fix_applied=applied,
+            ))
+    return findings
+
+
+def _prior_findings(sites: Mapping[str, Any]) -> list[Finding]:
+    findings = []
+    for site in sites.values():
+        declared = getattr(site, "declared", None)
+        if site.kind == "latent" and declared is not None and getattr(declared, "family", "") in ("Flat", "HalfFlat"):
+            findings.append(Finding(
+                "info", "prior", site.name,
+                f"{site.name} ~ {site.description}: an improper prior; the posterior is proper only if the "
+                "data identify it.", cause="improper prior",
+                fix=f"give {site.name} a weakly informative prior (e.g. Normal(0, 10))",
+            ))
+    return findings
+
+
+def _points(compiled: Any, seed: int, prior_points: int, uniform_points: int,
+            findings: list[Finding]) -> list[tuple[str, np.ndarray]]:
+    points = []
+    plan = [("initial point", "default", seed)]
+    plan += [(f"uniform(-2, 2) point {i + 1}", "uniform", seed + 1 + i) for i in range(uniform_points)]
+    plan += [(f"prior draw {i + 1}", "prior", seed + 101 + i) for i in range(prior_points)]
+    for label, strategy, point_seed in plan:
+        try:
+            points.append((label, np.asarray(compiled.initial_point(strategy, point_seed), dtype=float)))
+        except Exception as error:  # a prior that cannot be drawn is worth saying, not a crash
+            findings.append(Finding("warning", "initial-point", None,
+                                    f"Could not make the {label}: {type(error).__name__}: {error}",
+                                    cause=str(error)))
+    return points
+
+
+def _format_values(values: Mapping[str, Any]) -> str:
+    parts = []
+    for name, value in values.items():
+        array = np.asarray(value, dtype=float)
+        text = f"{array.item():.4g}" if array.size == 1 else np.array2string(array, precision=3, threshold=6)
+        parts.append(f"{name}={text}")
+    return ", ".join(parts)
+
+
+def _attribute(compiled: Any, model: Model | NativeModel, x: np.ndarray, label: str, value: float,
+               gradient: np.ndarray) -> list[Finding]:
+    """Which site and which variable make the log density or gradient non-finite at ``x``, and why."""
+    constrained = {k: v for k, v in compiled.constrain(x).items() if k in compiled.latent_names}
+    where = _format_values(constrained)
+    terms = compiled.site_log_densities(x)
+    gradients = compiled.site_gradients(x)
+    findings = []
+    for site_name, term in terms.items():
+        site = compiled.sites.get(site_name)
+        description = f"{site_name} ~ {site.description}" if site is not None and site.description else site_name
+        bad_inputs = [latent for latent, block in gradients.get(site_name, {}).items()
+                      if not np.all(np.isfinite(block))]
+        if not np.isfinite(term):
+            cause = _cause(site, model, constrained, bad_inputs, term)
+            findings.append(Finding(
+                "error", "log-density", site_name,
+                f"{description}: the log density is {_word(term)} at {where} ({label}) because {cause}.",
+                parameter=bad_inputs[0] if bad_inputs else None, values=constrained, cause=cause,
+                fix=_suggested_fix(site, cause),
+            ))
+            continue
+        for latent in bad_inputs:
+            cause = _cause(site, model, constrained, [latent], term)
+            findings.append(Finding(
+                "error", "gradient", site_name,
+                f"{description}: the gradient with respect to {latent} is NaN or infinite at {where} ({label}) "
+                f"because {cause}.", parameter=latent, values=constrained, cause=cause,
+                fix=_suggested_fix(site, cause),
+            ))
+    if not findings:
+        findings.append(Finding(
+            "error", "log-density", None,
+            f"The log density is {_word(value)} at {where} ({label}) but no single site term is: "
+            "the Jacobian of a transform may overflow there.", values=constrained, cause="transform overflow",
+        ))
+    return findings
+
+
+def _word(value: float) -> str:
+    return "NaN" if np.isnan(value) else ("-inf" if value < 0 else "+inf")
+
+
+def _cause(site: Any, model: Model | NativeModel, values: Mapping[str, Any], inputs: list[str], term: float) -> str:
+    rules = {r.rule: r for r in getattr(site, "rewrites", ())}
+    if "drop-infinite-bounds" in rules:
+        reason = rules["drop-infinite-bounds"].reason
+        bound = "upper bound" if "upper" in reason.split(":")[0] and "lower" not in reason.split(":")[0] else (
+            "lower bound" if "lower" in reason.split(":")[0] and "upper" not in reason.split(":")[0] else "bounds")
+        return f"the {bound} is infinite ({reason.split(': ', 1)[-1]})"
+    if "log-space-normaliser" in rules and model.float32:
+        return "the truncation normaliser underflows to log(0) in float32: the bound is far in the tail"
+    negative = [n for n in inputs if n in values and np.any(np.asarray(values[n], float) < 0)]
+    if negative:
+        return (f"{', '.join(negative)} is negative here and an expression of it is undefined "
+                "(the square root or log of a negative number?)")
+    if site is not None and getattr(site, "kind", "") == "observed":
+        return "the observed value is outside the support, or a parameter is invalid at this point"
+    if np.isneginf(term):
+        return "the value is outside the support of its distribution, or a parameter is invalid here"
+    return "a parameter of its distribution is invalid here (negative scale, probability outside [0, 1]?)"
+
+
+def _suggested_fix(site: Any, cause: str) -> str | None:
+    rewrites = getattr(site, "rewrites", ())
+    if rewrites:
+        return f"{site.name} ~ {rewrites[-1].after} (run with fix=True)"
+    if "negative" in cause:
+        return "constrain the input to be positive (e.g. a HalfNormal or LogNormal prior) or guard the expression"
+    return None
+
+
+def _finite_difference(compiled: Any, x: np.ndarray, seed: int, float32: bool, directions: int = 2) -> list[Finding]:
+    """Compare the gradient with central differences along random directions (Stan's diagnose, cheaper)."""
+    _, gradient = compiled.log_density_and_gradient(x)
+    rng = np.random.default_rng(seed)
+    step = 1e-2 if float32 else 1e-5
+    tolerance = 5e-2 if float32 else 1e-4
+    for _ in range(directions):
+        direction = rng.normal(size=x.shape)
+        direction /= np.linalg.norm(direction) or 1.0
+        upper = compiled.log_density(x + step * direction)
+        lower = compiled.log_density(x - step * direction)
+        numeric = (upper - lower) / (2 * step)
+        analytic = float(np.dot(gradient, direction))
+        if not np.isfinite(numeric):
+            continue
+        if abs(numeric - analytic) > tolerance * (1.0 + abs(analytic) + abs(numeric)):
+            return [Finding(
+                "warning", "finite-difference", None,
+                f"The gradient disagrees with finite differences at the initial point: directional derivative "
+                f"{analytic:.6g} (autodiff) vs {numeric:.6g} (finite differences). A non-differentiable "
+                "expression (abs, where, floor) or a custom gradient may be wrong.",
+                cause="gradient mismatch", values={"autodiff": analytic, "finite_difference": numeric},
+            )]
+    return []

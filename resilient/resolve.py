@@ -1,0 +1,103 @@
+"""Work out what kind of model a user passed: shared API, NumPyro function or PyMC model."""
+
+from __future__ import annotations
+
+import sys
+import types
+from typing import Any, Mapping
+
+from resilient.errors import UnsupportedModelError
+from resilient.model import Model, NativeModel
+
+__all__ = ["resolve_model", "is_numpyro_function", "is_pymc_model"]
+
+SUPPORTED = (
+    "a shared-API model function (calling resilient.sample / deterministic), "
+    "a NumPyro model function (calling numpyro.sample), "
+    "or a PyMC model (pm.Model, passed as model= or as the `with pm.Model():` context)"
+)
+
+
+def is_pymc_model(obj: Any) -> bool:
+    return any(c.__module__.startswith("pymc") and c.__name__ == "Model" for c in type(obj).__mro__)
+
+
+def _referenced_objects(function: Any) -> list[Any]:
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return []
+    names: set[str] = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        names.update(current.co_names)
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+    namespace = dict(getattr(function, "__globals__", {}))
+    for name, cell in zip(code.co_freevars, function.__closure__ or ()):
+        try:
+            namespace[name] = cell.cell_contents
+        except ValueError:
+            continue
+    return [namespace[n] for n in names if n in namespace]
+
+
+def is_numpyro_function(function: Any) -> bool:
+    """True when the function refers to numpyro (``numpyro.sample``, ``dist.Normal`` ...)."""
+    for obj in _referenced_objects(function):
+        module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "") or ""
+        if module == "numpyro" or module.startswith("numpyro."):
+            return True
+    return False
+
+
+def _pymc_context_model() -> Any:
+    if "pymc" not in sys.modules:
+        return None
+    import pymc as pm
+
+    try:
+        return pm.modelcontext(None)
+    except TypeError:
+        return None
+
+
+def resolve_model(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | None = None, **options: Any
+                  ) -> Model | NativeModel:
+    """The :class:`Model` or :class:`NativeModel` for what the user passed (``None``: the PyMC context)."""
+    kwargs = dict(kwargs or {})
+    if isinstance(model, (Model, NativeModel)):
+        return model.with_options(**options) if options else model
+    if model is None:
+        model = _pymc_context_model()
+        if model is None:
+            raise UnsupportedModelError(
+                "No model given. Pass one as the first argument, or call inside `with pm.Model():`. "
+                f"Resilient runs {SUPPORTED}."
+            )
+    if is_pymc_model(model):
+        if args or kwargs:
+            raise UnsupportedModelError(
+                "A PyMC model carries its own data: positional/keyword data arguments are only for "
+                "model functions. Use pm.Data or build the model with the data."
+            )
+        return NativeModel("pymc", model, **options)
+    if callable(model) and not isinstance(model, type):
+        from resilient.model import data_arguments
+
+        args, kwargs = data_arguments(args, kwargs)
+        if is_numpyro_function(model):
+            return NativeModel("numpyro", model, args, kwargs, **options)
+        return Model(model, args, kwargs, **options)
+    raise UnsupportedModelError(f"`model` must be {SUPPORTED}; got {type(model).__module__}.{type(model).__name__}.")
+
+
+def default_backend(model: Model | NativeModel, backend: str | None) -> str:
+    """The backend to use: a native model's own; for shared models ``backend`` or numpyro."""
+    if isinstance(model, NativeModel):
+        if backend is not None and backend != model.backend:
+            raise UnsupportedModelError(
+                f"This is a native {model.backend} model, so `backend` must be {model.backend!r}, got {backend!r}. "
+                "Write the model in the shared API (resilient.sample, resilient.distributions) to run it on either backend."
+            )
+        return model.backend
+    return backend or "numpyro"
