@@ -163,8 +163,9 @@ def choose_remedy(failure: str, state: LoopState, policy: Policy, sites: dict[st
         if not can(remedy):
             continue
         if remedy == "reinitialize":
-            state.used.add(remedy) if state.init_strategy == "prior" else None
-            state.init_strategy = "uniform" if state.init_strategy == "default" else "prior"
+            state.init_strategy = {"default": "uniform"}.get(state.init_strategy, "prior")
+            if state.init_strategy == "prior":
+                state.used.add(remedy)
             return remedy, f"fresh initial points ({state.init_strategy})"
         if remedy == "noncenter":
             candidates = noncentering_candidates(state.model, sites)

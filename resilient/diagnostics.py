@@ -1,0 +1,589 @@
+"""Convergence diagnostics with stated thresholds, a verdict and a suggested fix for each.
+
+:func:`diagnose` wraps ArviZ 1.x (``arviz_stats.summary``, whose ``r_hat`` is the
+rank-normalised split R-hat of Vehtari et al. 2021 and whose ``ess_bulk``/``ess_tail``/
+``mcse_mean`` come from ``arviz_stats.ess``/``mcse``; ``arviz_stats.bfmi`` for E-BFMI) and
+turns the numbers into :class:`Check` records. It computes none of the statistics itself.
+
+Checks, in order, and how seriously each counts when it trips:
+
+================  =======  ======================================================
+name              trips    rule (defaults: Vehtari et al. 2021; Betancourt 2016)
+================  =======  ======================================================
+``finite_draws``  fail     every posterior draw is finite (no NaN or inf)
+``rhat``          fail     max R-hat <= ``rhat_max`` (1.01)
+``ess_bulk``      warn     min bulk ESS >= ``ess_min_per_chain`` x chains (100 per chain)
+``ess_tail``      warn     min tail ESS >= ``ess_min_per_chain`` x chains
+``mcse``          warn     MCSE of the mean <= ``mcse_max_ratio`` x posterior sd (0.1)
+``bfmi``          warn     E-BFMI >= ``bfmi_min`` (0.3) in every chain
+``divergences``   fail     divergent transitions <= ``max_divergences`` (0)
+``tree_depth``    warn     no transition reaches ``max_tree_depth``
+================  =======  ======================================================
+
+A check that cannot be computed (a plain PyMC/NumPyro DataTree without the statistic,
+one chain for R-hat) has verdict ``"n/a"`` or ``"warn"`` and says why; ``"n/a"`` counts as
+``"ok"`` for the overall verdict, which is the worst of the checks.
+
+Depends on numpy at import time; ArviZ is imported inside :func:`diagnose`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from resilient import record
+
+__all__ = ["Check", "Diagnostics", "diagnose", "VERDICTS", "DEFAULT_MAX_TREE_DEPTH"]
+
+#: verdicts from least to most serious; "n/a" (not computed) ranks with "ok".
+VERDICTS = ("ok", "n/a", "warn", "fail")
+_RANK = {"ok": 0, "n/a": 0, "warn": 1, "fail": 2}
+
+#: what NumPyro and PyMC use when nobody says otherwise.
+DEFAULT_MAX_TREE_DEPTH = 10
+
+#: how many variable names a one-line explanation lists before "and N more".
+_NAMES_IN_TEXT = 5
+
+
+@dataclass(frozen=True)
+class Check:
+    """One diagnostic: its verdict, the number behind it, the rule, and what to do."""
+
+    name: str
+    verdict: str  # one of VERDICTS
+    value: float | int | None  # the worst value seen (max R-hat, min ESS, divergence count ...)
+    threshold: float | int | None  # the number the rule compares against
+    rule: str  # the rule in words, e.g. "max R-hat <= 1.01"
+    variables: tuple[str, ...] = ()  # scalar quantities that break the rule, as in the summary index
+    explanation: str = ""  # one line: what was seen and what it means
+    action: str = ""  # the suggested fix ("" when nothing needs doing)
+    details: Mapping[str, Any] = field(default_factory=dict)  # JSON-ready extras (per-chain values ...)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in ("ok", "n/a")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "value": _json_number(self.value),
+            "threshold": _json_number(self.threshold),
+            "rule": self.rule,
+            "variables": list(self.variables),
+            "explanation": self.explanation,
+            "action": self.action,
+            "details": _json_ready(dict(self.details)),
+        }
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Every check, the overall verdict and ArviZ's summary table for one DataTree."""
+
+    checks: tuple[Check, ...]
+    verdict: str
+    summary: Any = field(compare=False, repr=False)  # pandas.DataFrame from arviz_stats.summary
+    chains: int = 0
+    draws: int = 0  # per chain
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    ci_kind: str = "eti"
+    ci_prob: float = 0.89
+
+    @property
+    def passed(self) -> bool:
+        """True unless a check failed (warnings pass)."""
+        return self.verdict != "fail"
+
+    def check(self, name: str) -> Check:
+        for item in self.checks:
+            if item.name == name:
+                return item
+        names = ", ".join(repr(c.name) for c in self.checks)
+        raise KeyError(f"`name` must be one of {names}, got {name!r}.")
+
+    def failed(self) -> tuple[Check, ...]:
+        """Checks whose verdict is "warn" or "fail", most serious first."""
+        bad = [c for c in self.checks if not c.passed]
+        return tuple(sorted(bad, key=lambda c: -_RANK[c.verdict]))
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """The summary table as rows with stable keys (``ci_lower``/``ci_upper`` whatever the CI kind)."""
+        return _summary_rows(self.summary)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "chains": self.chains,
+            "draws": self.draws,
+            "thresholds": _json_ready(dict(self.thresholds)),
+            "checks": [c.to_dict() for c in self.checks],
+            "notes": list(self.notes),
+            "ci_kind": self.ci_kind,
+            "ci_prob": self.ci_prob,
+            "summary": self.summary_rows(),
+        }
+
+    def __str__(self) -> str:
+        lines = [f"Verdict: {self.verdict.upper()} ({self.chains} chains x {self.draws} draws)"]
+        for c in self.checks:
+            lines.append(f"  [{c.verdict:>4}] {c.name}: {c.explanation}")
+            if c.action and not c.passed:
+                lines.append(f"         -> {c.action}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# diagnose
+
+
+def diagnose(
+    data: Any,
+    *,
+    rhat_max: float = 1.01,
+    ess_min_per_chain: float = 100,
+    mcse_max_ratio: float = 0.1,
+    bfmi_min: float = 0.3,
+    max_divergences: int = 0,
+    max_tree_depth: int | None = None,
+    var_names: list[str] | str | None = None,
+    ci_kind: str | None = None,
+    ci_prob: float | None = None,
+) -> Diagnostics:
+    """Check a posterior sample against published thresholds.
+
+    ``data`` is a DataTree (from :func:`resilient.sample`, PyMC or NumPyro) or anything
+    ``arviz_base.convert_to_datatree`` takes; it needs a ``posterior`` group, and uses
+    ``sample_stats`` (``diverging``, ``tree_depth`` or ``reached_max_treedepth``, ``energy``)
+    where present. ``max_tree_depth`` defaults to the one recorded in the data's attempt log
+    or attributes, else 10. ``var_names`` limits R-hat/ESS/MCSE to some variables;
+    ``ci_kind``/``ci_prob`` go to ``arviz_stats.summary`` (ArviZ's defaults: eti, 0.89).
+    """
+    from arviz_base import convert_to_datatree, rcParams
+    from arviz_stats import summary as arviz_summary
+
+    _require_positive("rhat_max", rhat_max)
+    _require_positive("ess_min_per_chain", ess_min_per_chain, allow_zero=True)
+    _require_positive("mcse_max_ratio", mcse_max_ratio)
+    _require_positive("bfmi_min", bfmi_min, allow_zero=True)
+    if int(max_divergences) != max_divergences or max_divergences < 0:
+        raise ValueError(f"`max_divergences` must be a non-negative integer, got {max_divergences!r}.")
+    if max_tree_depth is not None and (int(max_tree_depth) != max_tree_depth or max_tree_depth < 1):
+        raise ValueError(f"`max_tree_depth` must be a positive integer or None, got {max_tree_depth!r}.")
+
+    tree = data if _is_datatree(data) else convert_to_datatree(data)
+    if "posterior" not in tree.children:
+        groups = ", ".join(repr(g) for g in tree.children) or "none"
+        raise ValueError(
+            f"`data` must have a 'posterior' group, got groups {groups}. "
+            "Pass the DataTree returned by resilient.sample, pm.sample or arviz_base.from_numpyro."
+        )
+    posterior = tree["posterior"].to_dataset()
+    if var_names is not None:
+        names = [var_names] if isinstance(var_names, str) else list(var_names)
+        missing = [n for n in names if n not in posterior.data_vars]
+        if missing:
+            raise ValueError(
+                f"`var_names` must name posterior variables ({', '.join(map(str, posterior.data_vars))}), "
+                f"got unknown {', '.join(map(repr, missing))}."
+            )
+        posterior = posterior[names]
+    stats = tree["sample_stats"].to_dataset() if "sample_stats" in tree.children else None
+
+    chains = int(posterior.sizes.get("chain", 1))
+    draws = int(posterior.sizes.get("draw", 0))
+    ci_kind = ci_kind or rcParams["stats.ci_kind"]
+    ci_prob = float(ci_prob or rcParams["stats.ci_prob"])
+    thresholds = {
+        "rhat_max": rhat_max, "ess_min_per_chain": ess_min_per_chain,
+        "ess_min_total": ess_min_per_chain * chains, "mcse_max_ratio": mcse_max_ratio,
+        "bfmi_min": bfmi_min, "max_divergences": int(max_divergences),
+    }
+    notes: list[str] = []
+
+    # ArviZ returns NaN (with numpy's RuntimeWarnings) for constant or too-short chains;
+    # the checks below turn those NaNs into verdicts, so the warnings carry nothing more.
+    summary = None
+    if draws > 0 and len(posterior.data_vars):
+        try:
+            with _quiet_numpy():
+                summary = arviz_summary(posterior, round_to="none", ci_kind=ci_kind, ci_prob=ci_prob)
+        except Exception as error:  # noqa: BLE001 - a summary failure must not hide the checks
+            notes.append(f"arviz_stats.summary failed ({type(error).__name__}: {error}); table omitted.")
+    if summary is None:
+        summary = _empty_summary()
+
+    elements = _element_facts(posterior) if draws > 0 else {}
+    checks: list[Check] = [_check_finite(elements, draws)]
+    checks.append(_check_rhat(summary, elements, rhat_max, chains, draws))
+    checks.append(_check_ess(summary, elements, "ess_bulk", ess_min_per_chain, chains, draws))
+    checks.append(_check_ess(summary, elements, "ess_tail", ess_min_per_chain, chains, draws))
+    checks.append(_check_mcse(summary, elements, mcse_max_ratio, draws))
+    checks.append(_check_bfmi(tree, stats, bfmi_min))
+    checks.append(_check_divergences(stats, int(max_divergences), chains, draws))
+    depth, depth_source = _max_tree_depth(tree, stats, max_tree_depth)
+    thresholds["max_tree_depth"] = depth
+    checks.append(_check_tree_depth(stats, depth, depth_source, chains, draws))
+
+    by_name = {c.name: c for c in checks}
+    if by_name["rhat"].verdict == "fail" and by_name["tree_depth"].verdict == "warn":
+        notes.append(
+            "R-hat is high and trajectories saturate the maximum tree depth: chains are drifting, "
+            "so the posterior looks improper or unidentified. Give every parameter a proper prior "
+            "(no Flat/HalfFlat without informative data) and check for non-identified sums or products."
+        )
+    if draws == 0:
+        notes.append("The data hold no finished draws: nothing can be diagnosed.")
+    if "warmup_sample_stats" in tree.children and "diverging" in tree["warmup_sample_stats"].data_vars:
+        warm = int(np.asarray(tree["warmup_sample_stats"]["diverging"].values).sum())
+        if warm:
+            notes.append(f"{warm} divergent transitions during warm-up (not counted; normal while step size adapts).")
+
+    verdict = max((c.verdict for c in checks), key=lambda v: _RANK[v])
+    verdict = "ok" if verdict == "n/a" else verdict
+    return Diagnostics(
+        checks=tuple(checks), verdict=verdict, summary=summary, chains=chains, draws=draws,
+        thresholds=thresholds, notes=tuple(notes), ci_kind=ci_kind, ci_prob=ci_prob,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the checks (pure functions of ArviZ's numbers)
+
+
+def _check_finite(elements: Mapping[str, dict[str, Any]], draws: int) -> Check:
+    rule = "every posterior draw is finite"
+    if draws == 0:
+        return Check("finite_draws", "fail", 0, 0, rule, (), "No draws finished, so there is nothing to check.",
+                     "Run longer (a larger time_budget) or resume from the checkpoint folder.")
+    bad = tuple(name for name, facts in elements.items() if facts["nonfinite"] > 0)
+    count = int(sum(elements[name]["nonfinite"] for name in bad))
+    if not bad:
+        return Check("finite_draws", "ok", 0, 0, rule, (), "All draws are finite.")
+    return Check(
+        "finite_draws", "fail", count, 0, rule, bad,
+        f"{count} NaN or infinite draws in {_names(bad)}; statistics of these quantities are undefined.",
+        "Find where the model produces NaN (run resilient.preflight on it); check parameter constraints "
+        "and use log-space formulas (log1p, logsumexp) for extreme values.",
+        {"nonfinite_by_variable": {name: elements[name]["nonfinite"] for name in bad}},
+    )
+
+
+def _check_rhat(summary: Any, elements: Mapping[str, dict[str, Any]], rhat_max: float,
+                chains: int, draws: int) -> Check:
+    rule = f"max R-hat <= {rhat_max:g}"
+    action_mixing = ("Run longer (more tune and draws); if chains stay apart, reparameterise or add prior "
+                     "information (a multimodal or poorly identified posterior).")
+    if chains < 2:
+        return Check("rhat", "warn", None, rhat_max, rule, (),
+                     f"R-hat needs at least 2 chains, got {chains}: mixing between chains cannot be checked.",
+                     "Run at least 4 chains (chains=4).", {"chains": chains})
+    if draws < 4:
+        return Check("rhat", "fail", None, rhat_max, rule, (),
+                     f"Only {draws} draws per chain; R-hat needs at least 4.",
+                     "Draw more samples (e.g. draws=1000).", {"draws": draws})
+    values = _column(summary, "r_hat")
+    high = tuple(n for n, v in values.items() if math.isfinite(v) and v > rhat_max)
+    constant = tuple(n for n, v in values.items() if not math.isfinite(v) and elements.get(n, {}).get("constant"))
+    undefined = tuple(n for n, v in values.items() if not math.isfinite(v) and n not in constant)
+    finite = [v for v in values.values() if math.isfinite(v)]
+    worst = max(finite) if finite else None
+    details = {"max_by_variable": {n: values[n] for n in high}, "constant": list(constant),
+               "undefined": list(undefined)}
+    if high or undefined:
+        parts = []
+        if high:
+            parts.append(f"R-hat above {rhat_max:g} for {_names(high)} (max {worst:.3f}): chains disagree, "
+                         "so the draws do not represent one posterior")
+        if undefined:
+            parts.append(f"R-hat undefined for {_names(undefined)} (non-finite draws)")
+        return Check("rhat", "fail", worst, rhat_max, rule, high + undefined, "; ".join(parts) + ".",
+                     action_mixing, details)
+    if constant:
+        return Check("rhat", "warn", worst, rhat_max, rule, constant,
+                     f"Constant across all draws, so R-hat is undefined: {_names(constant)}. Fine for a fixed "
+                     "quantity, otherwise the sampler is stuck.",
+                     "If the quantity should vary, check its initial values and step size (a stuck chain).",
+                     details)
+    if worst is None:
+        return Check("rhat", "n/a", None, rhat_max, rule, (), "No quantities to check.", "", details)
+    return Check("rhat", "ok", worst, rhat_max, rule, (), f"Max R-hat {worst:.3f} (chains agree).", "", details)
+
+
+def _check_ess(summary: Any, elements: Mapping[str, dict[str, Any]], column: str, per_chain: float,
+               chains: int, draws: int) -> Check:
+    kind = "bulk" if column == "ess_bulk" else "tail"
+    minimum = per_chain * chains
+    rule = f"min {kind} ESS >= {minimum:g} ({per_chain:g} per chain)"
+    what = "means and medians" if kind == "bulk" else "intervals and tail quantiles"
+    if draws < 4:
+        return Check(column, "fail", None, minimum, rule, (),
+                     f"Only {draws} draws per chain; {kind} ESS needs at least 4.",
+                     "Draw more samples (e.g. draws=1000).", {"draws": draws})
+    values = _column(summary, column)
+    low = tuple(n for n, v in values.items() if math.isfinite(v) and v < minimum)
+    undefined = tuple(n for n, v in values.items() if not math.isfinite(v))
+    finite = [v for v in values.values() if math.isfinite(v)]
+    worst = min(finite) if finite else None
+    details = {"min_by_variable": {n: values[n] for n in low}, "undefined": list(undefined)}
+    if worst is None and not undefined:
+        return Check(column, "n/a", None, minimum, rule, (), "No quantities to check.", "", details)
+    if low or undefined:
+        parts = []
+        if low:
+            parts.append(f"{kind.capitalize()} ESS below {minimum:g} for {_names(low)} (min {worst:.0f}): "
+                         f"{what} are estimated imprecisely")
+        if undefined:
+            parts.append(f"{kind} ESS undefined for {_names(undefined)} (non-finite draws)")
+        action = ("Draw more samples; if ESS per draw stays low, reparameterise (non-centre hierarchical "
+                  "parameters) or raise target_accept.")
+        return Check(column, "warn", worst, minimum, rule, low + undefined, "; ".join(parts) + ".", action, details)
+    return Check(column, "ok", worst, minimum, rule, (), f"Min {kind} ESS {worst:.0f}.", "", details)
+
+
+def _check_mcse(summary: Any, elements: Mapping[str, dict[str, Any]], max_ratio: float, draws: int) -> Check:
+    rule = f"MCSE of the mean <= {max_ratio:g} x posterior sd"
+    if draws < 4:
+        return Check("mcse", "fail", None, max_ratio, rule, (),
+                     f"Only {draws} draws per chain; MCSE needs at least 4.",
+                     "Draw more samples (e.g. draws=1000).", {"draws": draws})
+    mcse = _column(summary, "mcse_mean")
+    sd = _column(summary, "sd")
+    ratios = {}
+    for name, value in mcse.items():
+        spread = sd.get(name, math.nan)
+        if math.isfinite(value) and math.isfinite(spread) and spread > 0:
+            ratios[name] = value / spread
+    if not ratios:
+        return Check("mcse", "n/a", None, max_ratio, rule, (),
+                     "MCSE could not be compared with the posterior sd (constant or non-finite draws).", "")
+    high = tuple(n for n, r in ratios.items() if r > max_ratio)
+    worst = max(ratios.values())
+    details = {"ratio_by_variable": {n: ratios[n] for n in high}}
+    if high:
+        return Check("mcse", "warn", worst, max_ratio, rule, high,
+                     f"Monte Carlo error of the mean exceeds {max_ratio:g} posterior sd for {_names(high)} "
+                     f"(max {worst:.3f} sd).",
+                     "Draw more samples (MCSE shrinks as 1/sqrt(ESS)).", details)
+    return Check("mcse", "ok", worst, max_ratio, rule, (),
+                 f"Monte Carlo error of the mean is at most {worst:.3f} posterior sd.", "", details)
+
+
+def _check_bfmi(tree: Any, stats: Any, bfmi_min: float) -> Check:
+    from arviz_stats import bfmi
+
+    rule = f"E-BFMI >= {bfmi_min:g} in every chain"
+    if stats is None or "energy" not in stats.data_vars:
+        return Check("bfmi", "n/a", None, bfmi_min, rule, (),
+                     "Skipped: sample_stats has no `energy`.", "")
+    if stats.sizes.get("draw", 0) < 2:
+        return Check("bfmi", "n/a", None, bfmi_min, rule, (), "Skipped: E-BFMI needs at least 2 draws.", "")
+    with _quiet_numpy():
+        values = np.atleast_1d(np.asarray(bfmi(tree)["energy"].values, dtype=float))
+    per_chain = [float(v) for v in values]
+    finite = [v for v in per_chain if math.isfinite(v)]
+    if not finite:
+        return Check("bfmi", "n/a", None, bfmi_min, rule, (),
+                     "E-BFMI is undefined (energy is constant or non-finite).", "", {"per_chain": per_chain})
+    low_chains = [i for i, v in enumerate(per_chain) if math.isfinite(v) and v < bfmi_min]
+    worst = min(finite)
+    details = {"per_chain": per_chain, "chains_below": low_chains}
+    if low_chains:
+        return Check(
+            "bfmi", "warn", worst, bfmi_min, rule, (),
+            f"E-BFMI below {bfmi_min:g} in {len(low_chains)} of {len(per_chain)} chains (min {worst:.3f}): "
+            "momentum resampling explores the energy distribution poorly (heavy tails or a funnel).",
+            "Reparameterise (non-centre hierarchical scales, standardise predictors); if that is not possible, "
+            "run longer warm-up.", details)
+    return Check("bfmi", "ok", worst, bfmi_min, rule, (), f"Min E-BFMI {worst:.3f}.", "", details)
+
+
+def _check_divergences(stats: Any, max_divergences: int, chains: int, draws: int) -> Check:
+    rule = f"divergent transitions <= {max_divergences}"
+    if stats is None or "diverging" not in stats.data_vars:
+        return Check("divergences", "n/a", None, max_divergences, rule, (),
+                     "Skipped: sample_stats has no `diverging`.", "")
+    flags = np.asarray(stats["diverging"].values).astype(bool)
+    count = int(flags.sum())
+    per_chain = [int(v) for v in flags.reshape(flags.shape[0], -1).sum(axis=1)] if flags.ndim >= 1 else [count]
+    total = max(int(flags.size), 1)
+    details = {"per_chain": per_chain, "fraction": count / total, "transitions": int(flags.size)}
+    if count > max_divergences:
+        return Check(
+            "divergences", "fail", count, max_divergences, rule, (),
+            f"{count} of {flags.size} transitions ({100 * count / total:.2f}%) diverged: the sampler cannot "
+            "follow the posterior's curvature there, so the draws may be biased.",
+            "Increase target_accept closer to 1 (e.g. 0.95); if divergences remain, reparameterise "
+            "(non-centre hierarchical parameters).", details)
+    if count:
+        return Check("divergences", "ok", count, max_divergences, rule, (),
+                     f"{count} divergent transitions, within the allowed {max_divergences}.", "", details)
+    return Check("divergences", "ok", 0, max_divergences, rule, (), "No divergent transitions.", "", details)
+
+
+def _check_tree_depth(stats: Any, depth: int, source: str, chains: int, draws: int) -> Check:
+    rule = f"no transition reaches max_tree_depth = {depth}"
+    if stats is None:
+        return Check("tree_depth", "n/a", None, depth, rule, (), "Skipped: no sample_stats group.", "")
+    if "reached_max_treedepth" in stats.data_vars:
+        saturated = np.asarray(stats["reached_max_treedepth"].values).astype(bool)
+        source = "reached_max_treedepth"
+    elif "tree_depth" in stats.data_vars:
+        saturated = np.asarray(stats["tree_depth"].values) >= depth
+    else:
+        return Check("tree_depth", "n/a", None, depth, rule, (),
+                     "Skipped: sample_stats has neither `tree_depth` nor `reached_max_treedepth`.", "")
+    count = int(saturated.sum())
+    total = max(int(saturated.size), 1)
+    per_chain = [int(v) for v in saturated.reshape(saturated.shape[0], -1).sum(axis=1)] if saturated.ndim else [count]
+    details = {"per_chain": per_chain, "fraction": count / total, "transitions": int(saturated.size),
+               "max_tree_depth": depth, "max_tree_depth_source": source}
+    if count:
+        return Check(
+            "tree_depth", "warn", count, depth, rule, (),
+            f"{count} of {saturated.size} transitions ({100 * count / total:.2f}%) hit the maximum tree "
+            f"depth {depth}: trajectories were cut short, so exploration is slow.",
+            "Reparameterise to reduce posterior correlations or scale differences; raise max_tree_depth only "
+            "if the posterior is known to be well behaved.", details)
+    return Check("tree_depth", "ok", 0, depth, rule, (), f"No transition reached tree depth {depth}.", "", details)
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _max_tree_depth(tree: Any, stats: Any, explicit: int | None) -> tuple[int, str]:
+    """The cap the sampler ran with: argument, attempt log, run record, attributes, default."""
+    if explicit is not None:
+        return int(explicit), "argument"
+    for attempt in reversed(record.read_attempts(tree)):
+        settings = (attempt.get("settings") or {}) if isinstance(attempt, dict) else {}
+        if settings.get("max_tree_depth") is not None:
+            return int(settings["max_tree_depth"]), "attempt log"
+    run = record.read_run(tree) or {}
+    if isinstance(run, dict) and run.get("max_tree_depth") is not None:
+        return int(run["max_tree_depth"]), "run record"
+    for attrs, where in ((getattr(stats, "attrs", {}), "sample_stats attrs"), (tree.attrs, "attrs")):
+        for key in ("max_tree_depth", "max_treedepth"):
+            if attrs.get(key) is not None:
+                return int(attrs[key]), where
+    return DEFAULT_MAX_TREE_DEPTH, "default"
+
+
+def _element_facts(posterior: Any) -> dict[str, dict[str, Any]]:
+    """Per scalar quantity (labelled as in ArviZ's summary): non-finite draw count, constant or not."""
+    from arviz_base import dataset_to_dataarray
+
+    facts: dict[str, dict[str, Any]] = {}
+    if not len(posterior.data_vars):
+        return facts
+    stacked = dataset_to_dataarray(posterior, sample_dims=["chain", "draw"])
+    values = np.asarray(stacked.transpose("label", ...).values, dtype=float)
+    values = values.reshape(values.shape[0], -1)
+    for label, row in zip(stacked["label"].values.tolist(), values):
+        finite = np.isfinite(row)
+        nonfinite = int(row.size - finite.sum())
+        constant = bool(nonfinite == 0 and row.size and np.ptp(row) < np.finfo(float).resolution)
+        facts[str(label)] = {"nonfinite": nonfinite, "constant": constant}
+    return facts
+
+
+def _column(summary: Any, column: str) -> dict[str, float]:
+    if summary is None or column not in getattr(summary, "columns", ()):
+        return {}
+    return {str(k): float(v) for k, v in summary[column].items()}
+
+
+def _summary_rows(summary: Any) -> list[dict[str, Any]]:
+    if summary is None or not len(getattr(summary, "index", ())):
+        return []
+    columns = list(summary.columns)
+    lower = next((c for c in columns if str(c).endswith("_lb")), None)
+    upper = next((c for c in columns if str(c).endswith("_ub")), None)
+    rows = []
+    for label, row in summary.iterrows():
+        rows.append({
+            "variable": str(label),
+            "mean": _json_number(row.get("mean")),
+            "sd": _json_number(row.get("sd")),
+            "ci_lower": _json_number(row.get(lower)) if lower else None,
+            "ci_upper": _json_number(row.get(upper)) if upper else None,
+            "ess_bulk": _json_number(row.get("ess_bulk")),
+            "ess_tail": _json_number(row.get("ess_tail")),
+            "r_hat": _json_number(row.get("r_hat")),
+            "mcse_mean": _json_number(row.get("mcse_mean")),
+            "mcse_sd": _json_number(row.get("mcse_sd")),
+        })
+    return rows
+
+
+def _empty_summary() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(columns=["mean", "sd", "ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd"])
+
+
+def _names(names: tuple[str, ...] | list[str]) -> str:
+    shown = ", ".join(names[:_NAMES_IN_TEXT])
+    return shown if len(names) <= _NAMES_IN_TEXT else f"{shown} and {len(names) - _NAMES_IN_TEXT} more"
+
+
+def _json_number(value: Any) -> Any:
+    """Plain int/float for JSON; NaN and infinities become None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return number if math.isfinite(number) else None
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_json_ready(v) for v in value.tolist()]
+    if isinstance(value, (float, int, np.floating, np.integer, np.bool_)) and not isinstance(value, bool):
+        return _json_number(value)
+    return value
+
+
+def _require_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and (
+        value >= 0 if allow_zero else value > 0)
+    if not ok:
+        rule = "a non-negative number" if allow_zero else "a positive number"
+        raise ValueError(f"`{name}` must be {rule}, got {value!r}.")
+
+
+def _is_datatree(data: Any) -> bool:
+    return type(data).__name__ == "DataTree" and hasattr(data, "children")
+
+
+class _quiet_numpy:
+    """Silence numpy's RuntimeWarnings (0/0 for constant chains) while ArviZ computes."""
+
+    def __enter__(self) -> None:
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.filterwarnings("ignore", category=RuntimeWarning)
+        self._state = np.seterr(all="ignore")
+
+    def __exit__(self, *exc: Any) -> None:
+        np.seterr(**self._state)
+        self._catch.__exit__(*exc)

@@ -1,0 +1,109 @@
+"""The loop's decisions (assess, choose_remedy) on synthetic draws: no backend needed."""
+
+import numpy as np
+import pytest
+
+from resilient.backend import Chunk, NUTSSettings
+from resilient.distributions import HalfCauchy, Normal
+from resilient.draws import DrawBuffer
+from resilient.errors import ResilientError
+from resilient.loop import LoopState, assess, choose_remedy
+from resilient.model import Model, Site
+from resilient.policy import Policy
+
+SETTINGS = NUTSSettings(draws=400, chains=4, max_tree_depth=10)
+
+
+def buffer_from(values, diverging=None, tree_depth=None, lp=None):
+    chains, draws = values.shape
+    stats = {
+        "diverging": np.zeros((chains, draws), bool) if diverging is None else diverging,
+        "tree_depth": np.full((chains, draws), 3) if tree_depth is None else tree_depth,
+        "lp": np.zeros((chains, draws)) if lp is None else lp,
+    }
+    buffer = DrawBuffer(chains)
+    buffer.add(Chunk(tuple(range(chains)), 0, False, {"x": values}, stats))
+    return buffer
+
+
+def healthy(seed=0):
+    return np.random.default_rng(seed).normal(size=(4, 400))
+
+
+def test_healthy_draws_are_accepted():
+    assert assess(buffer_from(healthy()), Policy(), SETTINGS) == (None, "")
+
+
+def test_divergences_above_the_rate_are_a_failure_with_counts():
+    diverging = np.zeros((4, 400), bool)
+    diverging[0, :9] = True
+    failure, message = assess(buffer_from(healthy(), diverging=diverging), Policy(), SETTINGS)
+    assert failure == "divergences"
+    assert message.startswith("9 of 1600 draws diverged (0.56%, limit 0.50%)")
+
+
+def test_stuck_chain_is_named():
+    values = healthy()
+    values[2] = 0.3
+    assert assess(buffer_from(values), Policy(), SETTINGS) == ("stuck", "chain(s) 2 never moved (no proposal accepted)")
+
+
+def test_non_finite_log_density_and_saturated_tree_depth():
+    lp = np.zeros((4, 400))
+    lp[1, 5] = np.nan
+    assert assess(buffer_from(healthy(), lp=lp), Policy(), SETTINGS)[0] == "non-finite"
+    failure, message = assess(buffer_from(healthy(), tree_depth=np.full((4, 400), 10)), Policy(), SETTINGS)
+    assert failure == "tree-depth" and "100% of draws hit the maximum tree depth 10" in message
+
+
+def test_chains_that_disagree_fail_convergence():
+    values = healthy() + np.array([[0.0], [0.0], [0.0], [5.0]])
+    failure, message = assess(buffer_from(values), Policy(), SETTINGS)
+    assert failure == "convergence" and message.startswith("x has R-hat")
+
+
+def centred_sites():
+    tau = object()  # stands for a tensor: not a literal
+    return {
+        "tau": Site("tau", "latent", HalfCauchy(5), HalfCauchy(5)),
+        "theta": Site("theta", "latent", Normal(0.0, tau), Normal(0.0, tau)),
+    }
+
+
+def test_divergences_lead_to_non_centring_then_the_target_accept_ladder():
+    state = LoopState(Model(lambda: None), "numpyro", 0.8)
+    policy = Policy()
+    remedy, note = choose_remedy("divergences", state, policy, centred_sites())
+    assert remedy == "noncenter" and state.model.noncentered == frozenset({"theta"})
+    assert note.startswith("non-centred theta")
+    assert choose_remedy("divergences", state, policy, centred_sites())[0] == "target_accept"
+    assert state.target_accept == 0.9
+    choose_remedy("divergences", state, policy, centred_sites())
+    choose_remedy("divergences", state, policy, centred_sites())
+    assert state.target_accept == 0.99
+
+
+def test_switched_off_remedies_are_not_used():
+    state = LoopState(Model(lambda: None), "numpyro", 0.8)
+    policy = Policy(remedies=("target_accept",))
+    assert choose_remedy("divergences", state, policy, centred_sites())[0] == "target_accept"
+    assert state.model.noncentered == frozenset()
+    state = LoopState(Model(lambda: None), "numpyro", 0.99)
+    assert choose_remedy("divergences", state, policy, centred_sites()) == (None, "no remedy left that fits this failure")
+
+
+def test_reinitialisation_tries_uniform_then_prior_points():
+    state = LoopState(Model(lambda: None), "numpyro", 0.8)
+    policy = Policy(remedies=("reinitialize",))
+    assert choose_remedy("stuck", state, policy, {})[1] == "fresh initial points (uniform)"
+    assert choose_remedy("stuck", state, policy, {})[1] == "fresh initial points (prior)"
+    assert choose_remedy("stuck", state, policy, {})[0] is None
+
+
+def test_policy_rejects_bad_caps_with_the_rule():
+    with pytest.raises(ResilientError, match=r"`max_attempts` must be a positive integer, got 0"):
+        Policy(max_attempts=0)
+    with pytest.raises(ResilientError, match=r"`time_budget` must be a positive number of seconds or None, got -1"):
+        Policy(time_budget=-1)
+    with pytest.raises(ResilientError, match=r"Unknown remedies \['magic'\]"):
+        Policy(remedies=("magic",))
