@@ -41,6 +41,7 @@ class Site:
     rewrites: tuple[Any, ...] = ()  # resilient.rewrites.Rewrite records: applied if Model.fix, else suggested
     noncentered: bool = False
     description: str = ""  # the declared record, with tensors named by their sites
+    inputs: tuple[str, ...] = ()  # sites whose values are parameters of this one
 
 
 @dataclass(frozen=True)
@@ -147,14 +148,21 @@ class Trace:
 
         stable, rewrites = stabilize(dist, observed=observed is not None, namer=self.name_of)
         used = stable if self.model.fix else dist
+        inputs = self._inputs(dist)
         if kind == "latent" and name in self.model.noncentered:
             value = self._sample_noncentered(name, used)
-            self.sites[name] = Site(name, kind, dist, used, rewrites, True, description)
+            self.sites[name] = Site(name, kind, dist, used, rewrites, True, description, inputs)
         else:
-            self.sites[name] = Site(name, kind, dist, used, rewrites, False, description)
+            self.sites[name] = Site(name, kind, dist, used, rewrites, False, description, inputs)
             value = self.handler.sample_site(name, used, observed)
         self._remember(name, value)
         return value
+
+    def _inputs(self, dist: Any) -> tuple[str, ...]:
+        values = list(dist.base.params.values()) + [dist.lower, dist.upper] if isinstance(dist, Truncated) else list(
+            dist.params.values())
+        names = [self.name_of(v) for v in values if v is not None]
+        return tuple(dict.fromkeys(n for n in names if n))
 
     def _sample_noncentered(self, name: str, dist: Any) -> Any:
         if not (isinstance(dist, Distribution) and dist.family == "Normal"):

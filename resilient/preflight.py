@@ -11,6 +11,7 @@ non-finite, the point (constrained values) and, where known, the cause.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -81,16 +82,20 @@ def check_compiled(compiled: Any, model: Model | NativeModel, backend: str, *, r
     findings: list[Finding] = list(_rewrite_findings(compiled.sites, model.fix))
     findings += _prior_findings(compiled.sites)
     points = _points(compiled, random_seed, prior_points, uniform_points, findings)
-    seen: dict[tuple, int] = {}
+    numeric: dict[tuple, list[Finding]] = {}
     for label, x in points:
         value, gradient = compiled.log_density_and_gradient(x)
         if np.isfinite(value) and np.all(np.isfinite(gradient)):
             continue
         for finding in _attribute(compiled, model, x, label, value, gradient):
-            key = (finding.check, finding.site, finding.parameter)
-            if key not in seen:
-                seen[key] = len(findings)
-                findings.append(finding)
+            numeric.setdefault((finding.check, finding.site, finding.parameter), []).append(finding)
+    for same in numeric.values():
+        first = same[0]
+        if len(same) < len(points):  # finite somewhere: the loop can start there, so warn only
+            first = replace(first, severity="warning", message=(
+                f"{first.message} Non-finite at {len(same)} of {len(points)} points checked; sampling "
+                "starts from finite points but may diverge near this region."))
+        findings.append(first)
     if points and not any(f.severity == "error" for f in findings):
         findings += _finite_difference(compiled, points[0][1], random_seed, model.float32)
     return PreflightReport(model.name, backend, tuple(findings), time.perf_counter() - start, len(points))
@@ -106,7 +111,7 @@ def _rewrite_findings(sites: Mapping[str, Any], applied: bool) -> list[Finding]:
             )
             findings.append(Finding(
                 "fixed" if applied else "warning", "rewrite", site.name, message,
-                parameter=None, cause=_RULE_CAUSES.get(rewrite.rule, rewrite.rule),
+                parameter=", ".join(getattr(site, "inputs", ())) or None, cause=_RULE_CAUSES.get(rewrite.rule, rewrite.rule),
                 fix=f"{site.name} ~ {rewrite.after}", fix_applied=applied,
             ))
     return findings
