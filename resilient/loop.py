@@ -346,6 +346,9 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             message = (f"the time budget of {policy.time_budget} s ran out during attempt {number}"
                        if kind == "budget" else f"sampling was interrupted ({outcome.reason})")
             message += f"; {buffer.complete_draws} draws per chain were finished and are returned"
+            seen, note = assess(buffer, policy, run_settings) if buffer.complete_draws >= 8 else (None, "")
+            if seen is not None:
+                message += f"; the finished draws show a problem: {note}"
             attempts.append(Attempt(**base, failure=kind, message=message, outcome=kind))
             return _stop(finish(data, kind, message), message, attempts, report, policy, warn,
                          budget=kind == "budget", interrupted=kind == "interrupted")
