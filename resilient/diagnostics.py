@@ -5,20 +5,28 @@ rank-normalised split R-hat of Vehtari et al. 2021 and whose ``ess_bulk``/``ess_
 ``mcse_mean`` come from ``arviz_stats.ess``/``mcse``; ``arviz_stats.bfmi`` for E-BFMI) and
 turns the numbers into :class:`Check` records. It computes none of the statistics itself.
 
-Checks, in order, and how seriously each counts when it trips:
+Checks, in order. Each has a published threshold (``warn`` when crossed) and, where a
+worse value makes the draws unusable, a ``fail`` threshold (the defaults match the limits
+at which :class:`resilient.policy.Policy` retries):
 
-================  =======  ======================================================
-name              trips    rule (defaults: Vehtari et al. 2021; Betancourt 2016)
-================  =======  ======================================================
-``finite_draws``  fail     every posterior draw is finite (no NaN or inf)
-``rhat``          fail     max R-hat <= ``rhat_max`` (1.01)
-``ess_bulk``      warn     min bulk ESS >= ``ess_min_per_chain`` x chains (100 per chain)
-``ess_tail``      warn     min tail ESS >= ``ess_min_per_chain`` x chains
-``mcse``          warn     MCSE of the mean <= ``mcse_max_ratio`` x posterior sd (0.1)
-``bfmi``          warn     E-BFMI >= ``bfmi_min`` (0.3) in every chain
-``divergences``   fail     divergent transitions <= ``max_divergences`` (0)
-``tree_depth``    warn     no transition reaches ``max_tree_depth``
-================  =======  ======================================================
+================  ==============================================  ===========================
+name              warn when (defaults)                            fail when (defaults)
+================  ==============================================  ===========================
+``finite_draws``  --                                              any NaN or inf draw
+``rhat``          max R-hat > ``rhat_max`` (1.01)                  > ``rhat_fail`` (1.05)
+``ess_bulk``      min bulk ESS < ``ess_min_per_chain`` x chains    < ``ess_fail_per_chain``
+                  (100 per chain)                                  x chains (25 per chain)
+``ess_tail``      min tail ESS, as ``ess_bulk``                    as ``ess_bulk``
+``mcse``          MCSE of the mean > ``mcse_max_ratio`` x sd (0.1)  --
+``bfmi``          E-BFMI < ``bfmi_min`` (0.3) in any chain          --
+``divergences``   divergent transitions > ``max_divergences`` (0)  rate > ``divergence_fail_rate``
+                                                                  (0.005)
+``tree_depth``    any transition at ``max_tree_depth``              rate > ``tree_depth_fail_rate``
+                                                                  (0.5)
+================  ==============================================  ===========================
+
+Sources: R-hat and ESS, Vehtari et al. (2021); E-BFMI, Betancourt (2016); divergences and
+tree depth, Stan's ``diagnose``.
 
 A check that cannot be computed (a plain PyMC/NumPyro DataTree without the statistic,
 one chain for R-hat) has verdict ``"n/a"`` or ``"warn"`` and says why; ``"n/a"`` counts as
@@ -58,12 +66,13 @@ class Check:
     name: str
     verdict: str  # one of VERDICTS
     value: float | int | None  # the worst value seen (max R-hat, min ESS, divergence count ...)
-    threshold: float | int | None  # the number the rule compares against
-    rule: str  # the rule in words, e.g. "max R-hat <= 1.01"
+    threshold: float | int | None  # the published limit: crossing it is a "warn"
+    rule: str  # the rule in words, e.g. "max R-hat <= 1.01 (fail above 1.05)"
     variables: tuple[str, ...] = ()  # scalar quantities that break the rule, as in the summary index
     explanation: str = ""  # one line: what was seen and what it means
     action: str = ""  # the suggested fix ("" when nothing needs doing)
     details: Mapping[str, Any] = field(default_factory=dict)  # JSON-ready extras (per-chain values ...)
+    fail_threshold: float | int | None = None  # crossing it is a "fail" (None: the check only warns)
 
     @property
     def passed(self) -> bool:
@@ -75,6 +84,7 @@ class Check:
             "verdict": self.verdict,
             "value": _json_number(self.value),
             "threshold": _json_number(self.threshold),
+            "fail_threshold": _json_number(self.fail_threshold),
             "rule": self.rule,
             "variables": list(self.variables),
             "explanation": self.explanation,
@@ -154,6 +164,10 @@ def diagnose(
     bfmi_min: float = 0.3,
     max_divergences: int = 0,
     max_tree_depth: int | None = None,
+    rhat_fail: float = 1.05,
+    ess_fail_per_chain: float = 25,
+    divergence_fail_rate: float = 0.005,
+    tree_depth_fail_rate: float = 0.5,
     var_names: list[str] | str | None = None,
     ci_kind: str | None = None,
     ci_prob: float | None = None,
@@ -166,6 +180,7 @@ def diagnose(
     where present. ``max_tree_depth`` defaults to the one recorded in the data's attempt log
     or attributes, else 10. ``var_names`` limits R-hat/ESS/MCSE to some variables;
     ``ci_kind``/``ci_prob`` go to ``arviz_stats.summary`` (ArviZ's defaults: eti, 0.89).
+    A ``*_fail`` threshold milder than its warning threshold is moved up to it.
     """
     from arviz_base import convert_to_datatree, rcParams
     from arviz_stats import summary as arviz_summary
@@ -174,6 +189,12 @@ def diagnose(
     _require_positive("ess_min_per_chain", ess_min_per_chain, allow_zero=True)
     _require_positive("mcse_max_ratio", mcse_max_ratio)
     _require_positive("bfmi_min", bfmi_min, allow_zero=True)
+    _require_positive("rhat_fail", rhat_fail)
+    _require_positive("ess_fail_per_chain", ess_fail_per_chain, allow_zero=True)
+    _require_fraction("divergence_fail_rate", divergence_fail_rate)
+    _require_fraction("tree_depth_fail_rate", tree_depth_fail_rate)
+    rhat_fail = max(rhat_fail, rhat_max)
+    ess_fail_per_chain = min(ess_fail_per_chain, ess_min_per_chain)
     if int(max_divergences) != max_divergences or max_divergences < 0:
         raise ValueError(f"`max_divergences` must be a non-negative integer, got {max_divergences!r}.")
     if max_tree_depth is not None and (int(max_tree_depth) != max_tree_depth or max_tree_depth < 1):
@@ -205,7 +226,9 @@ def diagnose(
     thresholds = {
         "rhat_max": rhat_max, "ess_min_per_chain": ess_min_per_chain,
         "ess_min_total": ess_min_per_chain * chains, "mcse_max_ratio": mcse_max_ratio,
-        "bfmi_min": bfmi_min, "max_divergences": int(max_divergences),
+        "bfmi_min": bfmi_min, "max_divergences": int(max_divergences), "rhat_fail": rhat_fail,
+        "ess_fail_per_chain": ess_fail_per_chain, "ess_fail_total": ess_fail_per_chain * chains,
+        "divergence_fail_rate": divergence_fail_rate, "tree_depth_fail_rate": tree_depth_fail_rate,
     }
     notes: list[str] = []
 
@@ -223,18 +246,20 @@ def diagnose(
 
     elements = _element_facts(posterior) if draws > 0 else {}
     checks: list[Check] = [_check_finite(elements, draws)]
-    checks.append(_check_rhat(summary, elements, rhat_max, chains, draws))
-    checks.append(_check_ess(summary, elements, "ess_bulk", ess_min_per_chain, chains, draws))
-    checks.append(_check_ess(summary, elements, "ess_tail", ess_min_per_chain, chains, draws))
+    checks.append(_check_rhat(summary, elements, rhat_max, rhat_fail, chains, draws))
+    checks.append(_check_ess(summary, elements, "ess_bulk", ess_min_per_chain, ess_fail_per_chain,
+                             chains, draws))
+    checks.append(_check_ess(summary, elements, "ess_tail", ess_min_per_chain, ess_fail_per_chain,
+                             chains, draws))
     checks.append(_check_mcse(summary, elements, mcse_max_ratio, draws))
     checks.append(_check_bfmi(tree, stats, bfmi_min))
-    checks.append(_check_divergences(stats, int(max_divergences), chains, draws))
+    checks.append(_check_divergences(stats, int(max_divergences), divergence_fail_rate))
     depth, depth_source = _max_tree_depth(tree, stats, max_tree_depth)
     thresholds["max_tree_depth"] = depth
-    checks.append(_check_tree_depth(stats, depth, depth_source, chains, draws))
+    checks.append(_check_tree_depth(stats, depth, depth_source, tree_depth_fail_rate))
 
     by_name = {c.name: c for c in checks}
-    if by_name["rhat"].verdict == "fail" and by_name["tree_depth"].verdict == "warn":
+    if by_name["rhat"].verdict == "fail" and by_name["tree_depth"].verdict in ("warn", "fail"):
         notes.append(
             "R-hat is high and trajectories saturate the maximum tree depth: chains are drifting, "
             "so the posterior looks improper or unidentified. Give every parameter a proper prior "
@@ -277,65 +302,75 @@ def _check_finite(elements: Mapping[str, dict[str, Any]], draws: int) -> Check:
     )
 
 
-def _check_rhat(summary: Any, elements: Mapping[str, dict[str, Any]], rhat_max: float,
+def _check_rhat(summary: Any, elements: Mapping[str, dict[str, Any]], rhat_max: float, rhat_fail: float,
                 chains: int, draws: int) -> Check:
-    rule = f"max R-hat <= {rhat_max:g}"
+    rule = f"max R-hat <= {rhat_max:g} (fail above {rhat_fail:g})"
     action_mixing = ("Run longer (more tune and draws); if chains stay apart, reparameterise or add prior "
                      "information (a multimodal or poorly identified posterior).")
+
+    def check(verdict: str, value: Any, variables: tuple[str, ...], explanation: str, action: str,
+              details: Mapping[str, Any]) -> Check:
+        return Check("rhat", verdict, value, rhat_max, rule, variables, explanation, action, details, rhat_fail)
+
     if chains < 2:
-        return Check("rhat", "warn", None, rhat_max, rule, (),
-                     f"R-hat needs at least 2 chains, got {chains}: mixing between chains cannot be checked.",
-                     "Run at least 4 chains (chains=4).", {"chains": chains})
+        return check("warn", None, (), f"R-hat needs at least 2 chains, got {chains}: mixing between chains "
+                     "cannot be checked.", "Run at least 4 chains (chains=4).", {"chains": chains})
     if draws < 4:
-        return Check("rhat", "fail", None, rhat_max, rule, (),
-                     f"Only {draws} draws per chain; R-hat needs at least 4.",
+        return check("fail", None, (), f"Only {draws} draws per chain; R-hat needs at least 4.",
                      "Draw more samples (e.g. draws=1000).", {"draws": draws})
     values = _column(summary, "r_hat")
     high = tuple(n for n, v in values.items() if math.isfinite(v) and v > rhat_max)
+    severe = tuple(n for n in high if values[n] > rhat_fail)
     constant = tuple(n for n, v in values.items() if not math.isfinite(v) and elements.get(n, {}).get("constant"))
     undefined = tuple(n for n, v in values.items() if not math.isfinite(v) and n not in constant)
     finite = [v for v in values.values() if math.isfinite(v)]
     worst = max(finite) if finite else None
-    details = {"max_by_variable": {n: values[n] for n in high}, "constant": list(constant),
-               "undefined": list(undefined)}
+    details = {"max_by_variable": {n: values[n] for n in high}, "above_fail": list(severe),
+               "constant": list(constant), "undefined": list(undefined)}
     if high or undefined:
         parts = []
         if high:
             parts.append(f"R-hat above {rhat_max:g} for {_names(high)} (max {worst:.3f}): chains disagree, "
-                         "so the draws do not represent one posterior")
+                         "so the draws may not represent one posterior")
         if undefined:
             parts.append(f"R-hat undefined for {_names(undefined)} (non-finite draws)")
-        return Check("rhat", "fail", worst, rhat_max, rule, high + undefined, "; ".join(parts) + ".",
-                     action_mixing, details)
+        verdict = "fail" if severe or undefined else "warn"
+        return check(verdict, worst, high + undefined, "; ".join(parts) + ".", action_mixing, details)
     if constant:
-        return Check("rhat", "warn", worst, rhat_max, rule, constant,
+        return check("warn", worst, constant,
                      f"Constant across all draws, so R-hat is undefined: {_names(constant)}. Fine for a fixed "
                      "quantity, otherwise the sampler is stuck.",
                      "If the quantity should vary, check its initial values and step size (a stuck chain).",
                      details)
     if worst is None:
-        return Check("rhat", "n/a", None, rhat_max, rule, (), "No quantities to check.", "", details)
-    return Check("rhat", "ok", worst, rhat_max, rule, (), f"Max R-hat {worst:.3f} (chains agree).", "", details)
+        return check("n/a", None, (), "No quantities to check.", "", details)
+    return check("ok", worst, (), f"Max R-hat {worst:.3f} (chains agree).", "", details)
 
 
 def _check_ess(summary: Any, elements: Mapping[str, dict[str, Any]], column: str, per_chain: float,
-               chains: int, draws: int) -> Check:
+               fail_per_chain: float, chains: int, draws: int) -> Check:
     kind = "bulk" if column == "ess_bulk" else "tail"
-    minimum = per_chain * chains
-    rule = f"min {kind} ESS >= {minimum:g} ({per_chain:g} per chain)"
+    minimum, fail_minimum = per_chain * chains, fail_per_chain * chains
+    rule = f"min {kind} ESS >= {minimum:g} ({per_chain:g} per chain; fail below {fail_minimum:g})"
     what = "means and medians" if kind == "bulk" else "intervals and tail quantiles"
+
+    def check(verdict: str, value: Any, variables: tuple[str, ...], explanation: str, action: str,
+              details: Mapping[str, Any]) -> Check:
+        return Check(column, verdict, value, minimum, rule, variables, explanation, action, details, fail_minimum)
+
     if draws < 4:
-        return Check(column, "fail", None, minimum, rule, (),
-                     f"Only {draws} draws per chain; {kind} ESS needs at least 4.",
+        return check("fail", None, (), f"Only {draws} draws per chain; {kind} ESS needs at least 4.",
                      "Draw more samples (e.g. draws=1000).", {"draws": draws})
     values = _column(summary, column)
     low = tuple(n for n, v in values.items() if math.isfinite(v) and v < minimum)
+    severe = tuple(n for n in low if values[n] < fail_minimum)
     undefined = tuple(n for n, v in values.items() if not math.isfinite(v))
     finite = [v for v in values.values() if math.isfinite(v)]
     worst = min(finite) if finite else None
-    details = {"min_by_variable": {n: values[n] for n in low}, "undefined": list(undefined)}
+    details = {"min_by_variable": {n: values[n] for n in low}, "below_fail": list(severe),
+               "undefined": list(undefined)}
     if worst is None and not undefined:
-        return Check(column, "n/a", None, minimum, rule, (), "No quantities to check.", "", details)
+        return check("n/a", None, (), "No quantities to check.", "", details)
     if low or undefined:
         parts = []
         if low:
@@ -345,8 +380,9 @@ def _check_ess(summary: Any, elements: Mapping[str, dict[str, Any]], column: str
             parts.append(f"{kind} ESS undefined for {_names(undefined)} (non-finite draws)")
         action = ("Draw more samples; if ESS per draw stays low, reparameterise (non-centre hierarchical "
                   "parameters) or raise target_accept.")
-        return Check(column, "warn", worst, minimum, rule, low + undefined, "; ".join(parts) + ".", action, details)
-    return Check(column, "ok", worst, minimum, rule, (), f"Min {kind} ESS {worst:.0f}.", "", details)
+        verdict = "fail" if severe or undefined else "warn"
+        return check(verdict, worst, low + undefined, "; ".join(parts) + ".", action, details)
+    return check("ok", worst, (), f"Min {kind} ESS {worst:.0f}.", "", details)
 
 
 def _check_mcse(summary: Any, elements: Mapping[str, dict[str, Any]], max_ratio: float, draws: int) -> Check:
@@ -406,54 +442,62 @@ def _check_bfmi(tree: Any, stats: Any, bfmi_min: float) -> Check:
     return Check("bfmi", "ok", worst, bfmi_min, rule, (), f"Min E-BFMI {worst:.3f}.", "", details)
 
 
-def _check_divergences(stats: Any, max_divergences: int, chains: int, draws: int) -> Check:
-    rule = f"divergent transitions <= {max_divergences}"
+def _check_divergences(stats: Any, max_divergences: int, fail_rate: float) -> Check:
+    rule = f"divergent transitions <= {max_divergences} (fail above {100 * fail_rate:g}% of transitions)"
+
+    def check(verdict: str, value: Any, explanation: str, action: str = "", details: Any = None) -> Check:
+        return Check("divergences", verdict, value, max_divergences, rule, (), explanation, action,
+                     details or {}, fail_rate)
+
     if stats is None or "diverging" not in stats.data_vars:
-        return Check("divergences", "n/a", None, max_divergences, rule, (),
-                     "Skipped: sample_stats has no `diverging`.", "")
-    flags = np.asarray(stats["diverging"].values).astype(bool)
-    count = int(flags.sum())
-    per_chain = [int(v) for v in flags.reshape(flags.shape[0], -1).sum(axis=1)] if flags.ndim >= 1 else [count]
-    total = max(int(flags.size), 1)
-    details = {"per_chain": per_chain, "fraction": count / total, "transitions": int(flags.size)}
+        return check("n/a", None, "Skipped: sample_stats has no `diverging`.")
+    flags = np.atleast_1d(np.asarray(stats["diverging"].values).astype(bool))
+    count, total = int(flags.sum()), int(flags.size)
+    rate = count / max(total, 1)
+    details = {"per_chain": [int(v) for v in flags.reshape(flags.shape[0], -1).sum(axis=1)],
+               "rate": rate, "transitions": total}
     if count > max_divergences:
-        return Check(
-            "divergences", "fail", count, max_divergences, rule, (),
-            f"{count} of {flags.size} transitions ({100 * count / total:.2f}%) diverged: the sampler cannot "
-            "follow the posterior's curvature there, so the draws may be biased.",
+        verdict = "fail" if rate > fail_rate else "warn"
+        return check(
+            verdict, count,
+            f"{count} of {total} transitions ({100 * rate:.2f}%) diverged: the sampler cannot follow the "
+            "posterior's curvature somewhere, so the draws may be biased there.",
             "Increase target_accept closer to 1 (e.g. 0.95); if divergences remain, reparameterise "
             "(non-centre hierarchical parameters).", details)
     if count:
-        return Check("divergences", "ok", count, max_divergences, rule, (),
-                     f"{count} divergent transitions, within the allowed {max_divergences}.", "", details)
-    return Check("divergences", "ok", 0, max_divergences, rule, (), "No divergent transitions.", "", details)
+        return check("ok", count, f"{count} divergent transitions, within the allowed {max_divergences}.",
+                     "", details)
+    return check("ok", 0, "No divergent transitions.", "", details)
 
 
-def _check_tree_depth(stats: Any, depth: int, source: str, chains: int, draws: int) -> Check:
-    rule = f"no transition reaches max_tree_depth = {depth}"
+def _check_tree_depth(stats: Any, depth: int, source: str, fail_rate: float) -> Check:
+    rule = f"no transition reaches max_tree_depth = {depth} (fail above {100 * fail_rate:g}% of transitions)"
+
+    def check(verdict: str, value: Any, explanation: str, action: str = "", details: Any = None) -> Check:
+        return Check("tree_depth", verdict, value, depth, rule, (), explanation, action, details or {}, fail_rate)
+
     if stats is None:
-        return Check("tree_depth", "n/a", None, depth, rule, (), "Skipped: no sample_stats group.", "")
+        return check("n/a", None, "Skipped: no sample_stats group.")
     if "reached_max_treedepth" in stats.data_vars:
         saturated = np.asarray(stats["reached_max_treedepth"].values).astype(bool)
         source = "reached_max_treedepth"
     elif "tree_depth" in stats.data_vars:
         saturated = np.asarray(stats["tree_depth"].values) >= depth
     else:
-        return Check("tree_depth", "n/a", None, depth, rule, (),
-                     "Skipped: sample_stats has neither `tree_depth` nor `reached_max_treedepth`.", "")
-    count = int(saturated.sum())
-    total = max(int(saturated.size), 1)
-    per_chain = [int(v) for v in saturated.reshape(saturated.shape[0], -1).sum(axis=1)] if saturated.ndim else [count]
-    details = {"per_chain": per_chain, "fraction": count / total, "transitions": int(saturated.size),
-               "max_tree_depth": depth, "max_tree_depth_source": source}
+        return check("n/a", None, "Skipped: sample_stats has neither `tree_depth` nor `reached_max_treedepth`.")
+    saturated = np.atleast_1d(saturated)
+    count, total = int(saturated.sum()), int(saturated.size)
+    rate = count / max(total, 1)
+    details = {"per_chain": [int(v) for v in saturated.reshape(saturated.shape[0], -1).sum(axis=1)],
+               "rate": rate, "transitions": total, "max_tree_depth": depth, "max_tree_depth_source": source}
     if count:
-        return Check(
-            "tree_depth", "warn", count, depth, rule, (),
-            f"{count} of {saturated.size} transitions ({100 * count / total:.2f}%) hit the maximum tree "
-            f"depth {depth}: trajectories were cut short, so exploration is slow.",
+        return check(
+            "fail" if rate > fail_rate else "warn", count,
+            f"{count} of {total} transitions ({100 * rate:.2f}%) hit the maximum tree depth {depth}: "
+            "trajectories were cut short, so exploration is slow.",
             "Reparameterise to reduce posterior correlations or scale differences; raise max_tree_depth only "
-            "if the posterior is known to be well behaved.", details)
-    return Check("tree_depth", "ok", 0, depth, rule, (), f"No transition reached tree depth {depth}.", "", details)
+            "if the posterior is known to be proper and well behaved.", details)
+    return check("ok", 0, f"No transition reached tree depth {depth}.", "", details)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -561,6 +605,11 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, (float, int, np.floating, np.integer, np.bool_)) and not isinstance(value, bool):
         return _json_number(value)
     return value
+
+
+def _require_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value <= 1:
+        raise ValueError(f"`{name}` must be a fraction in [0, 1], got {value!r}.")
 
 
 def _require_positive(name: str, value: float, allow_zero: bool = False) -> None:

@@ -162,15 +162,19 @@ def test_p6_nan_region_is_reported_and_the_call_is_bounded(backend):
 def test_p7_improper_posterior_stops_within_caps(backend, tmp_path):
     budget = 60
     start = time.monotonic()
-    with pytest.warns(ResilientWarning, match=r"improper or unidentified") if False else warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResilientWarning)
-        with pytest.raises(SamplingFailed, match=r"improper or unidentified|time budget") as info:
-            resilient.sample(pathologies.improper, backend=backend, draws=200, tune=200, max_tree_depth=6,
-                             random_seed=SEED, progressbar=False, time_budget=budget, max_attempts=2,
-                             checkpoint=str(tmp_path / "p7"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            partial = resilient.sample(pathologies.improper, backend=backend, draws=200, tune=200, max_tree_depth=6,
+                                       random_seed=SEED, progressbar=False, time_budget=budget, max_attempts=2,
+                                       checkpoint=str(tmp_path / "p7"))
+            said = " ".join(str(w.message) for w in caught if issubclass(w.category, ResilientWarning))
+        except SamplingFailed as failure:
+            partial = failure.partial
+            said = str(failure) + " " + " ".join(a.message for a in failure.attempts)
     assert time.monotonic() - start < budget + 30
-    assert info.value.partial is not None and info.value.partial.posterior["x"].size > 0
-    assert "improper or unidentified" in str(info.value) + " ".join(a.message for a in info.value.attempts)
+    assert "improper or unidentified" in said
+    assert partial is not None and partial.posterior["x"].size > 0
     assert any((tmp_path / "p7").glob("attempt-*/chunk-*.nc"))
 
 
