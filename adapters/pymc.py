@@ -1,0 +1,877 @@
+"""The PyMC backend: shared-API models and native ``pm.Model`` objects behind one contract.
+
+:class:`PyMCAdapter` turns a :class:`resilient.model.Model` (the shared API) or a
+:class:`resilient.model.NativeModel` holding a ``pm.Model`` into a :class:`PyMCCompiledModel`,
+which implements :class:`resilient.backend.CompiledModel`:
+
+* the unconstrained vector ``x`` is PyMC's value variables (``sigma_log__`` ...) raveled in
+  the order of ``model.value_vars``; blocks are named by the free variables (``sigma``);
+* log density and gradient are PyMC's own graphs (``Model.logp(jacobian=True)``), compiled
+  lazily on first use and cached on the instance, so building a compiled model is cheap;
+* ``run_nuts`` runs ``pm.sample`` with PyMC's NUTS and a per-draw callback that hands
+  finished draws to the caller in chunks, and stops it (by ``KeyboardInterrupt``, the way
+  PyMC documents) when the caller says so or a deadline passes.
+
+Choices documented here because the contract leaves them to the adapter:
+
+* ``LKJCholesky(n, eta)`` is ``pm.LKJCorr(name, n=n, eta=eta)``: in PyMC 6 ``LKJCorr``
+  *is* the distribution of the lower Cholesky factor of an LKJ correlation matrix (same
+  density as NumPyro's ``LKJCholesky``), with a ``CholeskyCorrTransform``.
+* ``Truncated(base, lower, upper, stable)`` is ``pm.Truncated(name, base.dist(...), ...)``;
+  PyMC computes the normaliser with ``logcdf``/``logccdf`` (and a dedicated
+  ``TruncatedNormal`` for Normals), so ``stable`` needs nothing more. PyMC also gives an
+  infinite bound an ``Interval`` transform that degenerates to a log/identity transform,
+  so the motivating model's gradient is finite on this backend even without the rewrite.
+* Native models are used as built: ``fix``, ``noncentered`` and ``float32`` are not applied
+  to a ``pm.Model`` (see :attr:`PyMCCompiledModel.ignored_options`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import warnings
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+from pytensor.tensor import special as _special
+
+from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
+from resilient.distributions import Distribution, Truncated
+from resilient.errors import UnsupportedModelError
+from resilient.model import Model, NativeModel, Site, Trace
+
+__all__ = ["PyMCAdapter", "PyMCCompiledModel", "PyMCSiteHandler", "PYTENSOR_MATH", "to_pymc"]
+
+#: PyMC's NUTS statistic for each of :data:`resilient.backend.STAT_NAMES`.
+_STAT_SOURCES = {
+    "diverging": "diverging",
+    "tree_depth": "depth",
+    "n_steps": "tree_size",
+    "energy": "energy",
+    "lp": "model_logp",
+    "acceptance_rate": "mean_tree_accept",
+    "step_size": "step_size",
+}
+_STAT_DTYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
+
+#: Seconds without a new draw, once a stop is due, before the run is interrupted by a signal.
+_STOP_GRACE = 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# The math namespace (jax.numpy-like signatures on pytensor.tensor)
+# --------------------------------------------------------------------------------------------
+
+
+def _logit(p: Any) -> Any:
+    return pt.log(p) - pt.log1p(-p)
+
+
+def _where(condition: Any, x: Any = None, y: Any = None) -> Any:
+    if x is None or y is None:
+        raise TypeError("where(condition, x, y) needs all three arguments inside a model.")
+    return pt.where(condition, x, y)
+
+
+def _clip(x: Any, min: Any = None, max: Any = None, *, a_min: Any = None, a_max: Any = None) -> Any:
+    low = min if min is not None else a_min
+    high = max if max is not None else a_max
+    if low is not None and high is not None:
+        return pt.clip(x, low, high)
+    if low is not None:
+        return pt.maximum(x, low)
+    if high is not None:
+        return pt.minimum(x, high)
+    return pt.as_tensor_variable(x)
+
+
+def _reshape(x: Any, shape: Any = None, *, newshape: Any = None) -> Any:
+    return pt.reshape(x, shape if shape is not None else newshape)
+
+
+def _sum(x: Any, axis: Any = None, keepdims: bool = False, **_: Any) -> Any:
+    return pt.sum(x, axis=axis, keepdims=keepdims)
+
+
+def _mean(x: Any, axis: Any = None, keepdims: bool = False, **_: Any) -> Any:
+    return pt.mean(x, axis=axis, keepdims=keepdims)
+
+
+def _prod(x: Any, axis: Any = None, keepdims: bool = False, **_: Any) -> Any:
+    return pt.prod(x, axis=axis, keepdims=keepdims)
+
+
+def _logsumexp(x: Any, axis: Any = None, keepdims: bool = False, **_: Any) -> Any:
+    return pt.logsumexp(x, axis=axis, keepdims=keepdims)
+
+
+def _stack(arrays: Any, axis: int = 0) -> Any:
+    return pt.stack(list(arrays), axis=axis)
+
+
+def _concatenate(arrays: Any, axis: int = 0) -> Any:
+    return pt.concatenate(list(arrays), axis=axis)
+
+
+#: Every name of :data:`resilient.math.FUNCTIONS`, on PyTensor.
+PYTENSOR_MATH = SimpleNamespace(
+    exp=pt.exp, log=pt.log, log1p=pt.log1p, expm1=pt.expm1, sqrt=pt.sqrt, square=pt.square,
+    abs=pt.abs, sum=_sum, mean=_mean, prod=_prod, dot=pt.dot, matmul=pt.matmul,
+    sigmoid=pt.sigmoid, logit=_logit, softplus=pt.softplus, tanh=pt.tanh, sin=pt.sin, cos=pt.cos,
+    erf=pt.erf, lgamma=pt.gammaln, maximum=pt.maximum, minimum=pt.minimum, where=_where,
+    clip=_clip, stack=_stack, concatenate=_concatenate, logsumexp=_logsumexp,
+    log_softmax=lambda x, axis=-1: _special.log_softmax(x, axis=axis),
+    softmax=lambda x, axis=-1: _special.softmax(x, axis=axis),
+    cumsum=lambda x, axis=None: pt.cumsum(x, axis=axis),
+    zeros=lambda shape, dtype=None: pt.zeros(shape, dtype=dtype),
+    ones=lambda shape, dtype=None: pt.ones(shape, dtype=dtype),
+    arange=pt.arange, reshape=_reshape, transpose=lambda x, axes=None: pt.transpose(x, axes),
+    outer=pt.outer, diag=lambda v, k=0: pt.diag(v, k),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Records -> PyMC distributions
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_pytensor() -> Iterator[None]:
+    """Hide PyTensor's one-time "could not link to a BLAS installation" UserWarning.
+
+    It is raised the first time a C-linker function holding a BLAS op is compiled (PyMC's
+    initial-point functions use FAST_COMPILE, hence the C linker); the functions this adapter
+    samples with use PyTensor's default (Numba) linker, which does not need it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
+        yield
+
+
+def _param(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value)
+    return value
+
+
+def _base_dist(dist: Distribution) -> Any:
+    """The unnamed PyMC distribution (``pm.X.dist``) for a record, without its shape."""
+    params = {k: _param(v) for k, v in dist.params.items() if v is not None}
+    if dist.family == "LKJCholesky":
+        return pm.LKJCorr.dist(n=_constant_int(params["n"], "n"), eta=params["eta"])
+    return getattr(pm, dist.family).dist(**params)
+
+
+def _constant_int(value: Any, name: str) -> int:
+    try:
+        return int(np.asarray(value).item())
+    except (TypeError, ValueError) as error:
+        raise UnsupportedModelError(
+            f"LKJCholesky: `{name}` must be a plain integer on the PyMC backend, got {value!r}."
+        ) from error
+
+
+def to_pymc(name: str, dist: Distribution | Truncated, observed: Any = None) -> Any:
+    """Declare ``name`` in the current ``pm.Model`` from a resilient record; return the variable."""
+    kwargs: dict[str, Any] = {}
+    if observed is not None:
+        kwargs["observed"] = np.asarray(observed) if isinstance(observed, (list, tuple)) else observed
+    if dist.shape is not None:
+        # `size` is the batch shape in PyMC (event dimensions are appended), as for records.
+        kwargs["size"] = tuple(dist.shape)
+    if isinstance(dist, Truncated):
+        return pm.Truncated(
+            name, _base_dist(dist.base), lower=_param(dist.lower), upper=_param(dist.upper), **kwargs
+        )
+    if dist.family == "LKJCholesky":
+        params = dict(dist.params)
+        return pm.LKJCorr(name, n=_constant_int(params["n"], "n"), eta=_param(params["eta"]), **kwargs)
+    params = {k: _param(v) for k, v in dist.params.items() if v is not None}
+    return getattr(pm, dist.family)(name, **params, **kwargs)
+
+
+class PyMCSiteHandler:
+    """The :class:`resilient.model.SiteHandler` that declares sites in the active ``pm.Model``."""
+
+    math = PYTENSOR_MATH
+
+    def sample_site(self, name: str, dist: Distribution | Truncated, observed: Any) -> Any:
+        return to_pymc(name, dist, observed)
+
+    def deterministic_site(self, name: str, value: Any) -> Any:
+        return pm.Deterministic(name, pt.as_tensor_variable(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Site descriptions for native models
+# --------------------------------------------------------------------------------------------
+
+
+def _format_input(var: Any, named: set) -> str:
+    if var in named and getattr(var, "name", None):
+        return var.name
+    data = getattr(var, "data", None)
+    if data is not None:
+        array = np.asarray(data)
+        if array.ndim == 0:
+            value = array.item()
+            if isinstance(value, float):
+                if np.isinf(value):
+                    return "inf" if value > 0 else "-inf"
+                return f"{value:g}"
+            return str(value)
+        return np.array2string(array, precision=4, threshold=6, separator=", ").replace("\n", "")
+    try:
+        from pymc.printing import _str_for_input_var
+
+        return _str_for_input_var(var, formatting="plain", named_vars=named)
+    except Exception:  # noqa: BLE001 - a description must never fail
+        return "<expr>"
+
+
+def _describe_rv(rv: Any, named: set) -> str:
+    """``Truncated(Normal(0, sigma), lower=0, upper=inf)``, ``InverseGamma(2, 3)`` ..."""
+    node = rv.owner
+    op = node.op
+    print_name = getattr(op, "_print_name", None)
+    family = print_name[0] if print_name else type(op).__name__
+    from pytensor.tensor.random.type import RandomType
+    from pytensor.tensor.type_other import NoneTypeT
+
+    if type(op).__name__ == "TruncatedRV":
+        args = list(node.inputs[2:])  # rng, size, *base params, lower, upper
+    else:
+        try:
+            args = list(op.dist_params(node))
+        except Exception:  # noqa: BLE001
+            args = [x for x in node.inputs if not isinstance(x.type, (RandomType, NoneTypeT))]
+    texts = [_format_input(a, named) for a in args]
+    if family.startswith("Truncated") and family != "Truncated" and len(texts) >= 2:
+        base = family[len("Truncated"):]
+        lower, upper = texts[-2:]
+        return f"Truncated({base}({', '.join(texts[:-2])}), lower={lower}, upper={upper})"
+    return f"{family}({', '.join(texts)})"
+
+
+def _native_sites(model: Any) -> dict[str, Site]:
+    named = set(model.named_vars.values())
+    sites: dict[str, Site] = {}
+    for kind, variables in (("latent", model.free_RVs), ("observed", model.observed_RVs)):
+        for rv in variables:
+            try:
+                description = _describe_rv(rv, named)
+            except Exception:  # noqa: BLE001 - best effort for native models
+                description = type(rv.owner.op).__name__
+            sites[rv.name] = Site(rv.name, kind, None, None, (), False, description)
+    for var in model.deterministics:
+        sites[var.name] = Site(var.name, "deterministic", None, None, (), False, "Deterministic")
+    for var in model.potentials:
+        sites[var.name] = Site(var.name, "potential", None, None, (), False, "Potential")
+    return sites
+
+
+# --------------------------------------------------------------------------------------------
+# The adapter and the compiled model
+# --------------------------------------------------------------------------------------------
+
+
+class PyMCAdapter:
+    """Compiles shared-API models and native ``pm.Model`` objects for PyMC.
+
+    ``cores``: processes for ``pm.sample`` (``None``: ``os.cpu_count()``), capped at the chains.
+    """
+
+    name = "pymc"
+
+    def __init__(self, cores: int | None = None) -> None:
+        if cores is not None and int(cores) < 1:
+            raise ValueError(f"`cores` must be at least 1, got {cores}.")
+        self.cores = None if cores is None else int(cores)
+
+    def compile(self, model: Any) -> "PyMCCompiledModel":
+        if isinstance(model, Model):
+            handler = PyMCSiteHandler()
+            with pm.Model() as pm_model:
+                trace = Trace(model, handler)
+                sites = trace.run()
+            return PyMCCompiledModel(pm_model, dict(sites), cores=self.cores, name=model.name)
+        if isinstance(model, NativeModel):
+            if model.backend != "pymc":
+                raise UnsupportedModelError(
+                    f"The PyMC adapter cannot run a native {model.backend} model; "
+                    f"use backend={model.backend!r}, or write the model in the shared API to switch."
+                )
+            if not isinstance(model.model, pm.Model):
+                raise UnsupportedModelError(
+                    f"A native PyMC model must be a pm.Model, got {type(model.model).__name__}."
+                )
+            ignored = tuple(
+                option for option, active in (
+                    ("noncentered", bool(model.noncentered)), ("float32", bool(model.float32)),
+                ) if active
+            )
+            compiled = PyMCCompiledModel(
+                model.model, _native_sites(model.model), cores=self.cores, name=model.name
+            )
+            compiled.ignored_options = ignored
+            return compiled
+        if isinstance(model, pm.Model):
+            return self.compile(NativeModel("pymc", model))
+        raise UnsupportedModelError(
+            f"The PyMC adapter compiles resilient.model.Model or NativeModel(backend='pymc'), "
+            f"got {type(model).__name__}."
+        )
+
+
+def _lazy(method: Callable[[Any], Any]) -> property:
+    """A property computed on first use and cached on the instance."""
+    attribute = "_cached_" + method.__name__
+
+    def getter(self: Any) -> Any:
+        value = self.__dict__.get(attribute)
+        if value is None:
+            with _quiet_pytensor():
+                value = method(self)
+            self.__dict__[attribute] = value
+        return value
+
+    getter.__name__ = method.__name__
+    getter.__doc__ = method.__doc__
+    return property(getter)
+
+
+_EVAL_ERRORS: tuple[type[BaseException], ...] = (ArithmeticError, np.linalg.LinAlgError)
+try:  # PyMC's failed parameter checks, where a graph keeps them as assertions
+    from pymc.logprob.utils import ParameterValueError
+
+    _EVAL_ERRORS += (ParameterValueError,)
+except ImportError:  # pragma: no cover
+    pass
+
+
+class PyMCCompiledModel:
+    """A ``pm.Model`` behind :class:`resilient.backend.CompiledModel` (see the module docstring)."""
+
+    backend = "pymc"
+
+    def __init__(self, model: Any, sites: Mapping[str, Site], *, cores: int | None = None,
+                 name: str = "model") -> None:
+        self.model = model
+        self.name = name
+        self.sites = dict(sites)
+        self.cores = cores
+        self.ignored_options: tuple[str, ...] = ()
+        discrete = [rv.name for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool"))]
+        if discrete:
+            raise UnsupportedModelError(
+                f"The latent variable(s) {', '.join(discrete)} are discrete; NUTS needs continuous "
+                "latents. Marginalise them out (sum over their values in the likelihood) or make "
+                "them observed."
+            )
+        self.value_vars = list(model.value_vars)
+        rvs = [model.values_to_rvs[v] for v in self.value_vars]
+        self.latent_names = tuple(rv.name for rv in rvs)
+        self._latents = rvs
+        shapes = self._value_shapes()
+        self._layout: list[tuple[str, str, tuple[int, ...], str, slice]] = []
+        offset = 0
+        for rv, value in zip(rvs, self.value_vars):
+            shape = shapes[value.name]
+            size = int(np.prod(shape, dtype=np.int64))
+            self._layout.append((rv.name, value.name, shape, value.type.dtype, slice(offset, offset + size)))
+            offset += size
+        self.dimension = offset
+        self._deterministic_names = tuple(d.name for d in model.deterministics)
+        self._term_vars = list(model.free_RVs) + list(model.observed_RVs) + list(model.potentials)
+        self._term_names = tuple(v.name for v in self._term_vars)
+
+    # ---- layout -----------------------------------------------------------------------------
+
+    def _value_shapes(self) -> dict[str, tuple[int, ...]]:
+        static = {}
+        for value in self.value_vars:
+            shape = value.type.shape
+            if shape is None or any(s is None for s in shape):
+                break
+            static[value.name] = tuple(int(s) for s in shape)
+        else:
+            return static
+        with _quiet_pytensor():
+            return {k: tuple(int(s) for s in v) for k, v in self.model.eval_rv_shapes().items()}
+
+    def blocks(self) -> dict[str, slice]:
+        return {latent: block for latent, _, _, _, block in self._layout}
+
+    def _inputs(self, x: np.ndarray) -> list[np.ndarray]:
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.dimension,):
+            raise ValueError(f"x must have shape ({self.dimension},), got {x.shape}.")
+        return [x[block].reshape(shape).astype(dtype) for _, _, shape, dtype, block in self._layout]
+
+    def _point(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """PyMC's point dict (value-variable names) for ``x``."""
+        return {value: array for (_, value, *_), array in zip(self._layout, self._inputs(x))}
+
+    def _flatten(self, point: Mapping[str, Any]) -> np.ndarray:
+        """``x`` for a point dict keyed by value-variable names."""
+        if not self._layout:
+            return np.zeros(0)
+        return np.concatenate(
+            [np.asarray(point[value], dtype=np.float64).reshape(-1) for _, value, *_ in self._layout]
+        )
+
+    def _compile(self, outputs: list[Any]) -> Any:
+        return self.model.compile_fn(
+            outputs, inputs=self.value_vars, point_fn=False, on_unused_input="ignore"
+        )
+
+    # ---- log density ------------------------------------------------------------------------
+
+    @_lazy
+    def _logp_dlogp_fn(self) -> Any:
+        logp = self.model.logp(jacobian=True, sum=True)
+        grads = pytensor.grad(logp, self.value_vars, disconnected_inputs="ignore") if self.value_vars else []
+        return self._compile([logp, *grads])
+
+    @_lazy
+    def _logp_fn(self) -> Any:
+        return self._compile([self.model.logp(jacobian=True, sum=True)])
+
+    def log_density(self, x: np.ndarray) -> float:
+        inputs = self._inputs(x)
+        try:
+            return float(self._logp_fn(*inputs)[0])
+        except _EVAL_ERRORS:
+            return float("nan")
+
+    def log_density_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        inputs = self._inputs(x)
+        try:
+            logp, *grads = self._logp_dlogp_fn(*inputs)
+        except _EVAL_ERRORS:
+            return float("nan"), np.full(self.dimension, np.nan)
+        gradient = np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1) for g in grads]) if grads else np.zeros(0)
+        return float(logp), gradient
+
+    # ---- per site ---------------------------------------------------------------------------
+
+    def _terms(self) -> list[Any]:
+        if not self._term_vars:
+            return []
+        terms = self.model.logp(vars=self._term_vars, jacobian=True, sum=False)
+        return [pt.sum(term) for term in terms]
+
+    @_lazy
+    def _site_terms_fn(self) -> Any:
+        return self._compile(self._terms())
+
+    @_lazy
+    def _site_gradients_fn(self) -> Any:
+        outputs = []
+        for term in self._terms():
+            outputs.extend(pytensor.grad(term, self.value_vars, disconnected_inputs="ignore"))
+        return self._compile(outputs)
+
+    def site_log_densities(self, x: np.ndarray) -> dict[str, float]:
+        """Each free, observed and potential term, Jacobians with their free variable: they sum
+        to :meth:`log_density`."""
+        if not self._term_vars:
+            return {}
+        inputs = self._inputs(x)
+        try:
+            values = self._site_terms_fn(*inputs)
+        except _EVAL_ERRORS:
+            return {name: float("nan") for name in self._term_names}
+        return {name: float(v) for name, v in zip(self._term_names, values)}
+
+    def site_gradients(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """``{site: {latent: d term / d x[block]}}``, each gradient flat like its block of ``x``."""
+        if not self._term_vars or not self.value_vars:
+            return {name: {} for name in self._term_names}
+        inputs = self._inputs(x)
+        try:
+            values = list(self._site_gradients_fn(*inputs))
+        except _EVAL_ERRORS:
+            values = [np.full(block.stop - block.start, np.nan) for _ in self._term_names
+                      for *_, block in self._layout]
+        result: dict[str, dict[str, np.ndarray]] = {}
+        n = len(self._layout)
+        for i, name in enumerate(self._term_names):
+            result[name] = {
+                latent: np.asarray(values[i * n + j], dtype=np.float64).reshape(-1)
+                for j, (latent, *_) in enumerate(self._layout)
+            }
+        return result
+
+    # ---- values -----------------------------------------------------------------------------
+
+    @_lazy
+    def _constrain_fn(self) -> Any:
+        outputs = self.model.replace_rvs_by_values([*self._latents, *self.model.deterministics])
+        return self._compile(outputs) if outputs else (lambda *args: [])
+
+    @property
+    def posterior_names(self) -> tuple[str, ...]:
+        return self.latent_names + self._deterministic_names
+
+    def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self._constrain_inputs(self._inputs(x))
+
+    def _constrain_inputs(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        values = self._constrain_fn(*inputs)
+        return {name: np.array(v) for name, v in zip(self.posterior_names, values)}
+
+    # ---- initial points ---------------------------------------------------------------------
+
+    def _initial_point_fn(self, key: str) -> Callable[[Any], dict[str, np.ndarray]]:
+        cache = self.__dict__.setdefault("_initial_point_fns", {})
+        if key not in cache:
+            from pymc.initial_point import make_initial_point_fn
+
+            with _quiet_pytensor():
+                if key == "jitter":
+                    cache[key] = make_initial_point_fn(
+                        model=self.model, jitter_rvs=set(self.model.free_RVs), return_transformed=True
+                    )
+                elif key == "prior":
+                    cache[key] = make_initial_point_fn(
+                        model=self.model, overrides={rv: "prior" for rv in self.model.free_RVs},
+                        return_transformed=True,
+                    )
+                else:
+                    cache[key] = make_initial_point_fn(model=self.model, return_transformed=True)
+        return cache[key]
+
+    def initial_point(self, strategy: str = "default", random_seed: int | None = None) -> np.ndarray:
+        """``default``: PyMC's ``jitter+adapt_diag`` start (the model's initial point plus
+        uniform(-1, 1) jitter on the unconstrained space, redrawn up to 10 times while the log
+        density is not finite, as PyMC does); ``median``: the initial point without jitter;
+        ``uniform``: Stan's uniform(-2, 2); ``prior``: a joint prior draw, transformed."""
+        if strategy == "uniform":
+            return np.random.default_rng(random_seed).uniform(-2.0, 2.0, size=self.dimension)
+        if strategy not in ("default", "median", "prior"):
+            raise ValueError(
+                f"Unknown initial-point strategy {strategy!r}; use 'default', 'uniform', 'prior' or 'median'."
+            )
+        key = {"default": "jitter", "median": "median", "prior": "prior"}[strategy]
+        function = self._initial_point_fn(key)
+        rng = np.random.default_rng(random_seed)
+        seed = int(rng.integers(2**30))
+        with _quiet_pytensor():
+            x = self._flatten(function(seed))
+            if strategy == "default":
+                for _ in range(10):
+                    if np.isfinite(self.log_density(x)):
+                        break
+                    seed = int(rng.integers(2**30))
+                    x = self._flatten(function(seed))
+        return x
+
+    def observed_data(self) -> dict[str, np.ndarray]:
+        data = {}
+        for rv in self.model.observed_RVs:
+            value = self.model.rvs_to_values[rv]
+            if hasattr(value, "get_value"):
+                data[rv.name] = np.asarray(value.get_value())
+            elif hasattr(value, "data"):
+                data[rv.name] = np.asarray(value.data)
+            else:
+                data[rv.name] = np.asarray(value.eval())
+        return data
+
+    # ---- NUTS -------------------------------------------------------------------------------
+
+    def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
+        """``pm.sample`` with PyMC's NUTS; draws reach ``on_chunk`` every ``chunk_size`` draws of a
+        chain (warm-up included, flagged), partial chunks at the end. ``on_chunk`` returning
+        ``False`` stops the run (``reason="stopped"``), as does ``settings.deadline``
+        (``"deadline"``, checked at every draw) and Ctrl-C (``"interrupted"``); draws finished
+        before a deadline or Ctrl-C are delivered, none after ``on_chunk`` returned ``False``."""
+        if settings.resume_state is not None:
+            raise NotImplementedError(
+                "The PyMC backend cannot resume a run: pm.sample neither exposes nor accepts NUTS's "
+                "adapted state (step size, mass matrix, chain positions). Start a new run, e.g. "
+                "from the last draws as initial points."
+            )
+        chains = int(settings.chains)
+        cores = max(1, min(chains, self.cores or os.cpu_count() or 1))
+        initvals = None
+        init = "jitter+adapt_diag"
+        if settings.initial_points is not None:
+            points = np.asarray(settings.initial_points, dtype=np.float64)
+            if points.shape != (chains, self.dimension):
+                raise ValueError(
+                    f"initial_points must have shape (chains, dimension) = ({chains}, {self.dimension}), "
+                    f"got {points.shape}."
+                )
+            # PyMC reads string keys of transformed names (`sigma_log__`) as unconstrained values;
+            # `adapt_diag` starts from them as given (`jitter+` would jitter them).
+            initvals = [self._point(row) for row in points]
+            init = "adapt_diag"
+        depth = int(settings.max_tree_depth)
+        nuts = {
+            "target_accept": float(settings.target_accept),
+            "max_treedepth": depth,
+            "early_max_treedepth": min(8, depth),
+        }
+        collector = _Collector(self, settings, on_chunk)
+        started = time.monotonic()
+        with _StopControl(collector, settings.deadline) as control, _quiet_pytensor():
+            try:
+                pm.sample(
+                    draws=int(settings.draws),
+                    tune=int(settings.tune),
+                    chains=chains,
+                    cores=cores,
+                    random_seed=settings.random_seed,
+                    progressbar=bool(settings.progressbar),
+                    quiet=not settings.progressbar,
+                    initvals=initvals,
+                    init=init,
+                    compute_convergence_checks=False,
+                    discard_tuned_samples=True,
+                    callback=collector,
+                    model=self.model,
+                    nuts=nuts,
+                )
+            except KeyboardInterrupt:
+                control.note_interrupt()
+            finally:
+                control.disarm()
+        finished = time.monotonic()
+        reason = collector.reason or control.reason
+        if reason != "stopped":
+            collector.flush_all()
+        complete = reason is None and collector.all_delivered()
+        warmup_end = max(collector.warmup_ended.values(), default=collector.first_draw or finished)
+        first = collector.first_draw or finished
+        return NUTSRun(
+            completed=complete,
+            reason="" if complete else (reason or "interrupted"),
+            warmup_seconds=max(0.0, min(warmup_end, finished) - first),
+            sampling_seconds=max(0.0, finished - min(warmup_end, finished)),
+            extra={
+                "cores": cores,
+                "init": init,
+                "setup_seconds": max(0.0, first - started),
+                "draws_delivered": dict(collector.delivered),
+                "warmup_draws_delivered": dict(collector.warmup_delivered),
+            },
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling helpers: the per-draw callback and the stop control
+# --------------------------------------------------------------------------------------------
+
+
+class _ChainBuffer:
+    def __init__(self) -> None:
+        self.warmup = True
+        self.start = 0
+        self.values: dict[str, list[np.ndarray]] = {}
+        self.stats: dict[str, list[Any]] = {}
+        self.size = 0
+
+
+class _Collector:
+    """``pm.sample``'s callback: buffers each chain's draws and hands chunks to ``on_chunk``.
+
+    It runs in the main process (PyMC calls it there for parallel chains too, after
+    recording the draw), gets the unconstrained point in ``draw.point`` and the NUTS
+    statistics in ``draw.stats``; constrained values are computed here.
+    """
+
+    def __init__(self, compiled: PyMCCompiledModel, settings: NUTSSettings,
+                 on_chunk: Callable[[Chunk], bool]) -> None:
+        self.compiled = compiled
+        self.settings = settings
+        self.on_chunk = on_chunk
+        self.chunk_size = max(1, int(settings.chunk_size))
+        self.buffers = {c: _ChainBuffer() for c in range(int(settings.chains))}
+        self.delivered = {c: 0 for c in self.buffers}
+        self.warmup_delivered = {c: 0 for c in self.buffers}
+        self.reason: str | None = None
+        self.control: _StopControl | None = None
+        self.first_draw: float | None = None
+        self.warmup_ended: dict[int, float] = {}
+        self.names = compiled.posterior_names
+
+    # PyMC calls callback(trace=..., draw=...)
+    def __call__(self, trace: Any = None, draw: Any = None) -> None:
+        control = self.control
+        if control is not None:
+            control.in_callback = True
+        try:
+            if self.reason is None and control is not None and control.reason is not None:
+                self.reason = control.reason
+            if self.reason is None:
+                self._take(draw)
+                deadline = self.settings.deadline
+                if self.reason is None and deadline is not None and time.monotonic() > deadline:
+                    self.reason = "deadline"
+        finally:
+            if control is not None:
+                control.in_callback = False
+                control.progress()
+        if self.reason is not None or (control is not None and control.reason is not None):
+            if self.reason is None:
+                self.reason = control.reason
+            raise KeyboardInterrupt
+
+    def _take(self, draw: Any) -> None:
+        now = time.monotonic()
+        if self.first_draw is None:
+            self.first_draw = now
+        chain = int(draw.chain)
+        warmup = bool(draw.tuning)
+        buffer = self.buffers[chain]
+        if not warmup and chain not in self.warmup_ended:
+            self.warmup_ended[chain] = now
+        if buffer.warmup != warmup:
+            if buffer.size:
+                self._flush(chain)
+            if self.reason is not None:
+                return
+            buffer.warmup, buffer.start = warmup, 0
+        point = draw.point
+        inputs = [np.asarray(point[value]) for _, value, *_ in self.compiled._layout]
+        values = self.compiled._constrain_inputs(inputs)
+        for name in self.names:
+            buffer.values.setdefault(name, []).append(values[name])
+        stats = _nuts_stats(draw.stats)
+        for name in STAT_NAMES:
+            buffer.stats.setdefault(name, []).append(stats[name])
+        buffer.size += 1
+        if buffer.size >= self.chunk_size:
+            self._flush(chain)
+
+    def _flush(self, chain: int) -> None:
+        buffer = self.buffers[chain]
+        if not buffer.size:
+            return
+        chunk = Chunk(
+            chains=(chain,),
+            start=buffer.start,
+            warmup=buffer.warmup,
+            posterior={name: np.stack(buffer.values[name])[None] for name in self.names},
+            sample_stats={
+                name: np.asarray(buffer.stats[name], dtype=_STAT_DTYPES.get(name, np.float64))[None]
+                for name in STAT_NAMES
+            },
+        )
+        size = buffer.size
+        buffer.start += size
+        buffer.values, buffer.stats, buffer.size = {}, {}, 0
+        (self.warmup_delivered if chunk.warmup else self.delivered)[chain] += size
+        if self.on_chunk(chunk) is False:
+            self.reason = "stopped"
+
+    def flush_all(self) -> None:
+        for chain in self.buffers:
+            if self.reason == "stopped":
+                return
+            self._flush(chain)
+
+    def all_delivered(self) -> bool:
+        return all(
+            self.delivered[c] == self.settings.draws and self.warmup_delivered[c] == self.settings.tune
+            for c in self.buffers
+        )
+
+
+def _nuts_stats(stats: Any) -> dict[str, Any]:
+    """STAT_NAMES from PyMC's per-draw statistics (a list with one dict per step method)."""
+    found: dict[str, Any] = {}
+    for sampler_stats in stats if isinstance(stats, (list, tuple)) else [stats]:
+        for name, source in _STAT_SOURCES.items():
+            if name not in found and source in sampler_stats:
+                found[name] = sampler_stats[source]
+    for name in STAT_NAMES:
+        found.setdefault(name, np.nan if name not in _STAT_DTYPES else 0)
+    return found
+
+
+class _StopControl:
+    """Stops ``pm.sample`` promptly: the callback raises ``KeyboardInterrupt`` at a draw, and,
+    when no draw comes for a while after a stop is due (one long NUTS step, compilation), a
+    watchdog thread sends SIGINT to the main thread. Ctrl-C is told apart from our own stop.
+
+    Signals work in the main thread only; elsewhere the stop happens at the next draw.
+    """
+
+    def __init__(self, collector: _Collector, deadline: float | None) -> None:
+        self.collector = collector
+        self.deadline = deadline
+        self.reason: str | None = None
+        self.in_callback = False
+        self._armed = False
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._last_progress = time.monotonic()
+        self._previous_handler: Any = None
+        self._main = threading.current_thread() is threading.main_thread()
+        self._watchdog: threading.Thread | None = None
+
+    def __enter__(self) -> "_StopControl":
+        self.collector.control = self
+        if self._main:
+            self._previous_handler = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._on_sigint)
+            self._main_ident = threading.get_ident()
+            self._watchdog = threading.Thread(target=self._watch, name="resilient-pymc-watchdog", daemon=True)
+        self._armed = True
+        if self._watchdog is not None:
+            self._watchdog.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.disarm()
+        if self._main:
+            signal.signal(signal.SIGINT, self._previous_handler)
+        self.collector.control = None
+
+    def progress(self) -> None:
+        self._last_progress = time.monotonic()
+
+    def note_interrupt(self) -> None:
+        """A KeyboardInterrupt came out of pm.sample: ours if a stop was due, else the user's."""
+        if self.reason is None and self.collector.reason is None:
+            self.reason = "interrupted"
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._armed = False
+        self._done.set()
+        if self._watchdog is not None and self._watchdog.is_alive():
+            self._watchdog.join(timeout=2.0)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.reason is None and self.collector.reason is None:
+            self.reason = "interrupted"
+        if not self._armed or self.in_callback:
+            return  # the callback raises when it ends; after the run, there is nothing to stop
+        raise KeyboardInterrupt
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.1):
+            now = time.monotonic()
+            if self.reason is None and self.collector.reason is None:
+                if self.deadline is None or now <= self.deadline:
+                    continue
+                self.reason = "deadline"
+            if now - self._last_progress < _STOP_GRACE:
+                continue
+            with self._lock:
+                if not self._armed:
+                    return
+                self._last_progress = now
+                signal.pthread_kill(self._main_ident, signal.SIGINT)

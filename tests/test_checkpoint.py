@@ -1,0 +1,71 @@
+"""Nothing finished is lost: chunks on disk survive SIGKILL; a NumPyro run resumes from its state."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import resilient
+from examples import pathologies
+from resilient.checkpoint import read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    import resilient
+    from examples import reference_models
+    _, data, _ = reference_models.load("sblrc-blr")
+    resilient.sample(reference_models.blr, backend={backend!r}, draws=1_000_000, tune=200, chains=2,
+                     random_seed=1, progressbar=False, checkpoint={folder!r}, **data)
+""")
+
+
+@pytest.mark.parametrize("backend", [pytest.param("numpyro", marks=pytest.mark.numpyro),
+                                     pytest.param("pymc", marks=pytest.mark.pymc)])
+def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
+    folder = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), backend=backend, folder=str(folder))],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while len(list(folder.glob("attempt-01/chunk-*.nc"))) < 3:
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no chunk reached the disk within 240 s"
+            time.sleep(0.2)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    files = sorted(folder.glob("attempt-01/chunk-*.nc"))
+    per_chain = {}
+    for file in files:
+        with xr.open_dataset(file, engine="h5netcdf") as chunk:
+            for chain in chunk["chain"].values.tolist():
+                per_chain[chain] = per_chain.get(chain, 0) + chunk.sizes["draw"]
+    data = read_checkpoint(folder)
+    assert data.posterior.sizes["draw"] == min(per_chain.values()) > 0
+    assert np.all(np.isfinite(data.posterior["beta"].values))
+
+
+@pytest.mark.numpyro
+def test_a_numpyro_run_resumes_from_its_checkpoint(tmp_path):
+    folder = str(tmp_path / "run")
+    first = resilient.sample(pathologies.mirrored, draws=300, random_seed=3, progressbar=False, checkpoint=folder)
+    second = resilient.resume(folder, pathologies.mirrored, draws=300, random_seed=4, progressbar=False)
+    step_before = first.sample_stats["step_size"].values[:, -1]
+    step_after = second.sample_stats["step_size"].values[:, 0]
+    assert np.allclose(step_before, step_after), "the adapted step size carries over: no new warm-up"
+    assert second.posterior.sizes["draw"] == 300
+    assert not np.allclose(first.posterior["mu"].values[:, -1], second.posterior["mu"].values[:, -1])
+    combined = read_checkpoint(folder)
+    assert combined.posterior.sizes["draw"] == 600
+    assert np.allclose(combined.posterior["mu"].values[:, 300:], second.posterior["mu"].values)
