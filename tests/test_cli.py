@@ -1,0 +1,72 @@
+"""The command line end to end, in subprocesses: exit codes, files written, help with examples."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PATHOLOGIES = str(ROOT / "examples" / "pathologies.py")
+
+
+def resilient_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "resilient", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=600, env={**__import__("os").environ, "CI": "true"})
+
+
+def test_help_lists_commands_and_examples():
+    result = resilient_cli("--help")
+    assert result.returncode == 0
+    assert "preflight" in result.stdout and "examples:" in result.stdout
+    for command in ("preflight", "sample", "report"):
+        sub = resilient_cli(command, "--help")
+        assert sub.returncode == 0 and "examples:" in sub.stdout and "exit codes" in sub.stdout or command == "report"
+
+
+def test_usage_errors_exit_2():
+    assert resilient_cli("preflight", "no/such/model.py").returncode == 2
+    missing = resilient_cli("preflight", f"{PATHOLOGIES}:nothing_here")
+    assert missing.returncode == 2 and "defines no 'nothing_here'" in missing.stderr
+    ambiguous = resilient_cli("preflight", PATHOLOGIES)
+    assert ambiguous.returncode == 2 and "candidate models" in ambiguous.stderr
+    assert resilient_cli("frobnicate").returncode == 2
+
+
+@pytest.mark.numpyro
+def test_preflight_exit_codes_and_json():
+    broken = resilient_cli("preflight", f"{PATHOLOGIES}:motivating", "--no-fix", "--json")
+    assert broken.returncode == 1, broken.stderr
+    report = json.loads(broken.stdout)
+    assert report["status"] == "error"
+    assert any(f["site"] == "V" and f["parameter"] == "sigma" and f["severity"] == "error" for f in report["findings"])
+    fixed = resilient_cli("preflight", f"{PATHOLOGIES}:motivating")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "fixed" in fixed.stdout and "HalfNormal(sigma)" in fixed.stdout
+    negative = resilient_cli("preflight", f"{PATHOLOGIES}:negative_scale")
+    assert negative.returncode == 1 and "`sigma` must be positive and finite, got -1" in negative.stdout
+
+
+@pytest.mark.numpyro
+@pytest.mark.pymc
+def test_preflight_on_both_backends():
+    result = resilient_cli("preflight", f"{PATHOLOGIES}:mirrored", "--backend", "both", "--json")
+    assert result.returncode == 0, result.stderr
+    assert [r["backend"] for r in json.loads(result.stdout)] == ["numpyro", "pymc"]
+
+
+@pytest.mark.numpyro
+def test_sample_then_report(tmp_path):
+    run = tmp_path / "run.nc"
+    result = resilient_cli("sample", f"{PATHOLOGIES}:mirrored", "--draws", "300", "--tune", "300", "--seed", "1",
+                           "--out", str(run), "--report", str(tmp_path / "report"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert run.is_file() and (tmp_path / "report" / "report.html").is_file()
+    assert any((tmp_path / "run-checkpoint").glob("attempt-01/chunk-*.nc"))
+    again = resilient_cli("report", str(run), "--out", str(tmp_path / "again"), "--format", "json,md")
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "again" / "report.json").read_text())["run"]
+    assert (tmp_path / "again" / "report.md").is_file() and not (tmp_path / "again" / "report.html").exists()
+    bad = resilient_cli("report", str(run), "--format", "pdf")
+    assert bad.returncode == 2 and "--format must list some of html, md, json" in bad.stderr
