@@ -254,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Diagnostics (R-hat, ESS, MCSE, E-BFMI, divergences, tree depth), preflight findings and the "
                     "attempt log of a run saved by `resilient sample` (or any ArviZ netCDF file).",
-        epilog="examples:\n  resilient report run.nc\n  resilient report run.nc --out report/ --format html,json")
+        epilog="examples:\n  resilient report run.nc\n  resilient report run.nc --out report/ --format html,json\n\n"
+               "exit codes: 0 report written, 2 usage error (missing file, unknown format)")
     rep.add_argument("run", help="netCDF file written by `resilient sample --out`")
     rep.add_argument("--out", default="report", help="folder for the report files (default report/)")
     rep.add_argument("--format", default="html,md,json", help="comma-separated: html, md, json")
