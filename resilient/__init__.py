@@ -42,10 +42,8 @@ def sample(*args, **kwargs):
     return run(*args, **kwargs)
 
 
-def __getattr__(name: str):
-    # Heavier entry points load on first use.
-    if name == "preflight":
-        from resilient.preflight import preflight
+def preflight(model=None, *args, **kwargs):
+    """Check a model's log density and gradient before sampling; see :func:`resilient.checks.preflight`."""
+    from resilient.checks import preflight as run
 
-        return preflight
-    raise AttributeError(f"module 'resilient' has no attribute {name!r}")
+    return run(model, *args, **kwargs)

@@ -117,7 +117,7 @@ def _backends(choice: str, model: Any) -> list[str]:
 def command_preflight(options: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from resilient.preflight import preflight
+    from resilient.checks import preflight
 
     model, module_data = load_model(options.model)
     data = _model_arguments(model, {**module_data, **read_data(options.data)})

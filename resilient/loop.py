@@ -242,7 +242,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
              compile_cache: dict | None = None, warn: Callable[[str], None] | None = None) -> Any:
     """Preflight, then attempts until one is accepted or a cap is hit. Returns a DataTree."""
     from resilient import record
-    from resilient.preflight import check_compiled, run_preflight
+    from resilient.checks import check_compiled, run_preflight
 
     start = time.monotonic()
     deadline = start + policy.time_budget if policy.time_budget else None

@@ -1,4 +1,4 @@
-"""Preflight: evaluate the log density and its gradient before sampling and say what is wrong.
+"""Preflight checks: evaluate the log density and its gradient before sampling and say what is wrong.
 
 Checks, on the unconstrained space: the rewrites the model needs (applied or suggested),
 literal parameters that break their rule, a finite log density and gradient at the

@@ -1,0 +1,392 @@
+"""The NumPyro adapter: translation of every family, the motivating models (P1, P4) shared-API
+and native, per-site attribution, and the chunked NUTS driver (contract, deadline, resume)."""
+
+import math
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numpyro")
+
+import adapters.numpyro as adapter_module  # noqa: E402  (first: it sets the XLA device count)
+from adapters.numpyro import JAX_MATH, NumPyroAdapter, StableTruncatedNormal  # noqa: E402
+from resilient import distributions as rd  # noqa: E402
+from resilient import sample  # noqa: E402
+from resilient.backend import STAT_NAMES, CompiledModel, NUTSSettings  # noqa: E402
+from resilient.errors import ModelError, UnsupportedModelError  # noqa: E402
+from resilient.math import FUNCTIONS  # noqa: E402
+from resilient.model import Model, NativeModel  # noqa: E402
+from resilient.numpy_math import NUMPY_MATH  # noqa: E402
+
+pytestmark = pytest.mark.numpyro
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+from scipy import stats  # noqa: E402
+
+P1_VALUE = -3.0285668  # log InverseGamma(1; 2, 3) + log(2 * N(2; 0, 1))
+X_P1 = np.array([0.0, math.log(2.0)])  # sigma = 1, V = 2 on the log scale
+LOG_JACOBIAN_P1 = float(X_P1.sum())  # both latents are positive: log|J| = sum of x
+
+
+def p1_shared():
+    sigma = sample("sigma", rd.InverseGamma(2, 3))
+    sample("V", rd.Truncated(rd.Normal(0, sigma), lower=0, upper=np.inf))
+
+
+def p1_native():
+    sigma = numpyro.sample("sigma", dist.InverseGamma(2.0, 3.0))
+    numpyro.sample("V", dist.TruncatedNormal(0.0, sigma, low=0.0, high=jnp.inf))
+
+
+def p1_native_plate():
+    sigma = numpyro.sample("sigma", dist.InverseGamma(2.0, 3.0))
+    with numpyro.plate("n", 3):
+        numpyro.sample("W", dist.TruncatedNormal(0.0, sigma, low=0.0, high=jnp.inf))
+
+
+def p4_shared():
+    mu = sample("mu", rd.Normal(0, 1))
+    sample("V", rd.Truncated(rd.Normal(mu, 1), lower=40))
+
+
+def p4_native():
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.sample("V", dist.TruncatedNormal(mu, 1.0, low=40.0))
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    return NumPyroAdapter()
+
+
+# -- translation ------------------------------------------------------------------------------
+
+COV = np.array([[2.0, 0.5], [0.5, 1.0]])
+LKJ_L = np.linalg.cholesky(np.array([[1.0, 0.3, -0.2], [0.3, 1.0, 0.1], [-0.2, 0.1, 1.0]]))
+t4 = stats.t(4, 0.5, 2.0)
+FAMILY_CASES = [  # site, record, observed value, reference log density (scipy, or NumPyro where scipy has none)
+    ("normal", rd.Normal(0.5, 2.0), 1.3, stats.norm(0.5, 2.0).logpdf(1.3)),
+    ("half_normal", rd.HalfNormal(2.0), 1.3, stats.halfnorm(scale=2.0).logpdf(1.3)),
+    ("student_t", rd.StudentT(4.0, 0.5, 2.0), 1.3, t4.logpdf(1.3)),
+    ("half_student_t", rd.HalfStudentT(4.0, 2.0), 1.3, math.log(2) + stats.t(4, 0, 2.0).logpdf(1.3)),
+    ("cauchy", rd.Cauchy(0.5, 2.0), 1.3, stats.cauchy(0.5, 2.0).logpdf(1.3)),
+    ("half_cauchy", rd.HalfCauchy(2.0), 1.3, stats.halfcauchy(scale=2.0).logpdf(1.3)),
+    ("laplace", rd.Laplace(0.5, 2.0), 1.3, stats.laplace(0.5, 2.0).logpdf(1.3)),
+    ("logistic", rd.Logistic(0.5, 2.0), 1.3, stats.logistic(0.5, 2.0).logpdf(1.3)),
+    ("log_normal", rd.LogNormal(0.5, 2.0), 1.3, stats.lognorm(s=2.0, scale=math.exp(0.5)).logpdf(1.3)),
+    ("exponential", rd.Exponential(2.0), 1.3, stats.expon(scale=0.5).logpdf(1.3)),
+    ("gamma", rd.Gamma(2.0, 3.0), 1.3, stats.gamma(2.0, scale=1 / 3.0).logpdf(1.3)),
+    ("inverse_gamma", rd.InverseGamma(2.0, 3.0), 1.3, stats.invgamma(2.0, scale=3.0).logpdf(1.3)),
+    ("beta", rd.Beta(2.0, 3.0), 0.3, stats.beta(2.0, 3.0).logpdf(0.3)),
+    ("uniform", rd.Uniform(-1.0, 2.0), 1.3, stats.uniform(-1.0, 3.0).logpdf(1.3)),
+    ("flat", rd.Flat(), 1.3, 0.0),
+    ("half_flat", rd.HalfFlat(), 1.3, 0.0),
+    ("weibull", rd.Weibull(1.5, 2.0), 1.3, stats.weibull_min(1.5, scale=2.0).logpdf(1.3)),
+    ("bernoulli", rd.Bernoulli(0.3), 1, stats.bernoulli(0.3).logpmf(1)),
+    ("binomial", rd.Binomial(10, 0.3), 4, stats.binom(10, 0.3).logpmf(4)),
+    ("poisson", rd.Poisson(3.5), 4, stats.poisson(3.5).logpmf(4)),
+    ("negative_binomial", rd.NegativeBinomial(3.5, 2.0), 4, stats.nbinom(2.0, 2.0 / 5.5).logpmf(4)),
+    ("categorical", rd.Categorical([0.2, 0.5, 0.3]), 1, math.log(0.5)),
+    ("dirichlet", rd.Dirichlet([1.0, 2.0, 3.0]), [0.2, 0.3, 0.5], stats.dirichlet([1.0, 2.0, 3.0]).logpdf([0.2, 0.3, 0.5])),
+    ("mv_normal_cov", rd.MvNormal([0.0, 1.0], cov=COV), [0.3, -0.2],
+     stats.multivariate_normal([0.0, 1.0], COV).logpdf([0.3, -0.2])),
+    ("mv_normal_chol", rd.MvNormal([0.0, 1.0], chol=np.linalg.cholesky(COV)), [0.3, -0.2],
+     stats.multivariate_normal([0.0, 1.0], COV).logpdf([0.3, -0.2])),
+    ("lkj_cholesky", rd.LKJCholesky(3, 2.0), LKJ_L, None),  # NumPyro's own value, below
+    ("truncated_normal", rd.Truncated(rd.Normal(0.5, 2.0), lower=-1.0, upper=3.0), 1.3,
+     stats.truncnorm(-0.75, 1.25, 0.5, 2.0).logpdf(1.3)),
+    ("truncated_normal_stable", rd.Truncated(rd.Normal(0.5, 2.0), lower=-1.0, upper=3.0, stable=True), 1.3,
+     stats.truncnorm(-0.75, 1.25, 0.5, 2.0).logpdf(1.3)),
+    ("far_tail_left", rd.Truncated(rd.Normal(0.0, 1.0), lower=40.0, stable=True), 40.5,
+     stats.truncnorm(40.0, np.inf).logpdf(40.5)),
+    ("far_tail_right", rd.Truncated(rd.Normal(0.0, 1.0), upper=-40.0, stable=True), -40.5,
+     stats.truncnorm(-np.inf, -40.0).logpdf(-40.5)),
+    ("far_tail_interval", rd.Truncated(rd.Normal(0.0, 1.0), lower=40.0, upper=41.0, stable=True), 40.5,
+     stats.truncnorm(40.0, 41.0).logpdf(40.5)),
+    ("truncated_student_t", rd.Truncated(rd.StudentT(4.0, 0.5, 2.0), lower=0.0), 1.3,
+     t4.logpdf(1.3) - math.log(t4.sf(0.0))),
+    ("truncated_gamma", rd.Truncated(rd.Gamma(2.0, 3.0), lower=0.2, upper=1.5), 1.3,
+     stats.gamma(2.0, scale=1 / 3.0).logpdf(1.3)
+     - math.log(stats.gamma(2.0, scale=1 / 3.0).cdf(1.5) - stats.gamma(2.0, scale=1 / 3.0).cdf(0.2))),
+    ("normal_shape", rd.Normal(0.5, 2.0, shape=(3,)), [1.3, 0.1, -2.0],
+     stats.norm(0.5, 2.0).logpdf([1.3, 0.1, -2.0]).sum()),
+]
+
+
+def test_every_family_translates_to_the_reference_log_density(adapter):
+    def all_families():
+        for name, record, value, _ in FAMILY_CASES:
+            sample(name, record, obs=np.asarray(value))
+
+    compiled = adapter.compile(Model(all_families))
+    assert compiled.dimension == 0 and isinstance(compiled, CompiledModel)
+    terms = compiled.site_log_densities(np.zeros(0))
+    with jax.enable_x64(True):
+        lkj = float(dist.LKJCholesky(3, 2.0).log_prob(jnp.asarray(LKJ_L)))
+    expected = {name: (lkj if reference is None else float(reference)) for name, _, _, reference in FAMILY_CASES}
+    assert set(terms) == set(expected)
+    wrong = {name: (terms[name], expected[name]) for name in expected
+             if not np.isclose(terms[name], expected[name], rtol=1e-6, atol=1e-8)}
+    assert wrong == {}
+    covered = {record.base.family if isinstance(record, rd.Truncated) else record.family
+               for _, record, _, _ in FAMILY_CASES}
+    assert covered == set(rd.FAMILIES)
+    assert compiled.observed_data()["binomial"] == 4
+
+
+def test_math_namespace_matches_numpy():
+    assert [name for name in FUNCTIONS if not hasattr(JAX_MATH, name)] == []
+    x = np.array([-1.5, 0.2, 3.0])
+    with jax.enable_x64(True):
+        for name in ("sigmoid", "logit", "softplus", "erf", "lgamma", "logsumexp", "log_softmax", "softmax"):
+            argument = np.array([0.1, 0.5, 0.9]) if name == "logit" else (np.abs(x) + 0.5 if name == "lgamma" else x)
+            assert np.allclose(getattr(JAX_MATH, name)(argument), getattr(NUMPY_MATH, name)(argument)), name
+
+
+def test_latent_transforms_sum_of_site_terms_and_gradient(adapter):
+    def many_supports():
+        a = sample("a", rd.Normal(0, 1))
+        b = sample("b", rd.HalfNormal(1))
+        sample("c", rd.Beta(2, 3))
+        sample("d", rd.Uniform(-1, 2))
+        sample("e", rd.Dirichlet(np.ones(3)))
+        sample("f", rd.LKJCholesky(3, 2.0))
+        sample("g", rd.Truncated(rd.Normal(a, b), lower=-1, upper=1))
+        sample("h", rd.Truncated(rd.Gamma(2, 1), lower=0.5))
+        sample("i", rd.Truncated(rd.StudentT(3, 0, 1), lower=0))
+        sample("k", rd.MvNormal(np.zeros(2), cov=np.eye(2)))
+        sample("y", rd.Normal(a, b), obs=np.array([0.1, -0.3]))
+
+    compiled = adapter.compile(Model(many_supports))
+    assert compiled.latent_names == tuple("abcdefghik")  # the model's order
+    assert compiled.dimension == 1 + 1 + 1 + 1 + 2 + 3 + 1 + 1 + 1 + 2
+    x = compiled.initial_point("uniform", 4)
+    value, gradient = compiled.log_density_and_gradient(x)
+    terms = compiled.site_log_densities(x)
+    assert set(terms) == set(compiled.latent_names) | {"y"}
+    assert np.isclose(sum(terms.values()), value, rtol=1e-10)
+    step = 1e-6
+    numeric = [(compiled.log_density(x + step * e) - compiled.log_density(x - step * e)) / (2 * step)
+               for e in np.eye(compiled.dimension)]
+    assert np.allclose(numeric, gradient, rtol=1e-5, atol=1e-6)
+    gradients = compiled.site_gradients(x)
+    summed = sum(np.concatenate([gradients[s][n] for n in compiled.latent_names]) for s in gradients)
+    assert np.allclose(summed, gradient)
+    values = compiled.constrain(x)
+    assert -1 <= values["g"] <= 1 and values["h"] >= 0.5 and values["i"] >= 0 and np.isclose(values["e"].sum(), 1)
+    assert np.allclose(compiled.unconstrain(values), x)
+    for strategy in ("prior", "median"):
+        assert np.isfinite(compiled.log_density(compiled.initial_point(strategy, 2)))
+
+
+# -- P1: the motivating model -------------------------------------------------------------------
+
+def test_p1_shared_api_unfixed_has_the_nan_gradient_and_fixed_does_not(adapter):
+    broken = adapter.compile(Model(p1_shared, fix=False))
+    value, gradient = broken.log_density_and_gradient(X_P1)
+    assert np.isclose(value - LOG_JACOBIAN_P1, P1_VALUE, atol=1e-6)
+    assert np.isnan(gradient[broken.blocks()["sigma"]]).all() and np.isfinite(gradient[broken.blocks()["V"]]).all()
+    assert np.isnan(broken.site_gradients(X_P1)["V"]["sigma"]).all()
+    assert [r.rule for r in broken.sites["V"].rewrites] == ["drop-infinite-bounds", "half-form"]
+
+    fixed = adapter.compile(Model(p1_shared, fix=True))
+    value, gradient = fixed.log_density_and_gradient(X_P1)
+    assert np.isclose(value - LOG_JACOBIAN_P1, P1_VALUE, atol=1e-6) and np.isfinite(gradient).all()
+
+
+def test_p1_native_gets_the_same_diagnosis_and_fix(adapter):
+    broken = adapter.compile(NativeModel("numpyro", p1_native, fix=False))
+    value, gradient = broken.log_density_and_gradient(X_P1)
+    assert np.isclose(value - LOG_JACOBIAN_P1, P1_VALUE, atol=1e-6) and np.isnan(gradient[0])
+    site = broken.sites["V"]
+    assert site.kind == "latent" and site.description == "TruncatedNormal(0, sigma, low=0, high=inf)"
+    assert site.inputs == ("sigma",)
+    assert [(r.rule, r.after) for r in site.rewrites] == [
+        ("drop-infinite-bounds", "TruncatedNormal(0, sigma, low=0)"), ("half-form", "HalfNormal(sigma)")]
+
+    fixed = adapter.compile(NativeModel("numpyro", p1_native, fix=True))
+    value, gradient = fixed.log_density_and_gradient(X_P1)
+    assert np.isclose(value - LOG_JACOBIAN_P1, P1_VALUE, atol=1e-6) and np.isfinite(gradient).all()
+
+    in_plate = adapter.compile(NativeModel("numpyro", p1_native_plate, fix=True))
+    x = np.array([0.0, 0.1, 0.2, 0.3])
+    expected = stats.invgamma(2, scale=3).logpdf(1.0) + stats.halfnorm.logpdf(np.exp(x[1:])).sum() + x.sum()
+    value, gradient = in_plate.log_density_and_gradient(x)
+    assert np.isclose(value, expected) and np.isfinite(gradient).all()
+    unfixed_plate = adapter.compile(NativeModel("numpyro", p1_native_plate, fix=False))
+    assert np.isnan(unfixed_plate.log_density_and_gradient(x)[1][0])
+
+
+def test_p4_far_tail_is_finite_in_float32_once_fixed(adapter):
+    x = np.array([0.3, 0.0])  # mu = 0.3, V = 41
+    for model in (Model(p4_shared, float32=True), NativeModel("numpyro", p4_native, float32=True)):
+        fixed = adapter.compile(model)
+        value, gradient = fixed.log_density_and_gradient(x)
+        assert np.isfinite(value) and np.isfinite(gradient).all()
+        reference = stats.norm.logpdf(0.3) + stats.truncnorm(39.7, np.inf, 0.3).logpdf(41.0)
+        assert np.isclose(value, reference, rtol=1e-5)
+        assert fixed.constrain(x)["V"].dtype == np.float32
+        assert [r.rule for r in fixed.sites["V"].rewrites] == ["log-space-normaliser"]
+    naive = adapter.compile(Model(p4_shared, fix=False, float32=True))
+    value, gradient = naive.log_density_and_gradient(x)
+    assert not (np.isfinite(value) and np.isfinite(gradient).all())
+
+
+def test_stable_truncated_normal_samples_stay_in_the_far_tail():
+    with jax.enable_x64(False):
+        for low, high in ((40.0, None), (40.0, 41.0), (None, -40.0), (-41.0, -40.0)):
+            d = StableTruncatedNormal(0.0, 1.0, low=low, high=high)
+            draws = np.asarray(d.sample(jax.random.PRNGKey(0), (200,)))
+            assert np.isfinite(draws).all() and np.isfinite(np.asarray(d.log_prob(draws))).all()
+            assert (low is None or draws.min() >= low) and (high is None or draws.max() <= high)
+    with jax.enable_x64(True):
+        d = StableTruncatedNormal(0.0, 1.0, low=-1.0, high=2.0)
+        draws = np.asarray(d.sample(jax.random.PRNGKey(1), (20000,)))
+    assert abs(draws.mean() - stats.truncnorm(-1, 2).mean()) < 0.02
+
+
+def test_precision_is_scoped_to_each_model(adapter):
+    before = jax.config.read("jax_enable_x64")
+    single = adapter.compile(NativeModel("numpyro", p4_native, float32=True))
+    double = adapter.compile(NativeModel("numpyro", p4_native))
+    assert single.constrain(np.zeros(2))["mu"].dtype == np.float32
+    assert double.constrain(np.zeros(2))["mu"].dtype == np.float64
+    assert single.constrain(np.zeros(2))["mu"].dtype == np.float32  # the jit cache keeps them apart
+    assert jax.config.read("jax_enable_x64") == before
+
+
+def test_native_noncentred_sites_use_loc_scale_reparam(adapter):
+    def centred(sigma):
+        mu = numpyro.sample("mu", dist.Normal(0, 5))
+        tau = numpyro.sample("tau", dist.HalfCauchy(5))
+        with numpyro.plate("J", 3):
+            theta = numpyro.sample("theta", dist.Normal(mu, tau))
+            numpyro.sample("y", dist.Normal(theta, sigma), obs=np.array([1.0, -2.0, 0.5]))
+
+    compiled = adapter.compile(NativeModel("numpyro", centred, (np.ones(3),), noncentered=frozenset({"theta"})))
+    assert compiled.latent_names == ("mu", "tau", "theta_decentered")
+    assert compiled.sites["theta"].noncentered and compiled.sites["theta"].inputs == ("mu", "tau")
+    x = compiled.initial_point("default", 0)
+    assert compiled.constrain(x)["theta"].shape == (3,) and np.isfinite(compiled.log_density(x))
+    with pytest.raises(ModelError, match=r"Cannot non-centre `nope`: the model has no latent site"):
+        adapter.compile(NativeModel("numpyro", centred, (np.ones(3),), noncentered=frozenset({"nope"})))
+
+
+def test_errors_name_the_problem(adapter):
+    with pytest.raises(UnsupportedModelError, match=r"compiles resilient.Model or NativeModel.*got str"):
+        adapter.compile("model")
+    with pytest.raises(UnsupportedModelError, match=r"cannot run a native 'pymc' model"):
+        adapter.compile(NativeModel("pymc", object()))
+    with pytest.raises(ValueError, match=r"`chain_method` must be one of 'parallel', 'vectorized' or None"):
+        NumPyroAdapter(chain_method="sequential")
+
+    def discrete():
+        sample("k", rd.Poisson(3.0))
+
+    with pytest.raises(ModelError, match=r"Site `k` is a discrete latent variable"):
+        adapter.compile(Model(discrete))
+
+    def failing():
+        raise RuntimeError("boom")
+
+    with pytest.raises(ModelError, match=r"Running the model 'failing' under NumPyro failed: RuntimeError: boom"):
+        adapter.compile(NativeModel("numpyro", failing))
+    compiled = adapter.compile(Model(p4_shared))
+    with pytest.raises(ValueError, match=r"`strategy` must be one of 'default', 'uniform', 'prior', 'median'"):
+        compiled.initial_point("random")
+    with pytest.raises(ValueError, match=r"`x` must be a vector of length 2"):
+        compiled.log_density(np.zeros(3))
+    with pytest.raises(ValueError, match=r"missing: V"):
+        compiled.unconstrain({"mu": 0.0})
+    with pytest.raises(ValueError, match=r"`initial_points` must have shape \(chains, dimension\) = \(2, 2\)"):
+        compiled.run_nuts(NUTSSettings(chains=2, initial_points=np.zeros((3, 2))), lambda chunk: True)
+
+
+# -- NUTS in chunks ---------------------------------------------------------------------------
+
+SETTINGS = NUTSSettings(draws=30, tune=20, chains=2, random_seed=11, chunk_size=20)
+
+
+@pytest.fixture(scope="module")
+def p1_fixed(adapter):
+    return adapter.compile(NativeModel("numpyro", p1_native, fix=True))
+
+
+@pytest.fixture(scope="module")
+def first_run(p1_fixed):
+    chunks = []
+    outcome = p1_fixed.run_nuts(SETTINGS, lambda chunk: chunks.append(chunk) or True)
+    return outcome, chunks
+
+
+def test_run_nuts_chunks_follow_the_contract(first_run):
+    outcome, chunks = first_run
+    assert outcome.completed and outcome.reason == "" and outcome.warmup_seconds > 0
+    assert [(c.warmup, c.start, c.size) for c in chunks] == [(True, 0, 20), (False, 0, 20), (False, 20, 10)]
+    for chunk in chunks:
+        assert chunk.chains == (0, 1)
+        assert tuple(chunk.sample_stats) == STAT_NAMES
+        assert {k: v.shape for k, v in chunk.posterior.items()} == {"sigma": (2, chunk.size), "V": (2, chunk.size)}
+        assert all(v.shape == (2, chunk.size) for v in chunk.sample_stats.values())
+        stats_ = chunk.sample_stats
+        assert stats_["diverging"].dtype == bool and stats_["tree_depth"].dtype == np.int64
+        assert np.all(stats_["tree_depth"] == np.floor(np.log2(stats_["n_steps"])) + 1)
+        assert np.all((stats_["acceptance_rate"] >= 0) & (stats_["acceptance_rate"] <= 1))
+        assert (chunk.posterior["V"] > 0).all() and (chunk.posterior["sigma"] > 0).all()
+        assert pickle.loads(pickle.dumps(chunk.state)).z.shape == (2, 2)
+    sampling = [c for c in chunks if not c.warmup]
+    assert not any(c.sample_stats["diverging"].any() for c in sampling)
+    assert np.all(np.concatenate([c.sample_stats["step_size"] for c in sampling], axis=1)
+                  == sampling[0].sample_stats["step_size"][:, :1])  # adaptation is over
+
+
+def test_resume_continues_the_chain(p1_fixed, first_run):
+    _, chunks = first_run
+    resumed = []
+    settings = NUTSSettings(draws=30, tune=0, chains=2, chunk_size=20, resume_state=chunks[-1].state)
+    outcome = p1_fixed.run_nuts(settings, lambda chunk: resumed.append(chunk) or True)
+    assert outcome.completed and outcome.extra["resumed_from_iteration"] == 50
+    assert [(c.warmup, c.start, c.size) for c in resumed] == [(False, 0, 20), (False, 20, 10)]
+    assert not np.allclose(resumed[0].posterior["V"], chunks[1].posterior["V"])  # not a fresh start
+    assert np.all(resumed[0].sample_stats["step_size"] == chunks[-1].sample_stats["step_size"][:, :1])
+    longer = []
+    p1_fixed.run_nuts(NUTSSettings(**{**SETTINGS.__dict__, "draws": 60}), lambda c: longer.append(c) or True)
+    after_resume = np.concatenate([c.posterior["V"] for c in resumed], axis=1)
+    in_one_go = np.concatenate([c.posterior["V"] for c in longer if not c.warmup], axis=1)[:, 30:]
+    assert np.allclose(after_resume, in_one_go)  # exactly the draws an uninterrupted run makes next
+
+
+def test_deadline_stop_and_interrupt_end_the_run_between_chunks(p1_fixed):
+    seen = []
+
+    def slow(chunk):
+        seen.append(chunk)
+        time.sleep(0.3)
+        return True
+
+    outcome = p1_fixed.run_nuts(NUTSSettings(**{**SETTINGS.__dict__, "deadline": time.monotonic() + 0.2}), slow)
+    assert (outcome.completed, outcome.reason, len(seen)) == (False, "deadline", 1)
+    outcome = p1_fixed.run_nuts(SETTINGS, lambda chunk: False)
+    assert (outcome.completed, outcome.reason) == (False, "stopped")
+
+    def interrupt(chunk):
+        raise KeyboardInterrupt
+
+    outcome = p1_fixed.run_nuts(SETTINGS, interrupt)
+    assert (outcome.completed, outcome.reason) == (False, "interrupted")
+
+
+def test_vectorized_chains_with_given_initial_points(adapter):
+    compiled = NumPyroAdapter(chain_method="vectorized").compile(Model(p1_shared, fix=True))
+    chunks = []
+    points = np.stack([compiled.initial_point("default", seed) for seed in (1, 2, 3)])
+    settings = NUTSSettings(draws=10, tune=10, chains=3, random_seed=3, initial_points=points)
+    outcome = compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    assert outcome.completed and outcome.extra["chain_method"] == "vectorized"
+    assert [c.posterior["V"].shape for c in chunks] == [(3, 10), (3, 10)]
+    assert adapter_module.NumPyroCompiledModel.chain_method(compiled, 3) == "vectorized"

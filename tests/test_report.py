@@ -1,0 +1,337 @@
+"""resilient.report: report.json round-trips and matches its schema; Markdown and HTML carry every section."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from resilient import record
+from resilient.report import (
+    FORMATS, REPORT_SCHEMA, REPORT_SCHEMA_VERSION, render_html, render_markdown, report_dict, validate_report,
+    write_report,
+)
+
+SECTIONS = ("checks", "summary", "preflight", "attempts", "plots")
+
+PREFLIGHT = {
+    "model": "truncated_normal", "backend": "numpyro", "status": "fixed", "seconds": 0.21, "points_checked": 3,
+    "findings": [{
+        "severity": "fixed", "check": "rewrite", "site": "V", "parameter": "sigma",
+        "values": {"sigma": 1.0, "V": 2.0, "gradient": float("nan")},
+        "cause": "the upper bound is infinite", "fix": "Truncated(Normal(0, sigma), lower=0)", "fix_applied": True,
+        "message": "V ~ Truncated(Normal(0, sigma), lower=0, upper=inf): the gradient with respect to sigma is NaN",
+    }],
+}
+ATTEMPTS = [
+    {"attempt": 1, "backend": "numpyro", "settings": {"draws": 500, "tune": 500, "chains": 4, "target_accept": 0.8},
+     "remedy": None, "failure": "divergences", "message": "57 divergences", "outcome": "retry", "seconds": 3.2,
+     "draws": 2000, "divergences": 57},
+    {"attempt": 2, "backend": "numpyro", "settings": {"draws": 500, "tune": 500, "chains": 4, "target_accept": 0.95},
+     "remedy": "target_accept", "failure": None, "message": "", "outcome": "accepted", "seconds": 4.1,
+     "draws": 2000, "divergences": 40},
+]
+RUN = {"backend": "numpyro", "version": "0.1.0", "model": "truncated_normal", "time_budget": 60.0,
+       "status": "ok", "message": "Sampled after 2 attempts."}
+
+
+def make_tree(seed: int = 0, *, bad: bool = False, vector: int = 3, chains: int = 4, draws: int = 500):
+    """Normals (healthy) or shifted chains with 40 divergences and saturated tree depth (bad)."""
+    from arviz_base import from_dict
+
+    rng = np.random.default_rng(seed)
+    shape = (chains, draws)
+    mu = rng.normal(size=shape)
+    diverging = np.zeros(shape, dtype=bool)
+    depth = np.full(shape, 3)
+    if bad:
+        mu = mu + np.linspace(0, 2, chains)[:, None]
+        diverging[0, :40] = True
+        depth[-1] = 10
+    stats = {"diverging": diverging, "tree_depth": depth, "n_steps": 2 ** depth - 1,
+             "energy": rng.normal(size=shape), "lp": rng.normal(size=shape),
+             "acceptance_rate": rng.uniform(0.6, 1.0, size=shape), "step_size": np.full(shape, 0.5)}
+    posterior = {"mu": mu, "theta": rng.normal(size=(*shape, vector))}
+    return from_dict({"posterior": posterior, "sample_stats": stats}, dims={"theta": ["school"]})
+
+
+def with_record(data):
+    return record.attach(data, preflight=PREFLIGHT, attempts=ATTEMPTS, run=RUN)
+
+
+@pytest.fixture(scope="module")
+def bad_run():
+    return with_record(make_tree(1, bad=True))
+
+
+@pytest.fixture(scope="module")
+def bad_html(bad_run):
+    return render_html(bad_run)
+
+
+# ----------------------------------------------------------------------------------------------
+# report.json
+
+
+def test_report_round_trips_through_json_and_validates(bad_run):
+    report = report_dict(bad_run)
+    text = json.dumps(report, allow_nan=False)
+    assert json.loads(text) == report
+    validate_report(report)
+    validate_report(json.loads(text))
+    assert set(report) == set(REPORT_SCHEMA["required"])
+    assert report["schema_version"] == REPORT_SCHEMA_VERSION
+
+
+def test_report_carries_run_diagnostics_summary_preflight_and_attempts(bad_run):
+    report = report_dict(bad_run)
+    assert report["verdict"] == "fail"
+    assert report["run"] == {
+        "backend": "numpyro", "model": "truncated_normal", "status": "ok", "message": "Sampled after 2 attempts.",
+        "time_budget": 60.0, "chains": 4, "draws": 500, "variables": ["mu", "theta"],
+        "groups": ["posterior", "sample_stats"], "record": RUN,
+    }
+    checks = {c["name"]: c for c in report["diagnostics"]["checks"]}
+    assert len(checks) == 8
+    assert checks["divergences"]["value"] == 40 and checks["divergences"]["verdict"] == "fail"
+    assert checks["tree_depth"]["value"] == 500
+    assert [r["variable"] for r in report["summary"]["rows"]] == ["mu", "theta[0]", "theta[1]", "theta[2]"]
+    assert report["summary"]["ci_kind"] == "eti"
+    # the NaN gradient is the finding: kept, as a string, so the JSON stays strict
+    assert report["preflight"]["findings"][0]["values"] == {"sigma": 1.0, "V": 2.0, "gradient": "nan"}
+    assert report["attempts"] == ATTEMPTS
+
+
+def test_thresholds_reach_the_diagnostics(bad_run):
+    report = report_dict(bad_run, max_divergences=100)
+    checks = {c["name"]: c for c in report["diagnostics"]["checks"]}
+    assert checks["divergences"]["verdict"] == "ok"
+    assert report["diagnostics"]["thresholds"]["max_divergences"] == 100
+
+
+def test_plain_datatree_reports_without_record():
+    report = report_dict(make_tree(2))
+    validate_report(report)
+    assert report["verdict"] == "ok"
+    assert report["preflight"] is None and report["attempts"] == []
+    assert report["run"]["backend"] is None and report["run"]["record"] is None
+
+
+def test_netcdf_round_trip_keeps_preflight_and_attempts(bad_run, tmp_path):
+    pytest.importorskip("h5py", reason="h5netcdf needs h5py to write and read netCDF4 files")
+    path = tmp_path / "run.nc"
+    bad_run.to_netcdf(path, engine="h5netcdf")
+    with xr.open_datatree(path, engine="h5netcdf") as reopened:
+        before, after = report_dict(bad_run), report_dict(reopened)
+    for key in ("preflight", "attempts", "run", "verdict", "diagnostics", "summary"):
+        assert after[key] == before[key], key
+    assert after["preflight"]["findings"][0]["site"] == "V"
+
+
+def test_schema_is_self_consistent():
+    def walk(schema, where):
+        for key in schema.get("required", ()):
+            assert key in schema.get("properties", {}), f"{where}.{key} is required but not described"
+        for key, sub in schema.get("properties", {}).items():
+            walk(sub, f"{where}.{key}")
+        if "items" in schema:
+            walk(schema["items"], f"{where}[]")
+
+    walk(REPORT_SCHEMA, "$")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r.pop("verdict"), r"\$ is missing the key 'verdict'"),
+    (lambda r: r.__setitem__("verdict", "maybe"), r"\$\.verdict must be one of \['ok', 'warn', 'fail'\], got 'maybe'"),
+    (lambda r: r["run"].__setitem__("chains", "4"), r"\$\.run\.chains must be integer, got str '4'"),
+    (lambda r: r["diagnostics"]["checks"][2].__setitem__("value", float("nan")),
+     r"\$\.diagnostics\.checks\[2\]\.value must be number or null, got float nan"),
+    (lambda r: r["summary"]["rows"][0].pop("r_hat"), r"\$\.summary\.rows\[0\] is missing the key 'r_hat'"),
+    (lambda r: r["attempts"][1].__setitem__("attempt", True), r"\$\.attempts\[1\]\.attempt must be integer"),
+])
+def test_validate_report_names_each_problem(bad_run, change, message):
+    report = copy.deepcopy(report_dict(bad_run))
+    change(report)
+    with pytest.raises(ValueError, match=r"The report does not match REPORT_SCHEMA: " + message):
+        validate_report(report)
+
+
+def test_validate_report_refuses_a_non_object():
+    with pytest.raises(ValueError, match=r"\$ must be object, got list"):
+        validate_report([])
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown
+
+
+def test_markdown_has_verdict_checks_summary_preflight_and_attempts(bad_run):
+    text = render_markdown(bad_run)
+    assert text.startswith("# Resilient report: truncated_normal\n")
+    assert "**Verdict: FAIL** (4 failed, 3 warnings, 1 passed). 4 chains x 500 draws on numpyro" in text
+    assert "| variable | mean | sd | eti 89% lower | eti 89% upper | ess_bulk | ess_tail | r_hat | mcse_mean |" in text
+    for label in ("mu", "theta[0]", "theta[1]", "theta[2]"):
+        assert re.search(rf"^\| {re.escape(label)} \| ", text, re.MULTILINE), label
+    for name in ("finite_draws", "rhat", "ess_bulk", "ess_tail", "mcse", "bfmi", "divergences", "tree_depth"):
+        assert re.search(rf"^\| {name} \| \*\*(ok|warn|fail|n/a)\*\* \|", text, re.MULTILINE), name
+    assert "Increase target_accept closer to 1" in text
+    assert "| fixed | V | sigma |" in text and "applied: Truncated(Normal(0, sigma), lower=0)" in text
+    assert "| 2 | numpyro | target_accept | accepted | 4.1 | 2000 | 40 |" in text
+
+
+def test_markdown_renders_a_report_dict_and_escapes_pipes(bad_run):
+    report = report_dict(bad_run)
+    report["run"]["message"] = "a | b"
+    text = render_markdown(report)
+    assert "> a \\| b" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# HTML
+
+
+def _images(page: str) -> list[str]:
+    return re.findall(r"<img\b[^>]*\bsrc=\"([^\"]*)\"", page)
+
+
+def test_html_has_every_section_and_figure(bad_html):
+    assert bad_html.startswith("<!DOCTYPE html>")
+    assert 'id="verdict" class="banner fail" data-verdict="fail"' in bad_html
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in bad_html, section
+    for table in ("checks-table", "summary-table", "preflight-table", "attempts-table"):
+        assert f'<table id="{table}">' in bad_html, table
+    for figure in ("plot-timeline", "plot-trace", "plot-rank", "plot-energy", "plot-pair"):
+        assert f'<figure id="{figure}">' in bad_html, figure
+    assert bad_html.count('<tr data-check="') == 8
+    assert "Increase target_accept closer to 1" in bad_html
+    assert "fail above 1.05" in bad_html  # thresholds are stated
+
+
+def test_html_images_are_embedded_pngs_and_nothing_is_fetched(bad_html):
+    sources = _images(bad_html)
+    assert len(sources) == 5
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", bad_html)
+    assert "<script" not in bad_html and "<link" not in bad_html and "@import" not in bad_html
+
+
+def test_html_flags_bad_cells_and_escapes_text(bad_run):
+    data = with_record(make_tree(1, bad=True))
+    record.attach(data, run={**RUN, "model": "<b>model</b>"})
+    page = render_html(data, plots=False)
+    assert "&lt;b&gt;model&lt;/b&gt;" in page and "<b>model</b>" not in page
+    assert 'class="num bad"' in page
+    assert _images(page) == []
+
+
+def test_healthy_html_omits_rank_plots_and_says_what_is_missing():
+    page = render_html(make_tree(3))
+    assert 'data-verdict="ok"' in page
+    assert "No preflight record" in page and "No attempt log" in page
+    figures = re.findall(r'<figure id="([^"]+)">', page)
+    assert figures == ["plot-trace", "plot-energy", "plot-pair"]
+
+
+def test_plots_are_bounded_and_the_rest_noted():
+    page = render_html(make_tree(4, vector=30))
+    assert "Trace and rank plots show 8 of 31 scalar quantities" in page
+    assert len(_images(page)) == 3
+
+
+def test_html_without_energy_or_second_variable_notes_it():
+    rng = np.random.default_rng(5)
+    data = xr.DataTree.from_dict({"posterior": xr.Dataset({"x": (("chain", "draw"), rng.normal(size=(4, 100)))})})
+    page = render_html(data)
+    assert "No energy plot: sample_stats has no `energy`." in page
+    assert "No pair plot: only one quantity can be plotted." in page
+    assert re.findall(r'<figure id="([^"]+)">', page) == ["plot-trace"]
+
+
+def test_a_failing_arviz_plot_falls_back_to_matplotlib(bad_run, monkeypatch):
+    import arviz_plots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated arviz-plots failure")
+
+    monkeypatch.setattr(arviz_plots, "plot_trace_dist", broken)
+    page = render_html(bad_run)
+    assert '<figure id="plot-trace">' in page
+    assert "The trace plot was drawn with plain matplotlib: arviz-plots raised RuntimeError: simulated" in page
+
+
+def test_constant_and_nan_quantities_are_not_plotted():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4, 200))
+    x[0, 3] = np.nan
+    data = xr.DataTree.from_dict({"posterior": xr.Dataset({
+        "x": (("chain", "draw"), x), "fixed": (("chain", "draw"), np.ones((4, 200))),
+        "y": (("chain", "draw"), rng.normal(size=(4, 200))), "z": (("chain", "draw"), rng.normal(size=(4, 200))),
+    })})
+    page = render_html(data)
+    assert "Not plotted (NaN, infinite or constant draws): x, fixed." in page
+    assert 'data-verdict="fail"' in page
+
+
+def test_rendering_a_typical_run_takes_seconds(bad_run):
+    started = time.perf_counter()
+    render_html(with_record(make_tree(7, bad=True, vector=6, draws=1000)))
+    assert time.perf_counter() - started < 30  # generous: 2 shared cores; ~5 s when idle
+
+
+def test_render_from_a_report_dict_has_no_plots(bad_run):
+    page = render_html(report_dict(bad_run))
+    assert "Plots need the DataTree" in page and _images(page) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# write_report
+
+
+def test_write_report_writes_every_format(bad_run, tmp_path):
+    paths = write_report(bad_run, tmp_path / "out")
+    assert paths == {fmt: tmp_path / "out" / name for fmt, name in FORMATS.items()}
+    assert all(p.is_file() for p in paths.values())
+    report = json.loads(paths["json"].read_text(encoding="utf-8"))
+    validate_report(report)
+    assert report["verdict"] == "fail"
+    assert paths["md"].read_text(encoding="utf-8").startswith("# Resilient report")
+    assert len(_images(paths["html"].read_text(encoding="utf-8"))) == 5
+
+
+def test_write_report_writes_only_what_is_asked(bad_run, tmp_path):
+    paths = write_report(bad_run, tmp_path, formats=("json",))
+    assert list(paths) == ["json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_write_report_refuses_unknown_formats(bad_run, tmp_path):
+    with pytest.raises(ValueError, match=r"`formats` must be a non-empty subset of \('html', 'md', 'json'\), got \('pdf',\)\."):
+        write_report(bad_run, tmp_path, formats=("pdf",))
+
+
+def test_max_plot_variables_must_be_positive(bad_run):
+    with pytest.raises(ValueError, match=r"`max_plot_variables` must be a positive integer, got 0\."):
+        render_html(bad_run, max_plot_variables=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# import cost
+
+
+def test_importing_the_report_loads_neither_arviz_nor_matplotlib():
+    code = ("import sys, resilient.diagnostics, resilient.report; "
+            "heavy = [m for m in ('arviz_stats', 'arviz_base', 'arviz_plots', 'matplotlib', 'xarray', 'jax', "
+            "'numpyro', 'pymc', 'pytensor') if m in sys.modules]; print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
