@@ -44,7 +44,7 @@ class Site:
     inputs: tuple[str, ...] = ()  # sites whose values are parameters of this one
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Model:
     """A shared-API model function with its data, plus how to transform it.
 
@@ -69,7 +69,7 @@ class Model:
         return Model(**values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NativeModel:
     """A model written for one backend: a NumPyro model function (with its arguments) or a
     ``pm.Model``. ``fix`` and ``noncentered`` mean the same as for :class:`Model`, applied

@@ -640,8 +640,9 @@ def _figures(data: Any, diagnostics: Diagnostics, report: Mapping[str, Any],
         if diagnostics.check("rhat").verdict in ("warn", "fail"):
             figures += _try(
                 notes, "rank", lambda: _arviz_rank(tree, n), lambda: _plain_rank(plt, tree),
-                "plot-rank", "Rank plots (fractional rank ECDF difference per chain; drawn because R-hat is high): "
-                "chains that mix well stay near zero, highlighted points fail the multi-chain uniformity test.",
+                "plot-rank", "Rank plots (fractional rank ECDF difference per chain, draws thinned by ESS; drawn because "
+                "R-hat is high): chains that mix well stay near zero; highlighted points fail the multi-chain "
+                "uniformity test.",
                 "Rank plots")
         stats = data["sample_stats"] if "sample_stats" in data.children else None
         if stats is not None and "energy" in stats.data_vars:
@@ -768,7 +769,7 @@ def _arviz_rank(tree: Any, n: int) -> Any:
 
     columns = min(n, 4)
     rows = math.ceil(n / columns)
-    pc = plot_rank(tree, backend="matplotlib", col_wrap=columns,
+    pc = plot_rank(tree, backend="matplotlib", col_wrap=columns, thin=True,
                    figure_kwargs={"figsize": (2.9 * columns, 2.3 * rows + 0.4), "layout": "constrained"})
     return pc.get_viz("figure")
 

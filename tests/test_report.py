@@ -176,7 +176,7 @@ def test_validate_report_refuses_a_non_object():
 def test_markdown_has_verdict_checks_summary_preflight_and_attempts(bad_run):
     text = render_markdown(bad_run)
     assert text.startswith("# Resilient report: truncated_normal\n")
-    assert "**Verdict: FAIL** (4 failed, 3 warnings, 1 passed). 4 chains x 500 draws on numpyro" in text
+    assert "**Verdict: FAIL** (4 failed, 2 warnings, 2 passed). 4 chains x 500 draws on numpyro" in text
     assert "| variable | mean | sd | eti 89% lower | eti 89% upper | ess_bulk | ess_tail | r_hat | mcse_mean |" in text
     for label in ("mu", "theta[0]", "theta[1]", "theta[2]"):
         assert re.search(rf"^\| {re.escape(label)} \| ", text, re.MULTILINE), label
