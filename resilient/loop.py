@@ -122,15 +122,15 @@ def _worst_convergence(posterior: dict[str, np.ndarray], chains: int) -> tuple[s
 
 
 def noncentering_candidates(model: Model | NativeModel, sites: dict[str, Any]) -> list[str]:
-    """Latent Normal sites whose scale is another variable: the centred hierarchical pattern."""
-    from resilient.distributions import Distribution, is_literal
+    """Latent location-scale sites whose location or scale is another variable: the centred pattern."""
+    from resilient.rewrites import can_noncenter
 
     names = []
     for site in sites.values():
-        if site.kind != "latent" or site.name in model.noncentered:
+        if site.kind != "latent" or site.name in model.noncentered or site.name.endswith("_raw"):
             continue
         used = site.used if site.used is not None else site.declared
-        if isinstance(used, Distribution) and used.family == "Normal" and not is_literal(used.params["sigma"]):
+        if used is not None and can_noncenter(used):
             names.append(site.name)
         elif used is None and isinstance(model, NativeModel) and site.description.startswith("Normal("):
             inside = site.description[len("Normal("):-1].split(",")
@@ -353,6 +353,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             return _stop(finish(data, kind, message), message, attempts, report, policy, warn,
                          budget=kind == "budget", interrupted=kind == "interrupted")
         failure, message = assess(buffer, policy, run_settings)
+        divergent = buffer.divergences()
+        if (failure is None and divergent and "noncenter" in policy.remedies and "noncenter" not in state.used
+                and noncentering_candidates(state.model, compiled.sites)):
+            failure, message = "divergences", (
+                f"{divergent} divergent draws with centred hierarchical sites "
+                f"({', '.join(noncentering_candidates(state.model, compiled.sites))}): non-centring removes them")
         if failure is None:
             attempts.append(Attempt(**base, outcome="accepted"))
             return finish(data, "ok", "accepted")

@@ -165,20 +165,21 @@ class Trace:
         return tuple(dict.fromkeys(n for n in names if n))
 
     def _sample_noncentered(self, name: str, dist: Any) -> Any:
-        if not (isinstance(dist, Distribution) and dist.family == "Normal"):
+        from resilient.rewrites import NONCENTERABLE, noncentered
+
+        if not (isinstance(dist, Distribution) and dist.family in NONCENTERABLE):
             raise ModelError(
-                f"Site `{name}` cannot be non-centred: it is {dist.describe(self.name_of)}, not a Normal.",
+                f"Site `{name}` cannot be non-centred: it is {dist.describe(self.name_of)}; only location-scale "
+                f"families can ({', '.join(NONCENTERABLE)}).",
                 site=name,
             )
         raw_name = f"{name}_raw"
         self._claim(raw_name)
         shape = dist.shape if dist.shape is not None else _broadcast_shape(self.handler.math, dist)
-        from resilient.distributions import Normal
-
-        raw = self.handler.sample_site(raw_name, Normal(0.0, 1.0, shape=shape), None)
-        self.sites[raw_name] = Site(raw_name, "latent", None, None, (), False, f"Normal(0, 1, shape={shape})")
-        value = dist.params["mu"] + dist.params["sigma"] * raw
-        return self.handler.deterministic_site(name, value)
+        standard, back = noncentered(dist, shape)
+        raw = self.handler.sample_site(raw_name, standard, None)
+        self.sites[raw_name] = Site(raw_name, "latent", standard, standard, (), False, standard.describe())
+        return self.handler.deterministic_site(name, back(raw, self.handler.math))
 
     def deterministic(self, name: str, value: Any) -> Any:
         self._claim(name)

@@ -112,3 +112,56 @@ def stabilize(dist: Any, *, observed: bool = False, namer: Callable[[Any], str |
         if not fired:
             break
     return dist, tuple(applied)
+
+
+#: family -> (location parameter or None, scale parameter, how the scale enters)
+NONCENTERABLE: dict[str, tuple[str | None, str, str]] = {
+    "Normal": ("mu", "sigma", "scale"),
+    "StudentT": ("mu", "sigma", "scale"),
+    "Cauchy": ("alpha", "beta", "scale"),
+    "Laplace": ("mu", "b", "scale"),
+    "Logistic": ("mu", "s", "scale"),
+    "LogNormal": ("mu", "sigma", "log-scale"),
+    "HalfNormal": (None, "sigma", "scale"),
+    "HalfCauchy": (None, "beta", "scale"),
+    "HalfStudentT": (None, "sigma", "scale"),
+    "Exponential": (None, "lam", "rate"),
+}
+
+
+def can_noncenter(dist: Any) -> bool:
+    """A location-scale record whose location or scale is another variable (not a literal)."""
+    if not isinstance(dist, Distribution) or dist.family not in NONCENTERABLE:
+        return False
+    location, scale, _ = NONCENTERABLE[dist.family]
+    return not is_literal(dist.params[scale]) or (location is not None and not is_literal(dist.params[location]))
+
+
+def noncentered(dist: Distribution, shape: tuple[int, ...]) -> tuple[Distribution, Callable[[Any, Any], Any]]:
+    """The standard record to sample instead, and how to map its value back: ``value = back(raw, math)``.
+
+    ``x ~ Normal(mu, sigma)`` becomes ``x_raw ~ Normal(0, 1)``, ``x = mu + sigma * x_raw``; scale
+    families multiply (``HalfNormal``), rate families divide (``Exponential``), ``LogNormal``
+    exponentiates. The joint density of the other variables and ``x`` is unchanged.
+    """
+    location, scale, kind = NONCENTERABLE[dist.family]
+    standard = {k: v for k, v in dist.params.items() if k not in (location, scale)}
+    family = "Normal" if kind == "log-scale" else dist.family
+    if kind != "log-scale":
+        standard[scale] = 1.0
+        if location is not None:
+            standard[location] = 0.0
+    params = {"mu": 0.0, "sigma": 1.0} if kind == "log-scale" else standard
+    from resilient import distributions
+
+    record = getattr(distributions, family)(**params, shape=shape)
+    loc = dist.params[location] if location is not None else 0.0
+    size = dist.params[scale]
+
+    def back(raw: Any, math: Any) -> Any:
+        if kind == "rate":
+            return raw / size
+        value = loc + size * raw
+        return math.exp(value) if kind == "log-scale" else value
+
+    return record, back

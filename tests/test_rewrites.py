@@ -82,3 +82,33 @@ def test_rules_leave_healthy_records_alone():
 def test_far_tail_truncation_is_marked_for_a_log_space_normaliser():
     after, applied = stabilize(Truncated(Normal(0, 1), lower=40))
     assert after.stable and [r.rule for r in applied] == ["log-space-normaliser"]
+
+
+@pytest.mark.parametrize("dist, standard, target", [
+    (Normal(1.5, 2.0), stats.norm(0, 1), stats.norm(1.5, 2.0)),
+    (StudentT(4.0, -1.0, 0.5), stats.t(4.0, 0, 1), stats.t(4.0, -1.0, 0.5)),
+    (Laplace(0.3, 2.0), stats.laplace(0, 1), stats.laplace(0.3, 2.0)),
+])
+def test_noncentring_maps_the_standard_law_onto_the_original(dist, standard, target):
+    from resilient.numpy_math import NUMPY_MATH
+    from resilient.rewrites import noncentered
+
+    record, back = noncentered(dist, ())
+    assert record.family == dist.family
+    q = np.linspace(-3, 3, 13)
+    assert np.allclose(target.cdf(back(q, NUMPY_MATH)), standard.cdf(q))
+
+
+def test_noncentring_scale_rate_and_log_families():
+    from resilient.distributions import Exponential, HalfNormal, LogNormal
+    from resilient.numpy_math import NUMPY_MATH
+    from resilient.rewrites import noncentered
+
+    q = np.linspace(0.1, 4, 9)
+    _, back = noncentered(HalfNormal(2.5), ())
+    assert np.allclose(stats.halfnorm(0, 2.5).cdf(back(q, NUMPY_MATH)), stats.halfnorm().cdf(q))
+    _, back = noncentered(Exponential(3.0), ())
+    assert np.allclose(stats.expon(0, 1 / 3.0).cdf(back(q, NUMPY_MATH)), stats.expon().cdf(q))
+    record, back = noncentered(LogNormal(0.5, 0.8), ())
+    assert record.family == "Normal"
+    assert np.allclose(stats.lognorm(0.8, 0, np.exp(0.5)).cdf(back(q - 2, NUMPY_MATH)), stats.norm().cdf(q - 2))
