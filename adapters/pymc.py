@@ -261,20 +261,40 @@ def _describe_rv(rv: Any, named: set) -> str:
     return f"{family}({', '.join(texts)})"
 
 
+def _parents(var: Any, sites: set) -> tuple[str, ...]:
+    """Names of the sites whose values feed ``var`` directly (not through another site)."""
+    from pytensor.graph.traversal import ancestors
+
+    start = list(var.owner.inputs) if var.owner is not None else []
+    found = []
+    for ancestor in ancestors(start, blockers=sites):
+        if ancestor in sites and ancestor is not var and ancestor.name not in found:
+            found.append(ancestor.name)
+    return tuple(found)
+
+
 def _native_sites(model: Any) -> dict[str, Site]:
     named = set(model.named_vars.values())
+    site_vars = set(model.free_RVs) | set(model.observed_RVs) | set(model.deterministics)
     sites: dict[str, Site] = {}
-    for kind, variables in (("latent", model.free_RVs), ("observed", model.observed_RVs)):
-        for rv in variables:
+    groups = (
+        ("latent", model.free_RVs), ("observed", model.observed_RVs),
+        ("deterministic", model.deterministics), ("potential", model.potentials),
+    )
+    for kind, variables in groups:
+        for var in variables:
+            if kind in ("latent", "observed"):
+                try:
+                    description = _describe_rv(var, named)
+                except Exception:  # noqa: BLE001 - best effort for native models
+                    description = type(var.owner.op).__name__
+            else:
+                description = "Deterministic" if kind == "deterministic" else "Potential"
             try:
-                description = _describe_rv(rv, named)
-            except Exception:  # noqa: BLE001 - best effort for native models
-                description = type(rv.owner.op).__name__
-            sites[rv.name] = Site(rv.name, kind, None, None, (), False, description)
-    for var in model.deterministics:
-        sites[var.name] = Site(var.name, "deterministic", None, None, (), False, "Deterministic")
-    for var in model.potentials:
-        sites[var.name] = Site(var.name, "potential", None, None, (), False, "Potential")
+                inputs = _parents(var, site_vars)
+            except Exception:  # noqa: BLE001
+                inputs = ()
+            sites[var.name] = Site(var.name, kind, None, None, (), False, description, inputs)
     return sites
 
 
@@ -346,6 +366,12 @@ def _lazy(method: Callable[[Any], Any]) -> property:
     getter.__name__ = method.__name__
     getter.__doc__ = method.__doc__
     return property(getter)
+
+
+def _preflight_mode() -> Any:
+    from pytensor.compile.mode import Mode
+
+    return Mode(linker="py", optimizer="fast_run").excluding("fusion")
 
 
 _EVAL_ERRORS: tuple[type[BaseException], ...] = (ArithmeticError, np.linalg.LinAlgError)
@@ -428,12 +454,29 @@ class PyMCCompiledModel:
             [np.asarray(point[value], dtype=np.float64).reshape(-1) for _, value, *_ in self._layout]
         )
 
-    def _compile(self, outputs: list[Any]) -> Any:
+    def _compile(self, outputs: list[Any], mode: Any = "preflight") -> Any:
+        """Compile ``outputs`` of the value variables. ``mode="preflight"``: PyTensor's FAST_RUN
+        rewrites (the stabilising ones the sampler gets) with the Python linker and no elementwise
+        fusion, so nothing is JIT- or C-compiled: about a second for an ordinary model, cold or
+        warm, where Numba or C take 10 s or more on a cold cache; an evaluation costs milliseconds,
+        which is fine for preflight. ``mode=None``: PyMC's default (what ``pm.sample`` uses)."""
+        if mode == "preflight":
+            mode = _preflight_mode()
         return self.model.compile_fn(
-            outputs, inputs=self.value_vars, point_fn=False, on_unused_input="ignore"
+            outputs, inputs=self.value_vars, point_fn=False, on_unused_input="ignore", mode=mode
         )
 
     # ---- log density ------------------------------------------------------------------------
+
+    def _evaluate(self, function: Any, x: np.ndarray) -> list[np.ndarray] | None:
+        """``function`` at ``x``; ``None`` where PyTensor raised for a numerical reason. NumPy's
+        floating-point warnings are silenced: NaN and inf are results here, not errors."""
+        inputs = self._inputs(x)
+        with np.errstate(all="ignore"), _quiet_pytensor():
+            try:
+                return list(function(*inputs))
+            except _EVAL_ERRORS:
+                return None
 
     @_lazy
     def _logp_dlogp_fn(self) -> Any:
@@ -446,18 +489,14 @@ class PyMCCompiledModel:
         return self._compile([self.model.logp(jacobian=True, sum=True)])
 
     def log_density(self, x: np.ndarray) -> float:
-        inputs = self._inputs(x)
-        try:
-            return float(self._logp_fn(*inputs)[0])
-        except _EVAL_ERRORS:
-            return float("nan")
+        values = self._evaluate(self._logp_fn, x)
+        return float("nan") if values is None else float(values[0])
 
     def log_density_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        inputs = self._inputs(x)
-        try:
-            logp, *grads = self._logp_dlogp_fn(*inputs)
-        except _EVAL_ERRORS:
+        values = self._evaluate(self._logp_dlogp_fn, x)
+        if values is None:
             return float("nan"), np.full(self.dimension, np.nan)
+        logp, *grads = values
         gradient = np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1) for g in grads]) if grads else np.zeros(0)
         return float(logp), gradient
 
@@ -481,25 +520,22 @@ class PyMCCompiledModel:
         return self._compile(outputs)
 
     def site_log_densities(self, x: np.ndarray) -> dict[str, float]:
-        """Each free, observed and potential term, Jacobians with their free variable: they sum
-        to :meth:`log_density`."""
+        """Each free, observed and potential (``pm.Potential``) term, a free variable's with its
+        transform's Jacobian: they sum to :meth:`log_density`."""
         if not self._term_vars:
             return {}
-        inputs = self._inputs(x)
-        try:
-            values = self._site_terms_fn(*inputs)
-        except _EVAL_ERRORS:
+        values = self._evaluate(self._site_terms_fn, x)
+        if values is None:
             return {name: float("nan") for name in self._term_names}
         return {name: float(v) for name, v in zip(self._term_names, values)}
 
     def site_gradients(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-        """``{site: {latent: d term / d x[block]}}``, each gradient flat like its block of ``x``."""
+        """``{site: {latent: d term / d x[block]}}`` for the sites of :meth:`site_log_densities`;
+        each gradient is flat, like its block of ``x`` (zeros where the term does not depend on it)."""
         if not self._term_vars or not self.value_vars:
             return {name: {} for name in self._term_names}
-        inputs = self._inputs(x)
-        try:
-            values = list(self._site_gradients_fn(*inputs))
-        except _EVAL_ERRORS:
+        values = self._evaluate(self._site_gradients_fn, x)
+        if values is None:
             values = [np.full(block.stop - block.start, np.nan) for _ in self._term_names
                       for *_, block in self._layout]
         result: dict[str, dict[str, np.ndarray]] = {}
@@ -513,20 +549,29 @@ class PyMCCompiledModel:
 
     # ---- values -----------------------------------------------------------------------------
 
+    def _constrain_outputs(self) -> list[Any]:
+        return self.model.replace_rvs_by_values([*self._latents, *self.model.deterministics])
+
     @_lazy
     def _constrain_fn(self) -> Any:
-        outputs = self.model.replace_rvs_by_values([*self._latents, *self.model.deterministics])
+        outputs = self._constrain_outputs()
         return self._compile(outputs) if outputs else (lambda *args: [])
+
+    @_lazy
+    def _sampling_constrain_fn(self) -> Any:
+        """As ``_constrain_fn`` in PyMC's default mode, for draws whose trace lacks the values."""
+        outputs = self._constrain_outputs()
+        return self._compile(outputs, mode=None) if outputs else (lambda *args: [])
 
     @property
     def posterior_names(self) -> tuple[str, ...]:
+        """Names in a chunk's posterior: the free variables, then the deterministics."""
         return self.latent_names + self._deterministic_names
 
     def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self._constrain_inputs(self._inputs(x))
-
-    def _constrain_inputs(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        values = self._constrain_fn(*inputs)
+        values = self._evaluate(self._constrain_fn, x)
+        if values is None:
+            raise FloatingPointError("The constrained values could not be computed at this point.")
         return {name: np.array(v) for name, v in zip(self.posterior_names, values)}
 
     # ---- initial points ---------------------------------------------------------------------
@@ -742,9 +787,7 @@ class _Collector:
             if self.reason is not None:
                 return
             buffer.warmup, buffer.start = warmup, 0
-        point = draw.point
-        inputs = [np.asarray(point[value]) for _, value, *_ in self.compiled._layout]
-        values = self.compiled._constrain_inputs(inputs)
+        values = self._values(trace, draw)
         for name in self.names:
             buffer.values.setdefault(name, []).append(values[name])
         stats = _nuts_stats(draw.stats)
@@ -753,6 +796,19 @@ class _Collector:
         buffer.size += 1
         if buffer.size >= self.chunk_size:
             self._flush(chain)
+
+    def _values(self, trace: Any, draw: Any) -> dict[str, np.ndarray]:
+        """Constrained values of this draw: from PyMC's NDArray trace, which recorded them just
+        before calling back (PyMC computes them once, in its compiled mode), else computed here."""
+        samples = getattr(trace, "samples", None)
+        index = getattr(trace, "draw_idx", 0) - 1
+        if isinstance(samples, dict) and index >= 0 and all(n in samples for n in self.names):
+            return {name: np.array(samples[name][index]) for name in self.names}
+        compiled = self.compiled
+        inputs = [np.asarray(draw.point[value]).astype(dtype) for _, value, _, dtype, _ in compiled._layout]
+        with np.errstate(all="ignore"):
+            outputs = compiled._sampling_constrain_fn(*inputs)
+        return {name: np.array(v) for name, v in zip(self.names, outputs)}
 
     def _flush(self, chain: int) -> None:
         buffer = self.buffers[chain]

@@ -295,8 +295,10 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             "float32": bool(state.model.float32), "noncentered": sorted(state.model.noncentered),
             "random_seed": attempt_seed,
         }
+        compile_start = time.monotonic()
         try:
             compiled = compiled_for(state)
+            compile_seconds = time.monotonic() - compile_start
             if number > 1 and preflight and (state.backend, state.model) != (backend, model):
                 later = check_compiled(compiled, state.model, state.backend, random_seed=attempt_seed)
                 if not later.ok:
@@ -340,7 +342,9 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                            warmup_stats=buffer.warmup_stats())
         last_data = data
         base = dict(attempt=number, backend=state.backend, settings=current_settings, remedy=remedy,
-                    seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences())
+                    seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences(),
+                    compile_seconds=compile_seconds, warmup_seconds=outcome.warmup_seconds,
+                    sampling_seconds=outcome.sampling_seconds)
         if not outcome.completed:
             kind = "budget" if outcome.reason == "deadline" else "interrupted"
             message = (f"the time budget of {policy.time_budget} s ran out during attempt {number}"

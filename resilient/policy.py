@@ -68,6 +68,9 @@ class Attempt:
     seconds: float = 0.0
     draws: int = 0
     divergences: int = 0
+    compile_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    sampling_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -296,8 +296,10 @@ def render_markdown(data: Any, **thresholds: Any) -> str:
     lines += ["", "## Checks", "", "| check | verdict | value | rule | explanation | suggested action |",
               "|---|---|---:|---|---|---|"]
     for check in diagnostics["checks"]:
-        lines.append(f"| {check['name']} | **{check['verdict']}** | {_fmt(check['value'])} | {_md(check['rule'])} "
-                     f"| {_md(check['explanation'])} | {_md(check['action']) if check['verdict'] in ('warn', 'fail') else ''} |")
+        value = _fmt(check["value"], _VALUE_KIND.get(check["name"]))
+        action = _md(check["action"]) if check["verdict"] in ("warn", "fail") else ""
+        lines.append(f"| {check['name']} | **{check['verdict']}** | {value} | {_md(check['rule'])} "
+                     f"| {_md(check['explanation'])} | {action} |")
 
     summary = report["summary"]
     ci = f"{summary['ci_kind']} {_percent(summary['ci_prob'])}"
@@ -339,7 +341,7 @@ def render_markdown(data: Any, **thresholds: Any) -> str:
                   "|---:|---|---|---|---:|---:|---:|---|"]
         for a in attempts:
             lines.append(f"| {_md(a.get('attempt'))} | {_md(a.get('backend'))} | {_md(a.get('remedy'))} "
-                         f"| {_md(a.get('outcome'))} | {_fmt(a.get('seconds'))} | {_md(a.get('draws'))} "
+                         f"| {_md(a.get('outcome'))} | {_fmt(a.get('seconds'), 'seconds')} | {_md(a.get('draws'))} "
                          f"| {_md(a.get('divergences'))} | {_md(a.get('failure') or a.get('message'))} |")
     lines += ["", f"_Resilient {report['resilient_version']}, report schema {report['schema_version']}, "
                   f"generated {report['generated_at']}._", ""]
@@ -402,7 +404,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neu
 h1 { font-size: 1.6rem; margin: 0 0 4px; } h2 { font-size: 1.25rem; margin-top: 32px;
   border-bottom: 1px solid var(--line); padding-bottom: 4px; }
 .banner { margin: 24px 0 8px; padding: 16px 20px; border-radius: 8px; color: #fff; }
-.banner.ok { background: var(--ok); } .banner.warn { background: var(--warn); } .banner.fail { background: var(--fail); }
+.banner.ok { background: var(--ok); } .banner.warn { background: var(--warn); }
+.banner.fail { background: var(--fail); }
 .banner .verdict { font-size: 2rem; font-weight: 700; letter-spacing: .04em; }
 .banner p { margin: 4px 0 0; }
 .notes { margin: 8px 0; padding: 8px 16px; background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; }
@@ -416,7 +419,8 @@ tr.bad td.flag, td.bad { color: var(--fail); font-weight: 600; } td.warnish { co
          color: #fff; font-size: .8rem; font-weight: 600; }
 .badge.ok { background: var(--ok); } .badge.warn { background: var(--warn); } .badge.fail { background: var(--fail); }
 .badge.na { background: var(--na); }
-.badge.error { background: var(--fail); } .badge.fixed { background: var(--ok); } .badge.warning { background: var(--warn); }
+.badge.error { background: var(--fail); } .badge.fixed { background: var(--ok); }
+.badge.warning { background: var(--warn); }
 .badge.info { background: var(--na); }
 .badge.accepted { background: var(--ok); } .badge.retry { background: var(--warn); }
 .badge.gave-up, .badge.budget, .badge.interrupted { background: var(--fail); }
@@ -467,11 +471,12 @@ def _html(report: Mapping[str, Any], figures: list[dict[str, str]], plot_notes: 
         action = c["action"] if c["verdict"] in ("warn", "fail") else ""
         variables = ""
         if c["variables"]:
-            shown = ", ".join(c["variables"][:12]) + (f" (+{len(c['variables']) - 12})" if len(c["variables"]) > 12 else "")
+            more = len(c["variables"]) - 12
+            shown = ", ".join(c["variables"][:12]) + (f" (+{more})" if more > 0 else "")
             variables = f'<br><span class="muted">affected: {e(shown)}</span>'
         parts.append(f'<tr data-check="{e(c["name"])}"><td>{e(c["name"])}</td>'
                      f'<td><span class="badge {badge}">{e(c["verdict"])}</span></td>'
-                     f'<td class="num">{e(_fmt(c["value"]))}</td><td>{e(c["rule"])}</td>'
+                     f'<td class="num">{e(_fmt(c["value"], _VALUE_KIND.get(c["name"])))}</td><td>{e(c["rule"])}</td>'
                      f"<td>{e(c['explanation'])}{variables}</td><td>{e(action)}</td></tr>")
     parts.append("</tbody></table></section>")
 
@@ -481,7 +486,8 @@ def _html(report: Mapping[str, Any], figures: list[dict[str, str]], plot_notes: 
     ci = f"{summary['ci_kind']} {_percent(summary['ci_prob'])}"
     rows = summary["rows"]
     parts += ['<section id="summary"><h2>Posterior summary</h2>',
-              f'<p class="muted">{len(rows)} scalar quantities; interval: {e(ci)} ({"highest density" if summary["ci_kind"] == "hdi" else "equal-tailed"}).'
+              f'<p class="muted">{len(rows)} scalar quantities; interval: {e(ci)} '
+              f'({"highest density" if summary["ci_kind"] == "hdi" else "equal-tailed"}).'
               " Red: beyond a published threshold.</p>",
               '<div class="scroll"><table id="summary-table"><thead><tr><th>variable</th><th>mean</th><th>sd</th>'
               f"<th>{e(ci)} lower</th><th>{e(ci)} upper</th><th>ess_bulk</th><th>ess_tail</th><th>r_hat</th>"
@@ -539,7 +545,8 @@ def _html(report: Mapping[str, Any], figures: list[dict[str, str]], plot_notes: 
             parts.append(f"<tr><td class=\"num\">{e(a.get('attempt', ''))}</td><td>{e(a.get('backend') or '')}</td>"
                          f"<td>{e(a.get('remedy') or '')}</td>"
                          f'<td><span class="badge {e(outcome)}">{e(outcome)}</span></td>'
-                         f"<td class=\"num\">{e(_fmt(a.get('seconds')))}</td><td class=\"num\">{e(a.get('draws', ''))}</td>"
+                         f"<td class=\"num\">{e(_fmt(a.get('seconds'), 'seconds'))}</td>"
+                         f"<td class=\"num\">{e(a.get('draws', ''))}</td>"
                          f"<td class=\"num\">{e(a.get('divergences', ''))}</td><td>{e(shown)}</td>"
                          f"<td>{e(a.get('failure') or a.get('message') or '')}</td></tr>")
         parts.append("</tbody></table>")
@@ -565,11 +572,14 @@ def _html(report: Mapping[str, Any], figures: list[dict[str, str]], plot_notes: 
     return "\n".join(parts)
 
 
+_VALUE_KIND = {"rhat": "rhat", "ess_bulk": "ess", "ess_tail": "ess", "bfmi": "rhat", "mcse": "rhat"}
+
 _SETTINGS_SHOWN = ("draws", "tune", "chains", "target_accept", "max_tree_depth", "random_seed", "init")
 
 
 def _figure_html(fig: Mapping[str, str]) -> str:
-    return (f'<figure id="{_e(fig["id"])}"><img alt="{_e(fig["alt"])}" src="data:image/png;base64,{fig["png"]}">'
+    return (f'<figure id="{_e(fig["id"])}"><img alt="{_e(fig["alt"])}" decoding="sync" '
+            f'src="data:image/png;base64,{fig["png"]}">'
             f"<figcaption>{_e(fig['caption'])}</figcaption></figure>")
 
 
@@ -640,9 +650,8 @@ def _figures(data: Any, diagnostics: Diagnostics, report: Mapping[str, Any],
         if diagnostics.check("rhat").verdict in ("warn", "fail"):
             figures += _try(
                 notes, "rank", lambda: _arviz_rank(tree, n), lambda: _plain_rank(plt, tree),
-                "plot-rank", "Rank plots (fractional rank ECDF difference per chain, draws thinned by ESS; drawn because "
-                "R-hat is high): chains that mix well stay near zero; highlighted points fail the multi-chain "
-                "uniformity test.",
+                "plot-rank", "Rank plots (fractional rank ECDF difference per chain; drawn because R-hat is high): "
+                "chains that mix well stay near zero; highlighted points fail the multi-chain uniformity test.",
                 "Rank plots")
         stats = data["sample_stats"] if "sample_stats" in data.children else None
         if stats is not None and "energy" in stats.data_vars:
@@ -657,7 +666,8 @@ def _figures(data: Any, diagnostics: Diagnostics, report: Mapping[str, Any],
         if len(labels) >= 2:
             x_label, y_label = labels[0], labels[1]
             figures += _try(
-                notes, "pair", lambda: _arviz_pair(tree, x_label, y_label), lambda: _plain_pair(plt, tree, x_label, y_label),
+                notes, "pair", lambda: _arviz_pair(tree, x_label, y_label),
+                lambda: _plain_pair(plt, tree, x_label, y_label),
                 "plot-pair", f"{y_label} against {x_label} (the two least converged quantities); red points are "
                 "divergent transitions.", "Pair plot")
         else:
@@ -769,7 +779,7 @@ def _arviz_rank(tree: Any, n: int) -> Any:
 
     columns = min(n, 4)
     rows = math.ceil(n / columns)
-    pc = plot_rank(tree, backend="matplotlib", col_wrap=columns, thin=True,
+    pc = plot_rank(tree, backend="matplotlib", col_wrap=columns,
                    figure_kwargs={"figsize": (2.9 * columns, 2.3 * rows + 0.4), "layout": "constrained"})
     return pc.get_viz("figure")
 
@@ -910,6 +920,8 @@ def _fmt(value: Any, kind: str | None = None) -> str:
         return f"{value:.0f}"
     if kind == "rhat":
         return f"{value:.3f}"
+    if kind == "seconds":
+        return f"{value:.1f}"
     if value == 0:
         return "0"
     if abs(value) >= 1e5 or abs(value) < 1e-3:

@@ -405,7 +405,8 @@ def test_data_without_posterior_is_refused():
 
 
 def test_unknown_var_names_are_refused(healthy):
-    with pytest.raises(ValueError, match=r"`var_names` must name posterior variables \(mu, theta\), got unknown 'nu'\."):
+    message = r"`var_names` must name posterior variables \(mu, theta\), got unknown 'nu'\."
+    with pytest.raises(ValueError, match=message):
         diagnose(healthy, var_names=["nu"])
 
 

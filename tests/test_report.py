@@ -316,7 +316,8 @@ def test_write_report_writes_only_what_is_asked(bad_run, tmp_path):
 
 
 def test_write_report_refuses_unknown_formats(bad_run, tmp_path):
-    with pytest.raises(ValueError, match=r"`formats` must be a non-empty subset of \('html', 'md', 'json'\), got \('pdf',\)\."):
+    message = r"`formats` must be a non-empty subset of \('html', 'md', 'json'\), got \('pdf',\)\."
+    with pytest.raises(ValueError, match=message):
         write_report(bad_run, tmp_path, formats=("pdf",))
 
 

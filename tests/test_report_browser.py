@@ -31,7 +31,8 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 PROBE = """<script>
 window.__problems = [];
 window.addEventListener('error', function (event) {
-  window.__problems.push('error: ' + (event.message || (event.target && (event.target.src || event.target.href)) || event));
+  var target = event.target && (event.target.src || event.target.href);
+  window.__problems.push('error: ' + (event.message || target || event));
 }, true);
 ['error', 'warn'].forEach(function (level) {
   var original = console[level];

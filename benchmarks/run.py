@@ -1,0 +1,293 @@
+"""Resilient against the raw backends, side by side, in one process run.
+
+    python benchmarks/run.py [--quick] [--repeats N] [--backends numpyro,pymc]
+
+Runs A/B in alternating order (raw first on even repeats, Resilient first on odd ones) to
+cancel drift, and prints medians with min/max of:
+
+1. overhead on the six reference posteriors: wall time of resilient.sample (preflight
+   included) / the raw call (numpyro.infer.MCMC(NUTS) or pm.sample) with the same model,
+   draws, chains and seed; ESS-bulk per second for both; Resilient's own split into
+   preflight, compile, warm-up and sampling seconds;
+2. sick models: P1 (the motivating model) time to a usable answer vs what the raw backend
+   does, and P5 (centred eight schools) min ESS-bulk/s and divergence rate;
+3. preflight cost in units of one log-density-and-gradient evaluation.
+
+Results go to benchmarks/results/<date>.json and a Markdown table to benchmarks/results/latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import resilient  # noqa: E402
+from benchmarks.native_models import numpyro_models, pymc_model  # noqa: E402
+from examples import reference_models  # noqa: E402
+from resilient import record  # noqa: E402
+
+SEED = 12345
+
+
+def min_ess_bulk(posterior: dict[str, np.ndarray]) -> float:
+    from arviz_stats.base import array_stats
+
+    values = []
+    for array in posterior.values():
+        array = np.asarray(array, float)
+        flat = array.reshape(array.shape[0], array.shape[1], -1)
+        for i in range(flat.shape[2]):
+            if np.ptp(flat[:, :, i]) > 0:
+                values.append(float(array_stats.ess(flat[:, :, i], chain_axis=0, draw_axis=1, method="bulk")))
+    return min(values) if values else float("nan")
+
+
+def posterior_dict(data) -> dict[str, np.ndarray]:
+    return {name: data.posterior[name].values for name in data.posterior.data_vars}
+
+
+def raw_numpyro(function, data, draws, tune, chains):
+    import jax
+    import numpyro
+    from numpyro.infer import MCMC, NUTS
+
+    from adapters.numpyro import default_chain_method
+
+    start = time.perf_counter()
+    with jax.enable_x64(True):
+        mcmc = MCMC(NUTS(function), num_warmup=tune, num_samples=draws, num_chains=chains,
+                    chain_method=default_chain_method(chains), progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(SEED), extra_fields=("diverging",), **data)
+        samples = mcmc.get_samples(group_by_chain=True)
+        diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+    seconds = time.perf_counter() - start
+    del numpyro
+    return seconds, {k: np.asarray(v) for k, v in samples.items()}, float(diverging.mean())
+
+
+def raw_pymc(name, data, draws, tune, chains):
+    import pymc as pm
+
+    start = time.perf_counter()
+    model = pymc_model(name, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = pm.sample(draws, tune=tune, chains=chains, cores=min(chains, os.cpu_count() or 1), random_seed=SEED,
+                           progressbar=False, compute_convergence_checks=False, model=model)
+    seconds = time.perf_counter() - start
+    return seconds, posterior_dict(result), float(result.sample_stats["diverging"].values.mean())
+
+
+def with_resilient(backend, name, data, draws, tune, chains, native=True):
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if backend == "numpyro":
+            model = numpyro_models()[name] if native else reference_models.LOADERS[name][0]
+            result = resilient.sample(model, backend="numpyro", draws=draws, tune=tune, chains=chains,
+                                      random_seed=SEED, progressbar=False, **data)
+        else:
+            result = resilient.sample(model=pymc_model(name, data), draws=draws, tune=tune, chains=chains,
+                                      random_seed=SEED, progressbar=False)
+    seconds = time.perf_counter() - start
+    attempts = record.read_attempts(result)
+    split = {key: sum(a.get(key, 0.0) or 0.0 for a in attempts)
+             for key in ("compile_seconds", "warmup_seconds", "sampling_seconds")}
+    split["preflight_seconds"] = (record.read_preflight(result) or {}).get("seconds", 0.0)
+    return seconds, posterior_dict(result), float(result.sample_stats["diverging"].values.mean()), split, attempts
+
+
+def summarise(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def overhead(backends, names, draws, tune, chains, repeats):
+    rows = []
+    for name in names:
+        _, data, _ = reference_models.load(name)
+        for backend in backends:
+            raw_times, res_times, raw_ess, res_ess, splits = [], [], [], [], []
+            for repeat in range(repeats):
+                order = ["raw", "resilient"] if repeat % 2 == 0 else ["resilient", "raw"]
+                for side in order:
+                    if side == "raw":
+                        if backend == "numpyro":
+                            seconds, posterior, _ = raw_numpyro(numpyro_models()[name], data, draws, tune, chains)
+                        else:
+                            seconds, posterior, _ = raw_pymc(name, data, draws, tune, chains)
+                        raw_times.append(seconds)
+                        raw_ess.append(min_ess_bulk(posterior) / seconds)
+                    else:
+                        seconds, posterior, _, split, _ = with_resilient(backend, name, data, draws, tune, chains)
+                        res_times.append(seconds)
+                        res_ess.append(min_ess_bulk(posterior) / seconds)
+                        splits.append(split)
+            ratios = [r / a for r, a in zip(res_times, raw_times)]
+            row = {"model": name, "backend": backend, "ratio": summarise(ratios), "raw_seconds": summarise(raw_times),
+                   "resilient_seconds": summarise(res_times), "raw_ess_per_second": summarise(raw_ess),
+                   "resilient_ess_per_second": summarise(res_ess),
+                   "resilient_split": {k: statistics.median(s[k] for s in splits) for k in splits[0]}}
+            rows.append(row)
+            print(f"{name:42s} {backend:8s} ratio {row['ratio']['median']:.2f} "
+                  f"(raw {row['raw_seconds']['median']:.1f} s, resilient {row['resilient_seconds']['median']:.1f} s)",
+                  flush=True)
+    return rows
+
+
+def sick(backends, draws, tune, chains):
+    rows = []
+    for backend in backends:
+        # P1: the motivating model, written natively.
+        start = time.perf_counter()
+        try:
+            if backend == "numpyro":
+                _, posterior, divergent = raw_numpyro(numpyro_models()["motivating"], {}, draws, tune, chains)
+                raw_outcome = f"sampled, {100 * divergent:.2f}% divergent"
+            else:
+                _, posterior, divergent = raw_pymc("motivating", {}, draws, tune, chains)
+                raw_outcome = f"sampled, {100 * divergent:.2f}% divergent"
+        except Exception as error:  # the raw backend's failure is the measurement
+            raw_outcome = f"{type(error).__name__}: {str(error)[:80]}"
+        raw_seconds = time.perf_counter() - start
+        seconds, posterior, divergent, _, attempts = with_resilient(backend, "motivating", {}, draws, tune, chains)
+        rows.append({"case": "P1", "backend": backend, "raw_outcome": raw_outcome, "raw_seconds": raw_seconds,
+                     "resilient_seconds": seconds, "resilient_divergent": divergent, "attempts": len(attempts)})
+        print(f"P1 {backend}: raw {raw_outcome} after {raw_seconds:.1f} s; resilient {seconds:.1f} s, "
+              f"{len(attempts)} attempt(s), {100 * divergent:.2f}% divergent", flush=True)
+        # P5: centred eight schools.
+        _, data, _ = reference_models.load("eight_schools-eight_schools_noncentered")
+        if backend == "numpyro":
+            raw_seconds, posterior, raw_div = raw_numpyro(numpyro_models()["eight_schools_centered"], data, draws,
+                                                          tune, chains)
+        else:
+            raw_seconds, posterior, raw_div = raw_pymc("eight_schools_centered", data, draws, tune, chains)
+        raw_ess = min_ess_bulk({k: v for k, v in posterior.items() if k in ("mu", "tau", "theta")}) / raw_seconds
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = resilient.sample(reference_models.eight_schools_centered, backend=backend, draws=draws,
+                                      tune=tune, chains=chains, random_seed=SEED, progressbar=False, **data)
+        seconds = time.perf_counter() - start
+        res_ess = min_ess_bulk({k: result.posterior[k].values for k in ("mu", "tau", "theta")}) / seconds
+        res_div = float(result.sample_stats["diverging"].values.mean())
+        rows.append({"case": "P5", "backend": backend, "raw_ess_per_second": raw_ess, "raw_divergent": raw_div,
+                     "resilient_ess_per_second": res_ess, "resilient_divergent": res_div,
+                     "ess_ratio": res_ess / raw_ess, "attempts": len(record.read_attempts(result))})
+        print(f"P5 {backend}: min ESS/s raw {raw_ess:.1f} ({100 * raw_div:.2f}% div) vs resilient {res_ess:.1f} "
+              f"({100 * res_div:.2f}% div): x{res_ess / raw_ess:.1f}", flush=True)
+    return rows
+
+
+def preflight_cost(backends, names, repeats=5):
+    from resilient.backend import get_adapter
+    from resilient.checks import check_compiled
+    from resilient.model import Model
+
+    rows = []
+    for name in names:
+        function, data, _ = reference_models.load(name)
+        for backend in backends:
+            model = Model(function, (), data)
+            compiled = get_adapter(backend).compile(model)
+            x = compiled.initial_point("default", 0)
+            compiled.log_density_and_gradient(x)
+            check_compiled(compiled, model, backend)  # compile what preflight uses
+            evals = []
+            for _ in range(200):
+                start = time.perf_counter()
+                compiled.log_density_and_gradient(x)
+                evals.append(time.perf_counter() - start)
+            checks = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                check_compiled(compiled, model, backend)
+                checks.append(time.perf_counter() - start)
+            gradient = statistics.median(evals)
+            rows.append({"model": name, "backend": backend, "gradient_seconds": gradient,
+                         "preflight_seconds": statistics.median(checks),
+                         "preflight_in_gradients": statistics.median(checks) / gradient})
+            print(f"preflight {name:42s} {backend:8s} {rows[-1]['preflight_in_gradients']:.1f} gradient evaluations "
+                  f"({1e3 * statistics.median(checks):.2f} ms)", flush=True)
+    return rows
+
+
+def markdown(results) -> str:
+    lines = [f"Measured {results['date']} on {results['machine']} (Python {results['python']}, "
+             + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
+             + f"); draws={results['settings']['draws']}, tune={results['settings']['tune']}, "
+             f"chains={results['settings']['chains']}, {results['settings']['repeats']} repeat(s), medians [min-max].", "",
+             "| model | backend | wall ratio resilient/raw | raw s | resilient s (preflight / compile / warm-up / sampling) | ESS-bulk/s raw | ESS-bulk/s resilient |",
+             "|---|---|---|---|---|---|---|"]
+    for row in results["overhead"]:
+        split = row["resilient_split"]
+        lines.append(
+            f"| {row['model']} | {row['backend']} | {row['ratio']['median']:.2f} [{row['ratio']['min']:.2f}-{row['ratio']['max']:.2f}] "
+            f"| {row['raw_seconds']['median']:.1f} | {row['resilient_seconds']['median']:.1f} "
+            f"({split['preflight_seconds']:.1f} / {split['compile_seconds']:.1f} / {split['warmup_seconds']:.1f} / {split['sampling_seconds']:.1f}) "
+            f"| {row['raw_ess_per_second']['median']:.0f} | {row['resilient_ess_per_second']['median']:.0f} |")
+    lines += ["", "| sick model | backend | raw backend | Resilient |", "|---|---|---|---|"]
+    for row in results["sick"]:
+        if row["case"] == "P1":
+            lines.append(f"| P1 motivating | {row['backend']} | {row['raw_outcome']} ({row['raw_seconds']:.1f} s) | "
+                         f"usable answer in {row['resilient_seconds']:.1f} s, {row['attempts']} attempt(s), "
+                         f"{100 * row['resilient_divergent']:.2f}% divergent |")
+        else:
+            lines.append(f"| P5 centred eight schools | {row['backend']} | min ESS-bulk/s {row['raw_ess_per_second']:.1f}, "
+                         f"{100 * row['raw_divergent']:.2f}% divergent | min ESS-bulk/s {row['resilient_ess_per_second']:.1f} "
+                         f"(x{row['ess_ratio']:.1f}), {100 * row['resilient_divergent']:.2f}% divergent |")
+    lines += ["", "| model | backend | preflight in gradient evaluations | preflight ms |", "|---|---|---|---|"]
+    for row in results["preflight"]:
+        lines.append(f"| {row['model']} | {row['backend']} | {row['preflight_in_gradients']:.1f} | "
+                     f"{1e3 * row['preflight_seconds']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 500 draws: a smoke run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--backends", default="numpyro,pymc")
+    parser.add_argument("--models", default=",".join(reference_models.NAMES))
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip: overhead,sick,preflight")
+    options = parser.parse_args(argv)
+    repeats, draws = (1, 500) if options.quick else (options.repeats, options.draws)
+    tune, chains = draws, 4
+    backends = options.backends.split(",")
+    names = options.models.split(",")
+    skip = set(options.skip.split(",")) - {""}
+    import importlib.metadata as metadata
+
+    results = {
+        "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "versions": {p: metadata.version(p) for p in ("numpyro", "jax", "pymc", "arviz")},
+        "settings": {"draws": draws, "tune": tune, "chains": chains, "repeats": repeats},
+        "overhead": [] if "overhead" in skip else overhead(backends, names, draws, tune, chains, repeats),
+        "sick": [] if "sick" in skip else sick(backends, draws, tune, chains),
+        "preflight": [] if "preflight" in skip else preflight_cost(backends, names),
+    }
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{results['date']}{'-quick' if options.quick else ''}.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (out / ("latest-quick.md" if options.quick else "latest.md")).write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
