@@ -35,7 +35,21 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-if "jax" not in sys.modules:  # one XLA device per core, so chains can run in parallel (pmap)
+
+
+def _backend_started() -> bool:
+    """True once jax has created its devices (the device count is fixed from then on)."""
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge._backends)
+    except (ImportError, AttributeError):  # a jax without this internal: assume started
+        return True
+
+
+if not _backend_started():  # one XLA device per core, so chains can run in parallel (pmap)
     import numpyro as _numpyro
 
     if not re.search(r"--xla_force_host_platform_device_count=", os.environ.get("XLA_FLAGS", "")):
@@ -483,6 +497,10 @@ def _concrete(value: Any) -> np.ndarray | None:
     return array if array.dtype.kind in "biuf" else None
 
 
+def _equal(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is not None and b is not None and a.shape == b.shape and bool(np.array_equal(a, b))
+
+
 def _value_text(value: Any, namer: Callable[[Any], str | None]) -> str:
     name = namer(value)
     if name:
@@ -624,18 +642,26 @@ class _NativeFixes(Messenger):
     """Applies :mod:`resilient.rewrites` to NumPyro's truncated distributions by swapping
     ``msg["fn"]``: infinite bounds dropped, Half- forms, log-space normaliser.
 
-    The first run (``learning=True``, a concrete trace) names every value by the site that made it,
-    decides which parameters are constants, and writes a note per site; later runs (under jit,
-    where every value is a tracer) apply the same decisions by site name. With ``fix=False`` the
-    density is left as written and only the rewrites are noted (a literal infinite bound still
-    stops shaping the support, whose bijection would otherwise map every point to infinity)."""
+    Two concrete runs at different random points (``learning`` 1 and 2) name every value by the
+    site that made it and find the parameters that are constants: unnamed, and equal at both points
+    (a value computed from a latent variable differs). The second run writes a note per site; later
+    runs (under jit, where every value is a tracer) apply the same decisions by site name. With
+    ``fix=False`` the density is left as written and only the rewrites are noted (a literal
+    infinite bound still stops shaping the support, whose bijection would otherwise map every point
+    to infinity)."""
 
     def __init__(self, fn: Callable, fix: bool) -> None:
         super().__init__(fn)
         self.fix = fix
-        self.learning = False
+        self.learning = 0  # 0: applying notes; 1, 2: the two learning runs
         self.notes: dict[str, _SiteNotes] = {}
         self._names: dict[int, str] = {}
+        self._first_literals: dict[str, dict[str, np.ndarray]] = {}
+        self._first_values: dict[str, list[np.ndarray | None]] = {}
+
+    def start_learning(self, run: int) -> None:
+        self.learning = run
+        self._names.clear()
 
     def name_of(self, value: Any) -> str | None:
         return self._names.get(id(value))
@@ -657,17 +683,33 @@ class _NativeFixes(Messenger):
             return
         name = msg["name"]
         inner, rewrap = _unwrap(msg["fn"])
-        if self.learning:
-            names = (self.name_of(v) for v in _parameter_values(msg["fn"]) if v is not None)
-            notes = _SiteNotes(description=_describe_numpyro(msg["fn"], self.name_of),
+        if self.learning == 1:
+            self._first_values[name] = [_concrete(v) for v in _parameter_values(msg["fn"])]
+            if isinstance(inner, _TRUNCATED_TYPES):
+                self._first_literals[name] = self._literals(inner)
+            return
+        if self.learning == 2:
+            values = _parameter_values(msg["fn"])
+            first = self._first_values.get(name, [None] * len(values))
+            varying = {  # unnamed values that moved with the random point: expressions of latents
+                id(v): "<expr>" for v, before in zip(values, first)
+                if v is not None and self.name_of(v) is None
+                and not (before is not None and _equal(before, _concrete(v)))
+            }
+
+            def namer(value: Any) -> str | None:
+                return self.name_of(value) or varying.get(id(value))
+
+            names = (self.name_of(v) for v in values if v is not None)
+            notes = _SiteNotes(description=_describe_numpyro(msg["fn"], namer),
                                inputs=tuple(dict.fromkeys(n for n in names if n)))
             if isinstance(inner, _TRUNCATED_TYPES):
-                literals = self._literals(inner)
+                first_literals = self._first_literals.get(name, {})
+                literals = {k: v for k, v in self._literals(inner).items() if _equal(first_literals.get(k), v)}
                 record = _truncation_record(inner, literals)
                 if record is not None:
                     notes.literals = literals
-                    notes.description = _describe_numpyro(msg["fn"], self.name_of)
-                    _, notes.rewrites = _stabilize_native(record, self.name_of)
+                    _, notes.rewrites = _stabilize_native(record, namer)
             self.notes[name] = notes
         notes = self.notes.get(name)
         if notes is None or notes.literals is None or not isinstance(inner, _TRUNCATED_TYPES):
@@ -761,9 +803,9 @@ class NumPyroCompiledModel:
     def dtype(self) -> Any:
         return np.float32 if self.float32 else np.float64
 
-    def _trace_once(self) -> dict:
+    def _trace_once(self, seed: int = 0) -> dict:
         """A concrete trace at a seeded uniform(-2, 2) point: shapes and sites, no validity search."""
-        seeded = handlers.seed(self._model_fn, rng_seed=0)
+        seeded = handlers.seed(self._model_fn, rng_seed=seed)
         substituted = handlers.substitute(seeded, substitute_fn=init_to_uniform(radius=2))
         return handlers.trace(substituted).get_trace()
 
@@ -1239,12 +1281,13 @@ class NumPyroAdapter:
         compiled = NumPyroCompiledModel(model_fn, float32=model.float32, chain_method=self.chain_method,
                                         name=model.name, noncentered=noncentered)
         with compiled.precision():
-            fixes.learning = True
             try:
+                fixes.start_learning(1)
+                _run_model(compiled, seed=1)
+                fixes.start_learning(2)
                 model_trace = _run_model(compiled)
             finally:
-                fixes.learning = False
-                fixes._names.clear()
+                fixes.start_learning(0)
             missing = sorted(n for n in noncentered if f"{n}_decentered" not in model_trace)
             if missing:
                 latent = [n for n, s in model_trace.items() if s["type"] == "sample" and not s["is_observed"]]
@@ -1258,10 +1301,10 @@ class NumPyroAdapter:
         return compiled
 
 
-def _run_model(compiled: NumPyroCompiledModel) -> dict:
+def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:
     """The compile-time trace; a failure inside the user's model is a model error."""
     try:
-        return compiled._trace_once()
+        return compiled._trace_once(seed)
     except ResilientError:
         raise
     except Exception as error:  # noqa: BLE001 - the model function raised: report it as the model's

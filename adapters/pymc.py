@@ -134,7 +134,8 @@ PYTENSOR_MATH = SimpleNamespace(
     zeros=lambda shape, dtype=None: pt.zeros(shape, dtype=dtype),
     ones=lambda shape, dtype=None: pt.ones(shape, dtype=dtype),
     arange=pt.arange, reshape=_reshape, transpose=lambda x, axes=None: pt.transpose(x, axes),
-    outer=pt.outer, diag=lambda v, k=0: pt.diag(v, k),
+    outer=lambda a, b: pt.outer(pt.as_tensor_variable(a), pt.as_tensor_variable(b)),
+    diag=lambda v, k=0: pt.diag(pt.as_tensor_variable(v), k),
 )
 
 
@@ -570,9 +571,43 @@ class PyMCCompiledModel:
 
     def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
         values = self._evaluate(self._constrain_fn, x)
-        if values is None:
-            raise FloatingPointError("The constrained values could not be computed at this point.")
+        if values is None:  # PyTensor raised for a numerical reason: NaN, as elsewhere
+            return {name: np.array(np.nan) for name in self.posterior_names}
         return {name: np.array(v) for name, v in zip(self.posterior_names, values)}
+
+    @_lazy
+    def _unconstrain_fn(self) -> Any:
+        """Constrained latent values -> each value variable, through PyMC's transforms (whose
+        parameters may depend on other latents, e.g. a bound that is a site)."""
+        model = self.model
+        placeholders = [rv.type(name=rv.name) for rv in self._latents]
+        outputs = []
+        for rv, placeholder in zip(self._latents, placeholders):
+            transform = model.rvs_to_transforms.get(rv)
+            outputs.append(placeholder if transform is None else transform.forward(placeholder, *rv.owner.inputs))
+        replace = dict(zip(self._latents, placeholders))
+        replace.update({obs: model.rvs_to_values[obs] for obs in model.observed_RVs})
+        from pytensor.graph.replace import clone_replace
+
+        outputs = clone_replace(outputs, replace=replace)
+        return model.compile_fn(outputs, inputs=placeholders, point_fn=False, on_unused_input="ignore",
+                                mode=_preflight_mode())
+
+    def unconstrain(self, values: Mapping[str, Any]) -> np.ndarray:
+        """``x`` for constrained values of every latent (the inverse of :meth:`constrain`)."""
+        missing = [name for name in self.latent_names if name not in values]
+        if missing:
+            raise ValueError(
+                f"unconstrain needs a value for every latent; missing {', '.join(missing)}."
+            )
+        if not self._latents:
+            return np.zeros(0)
+        inputs = [np.asarray(values[rv.name], dtype=rv.type.dtype) for rv in self._latents]
+        with np.errstate(all="ignore"), _quiet_pytensor():
+            outputs = self._unconstrain_fn(*inputs)
+        return np.concatenate([
+            np.asarray(out, dtype=np.float64).reshape(-1) for out in outputs
+        ])
 
     # ---- initial points ---------------------------------------------------------------------
 
@@ -689,15 +724,33 @@ class PyMCCompiledModel:
                 )
             except KeyboardInterrupt:
                 control.note_interrupt()
+            except ValueError as error:
+                # After a stop, PyMC still packs the partial traces, and raises "Not enough
+                # samples to build a trace." when no chain got past warm-up. The draws reached
+                # on_chunk already; anything else is a real error.
+                if (collector.reason or control.reason) is None:
+                    raise
+                collector.packing_error = str(error)
+            except BaseException:
+                # PyMC failed mid-run (or on_chunk raised): hand over the draws already finished.
+                if collector.reason not in ("stopped", "error"):
+                    control.disarm()
+                    collector.flush_all()
+                raise
             finally:
                 control.disarm()
         finished = time.monotonic()
         reason = collector.reason or control.reason
         if reason != "stopped":
             collector.flush_all()
-        complete = reason is None and collector.all_delivered()
-        warmup_end = max(collector.warmup_ended.values(), default=collector.first_draw or finished)
+        complete = collector.all_delivered()
         first = collector.first_draw or finished
+        if settings.tune <= 0:
+            warmup_end = first
+        elif len(collector.warmup_ended) == chains:
+            warmup_end = max(collector.warmup_ended.values())
+        else:  # stopped while a chain was still warming up
+            warmup_end = finished
         return NUTSRun(
             completed=complete,
             reason="" if complete else (reason or "interrupted"),
@@ -709,6 +762,7 @@ class PyMCCompiledModel:
                 "setup_seconds": max(0.0, first - started),
                 "draws_delivered": dict(collector.delivered),
                 "warmup_draws_delivered": dict(collector.warmup_delivered),
+                **({"pymc_error_after_stop": collector.packing_error} if collector.packing_error else {}),
             },
         )
 
@@ -730,9 +784,9 @@ class _ChainBuffer:
 class _Collector:
     """``pm.sample``'s callback: buffers each chain's draws and hands chunks to ``on_chunk``.
 
-    It runs in the main process (PyMC calls it there for parallel chains too, after
-    recording the draw), gets the unconstrained point in ``draw.point`` and the NUTS
-    statistics in ``draw.stats``; constrained values are computed here.
+    It runs in the main process (PyMC calls it there for parallel chains too, right after
+    recording the draw in its NDArray trace, where the constrained values and deterministics
+    are read); the NUTS statistics come from ``draw.stats``.
     """
 
     def __init__(self, compiled: PyMCCompiledModel, settings: NUTSSettings,
@@ -749,6 +803,7 @@ class _Collector:
         self.first_draw: float | None = None
         self.warmup_ended: dict[int, float] = {}
         self.names = compiled.posterior_names
+        self.packing_error: str | None = None
 
     # PyMC calls callback(trace=..., draw=...)
     def __call__(self, trace: Any = None, draw: Any = None) -> None:
@@ -759,7 +814,7 @@ class _Collector:
             if self.reason is None and control is not None and control.reason is not None:
                 self.reason = control.reason
             if self.reason is None:
-                self._take(draw)
+                self._take(trace, draw)
                 deadline = self.settings.deadline
                 if self.reason is None and deadline is not None and time.monotonic() > deadline:
                     self.reason = "deadline"
@@ -772,7 +827,7 @@ class _Collector:
                 self.reason = control.reason
             raise KeyboardInterrupt
 
-    def _take(self, draw: Any) -> None:
+    def _take(self, trace: Any, draw: Any) -> None:
         now = time.monotonic()
         if self.first_draw is None:
             self.first_draw = now
@@ -828,12 +883,18 @@ class _Collector:
         buffer.start += size
         buffer.values, buffer.stats, buffer.size = {}, {}, 0
         (self.warmup_delivered if chunk.warmup else self.delivered)[chain] += size
-        if self.on_chunk(chunk) is False:
+        try:
+            keep_going = self.on_chunk(chunk)
+        except BaseException:
+            self.reason = "error"  # never call on_chunk again
+            raise
+        if keep_going is False:
             self.reason = "stopped"
 
     def flush_all(self) -> None:
+        """Hand over every chain's partial chunk (unless on_chunk asked to stop or failed)."""
         for chain in self.buffers:
-            if self.reason == "stopped":
+            if self.reason in ("stopped", "error"):
                 return
             self._flush(chain)
 
@@ -892,7 +953,8 @@ class _StopControl:
     def __exit__(self, *exc: Any) -> None:
         self.disarm()
         if self._main:
-            signal.signal(signal.SIGINT, self._previous_handler)
+            previous = self._previous_handler
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
         self.collector.control = None
 
     def progress(self) -> None:

@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         from resilient.report import write_report
 
         diagnostics = diagnose(data)
-        console.print(diagnostics.summary)
-        paths = write_report(data, out / f"report-{backend}")
+        console.print(diagnostics.summary_table())
+        console.print(diagnostics.table())
+        paths = write_report(data, out / f"report-{backend}", diagnostics=diagnostics)
         console.print(f"verdict: [bold]{diagnostics.verdict}[/]; report: {paths.get('html')}")
         worst = max(worst, {"ok": 0, "warn": 0, "fail": 1}[diagnostics.verdict])
     return worst

@@ -19,7 +19,7 @@ from resilient.model import sample as _declare_site
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "preflight", "deterministic", "site", "math", "distributions", "Model",
+    "sample", "preflight", "diagnose", "write_report", "deterministic", "site", "math", "distributions", "Model",
     "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed",
     "UnsupportedModelError", "BackendUnavailableError", "__version__",
 ] + list(distributions.__all__)
@@ -40,6 +40,20 @@ def sample(*args, **kwargs):
     from resilient.sampling import sample as run
 
     return run(*args, **kwargs)
+
+
+def diagnose(data, **thresholds):
+    """ArviZ diagnostics with verdicts; see :func:`resilient.diagnostics.diagnose`."""
+    from resilient.diagnostics import diagnose as run
+
+    return run(data, **thresholds)
+
+
+def write_report(data, out_dir, formats=("html", "md", "json"), **options):
+    """Write report.html / report.md / report.json; see :func:`resilient.report.write_report`."""
+    from resilient.report import write_report as run
+
+    return run(data, out_dir, formats=formats, **options)
 
 
 def preflight(model=None, *args, **kwargs):

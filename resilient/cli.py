@@ -166,9 +166,10 @@ def command_sample(options: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     result.to_netcdf(out, engine="h5netcdf")
     diagnostics = diagnose(result)
-    console.print(diagnostics.summary)
+    console.print(diagnostics.summary_table())
+    console.print(diagnostics.table())
     if options.report:
-        paths = write_report(result, options.report)
+        paths = write_report(result, options.report, diagnostics=diagnostics)
         console.print(f"report: {', '.join(str(p) for p in paths.values())}")
     console.print(f"verdict: [bold]{diagnostics.verdict}[/]; draws: {out}")
     if diagnostics.verdict == "fail":

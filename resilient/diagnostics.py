@@ -9,21 +9,16 @@ Checks, in order. Each has a published threshold (``warn`` when crossed) and, wh
 worse value makes the draws unusable, a ``fail`` threshold (the defaults match the limits
 at which :class:`resilient.policy.Policy` retries):
 
-================  ==============================================  ===========================
-name              warn when (defaults)                            fail when (defaults)
-================  ==============================================  ===========================
-``finite_draws``  --                                              any NaN or inf draw
-``rhat``          max R-hat > ``rhat_max`` (1.01)                  > ``rhat_fail`` (1.05)
-``ess_bulk``      min bulk ESS < ``ess_min_per_chain`` x chains    < ``ess_fail_per_chain``
-                  (100 per chain)                                  x chains (25 per chain)
-``ess_tail``      min tail ESS, as ``ess_bulk``                    as ``ess_bulk``
-``mcse``          MCSE of the mean > ``mcse_max_ratio`` x sd (0.1)  --
-``bfmi``          E-BFMI < ``bfmi_min`` (0.3) in any chain          --
-``divergences``   divergent transitions > ``max_divergences`` (0)  rate > ``divergence_fail_rate``
-                                                                  (0.005)
-``tree_depth``    any transition at ``max_tree_depth``              rate > ``tree_depth_fail_rate``
-                                                                  (0.5)
-================  ==============================================  ===========================
+- ``finite_draws``: fails on any NaN or infinite posterior draw.
+- ``rhat``: warns when max R-hat > ``rhat_max`` (1.01); fails above ``rhat_fail`` (1.05).
+- ``ess_bulk`` / ``ess_tail``: warn when min ESS < ``ess_min_per_chain`` x chains (100 per
+  chain); fail below ``ess_fail_per_chain`` x chains (25 per chain).
+- ``mcse``: warns when the MCSE of the mean > ``mcse_max_ratio`` (0.1) x posterior sd.
+- ``bfmi``: warns when E-BFMI < ``bfmi_min`` (0.3) in any chain.
+- ``divergences``: warns when divergent transitions > ``max_divergences`` (0); fails when
+  their rate > ``divergence_fail_rate`` (0.005).
+- ``tree_depth``: warns when any transition reaches ``max_tree_depth``; fails when the rate
+  > ``tree_depth_fail_rate`` (0.5).
 
 Sources: R-hat and ESS, Vehtari et al. (2021); E-BFMI, Betancourt (2016); divergences and
 tree depth, Stan's ``diagnose``.
@@ -140,6 +135,51 @@ class Diagnostics:
             "ci_prob": self.ci_prob,
             "summary": self.summary_rows(),
         }
+
+    def table(self) -> Any:
+        """The checks as a rich Table (verdict, value, rule, explanation, action)."""
+        from rich.table import Table
+
+        colours = {"ok": "green", "n/a": "dim", "warn": "yellow", "fail": "bold red"}
+        table = Table(title=f"Diagnostics: {self.verdict.upper()} ({self.chains} chains x {self.draws} draws)")
+        for column in ("check", "verdict", "value", "rule", "what it means", "suggested action"):
+            table.add_column(column, overflow="fold")
+        for c in self.checks:
+            value = "" if c.value is None else f"{c.value:.4g}" if isinstance(c.value, float) else str(c.value)
+            table.add_row(c.name, f"[{colours[c.verdict]}]{c.verdict}[/]", value, c.rule, c.explanation,
+                          c.action if not c.passed else "")
+        return table
+
+    def summary_table(self, max_rows: int = 40) -> Any:
+        """ArviZ's summary as a rich Table (at most ``max_rows`` rows, the least converged first if cut)."""
+        from rich.table import Table
+
+        rows = self.summary_rows()
+        shown = rows
+        if len(rows) > max_rows:
+            shown = sorted(rows, key=lambda r: -(r["r_hat"] or 0.0))[:max_rows]
+        ci = f"{self.ci_kind} {100 * self.ci_prob:g}%"
+        table = Table(title="Posterior summary" + (f" ({max_rows} of {len(rows)}, highest R-hat)"
+                                                   if len(rows) > max_rows else ""))
+        columns = ("variable", "mean", "sd", f"{ci} lower", f"{ci} upper", "ess_bulk", "ess_tail", "r_hat")
+        for column in columns:
+            table.add_column(column, justify="left" if column == "variable" else "right")
+        keys = ("mean", "sd", "ci_lower", "ci_upper", "ess_bulk", "ess_tail", "r_hat")
+        for row in shown:
+            cells = []
+            for key in keys:
+                value = row[key]
+                if value is None:
+                    cells.append("-")
+                elif key.startswith("ess"):
+                    cells.append(f"{value:.0f}")
+                elif key == "r_hat":
+                    bad = value > self.thresholds.get("rhat_max", math.inf)
+                    cells.append(f"[red]{value:.3f}[/]" if bad else f"{value:.3f}")
+                else:
+                    cells.append(f"{value:.4g}")
+            table.add_row(row["variable"], *cells)
+        return table
 
     def __str__(self) -> str:
         lines = [f"Verdict: {self.verdict.upper()} ({self.chains} chains x {self.draws} draws)"]

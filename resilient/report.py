@@ -112,6 +112,9 @@ _ATTEMPT_SCHEMA: dict[str, Any] = {
         "message": {"type": _STRING},
         "outcome": {"type": "string", "description": "accepted, retry, gave-up, budget, interrupted or error"},
         "seconds": {"type": _NUMBER},
+        "compile_seconds": {"type": _NUMBER},
+        "warmup_seconds": {"type": _NUMBER},
+        "sampling_seconds": {"type": _NUMBER},
         "draws": {"type": ["integer", "null"]},
         "divergences": {"type": ["integer", "null"]},
     },
@@ -131,7 +134,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "verdict": {"enum": ["ok", "warn", "fail"], "description": "the worst check's verdict"},
         "run": {
             "type": "object",
-            "required": ["backend", "model", "status", "message", "time_budget", "chains", "draws",
+            "required": ["backend", "model", "status", "message", "time_budget", "seconds", "chains", "draws",
                          "variables", "groups", "record"],
             "properties": {
                 "backend": {"type": _STRING},
@@ -139,6 +142,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "status": {"type": _STRING},
                 "message": {"type": _STRING},
                 "time_budget": {"type": _NUMBER},
+                "seconds": {"type": _NUMBER, "description": "wall time of the whole call"},
                 "chains": {"type": "integer"},
                 "draws": {"type": "integer", "description": "per chain"},
                 "variables": {"type": "array", "items": {"type": "string"}},
@@ -193,7 +197,7 @@ def report_dict(data: Any, *, diagnostics: Diagnostics | None = None, **threshol
     """
     from resilient import __version__
 
-    diagnostics = diagnostics if diagnostics is not None else diagnose(data, **thresholds)
+    diagnostics = _diagnostics(data, diagnostics, thresholds)
     stored_run = record.read_run(data)
     stored_run = stored_run if isinstance(stored_run, dict) else None
     run = stored_run or {}
@@ -210,6 +214,7 @@ def report_dict(data: Any, *, diagnostics: Diagnostics | None = None, **threshol
             "status": _optional_str(run.get("status")),
             "message": _optional_str(run.get("message")),
             "time_budget": _finite_or_none(run.get("time_budget")),
+            "seconds": _finite_or_none(run.get("seconds")),
             "chains": diagnostics.chains,
             "draws": diagnostics.draws,
             "variables": [str(v) for v in posterior.data_vars] if posterior is not None else [],
@@ -227,6 +232,14 @@ def report_dict(data: Any, *, diagnostics: Diagnostics | None = None, **threshol
     if report["run"]["model"] is None and isinstance(report["preflight"], dict):
         report["run"]["model"] = _optional_str(report["preflight"].get("model"))
     return report
+
+
+def _diagnostics(data: Any, diagnostics: Diagnostics | None, thresholds: Mapping[str, Any]) -> Diagnostics:
+    if diagnostics is None:
+        return diagnose(data, **thresholds)
+    if thresholds:
+        raise ValueError(f"Pass either `diagnostics` or thresholds, not both; got both and {sorted(thresholds)}.")
+    return diagnostics
 
 
 def validate_report(report: Any, schema: Mapping[str, Any] | None = None) -> None:
@@ -353,14 +366,15 @@ def render_markdown(data: Any, **thresholds: Any) -> str:
 
 
 def render_html(data: Any, *, plots: bool = True, max_plot_variables: int = MAX_PLOT_VARIABLES,
-                **thresholds: Any) -> str:
+                diagnostics: Diagnostics | None = None, **thresholds: Any) -> str:
     """The report as one self-contained HTML page (plots embedded as base64 PNG).
 
-    ``data`` is a DataTree; a :func:`report_dict` alone renders without plots.
+    ``data`` is a DataTree; a :func:`report_dict` alone renders without plots. Pass
+    ``diagnostics`` already computed, or thresholds for :func:`~resilient.diagnostics.diagnose`.
     """
     if isinstance(data, dict):
         return _html(data, [], ["Plots need the DataTree; this page was rendered from a report dict."])
-    diagnostics = diagnose(data, **thresholds)
+    diagnostics = _diagnostics(data, diagnostics, thresholds)
     report = report_dict(data, diagnostics=diagnostics)
     figures, plot_notes = _figures(data, diagnostics, report, max_plot_variables) if plots else ([], [])
     return _html(report, figures, plot_notes)
@@ -368,10 +382,11 @@ def render_html(data: Any, *, plots: bool = True, max_plot_variables: int = MAX_
 
 def write_report(data: Any, out_dir: str | pathlib.Path, formats: tuple[str, ...] | list[str] = ("html", "md", "json"),
                  *, plots: bool = True, max_plot_variables: int = MAX_PLOT_VARIABLES,
-                 **thresholds: Any) -> dict[str, pathlib.Path]:
+                 diagnostics: Diagnostics | None = None, **thresholds: Any) -> dict[str, pathlib.Path]:
     """Write report.html / report.md / report.json into ``out_dir`` (made if missing).
 
-    Returns the paths written, by format. Diagnostics are computed once for all formats.
+    Returns the paths written, by format. Diagnostics are computed once for all formats
+    (or passed in as ``diagnostics``).
     """
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
@@ -379,7 +394,7 @@ def write_report(data: Any, out_dir: str | pathlib.Path, formats: tuple[str, ...
         raise ValueError(f"`formats` must be a non-empty subset of {tuple(FORMATS)}, got {formats!r}.")
     folder = pathlib.Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    diagnostics = diagnose(data, **thresholds)
+    diagnostics = _diagnostics(data, diagnostics, thresholds)
     report = report_dict(data, diagnostics=diagnostics)
     written: dict[str, pathlib.Path] = {}
     for fmt in formats:
@@ -448,6 +463,8 @@ def _html(report: Mapping[str, Any], figures: list[dict[str, str]], plot_notes: 
         context.append(f"backend {e(run['backend'])}")
     if run.get("status"):
         context.append(f"run status {e(run['status'])}")
+    if run.get("seconds") is not None:
+        context.append(f"{e(_fmt(run['seconds'], 'seconds'))} s")
     parts += [
         f'<header id="verdict" class="banner {e(verdict)}" data-verdict="{e(verdict)}">',
         f"<h1>{e(title)}</h1>",
@@ -536,7 +553,8 @@ def _html(report: Mapping[str, Any], figures: list[dict[str, str]], plot_notes: 
         parts.append('<p class="muted">No attempt log (the data were not produced by resilient.sample).</p>')
     else:
         parts.append('<table id="attempts-table"><thead><tr><th>#</th><th>backend</th><th>remedy</th><th>outcome</th>'
-                     "<th>seconds</th><th>draws</th><th>divergences</th><th>settings</th><th>failure</th>"
+                     "<th>seconds</th><th>of which</th><th>draws</th><th>divergences</th><th>settings</th>"
+                     "<th>failure</th>"
                      "</tr></thead><tbody>")
         for a in attempts:
             outcome = str(a.get("outcome", ""))
@@ -545,7 +563,7 @@ def _html(report: Mapping[str, Any], figures: list[dict[str, str]], plot_notes: 
             parts.append(f"<tr><td class=\"num\">{e(a.get('attempt', ''))}</td><td>{e(a.get('backend') or '')}</td>"
                          f"<td>{e(a.get('remedy') or '')}</td>"
                          f'<td><span class="badge {e(outcome)}">{e(outcome)}</span></td>'
-                         f"<td class=\"num\">{e(_fmt(a.get('seconds'), 'seconds'))}</td>"
+                         f"<td class=\"num\">{e(_fmt(a.get('seconds'), 'seconds'))}</td><td>{e(_phases(a))}</td>"
                          f"<td class=\"num\">{e(a.get('draws', ''))}</td>"
                          f"<td class=\"num\">{e(a.get('divergences', ''))}</td><td>{e(shown)}</td>"
                          f"<td>{e(a.get('failure') or a.get('message') or '')}</td></tr>")
@@ -637,8 +655,8 @@ def _figures(data: Any, diagnostics: Diagnostics, report: Mapping[str, Any],
             notes.append("No quantity can be plotted.")
             return figures, notes
         if len(labels) < total - len(skipped):
-            notes.append(f"Trace and rank plots show {len(labels)} of {total - len(skipped)} scalar quantities, the "
-                         "least converged first (highest R-hat, then lowest bulk ESS); the summary table has them all.")
+            notes.append(f"The plots show {len(labels)} of {total - len(skipped)} scalar quantities, the least "
+                         "converged (highest R-hat, else lowest bulk ESS); the summary table has them all.")
         order = {label: i for i, label in enumerate(str(v) for v in diagnostics.summary.index)}
         tree = _plot_tree(data, sorted(labels, key=order.__getitem__))
         n = len(labels)
@@ -717,7 +735,6 @@ def _png(fig: Any) -> str:
 
 def _plot_labels(diagnostics: Diagnostics, limit: int) -> tuple[list[str], list[str]]:
     """Plottable quantities, least converged first (highest R-hat if any is too high, else lowest ESS)."""
-    summary = diagnostics.summary
     rows = diagnostics.summary_rows()
     finite = diagnostics.check("finite_draws").variables
     rhat_check = diagnostics.check("rhat")
@@ -734,7 +751,6 @@ def _plot_labels(diagnostics: Diagnostics, limit: int) -> tuple[list[str], list[
         return (-rhat, ess) if any_high else (ess, -rhat)
 
     ordered = sorted(usable, key=badness)
-    del summary
     return [r["variable"] for r in ordered[:limit]], skipped
 
 
@@ -950,6 +966,15 @@ def _verdict_counts(checks: list[Mapping[str, Any]]) -> str:
     skipped = sum(c["verdict"] == "n/a" for c in checks)
     text = f"{failed} failed, {warned} warnings, {passed} passed"
     return text + (f", {skipped} not applicable" if skipped else "")
+
+
+def _phases(attempt: Mapping[str, Any]) -> str:
+    parts = []
+    for key, name in (("compile_seconds", "compile"), ("warmup_seconds", "warm-up"), ("sampling_seconds", "sampling")):
+        value = attempt.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            parts.append(f"{name} {value:.1f} s")
+    return ", ".join(parts)
 
 
 def _fix_text(finding: Mapping[str, Any]) -> str:

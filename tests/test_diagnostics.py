@@ -419,3 +419,18 @@ def test_check_lookup_and_records():
     assert set(VERDICTS) == {"ok", "n/a", "warn", "fail"}
     with pytest.raises(AttributeError, match="cannot assign"):
         check.verdict = "fail"  # frozen
+
+
+def test_rich_tables_show_checks_and_summary(bad):
+    from rich.console import Console
+
+    result = diagnose(bad)
+    console = Console(record=True, width=200)
+    console.print(result.table())
+    console.print(result.summary_table(max_rows=1))
+    text = console.export_text()
+    assert "Diagnostics: FAIL (4 chains x 500 draws)" in text
+    assert all(name in text for name in CHECK_NAMES)
+    assert "Increase target_accept closer to 1" in text
+    assert "Posterior summary (1 of 2, highest R-hat)" in text
+    assert "eti 89% lower" in text

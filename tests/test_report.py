@@ -37,10 +37,10 @@ ATTEMPTS = [
      "draws": 2000, "divergences": 57},
     {"attempt": 2, "backend": "numpyro", "settings": {"draws": 500, "tune": 500, "chains": 4, "target_accept": 0.95},
      "remedy": "target_accept", "failure": None, "message": "", "outcome": "accepted", "seconds": 4.1,
-     "draws": 2000, "divergences": 40},
+     "draws": 2000, "divergences": 40, "compile_seconds": 0.0, "warmup_seconds": 1.6, "sampling_seconds": 2.5},
 ]
 RUN = {"backend": "numpyro", "version": "0.1.0", "model": "truncated_normal", "time_budget": 60.0,
-       "status": "ok", "message": "Sampled after 2 attempts."}
+       "seconds": 7.5, "status": "ok", "message": "Sampled after 2 attempts.", "max_tree_depth": 10}
 
 
 def make_tree(seed: int = 0, *, bad: bool = False, vector: int = 3, chains: int = 4, draws: int = 500):
@@ -96,7 +96,7 @@ def test_report_carries_run_diagnostics_summary_preflight_and_attempts(bad_run):
     assert report["verdict"] == "fail"
     assert report["run"] == {
         "backend": "numpyro", "model": "truncated_normal", "status": "ok", "message": "Sampled after 2 attempts.",
-        "time_budget": 60.0, "chains": 4, "draws": 500, "variables": ["mu", "theta"],
+        "time_budget": 60.0, "seconds": 7.5, "chains": 4, "draws": 500, "variables": ["mu", "theta"],
         "groups": ["posterior", "sample_stats"], "record": RUN,
     }
     checks = {c["name"]: c for c in report["diagnostics"]["checks"]}
@@ -115,6 +115,14 @@ def test_thresholds_reach_the_diagnostics(bad_run):
     checks = {c["name"]: c for c in report["diagnostics"]["checks"]}
     assert checks["divergences"]["verdict"] == "ok"
     assert report["diagnostics"]["thresholds"]["max_divergences"] == 100
+
+
+def test_diagnostics_and_thresholds_together_are_refused(bad_run):
+    from resilient.diagnostics import diagnose
+
+    message = r"Pass either `diagnostics` or thresholds, not both; got both and \['rhat_max'\]"
+    with pytest.raises(ValueError, match=message):
+        report_dict(bad_run, diagnostics=diagnose(bad_run), rhat_max=1.1)
 
 
 def test_plain_datatree_reports_without_record():
@@ -213,6 +221,7 @@ def test_html_has_every_section_and_figure(bad_html):
         assert f'<figure id="{figure}">' in bad_html, figure
     assert bad_html.count('<tr data-check="') == 8
     assert "Increase target_accept closer to 1" in bad_html
+    assert "<td>warm-up 1.6 s, sampling 2.5 s</td>" in bad_html
     assert "fail above 1.05" in bad_html  # thresholds are stated
 
 
@@ -245,7 +254,7 @@ def test_healthy_html_omits_rank_plots_and_says_what_is_missing():
 
 def test_plots_are_bounded_and_the_rest_noted():
     page = render_html(make_tree(4, vector=30))
-    assert "Trace and rank plots show 8 of 31 scalar quantities" in page
+    assert "The plots show 8 of 31 scalar quantities, the least converged" in page
     assert len(_images(page)) == 3
 
 
@@ -336,3 +345,20 @@ def test_importing_the_report_loads_neither_arviz_nor_matplotlib():
             "'numpyro', 'pymc', 'pytensor') if m in sys.modules]; print(heavy)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_precomputed_diagnostics_are_reused(bad_run, tmp_path, monkeypatch):
+    from resilient import report as report_module
+    from resilient.diagnostics import diagnose
+
+    diagnostics = diagnose(bad_run, max_divergences=100)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("diagnose ran again")
+
+    monkeypatch.setattr(report_module, "diagnose", refuse)
+    paths = write_report(bad_run, tmp_path, formats=("json", "html"), plots=False, diagnostics=diagnostics)
+    report = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert report["diagnostics"]["thresholds"]["max_divergences"] == 100
+    with pytest.raises(ValueError, match=r"Pass either `diagnostics` or thresholds"):
+        render_html(bad_run, diagnostics=diagnostics, rhat_max=1.1)

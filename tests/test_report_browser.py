@@ -28,7 +28,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 # Injected into a copy of the page (the report itself has no script): records errors from the
 # start, and on load writes what it found into the DOM for --dump-dom to return.
-PROBE = """<script>
+PROBE = r"""<script>
 window.__problems = [];
 window.addEventListener('error', function (event) {
   var target = event.target && (event.target.src || event.target.href);
@@ -41,6 +41,18 @@ window.addEventListener('error', function (event) {
     return original.apply(console, arguments);
   };
 });
+function external() {
+  // every URL the page refers to that is neither inline (data:) nor an anchor on the page
+  var urls = Array.prototype.map.call(document.querySelectorAll('[src], [href]'), function (node) {
+    return node.getAttribute('src') || node.getAttribute('href');
+  });
+  Array.prototype.forEach.call(document.styleSheets, function (sheet) {
+    Array.prototype.forEach.call(sheet.cssRules, function (rule) {
+      (rule.cssText.match(/url\(([^)]*)\)/g) || []).forEach(function (u) { urls.push(u); });
+    });
+  });
+  return urls.filter(function (u) { return !/^(data:|#|url\(["']?data:)/.test(u); });
+}
 window.addEventListener('load', function () {
   var images = Array.prototype.slice.call(document.images);
   var result = {
@@ -48,6 +60,7 @@ window.addEventListener('load', function () {
     loaded: images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length,
     sources: images.map(function (i) { return i.src.slice(0, 22); }),
     resources: performance.getEntriesByType('resource').map(function (r) { return r.name; }),
+    external: external(),
     summaryRows: document.querySelectorAll('#summary-table tbody tr').length,
     summaryHeader: Array.prototype.map.call(document.querySelectorAll('#summary-table thead th'),
                                             function (th) { return th.textContent; }),
@@ -65,13 +78,14 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def find_chromium() -> str:
-    for name in CANDIDATES:
+def find_chromium(candidates: tuple[str, ...] = CANDIDATES, fallback: str = "/usr/bin/chromium") -> str:
+    """Chromium's path; skip when it is missing, but fail under CI=true."""
+    for name in candidates:
         path = shutil.which(name)
         if path:
             return path
-    if os.path.exists("/usr/bin/chromium"):
-        return "/usr/bin/chromium"
+    if os.path.exists(fallback):
+        return fallback
     reason = "headless Chromium not found (install it with `apt-get install -y chromium`)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI=true, so the browser test must run")
@@ -117,25 +131,46 @@ def run_chromium(chromium: str, profile, *arguments: str) -> subprocess.Complete
     )
 
 
-def test_report_renders_in_chromium(report_files, tmp_path):
-    chromium = find_chromium()
-    page = report_files["html"]
-    probed = tmp_path / "probed.html"
-    probed.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
-
-    dumped = run_chromium(chromium, tmp_path / "profile-dom", "--virtual-time-budget=10000",
+def probe(chromium: str, page_text: str, folder) -> tuple[dict, str]:
+    """Load ``page_text`` with the probe injected; return the probe's findings and Chromium's stderr."""
+    probed = folder / "probed.html"
+    probed.write_text(page_text.replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
+    dumped = run_chromium(chromium, folder / "profile-dom", "--virtual-time-budget=10000",
                           "--enable-logging=stderr", "--v=0", "--dump-dom", probed.as_uri())
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     match = re.search(r'<pre id="probe-result">(.*?)</pre>', dumped.stdout, re.DOTALL)
     assert match, f"the probe did not run; stderr: {dumped.stderr[-2000:]}"
-    result = json.loads(html.unescape(match.group(1)))
+    return json.loads(html.unescape(match.group(1))), dumped.stderr
+
+
+def test_the_probe_sees_broken_images_fetches_and_console_errors(tmp_path):
+    import matplotlib.image
+
+    chromium = find_chromium()
+    fetched = tmp_path / "fetched.png"
+    matplotlib.image.imsave(fetched, np.zeros((4, 4)))
+    broken = ('<!DOCTYPE html><html><head></head><body><header id="verdict" data-verdict="ok"></header>'
+              '<img alt="broken" src="data:image/png;base64,AAAA">'
+              f'<img alt="missing" src="{(tmp_path / "missing.png").as_uri()}">'
+              f'<img alt="fetched" src="{fetched.as_uri()}">'
+              "<script>console.error('boom')</script></body></html>")
+    result, _ = probe(chromium, broken, tmp_path)
+    assert (result["images"], result["loaded"]) == (3, 1)
+    assert result["external"] == [(tmp_path / "missing.png").as_uri(), fetched.as_uri()]
+    assert "console.error: boom" in result["problems"]
+    assert sum(p.startswith("error: ") for p in result["problems"]) == 2  # two images failed to load
+
+
+def test_report_renders_in_chromium(report_files, tmp_path):
+    chromium = find_chromium()
+    result, stderr = probe(chromium, report_files["html"].read_text(encoding="utf-8"), tmp_path)
 
     assert result["problems"] == []
-    assert re.findall(r"CONSOLE\(\d+\)|Uncaught", dumped.stderr) == []
+    assert re.findall(r"CONSOLE\(\d+\)|Uncaught", stderr) == []
     assert result["images"] == 5
     assert result["loaded"] == result["images"], result
     assert set(result["sources"]) == {"data:image/png;base64,"}
-    assert result["resources"] == []  # nothing fetched: the page is self-contained
+    assert result["external"] == [] and result["resources"] == []  # self-contained: nothing to fetch
     assert result["summaryRows"] == 6
     assert result["summaryHeader"][:3] == ["variable", "mean", "sd"]
     assert result["checks"] == 8
@@ -162,3 +197,13 @@ def test_report_screenshot_shows_the_banner(report_files, tmp_path):
     keep = os.environ.get("RESILIENT_REPORT_SCREENSHOT")
     if keep:
         shutil.copyfile(shot, keep)
+
+
+def test_a_missing_chromium_skips_locally_and_fails_under_ci(monkeypatch, tmp_path):
+    nowhere = ("resilient-no-such-browser",), str(tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"headless Chromium not found .*CI=true"):
+        find_chromium(*nowhere)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"headless Chromium not found \(install it with"):
+        find_chromium(*nowhere)

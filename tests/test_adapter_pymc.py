@@ -1,0 +1,491 @@
+"""The PyMC adapter: record translation, log densities, native models and chunked NUTS runs."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from examples.pathologies import far_tail, motivating
+from resilient import deterministic, sample
+from resilient import math as rm
+from resilient.backend import STAT_NAMES, CompiledModel, NUTSSettings
+from resilient.distributions import (
+    Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Exponential, Flat, Gamma, HalfCauchy,
+    HalfFlat, HalfNormal, HalfStudentT, InverseGamma, Laplace, LKJCholesky, Logistic, LogNormal,
+    MvNormal, NegativeBinomial, Normal, Poisson, StudentT, Truncated, Uniform, Weibull,
+)
+from resilient.errors import UnsupportedModelError
+from resilient.math import FUNCTIONS
+from resilient.model import Model, NativeModel
+
+pm = pytest.importorskip("pymc")
+from adapters.pymc import PYTENSOR_MATH, PyMCAdapter  # noqa: E402
+
+pytestmark = pytest.mark.pymc
+
+SEED = 20261126
+MOTIVATING_LOGP = -3.0285668  # sigma ~ InverseGamma(2, 3), V ~ Truncated(Normal(0, sigma), 0, inf) at (1, 2)
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    return PyMCAdapter(cores=1)
+
+
+@pytest.fixture(scope="module")
+def motivating_raw(adapter):
+    """P1 as written (fix=False): PyMC sees the infinite upper bound."""
+    return adapter.compile(Model(motivating, fix=False))
+
+
+@pytest.fixture(scope="module")
+def sampler_model(adapter):
+    """One small model for every NUTS run here, so PyTensor compiles its sampler once."""
+
+    def model():
+        sigma = sample("sigma", HalfNormal(1.0))
+        theta = sample("theta", Normal(0.0, sigma, shape=3))
+        deterministic("scaled", 2.0 * theta)
+
+    return adapter.compile(Model(model))
+
+
+# ---- the math namespace -----------------------------------------------------------------------
+
+
+def test_math_namespace_matches_numpy():
+    import pytensor
+
+    from adapters.pymc import _preflight_mode
+    from resilient.numpy_math import NUMPY_MATH
+
+    assert [name for name in FUNCTIONS if not hasattr(PYTENSOR_MATH, name)] == []
+    x = np.array([[-1.5, 0.2, 3.0], [0.7, -0.1, 2.2]])
+    p = np.array([0.1, 0.5, 0.9])
+    cases = {
+        "sigmoid": lambda m: m.sigmoid(x), "logit": lambda m: m.logit(p), "softplus": lambda m: m.softplus(x),
+        "logsumexp": lambda m: m.logsumexp(x, axis=1), "logsumexp_all": lambda m: m.logsumexp(x),
+        "log_softmax": lambda m: m.log_softmax(x), "softmax": lambda m: m.softmax(x, axis=0),
+        "erf": lambda m: m.erf(x), "lgamma": lambda m: m.lgamma(np.abs(x) + 0.5),
+        "where": lambda m: m.where(x > 0, x, -x), "clip": lambda m: m.clip(x, -1.0, 1.0),
+        "sum": lambda m: m.sum(x, axis=0), "mean": lambda m: m.mean(x, axis=1, keepdims=True),
+        "prod": lambda m: m.prod(x), "dot": lambda m: m.dot(x, p), "matmul": lambda m: m.matmul(x, x.T),
+        "stack": lambda m: m.stack([p, p], axis=1), "concatenate": lambda m: m.concatenate([p, p]),
+        "cumsum": lambda m: m.cumsum(x, axis=1), "reshape": lambda m: m.reshape(x, (3, 2)),
+        "transpose": lambda m: m.transpose(x), "outer": lambda m: m.outer(p, p), "diag": lambda m: m.diag(p),
+        "zeros": lambda m: m.zeros((2, 2)), "ones": lambda m: m.ones(3), "arange": lambda m: m.arange(4),
+        "maximum": lambda m: m.maximum(x, 0.5), "square": lambda m: m.square(x), "expm1": lambda m: m.expm1(x),
+    }
+    expected = {name: np.asarray(case(NUMPY_MATH)) for name, case in cases.items()}
+    outputs = [case(PYTENSOR_MATH) for case in cases.values()]
+    values = pytensor.function([], outputs, mode=_preflight_mode())()
+    for (name, want), got in zip(expected.items(), values):
+        assert np.allclose(got, want), name
+
+
+# ---- record translation -------------------------------------------------------------------------
+
+TRANSLATIONS = [
+    (Normal(1.0, 2.0), 0.3, stats.norm(1.0, 2.0).logpdf(0.3)),
+    (HalfNormal(2.0), 0.7, stats.halfnorm(scale=2.0).logpdf(0.7)),
+    (StudentT(4.0, 1.0, 2.0), -0.5, stats.t(4.0, 1.0, 2.0).logpdf(-0.5)),
+    (HalfStudentT(4.0, 2.0), 0.5, np.log(2) + stats.t(4.0, 0.0, 2.0).logpdf(0.5)),
+    (Cauchy(1.0, 2.0), 0.3, stats.cauchy(1.0, 2.0).logpdf(0.3)),
+    (HalfCauchy(2.0), 0.3, stats.halfcauchy(scale=2.0).logpdf(0.3)),
+    (Laplace(1.0, 2.0), 0.3, stats.laplace(1.0, 2.0).logpdf(0.3)),
+    (Logistic(1.0, 2.0), 0.3, stats.logistic(1.0, 2.0).logpdf(0.3)),
+    (LogNormal(0.5, 0.8), 1.3, stats.lognorm(s=0.8, scale=np.exp(0.5)).logpdf(1.3)),
+    (Exponential(2.0), 0.3, stats.expon(scale=0.5).logpdf(0.3)),
+    (Gamma(2.0, 3.0), 0.4, stats.gamma(2.0, scale=1 / 3.0).logpdf(0.4)),
+    (InverseGamma(2.0, 3.0), 1.0, stats.invgamma(2.0, scale=3.0).logpdf(1.0)),
+    (Beta(2.0, 3.0), 0.3, stats.beta(2.0, 3.0).logpdf(0.3)),
+    (Uniform(-1.0, 2.0), 0.3, stats.uniform(-1.0, 3.0).logpdf(0.3)),
+    (Flat(), 12.0, 0.0),
+    (HalfFlat(), 12.0, 0.0),
+    (Weibull(1.5, 2.0), 0.8, stats.weibull_min(1.5, scale=2.0).logpdf(0.8)),
+    (Bernoulli(0.3), 1, np.log(0.3)),
+    (Binomial(10, 0.3), 4, stats.binom(10, 0.3).logpmf(4)),
+    (Poisson(3.0), 2, stats.poisson(3.0).logpmf(2)),
+    (NegativeBinomial(3.0, 2.0), 4, stats.nbinom(2.0, 2.0 / (2.0 + 3.0)).logpmf(4)),
+    (Categorical([0.2, 0.5, 0.3]), 1, np.log(0.5)),
+    (Dirichlet([1.0, 2.0, 3.0]), np.array([0.2, 0.3, 0.5]),
+     stats.dirichlet([1.0, 2.0, 3.0]).logpdf([0.2, 0.3, 0.5])),
+    (MvNormal(np.zeros(2), cov=np.array([[2.0, 0.5], [0.5, 1.0]])), np.array([0.3, -0.2]),
+     stats.multivariate_normal(np.zeros(2), [[2.0, 0.5], [0.5, 1.0]]).logpdf([0.3, -0.2])),
+    (MvNormal(np.zeros(2), chol=np.array([[1.0, 0.0], [0.5, 2.0]])), np.array([0.3, -0.2]),
+     stats.multivariate_normal(np.zeros(2), [[1.0, 0.5], [0.5, 4.25]]).logpdf([0.3, -0.2])),
+    (Truncated(Normal(1.0, 2.0), lower=0.0, upper=3.0), 0.5,
+     stats.truncnorm(-0.5, 1.0, loc=1.0, scale=2.0).logpdf(0.5)),
+    (Truncated(StudentT(3.0, 0.0, 1.0), lower=-1.0), 0.5,
+     stats.t(3.0).logpdf(0.5) - stats.t(3.0).logsf(-1.0)),
+    # n = 2: L = [[1, 0], [r, sqrt(1 - r^2)]] and (r + 1) / 2 ~ Beta(eta, eta)
+    (LKJCholesky(2, 2.0), np.array([[1.0, 0.0], [0.3, np.sqrt(1 - 0.09)]]),
+     stats.beta(2.0, 2.0).logpdf(0.65) - np.log(2.0)),
+    (Truncated(Gamma(2.0, 1.0), upper=2.0), 0.5, stats.gamma(2.0).logpdf(0.5) - stats.gamma(2.0).logcdf(2.0)),
+]
+
+
+@pytest.mark.parametrize("record, value, expected", TRANSLATIONS, ids=[r.family if not isinstance(r, Truncated)
+                                                                      else f"Truncated-{r.base.family}"
+                                                                      for r, _, _ in TRANSLATIONS])
+def test_an_observed_record_has_the_reference_log_density(adapter, record, value, expected):
+    def model():
+        sample("y", record, obs=value)
+
+    compiled = adapter.compile(Model(model, fix=False))
+    assert compiled.dimension == 0 and compiled.sites["y"].kind == "observed"
+    assert np.isclose(compiled.log_density(np.zeros(0)), expected, rtol=1e-7, atol=1e-9)
+    assert np.allclose(compiled.observed_data()["y"], value)
+
+
+def test_lkj_cholesky_latent_is_a_correlation_cholesky_factor(adapter):
+    def model():
+        L = sample("L", LKJCholesky(3, 2.0))
+        sample("z", MvNormal(np.zeros(3), chol=L), obs=np.array([0.3, -0.2, 0.1]))
+
+    compiled = adapter.compile(Model(model))
+    x = compiled.initial_point("prior", 4)
+    L = compiled.constrain(x)["L"]
+    assert np.allclose(np.triu(L, 1), 0) and np.allclose(np.sum(L**2, axis=1), 1.0)
+    observed = stats.multivariate_normal(np.zeros(3), L @ L.T).logpdf([0.3, -0.2, 0.1])
+    assert np.isclose(compiled.site_log_densities(x)["z"], observed)
+    assert np.allclose(compiled.unconstrain(compiled.constrain(x)), x)
+
+
+def test_numpy_data_with_pytensor_values_and_integer_data(adapter):
+    rng = np.random.default_rng(SEED)
+    X = rng.integers(0, 5, size=(20, 3))  # integer design matrix
+    group = rng.integers(0, 4, size=20)
+    counts = rng.poisson(3.0, size=20)
+
+    def model(X, group, counts):
+        beta = sample("beta", Normal(0, 1, shape=3))
+        alpha = sample("alpha", Normal(0, 1, shape=4))
+        sample("counts", Poisson(rm.exp(X @ beta * 0.1 + alpha[group])), obs=counts)
+
+    compiled = adapter.compile(Model(model, (X, group, counts)))
+    x = compiled.initial_point("uniform", 1)
+    beta, alpha = x[compiled.blocks()["beta"]], x[compiled.blocks()["alpha"]]
+    expected = (stats.norm.logpdf(x).sum()
+                + stats.poisson(np.exp(X @ beta * 0.1 + alpha[group])).logpmf(counts).sum())
+    assert np.isclose(compiled.log_density(x), expected)
+    assert compiled.observed_data()["counts"].dtype.kind == "i"
+
+
+# ---- the motivating model and the far tail -----------------------------------------------------
+
+
+def test_motivating_model_log_density_and_pymc_gradient(motivating_raw):
+    compiled = motivating_raw
+    assert isinstance(compiled, CompiledModel) and compiled.backend == "pymc"
+    assert compiled.latent_names == ("sigma", "V") and compiled.dimension == 2
+    assert compiled.blocks() == {"sigma": slice(0, 1), "V": slice(1, 2)}
+    site = compiled.sites["V"]
+    assert site.description == "Truncated(Normal(0, sigma), lower=0, upper=inf)" and site.inputs == ("sigma",)
+    assert [r.rule for r in site.rewrites] == ["drop-infinite-bounds", "half-form"]  # suggested, not applied
+    assert site.used is site.declared
+    x = compiled.unconstrain({"sigma": 1.0, "V": 2.0})
+    assert np.allclose(x, [0.0, np.log(2.0)])  # log transforms: PyMC reads [0, inf) as a log transform
+    terms = compiled.site_log_densities(x)
+    jacobians = x[0] + x[1]  # log |d sigma / dx| + log |d V / dx|
+    assert np.isclose(sum(terms.values()) - jacobians, MOTIVATING_LOGP, atol=1e-7)
+    assert np.isclose(compiled.log_density(x) - jacobians, MOTIVATING_LOGP, atol=1e-7)
+    # PyMC 6 canonicalises the infinite bound: the gradient is finite (NumPyro's is NaN here).
+    value, gradient = compiled.log_density_and_gradient(x)
+    assert np.all(np.isfinite(gradient))
+    step = 1e-6
+    numeric = [(compiled.log_density(x + step * e) - compiled.log_density(x - step * e)) / (2 * step)
+               for e in np.eye(2)]
+    assert np.allclose(gradient, numeric, rtol=1e-5)
+    per_site = compiled.site_gradients(x)
+    total = sum(np.concatenate([per_site[s]["sigma"], per_site[s]["V"]]) for s in per_site)
+    assert np.allclose(total, gradient)
+    assert np.all(np.isfinite(per_site["V"]["sigma"]))
+
+
+def test_motivating_model_fixed_is_a_half_normal_with_the_same_density(adapter, motivating_raw):
+    fixed = adapter.compile(Model(motivating))
+    assert fixed.sites["V"].used.family == "HalfNormal"
+    x = np.array([0.3, -0.4])
+    assert np.isclose(fixed.log_density(x), motivating_raw.log_density(x))
+
+
+def test_far_tail_truncation_is_finite_with_a_finite_gradient(adapter):
+    compiled = adapter.compile(Model(far_tail, fix=False))  # mu ~ Normal(0, 1); V ~ Truncated(Normal(mu, 1), lower=40)
+    x = np.zeros(2)  # mu = 0, V = 40 + exp(0) = 41
+    assert np.allclose(compiled.constrain(x)["V"], 41.0)
+    expected = stats.norm.logpdf(0.0) + stats.norm.logpdf(41.0) - stats.norm.logsf(40.0)
+    value, gradient = compiled.log_density_and_gradient(x)
+    assert np.isclose(value, expected, rtol=1e-9)
+    assert np.all(np.isfinite(gradient))
+    for strategy in ("median", "default", "prior"):
+        value, gradient = compiled.log_density_and_gradient(compiled.initial_point(strategy, 2))
+        assert np.isfinite(value) and np.all(np.isfinite(gradient))
+
+
+def test_nan_and_inf_are_returned_not_raised(adapter):
+    def sqrt_of_negative():
+        x = sample("x", Normal(0, 1))
+        sample("y", Normal(rm.sqrt(x), 1), obs=1.0)
+
+    compiled = adapter.compile(Model(sqrt_of_negative))
+    value, gradient = compiled.log_density_and_gradient(np.array([-1.0]))
+    assert np.isnan(value) and np.isnan(gradient).all()
+    terms = compiled.site_log_densities(np.array([-1.0]))
+    assert np.isfinite(terms["x"]) and np.isnan(terms["y"])
+    assert np.isnan(compiled.site_gradients(np.array([-1.0]))["y"]["x"]).all()
+
+
+def test_noncentred_sites_sample_the_raw_variable(adapter):
+    def centred():
+        mu = sample("mu", Normal(0, 5))
+        tau = sample("tau", HalfCauchy(5))
+        sample("theta", Normal(mu, tau, shape=4))
+
+    compiled = adapter.compile(Model(centred, noncentered=frozenset({"theta"})))
+    assert compiled.latent_names == ("mu", "tau", "theta_raw")
+    x = compiled.initial_point("uniform", 3)
+    values = compiled.constrain(x)
+    assert np.allclose(values["theta"], values["mu"] + values["tau"] * values["theta_raw"])
+
+
+# ---- native models -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def native_model():
+    y = np.array([1.2, 0.4, 2.5, 1.9])
+    with pm.Model() as model:
+        sigma = pm.InverseGamma("sigma", 2, 3)
+        mu = pm.Normal("mu", 0, 2)
+        V = pm.Truncated("V", pm.Normal.dist(mu, sigma), lower=0, upper=np.inf)
+        pm.Deterministic("double", 2 * V)
+        pm.Potential("pull", -0.5 * mu**2)
+        pm.Normal("y", mu, sigma, observed=y)
+    return model
+
+
+def test_native_pymc_model_compiles_and_its_site_terms_add_up(adapter, native_model):
+    compiled = adapter.compile(NativeModel("pymc", native_model))
+    assert compiled.latent_names == ("sigma", "mu", "V")
+    assert {name: site.kind for name, site in compiled.sites.items()} == {
+        "sigma": "latent", "mu": "latent", "V": "latent", "y": "observed", "double": "deterministic",
+        "pull": "potential",
+    }
+    assert compiled.sites["V"].description == "Truncated(Normal(mu, sigma), lower=0, upper=inf)"
+    assert compiled.sites["sigma"].description == "InverseGamma(2, 3)"
+    assert set(compiled.sites["y"].inputs) == {"mu", "sigma"}
+    for seed in (1, 2):
+        x = compiled.initial_point("uniform", seed)
+        value, gradient = compiled.log_density_and_gradient(x)
+        terms = compiled.site_log_densities(x)
+        assert set(terms) == {"sigma", "mu", "V", "y", "pull"}
+        assert np.isclose(sum(terms.values()), value)
+        assert np.isclose(value, native_model.compile_logp()(compiled._point(x)))
+        per_site = compiled.site_gradients(x)
+        total = sum(np.concatenate([per_site[s][latent] for latent in compiled.latent_names]) for s in per_site)
+        assert np.allclose(total, gradient)
+        values = compiled.constrain(x)
+        assert np.isclose(values["double"], 2 * values["V"])
+        assert np.allclose(compiled.unconstrain(values), x)
+    assert np.allclose(compiled.observed_data()["y"], [1.2, 0.4, 2.5, 1.9])
+    median = compiled.initial_point("median")
+    assert np.allclose(median, compiled._flatten(native_model.initial_point()))
+
+
+def test_native_options_without_a_pymc_equivalent_are_reported(adapter, native_model):
+    compiled = adapter.compile(NativeModel("pymc", native_model, noncentered=frozenset({"mu"})))
+    assert compiled.ignored_options == ("noncentered",)
+
+
+def test_models_the_adapter_cannot_run_are_refused(adapter):
+    with pytest.raises(UnsupportedModelError, match=r"cannot run a native numpyro model"):
+        adapter.compile(NativeModel("numpyro", lambda: None))
+    with pytest.raises(UnsupportedModelError, match=r"must be a pm.Model, got str"):
+        adapter.compile(NativeModel("pymc", "model"))
+    with pytest.raises(UnsupportedModelError, match=r"compiles resilient.model.Model or NativeModel"):
+        adapter.compile(42)
+
+    def discrete_latent():
+        sample("k", Poisson(3.0))
+
+    with pytest.raises(UnsupportedModelError, match=r"The latent variable\(s\) k are discrete; NUTS needs"):
+        adapter.compile(Model(discrete_latent))
+
+
+def test_initial_points(sampler_model):
+    compiled = sampler_model
+    median = compiled.initial_point("median")
+    assert np.allclose(median, compiled._flatten(compiled.model.initial_point()))
+    default = compiled.initial_point("default", 7)
+    assert np.allclose(default, compiled.initial_point("default", 7))
+    assert 0 < np.max(np.abs(default - median)) <= 1.0  # PyMC's uniform(-1, 1) jitter
+    uniform = compiled.initial_point("uniform", 7)
+    assert uniform.shape == (4,) and np.all(np.abs(uniform) <= 2.0)
+    prior = compiled.initial_point("prior", 7)
+    assert np.allclose(prior, compiled.initial_point("prior", 7))
+    assert not np.allclose(prior, compiled.initial_point("prior", 8))
+    assert np.isfinite(compiled.log_density(prior))
+    with pytest.raises(ValueError, match=r"Unknown initial-point strategy 'sobol'"):
+        compiled.initial_point("sobol")
+    with pytest.raises(ValueError, match=r"unconstrain needs a value for every latent; missing theta"):
+        compiled.unconstrain({"sigma": 1.0})
+
+
+# ---- NUTS ---------------------------------------------------------------------------------------
+
+
+def _check_contiguous(chunks):
+    """Each chain's warm-up and sampling draws arrive in order, once each; returns the counts."""
+    counts = {}
+    for chunk in chunks:
+        (chain,) = chunk.chains
+        key = (chain, chunk.warmup)
+        assert chunk.start == counts.get(key, 0), "chunks of a chain arrive in order, without gaps"
+        counts[key] = counts.get(key, 0) + chunk.size
+    return counts
+
+
+def test_run_nuts_chunks_follow_the_contract(sampler_model):
+    compiled = sampler_model
+    chunks = []
+    settings = NUTSSettings(draws=30, tune=20, chains=2, random_seed=SEED, chunk_size=16)
+    outcome = compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    assert outcome.completed and outcome.reason == ""
+    assert outcome.extra["cores"] == 1 and outcome.sampling_seconds > 0
+    counts = _check_contiguous(chunks)
+    assert counts == {(0, True): 20, (0, False): 30, (1, True): 20, (1, False): 30}
+    assert max(c.size for c in chunks) <= 16
+    for chunk in chunks:
+        n = chunk.size
+        assert set(chunk.posterior) == {"sigma", "theta", "scaled"}
+        assert chunk.posterior["sigma"].shape == (1, n) and chunk.posterior["theta"].shape == (1, n, 3)
+        assert np.allclose(chunk.posterior["scaled"], 2 * chunk.posterior["theta"])
+        assert tuple(chunk.sample_stats) == STAT_NAMES
+        assert all(v.shape == (1, n) for v in chunk.sample_stats.values())
+        assert chunk.sample_stats["diverging"].dtype == bool
+        assert chunk.sample_stats["tree_depth"].dtype.kind == "i"
+        assert np.all(chunk.sample_stats["n_steps"] >= 1) and np.all(chunk.sample_stats["step_size"] > 0)
+        # lp is the log density at the draw: the posterior values are those of the draw
+        x = compiled.unconstrain({"sigma": chunk.posterior["sigma"][0, -1], "theta": chunk.posterior["theta"][0, -1]})
+        assert np.isclose(chunk.sample_stats["lp"][0, -1], compiled.log_density(x))
+    # same seed, same draws
+    again = []
+    compiled.run_nuts(settings, lambda chunk: again.append(chunk) or True)
+    assert np.array_equal(np.concatenate([c.posterior["theta"] for c in chunks], axis=1),
+                          np.concatenate([c.posterior["theta"] for c in again], axis=1))
+
+
+def test_run_nuts_in_parallel_processes_and_from_given_initial_points(sampler_model):
+    compiled = PyMCAdapter(cores=2).compile(NativeModel("pymc", sampler_model.model))
+    start = np.array([[0.5, 1.0, -1.0, 0.0], [-0.5, 0.0, 1.0, 2.0]])
+    chunks = []
+    settings = NUTSSettings(draws=25, tune=15, chains=2, random_seed=SEED, chunk_size=10, initial_points=start,
+                            max_tree_depth=4)
+    outcome = compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    assert outcome.completed and outcome.extra == {**outcome.extra, "cores": 2, "init": "adapt_diag"}
+    assert _check_contiguous(chunks) == {(0, True): 15, (0, False): 25, (1, True): 15, (1, False): 25}
+    assert max(int(c.sample_stats["tree_depth"].max()) for c in chunks) <= 4
+    with pytest.raises(ValueError, match=r"initial_points must have shape \(chains, dimension\) = \(2, 4\)"):
+        compiled.run_nuts(NUTSSettings(chains=2, initial_points=np.zeros((2, 3))), lambda chunk: True)
+
+
+def test_on_chunk_returning_false_stops_the_run(sampler_model):
+    chunks = []
+
+    def on_chunk(chunk):
+        chunks.append(chunk)
+        return len(chunks) < 2
+
+    outcome = sampler_model.run_nuts(
+        NUTSSettings(draws=500, tune=50, chains=2, random_seed=SEED, chunk_size=10), on_chunk)
+    assert not outcome.completed and outcome.reason == "stopped"
+    assert len(chunks) == 2  # nothing after the False
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_a_deadline_stops_a_long_run_and_keeps_every_finished_draw(sampler_model, cores):
+    compiled = PyMCAdapter(cores=cores).compile(NativeModel("pymc", sampler_model.model))
+    chunks = []
+    started = time.monotonic()
+    settings = NUTSSettings(draws=1_000_000, tune=100, chains=2, random_seed=SEED, chunk_size=50,
+                            deadline=started + 2.0)
+    outcome = compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    elapsed = time.monotonic() - started
+    assert not outcome.completed and outcome.reason == "deadline"
+    assert elapsed < 2.0 + 4.0, f"the run took {elapsed:.1f} s after a 2 s deadline"
+    counts = _check_contiguous(chunks)
+    delivered = {chain: counts.get((chain, False), 0) for chain in (0, 1)}
+    assert delivered == outcome.extra["draws_delivered"] and sum(delivered.values()) > 0
+    assert any(c.size < 50 for c in chunks)  # the partial chunks of the stop were flushed
+
+
+class _Stall:
+    """A PyTensor Op, the identity, that sleeps a minute once ``after`` has passed: one NUTS step that
+    never ends, so only the watchdog's signal can stop the run."""
+
+    @staticmethod
+    def make(after):
+        import pytensor.tensor as pt
+        from pytensor.graph.basic import Apply
+        from pytensor.graph.op import Op
+
+        class Stall(Op):
+            __props__ = ()
+
+            def make_node(self, x):
+                x = pt.as_tensor_variable(x)
+                return Apply(self, [x], [x.type()])
+
+            def perform(self, node, inputs, outputs):
+                if time.monotonic() > after:
+                    time.sleep(60)
+                outputs[0][0] = np.array(inputs[0])
+
+            def pullback(self, inputs, outputs, cotangents):
+                return [cotangents[0]]
+
+        return Stall()
+
+
+@pytest.mark.filterwarnings("ignore:Numba will use object mode")
+def test_a_deadline_interrupts_a_step_that_never_ends(adapter):
+    started = time.monotonic()
+    with pm.Model() as model:
+        x = pm.Normal("x", 0, 1)
+        pm.Potential("stall", 1e-12 * _Stall.make(started + 3.0)(x))
+    compiled = adapter.compile(NativeModel("pymc", model))
+    chunks = []
+    settings = NUTSSettings(draws=1_000_000, tune=50, chains=1, random_seed=SEED, chunk_size=25,
+                            deadline=started + 4.0)
+    outcome = compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    elapsed = time.monotonic() - started
+    assert outcome.reason == "deadline" and elapsed < 4.0 + 4.0
+    _check_contiguous(chunks)
+
+
+def test_ctrl_c_is_reported_as_interrupted(sampler_model):
+    chunks = []
+    handler = signal.getsignal(signal.SIGINT)
+    main = threading.main_thread().ident
+    timer = threading.Timer(2.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    try:
+        outcome = sampler_model.run_nuts(
+            NUTSSettings(draws=1_000_000, tune=50, chains=1, random_seed=SEED, chunk_size=40),
+            lambda chunk: chunks.append(chunk) or True)
+    finally:
+        timer.cancel()
+    assert not outcome.completed and outcome.reason == "interrupted"
+    assert sum(c.size for c in chunks if not c.warmup) == outcome.extra["draws_delivered"][0] > 0
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_resume_state_is_not_supported(sampler_model):
+    with pytest.raises(NotImplementedError, match=r"The PyMC backend cannot resume a run"):
+        sampler_model.run_nuts(NUTSSettings(resume_state={"step": 1}), lambda chunk: True)
