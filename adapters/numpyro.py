@@ -16,11 +16,13 @@ What it does, in order:
   alike (:meth:`NumPyroCompiledModel.run_nuts`).
 
 Precision: float64 unless the model asks for float32. jax's global x64 flag is never flipped; each
-jax call runs inside ``jax.enable_x64(...)`` (jit caches are keyed on it).
+jax call runs inside ``jax.enable_x64(...)`` (jit caches are keyed on it). Imported before jax has
+made its devices, this module asks XLA for one CPU device per core, so chains can run in parallel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math as _math
 import os
@@ -31,10 +33,9 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType, SimpleNamespace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
-
 
 
 def _backend_started() -> bool:
@@ -63,7 +64,12 @@ from jax import lax  # noqa: E402
 from jax.scipy.special import log_ndtr, ndtri  # noqa: E402
 from numpyro import handlers  # noqa: E402
 from numpyro.distributions import constraints  # noqa: E402
-from numpyro.distributions.distribution import ExpandedDistribution, Independent, MaskedDistribution  # noqa: E402
+from numpyro.distributions.distribution import (  # noqa: E402
+    ExpandedDistribution,
+    Independent,
+    MaskedDistribution,
+    validation_enabled,
+)
 from numpyro.distributions.transforms import biject_to  # noqa: E402
 from numpyro.distributions.truncated import (  # noqa: E402
     LeftTruncatedDistribution,
@@ -795,9 +801,13 @@ class NumPyroCompiledModel:
 
     # -- set-up -------------------------------------------------------------------------------
 
-    def precision(self) -> Any:
-        """The context every jax call of this model runs in."""
-        return jax.enable_x64(not self.float32)
+    @contextlib.contextmanager
+    def precision(self) -> Iterator[None]:
+        """The context every jax call of this model runs in: its precision, and NumPyro's argument
+        validation off (it would raise on a NaN parameter in an eager trace, and a model that is NaN
+        somewhere must still compile so that preflight can say where)."""
+        with jax.enable_x64(not self.float32), validation_enabled(False):
+            yield
 
     @property
     def dtype(self) -> Any:
@@ -933,12 +943,14 @@ class NumPyroCompiledModel:
                 function = jax.value_and_grad(self._log_density)
             elif name == "site_terms":
                 function = self._site_terms
-            elif name == "site_jacobian":
-                def stacked(x):
-                    terms = self._site_terms(x)
-                    return jnp.stack([terms[k] for k in sorted(terms)]) if terms else jnp.zeros((0,))
+            elif name == "site_gradients":
+                # One reverse pass per site, not a Jacobian of all terms: there a zero cotangent
+                # times another site's NaN partial would spread that NaN to every row.
+                def gradients(x):
+                    names = tuple(self._site_terms(x))
+                    return {site: jax.grad(lambda y, site=site: self._site_terms(y)[site])(x) for site in names}
 
-                function = jax.jacrev(stacked)
+                function = gradients
             elif name == "constrain":
                 function = self._constrain
             elif name.startswith("initial:"):
@@ -968,13 +980,11 @@ class NumPyroCompiledModel:
 
     def site_gradients(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
         with self.precision():
-            x_device = self._input(x)
-            names = sorted(self._function("site_terms")(x_device))
-            jacobian = np.asarray(self._function("site_jacobian")(x_device), dtype=np.float64)
-        return {
-            site: {latent: jacobian[row, block].copy() for latent, block in self._blocks.items()}
-            for row, site in enumerate(names)
-        }
+            gradients = self._function("site_gradients")(self._input(x))
+            return {
+                site: {latent: np.asarray(gradient[block], dtype=np.float64) for latent, block in self._blocks.items()}
+                for site, gradient in gradients.items()
+            }
 
     def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
         with self.precision():

@@ -148,12 +148,25 @@ PYTENSOR_MATH = SimpleNamespace(
 def _quiet_pytensor() -> Iterator[None]:
     """Hide PyTensor's one-time "could not link to a BLAS installation" UserWarning.
 
-    It is raised the first time a C-linker function holding a BLAS op is compiled (PyMC's
-    initial-point functions use FAST_COMPILE, hence the C linker); the functions this adapter
-    samples with use PyTensor's default (Numba) linker, which does not need it.
+    It is raised the first time a C-linker function holding a BLAS op is compiled in a process
+    (PyMC's initial-point functions use FAST_COMPILE, hence C thunks); the sampler's functions
+    use PyTensor's default (Numba) linker, which does not need it.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
+        yield
+
+
+@contextlib.contextmanager
+def _no_c_compilation() -> Iterator[None]:
+    """Compile and run the preflight functions without a C compiler.
+
+    Even with the Python linker, PyTensor compiles C when it folds constants through an op
+    with an inner function, and on a cold cache (a fresh machine, CI) that is tens of seconds
+    of gcc; ``cxx=""`` makes those inner functions Python too. Only for our own functions:
+    ``pm.sample`` runs as PyMC configures it.
+    """
+    with _quiet_pytensor(), pytensor.config.change_flags(cxx=""):
         yield
 
 
@@ -320,7 +333,7 @@ class PyMCAdapter:
     def compile(self, model: Any) -> "PyMCCompiledModel":
         if isinstance(model, Model):
             handler = PyMCSiteHandler()
-            with pm.Model() as pm_model:
+            with _no_c_compilation(), pm.Model() as pm_model:
                 trace = Trace(model, handler)
                 sites = trace.run()
             return PyMCCompiledModel(pm_model, dict(sites), cores=self.cores, name=model.name)
@@ -359,7 +372,7 @@ def _lazy(method: Callable[[Any], Any]) -> property:
     def getter(self: Any) -> Any:
         value = self.__dict__.get(attribute)
         if value is None:
-            with _quiet_pytensor():
+            with _no_c_compilation():
                 value = method(self)
             self.__dict__[attribute] = value
         return value
@@ -431,7 +444,7 @@ class PyMCCompiledModel:
             static[value.name] = tuple(int(s) for s in shape)
         else:
             return static
-        with _quiet_pytensor():
+        with _no_c_compilation():
             return {k: tuple(int(s) for s in v) for k, v in self.model.eval_rv_shapes().items()}
 
     def blocks(self) -> dict[str, slice]:
@@ -473,7 +486,7 @@ class PyMCCompiledModel:
         """``function`` at ``x``; ``None`` where PyTensor raised for a numerical reason. NumPy's
         floating-point warnings are silenced: NaN and inf are results here, not errors."""
         inputs = self._inputs(x)
-        with np.errstate(all="ignore"), _quiet_pytensor():
+        with np.errstate(all="ignore"), _no_c_compilation():
             try:
                 return list(function(*inputs))
             except _EVAL_ERRORS:
@@ -603,7 +616,7 @@ class PyMCCompiledModel:
         if not self._latents:
             return np.zeros(0)
         inputs = [np.asarray(values[rv.name], dtype=rv.type.dtype) for rv in self._latents]
-        with np.errstate(all="ignore"), _quiet_pytensor():
+        with np.errstate(all="ignore"), _no_c_compilation():
             outputs = self._unconstrain_fn(*inputs)
         return np.concatenate([
             np.asarray(out, dtype=np.float64).reshape(-1) for out in outputs
@@ -616,7 +629,7 @@ class PyMCCompiledModel:
         if key not in cache:
             from pymc.initial_point import make_initial_point_fn
 
-            with _quiet_pytensor():
+            with _no_c_compilation():
                 if key == "jitter":
                     cache[key] = make_initial_point_fn(
                         model=self.model, jitter_rvs=set(self.model.free_RVs), return_transformed=True
@@ -645,7 +658,7 @@ class PyMCCompiledModel:
         function = self._initial_point_fn(key)
         rng = np.random.default_rng(random_seed)
         seed = int(rng.integers(2**30))
-        with _quiet_pytensor():
+        with _no_c_compilation():
             x = self._flatten(function(seed))
             if strategy == "default":
                 for _ in range(10):
@@ -944,7 +957,8 @@ class _StopControl:
             self._previous_handler = signal.getsignal(signal.SIGINT)
             signal.signal(signal.SIGINT, self._on_sigint)
             self._main_ident = threading.get_ident()
-            self._watchdog = threading.Thread(target=self._watch, name="resilient-pymc-watchdog", daemon=True)
+            if self.deadline is not None:  # a stop by on_chunk happens at a draw, no watchdog needed
+                self._watchdog = threading.Thread(target=self._watch, name="resilient-pymc-watchdog", daemon=True)
         self._armed = True
         if self._watchdog is not None:
             self._watchdog.start()

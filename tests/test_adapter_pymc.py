@@ -61,7 +61,7 @@ def sampler_model(adapter):
 def test_math_namespace_matches_numpy():
     import pytensor
 
-    from adapters.pymc import _preflight_mode
+    from adapters.pymc import _no_c_compilation, _preflight_mode
     from resilient.numpy_math import NUMPY_MATH
 
     assert [name for name in FUNCTIONS if not hasattr(PYTENSOR_MATH, name)] == []
@@ -83,7 +83,8 @@ def test_math_namespace_matches_numpy():
     }
     expected = {name: np.asarray(case(NUMPY_MATH)) for name, case in cases.items()}
     outputs = [case(PYTENSOR_MATH) for case in cases.values()]
-    values = pytensor.function([], outputs, mode=_preflight_mode())()
+    with _no_c_compilation():
+        values = pytensor.function([], outputs, mode=_preflight_mode())()
     for (name, want), got in zip(expected.items(), values):
         assert np.allclose(got, want), name
 
@@ -139,7 +140,7 @@ def test_an_observed_record_has_the_reference_log_density(adapter, record, value
 
     compiled = adapter.compile(Model(model, fix=False))
     assert compiled.dimension == 0 and compiled.sites["y"].kind == "observed"
-    assert np.isclose(compiled.log_density(np.zeros(0)), expected, rtol=1e-7, atol=1e-9)
+    assert np.isclose(compiled.log_density(np.zeros(0)), expected, rtol=1e-6, atol=1e-9)
     assert np.allclose(compiled.observed_data()["y"], value)
 
 
@@ -286,7 +287,12 @@ def test_native_pymc_model_compiles_and_its_site_terms_add_up(adapter, native_mo
         terms = compiled.site_log_densities(x)
         assert set(terms) == {"sigma", "mu", "V", "y", "pull"}
         assert np.isclose(sum(terms.values()), value)
-        assert np.isclose(value, native_model.compile_logp()(compiled._point(x)))
+        v = compiled.constrain(x)
+        sigma, mu, V = v["sigma"], v["mu"], v["V"]
+        by_hand = (stats.invgamma(2, scale=3).logpdf(sigma) + stats.norm(0, 2).logpdf(mu)
+                   + stats.truncnorm(-mu / sigma, np.inf, mu, sigma).logpdf(V) - 0.5 * mu**2
+                   + stats.norm(mu, sigma).logpdf([1.2, 0.4, 2.5, 1.9]).sum())
+        assert np.isclose(value - x[0] - x[2], by_hand)  # minus the log transforms' Jacobians
         per_site = compiled.site_gradients(x)
         total = sum(np.concatenate([per_site[s][latent] for latent in compiled.latent_names]) for s in per_site)
         assert np.allclose(total, gradient)
@@ -391,6 +397,9 @@ def test_run_nuts_in_parallel_processes_and_from_given_initial_points(sampler_mo
     assert outcome.completed and outcome.extra == {**outcome.extra, "cores": 2, "init": "adapt_diag"}
     assert _check_contiguous(chunks) == {(0, True): 15, (0, False): 25, (1, True): 15, (1, False): 25}
     assert max(int(c.sample_stats["tree_depth"].max()) for c in chunks) <= 4
+    for chunk in chunks[-2:]:  # values read from PyMC's trace belong to the draw (lp is at the draw)
+        x = compiled.unconstrain({"sigma": chunk.posterior["sigma"][0, 0], "theta": chunk.posterior["theta"][0, 0]})
+        assert np.isclose(chunk.sample_stats["lp"][0, 0], compiled.log_density(x))
     with pytest.raises(ValueError, match=r"initial_points must have shape \(chains, dimension\) = \(2, 4\)"):
         compiled.run_nuts(NUTSSettings(chains=2, initial_points=np.zeros((2, 3))), lambda chunk: True)
 
