@@ -782,13 +782,11 @@ class NumPyroCompiledModel:
 
     backend = "numpyro"
 
-    def __init__(self, model_fn: Callable, *, float32: bool, chain_method: str | None,
-                 name: str, noncentered: frozenset[str] = frozenset()) -> None:
+    def __init__(self, model_fn: Callable, *, float32: bool, chain_method: str | None, name: str) -> None:
         self._model_fn = model_fn
         self.float32 = float32
         self.name = name
         self._chain_method = chain_method
-        self._noncentered = noncentered
         self.sites: dict[str, Site] = {}
         self._observed: dict[str, np.ndarray] = {}
         self._latent_shapes: dict[str, tuple[int, ...]] = {}
@@ -1105,7 +1103,7 @@ class NumPyroCompiledModel:
         extra: dict[str, Any] = {"chain_method": method, "random_seed": seed}
         warmup_seconds = sampling_seconds = 0.0
         started = time.monotonic()
-        progress = _progress(settings)
+        progress: Any = _NoProgress()
         try:
             with self.precision():
                 resume_from = None
@@ -1123,6 +1121,7 @@ class NumPyroCompiledModel:
                 else:
                     state, warmup_start = self._initial_state(runner, settings, seed), 0
                 warmup_seconds += time.monotonic() - started
+                progress = _progress(settings, settings.tune - warmup_start + settings.draws)
                 phases = ((True, warmup_start, settings.tune), (False, 0, settings.draws))
                 for warmup, start, stop in phases:
                     position = start
@@ -1210,12 +1209,13 @@ class _NoProgress:
         pass
 
 
-def _progress(settings: NUTSSettings) -> Any:
+def _progress(settings: NUTSSettings, total: int) -> Any:
+    """A per-chunk progress bar (draws per chain) when asked for, else nothing."""
     if not settings.progressbar:
         return _NoProgress()
     from tqdm import tqdm
 
-    return tqdm(total=settings.tune + settings.draws, desc="NUTS (numpyro)", unit="draw")
+    return tqdm(total=total, desc="NUTS (numpyro)", unit="draw")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1289,7 +1289,7 @@ class NumPyroAdapter:
         if noncentered:
             model_fn = handlers.reparam(fixes, config={name: LocScaleReparam(0) for name in noncentered})
         compiled = NumPyroCompiledModel(model_fn, float32=model.float32, chain_method=self.chain_method,
-                                        name=model.name, noncentered=noncentered)
+                                        name=model.name)
         with compiled.precision():
             try:
                 fixes.start_learning(1)

@@ -717,6 +717,9 @@ class PyMCCompiledModel:
         }
         collector = _Collector(self, settings, on_chunk)
         started = time.monotonic()
+        # np.errstate: PyMC's NUTS reads overflow in its mass matrix or energy as a divergence;
+        # NumPy's RuntimeWarning about it is noise (and an exception where warnings are errors,
+        # as in a test suite, which then kills the chain; forked workers inherit the state).
         with _StopControl(collector, settings.deadline) as control, _quiet_pytensor():
             try:
                 pm.sample(
@@ -740,8 +743,8 @@ class PyMCCompiledModel:
             except ValueError as error:
                 # After a stop, PyMC still packs the partial traces, and raises "Not enough
                 # samples to build a trace." when no chain got past warm-up. The draws reached
-                # on_chunk already; anything else is a real error.
-                if (collector.reason or control.reason) is None:
+                # on_chunk already; any other ValueError (one from on_chunk too) is a real error.
+                if collector.reason == "error" or (collector.reason or control.reason) is None:
                     raise
                 collector.packing_error = str(error)
             except BaseException:

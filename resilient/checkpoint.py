@@ -27,6 +27,9 @@ from resilient.errors import ResilientError
 __all__ = ["Checkpoint", "read_checkpoint", "latest_attempt"]
 
 
+_SEPARATOR = "__"  # group__variable: netCDF names cannot hold "/"
+
+
 def _atomic_write(path: Path, write: Any) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     write(temporary)
@@ -61,7 +64,7 @@ class Checkpoint:
             for name, array in values.items():
                 array = np.asarray(array)
                 dims = ["chain", "draw"] + [f"{name}_dim_{i}" for i in range(array.ndim - 2)]
-                variables[f"{group}/{name}"] = (dims, array)
+                variables[f"{group}{_SEPARATOR}{name}"] = (dims, array)
         dataset = xr.Dataset(variables, coords={
             "chain": np.asarray(chunk.chains), "draw": chunk.start + np.arange(chunk.size)})
         _atomic_write(self.folder / f"chunk-{self._count:06d}.nc",
@@ -119,7 +122,7 @@ def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
     chains = sorted(per_chain)
     groups: dict[str, dict[str, np.ndarray]] = {"posterior": {}, "sample_stats": {}}
     for key in per_chain[chains[0]]:
-        group, name = key.split("/", 1)
+        group, name = key.split(_SEPARATOR, 1)
         groups[group][name] = np.stack([np.concatenate(per_chain[c][key])[:length] for c in chains])
     record_path = folder / "record.json"
     observed, attrs = {}, {"resilient_checkpoint": str(folder)}

@@ -31,6 +31,7 @@ def _referenced_objects(function: Any) -> list[Any]:
     while stack:
         current = stack.pop()
         names.update(current.co_names)
+        names.update(current.co_freevars)
         stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
     namespace = dict(getattr(function, "__globals__", {}))
     for name, cell in zip(code.co_freevars, function.__closure__ or ()):

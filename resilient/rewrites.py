@@ -55,6 +55,12 @@ def drop_infinite_bounds(dist: Any) -> tuple[Any, str | None]:
     return Truncated(dist.base, lower=lower, upper=upper, stable=dist.stable), reason
 
 
+def _literal_shape(value: Any) -> tuple[int, ...] | None:
+    """The shape a literal location gives the batch (None: a scalar adds nothing)."""
+    shape = np.shape(value)
+    return tuple(shape) if shape else None
+
+
 def half_form(dist: Any) -> tuple[Any, str | None]:
     """Truncating a symmetric family at its location 0 from below is its Half- family."""
     if not isinstance(dist, Truncated) or dist.upper is not None or not _is_value(dist.lower, 0.0):
@@ -62,18 +68,19 @@ def half_form(dist: Any) -> tuple[Any, str | None]:
     base, spec = dist.base, dist.base.spec
     if spec.location is None or not _is_value(base.params[spec.location], 0.0):
         return dist, None
+    shape = base.shape if base.shape is not None else _literal_shape(base.params[spec.location])
     if spec.half is not None:
         from resilient import distributions
 
         kept = {k: v for k, v in base.params.items() if k != spec.location}
-        return getattr(distributions, spec.half)(**kept, shape=base.shape), (
+        return getattr(distributions, spec.half)(**kept, shape=shape), (
             f"a {base.family} centred at 0 and truncated to [0, inf) is exactly {spec.half}; "
             "its positive transform is simpler and its density needs no normaliser"
         )
     if base.family == "Laplace":
         from resilient.distributions import Exponential
 
-        return Exponential(lam=1.0 / base.params["b"], shape=base.shape), (
+        return Exponential(lam=1.0 / base.params["b"], shape=shape), (
             "a Laplace centred at 0 and truncated to [0, inf) is exactly Exponential(1/b)"
         )
     return dist, None

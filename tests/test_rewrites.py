@@ -112,3 +112,8 @@ def test_noncentring_scale_rate_and_log_families():
     record, back = noncentered(LogNormal(0.5, 0.8), ())
     assert record.family == "Normal"
     assert np.allclose(stats.lognorm(0.8, 0, np.exp(0.5)).cdf(back(q - 2, NUMPY_MATH)), stats.norm().cdf(q - 2))
+
+
+def test_half_form_keeps_the_batch_shape_of_a_vector_location():
+    after, _ = stabilize(Truncated(Normal(np.zeros(3), 2.0), lower=0))
+    assert after.family == "HalfNormal" and after.shape == (3,)
