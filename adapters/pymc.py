@@ -682,6 +682,35 @@ class PyMCCompiledModel:
 
     # ---- NUTS -------------------------------------------------------------------------------
 
+    @_lazy
+    def _disconnected(self) -> tuple[str, ...]:
+        """Latents the log density does not depend on (a lone ``Flat``: an improper posterior)."""
+        from pytensor.gradient import DisconnectedType
+
+        if not self.value_vars:
+            return ()
+        grads = pytensor.grad(self.model.logp(), self.value_vars, disconnected_inputs="ignore",
+                              return_disconnected="disconnected")
+        return tuple(rv.name for rv, g in zip(self._latents, grads) if isinstance(g.type, DisconnectedType))
+
+    def _explicit_nuts(self, settings: NUTSSettings, chains: int, init: str, initvals: Any,
+                       nuts: dict[str, Any]) -> dict[str, Any]:
+        """``pm.sample`` arguments with the NUTS step built here, as ``pm.sample`` would build it.
+
+        ``pm.sample`` picks step methods by differentiating the log density with respect to each
+        latent and raises ``DisconnectedInputError`` for one it does not depend on; ``init_nuts``
+        tolerates it (a zero gradient), so a model such as ``x ~ Flat()`` still samples and the
+        loop can see the improper posterior wander.
+        """
+        from pymc.util import get_random_generator
+
+        seeds = [int(r.integers(2**30)) for r in get_random_generator(settings.random_seed).spawn(chains)]
+        points, step = pm.init_nuts(
+            init=init, chains=chains, model=self.model, random_seed=seeds, progressbar=False, quiet=True,
+            tune=int(settings.tune), initvals=initvals, **nuts,
+        )
+        return {"step": step, "initvals": list(points)}
+
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
         """``pm.sample`` with PyMC's NUTS; draws reach ``on_chunk`` every ``chunk_size`` draws of a
         chain (warm-up included, flagged), partial chunks at the end. ``on_chunk`` returning
@@ -715,13 +744,16 @@ class PyMCCompiledModel:
             "max_treedepth": depth,
             "early_max_treedepth": min(8, depth),
         }
+        sample_kwargs: dict[str, Any] = {"initvals": initvals, "init": init, "nuts": nuts}
         collector = _Collector(self, settings, on_chunk)
         started = time.monotonic()
         # np.errstate: PyMC's NUTS reads overflow in its mass matrix or energy as a divergence;
         # NumPy's RuntimeWarning about it is noise (and an exception where warnings are errors,
         # as in a test suite, which then kills the chain; forked workers inherit the state).
-        with _StopControl(collector, settings.deadline) as control, _quiet_pytensor():
+        with _StopControl(collector, settings.deadline) as control, _quiet_pytensor(), np.errstate(all="ignore"):
             try:
+                if self._disconnected:
+                    sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts)
                 pm.sample(
                     draws=int(settings.draws),
                     tune=int(settings.tune),
@@ -730,13 +762,11 @@ class PyMCCompiledModel:
                     random_seed=settings.random_seed,
                     progressbar=bool(settings.progressbar),
                     quiet=not settings.progressbar,
-                    initvals=initvals,
-                    init=init,
                     compute_convergence_checks=False,
                     discard_tuned_samples=True,
                     callback=collector,
                     model=self.model,
-                    nuts=nuts,
+                    **sample_kwargs,
                 )
             except KeyboardInterrupt:
                 control.note_interrupt()
@@ -767,6 +797,10 @@ class PyMCCompiledModel:
             warmup_end = max(collector.warmup_ended.values())
         else:  # stopped while a chain was still warming up
             warmup_end = finished
+        if self._disconnected:
+            extra_note = {"disconnected": self._disconnected}
+        else:
+            extra_note = {}
         return NUTSRun(
             completed=complete,
             reason="" if complete else (reason or "interrupted"),
@@ -779,6 +813,7 @@ class PyMCCompiledModel:
                 "draws_delivered": dict(collector.delivered),
                 "warmup_draws_delivered": dict(collector.warmup_delivered),
                 **({"pymc_error_after_stop": collector.packing_error} if collector.packing_error else {}),
+                **extra_note,
             },
         )
 

@@ -19,7 +19,7 @@ from resilient.model import sample as _declare_site
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "preflight", "diagnose", "write_report", "deterministic", "site", "math", "distributions", "Model",
+    "sample", "preflight", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "site", "math", "distributions", "Model",
     "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed",
     "UnsupportedModelError", "BackendUnavailableError", "__version__",
 ] + list(distributions.__all__)
@@ -40,6 +40,20 @@ def sample(*args, **kwargs):
     from resilient.sampling import sample as run
 
     return run(*args, **kwargs)
+
+
+def resume(path, model, *args, draws=1000, **kwargs):
+    """Continue a NumPyro run from its checkpoint folder; see :func:`resilient.sampling.resume`."""
+    from resilient.sampling import resume as run
+
+    return run(path, model, *args, draws=draws, **kwargs)
+
+
+def read_checkpoint(path, attempt=None):
+    """Every finished chunk in a checkpoint folder, as a DataTree (after a crash, too)."""
+    from resilient.checkpoint import read_checkpoint as read
+
+    return read(path, attempt)
 
 
 def diagnose(data, **thresholds):

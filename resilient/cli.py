@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--fix", action=argparse.BooleanOptionalAction, default=True,
                      help="apply the rewrites (default) or only suggest them")
     pre.add_argument("--float32", action="store_true", help="evaluate in float32 (NumPyro)")
-    pre.set_defaults(run=command_preflight)
+    pre.set_defaults(handler=command_preflight)
 
     run = commands.add_parser(
         "sample", help="preflight, sample with the resilient loop, save the draws and a report",
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fix", action=argparse.BooleanOptionalAction, default=True)
     run.add_argument("--strict", action="store_true", help="exit 3 when the verdict is warn")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.set_defaults(run=command_sample)
+    run.set_defaults(handler=command_sample)
 
     rep = commands.add_parser(
         "report", help="write the HTML/Markdown/JSON report of a saved run",
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", help="netCDF file written by `resilient sample --out`")
     rep.add_argument("--out", default="report", help="folder for the report files (default report/)")
     rep.add_argument("--format", default="html,md,json", help="comma-separated: html, md, json")
-    rep.set_defaults(run=command_report)
+    rep.set_defaults(handler=command_report)
     return parser
 
 
@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     options = parser.parse_args(argv)
     try:
-        return options.run(options)
+        return options.handler(options)
     except UsageError as error:
         print(f"resilient {options.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -80,5 +80,6 @@ def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, 
         groups["observed_data"] = {k: np.asarray(v) for k, v in observed.items()}
     if warmup_stats:
         groups["warmup_sample_stats"] = dict(warmup_stats)
-    data = from_dict(groups, attrs=dict(attrs or {}))
+    data = from_dict(groups)
+    data.attrs.update(dict(attrs or {}))
     return data

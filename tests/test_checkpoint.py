@@ -44,6 +44,7 @@ def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
+        child.stderr.close()
     assert child.returncode == -signal.SIGKILL
     files = sorted(folder.glob("attempt-01/chunk-*.nc"))
     per_chain = {}
