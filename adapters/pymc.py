@@ -321,6 +321,8 @@ class PyMCAdapter:
     """Compiles shared-API models and native ``pm.Model`` objects for PyMC.
 
     ``cores``: processes for ``pm.sample`` (``None``: ``os.cpu_count()``), capped at the chains.
+    A run with a deadline uses one process per chain whatever ``cores`` says: PyMC runs surplus
+    chains only after the first ones finish, which a deadline would leave empty.
     """
 
     name = "pymc"
@@ -724,7 +726,13 @@ class PyMCCompiledModel:
                 "from the last draws as initial points."
             )
         chains = int(settings.chains)
-        cores = max(1, min(chains, self.cores or os.cpu_count() or 1))
+        if settings.deadline is not None:
+            # With more chains than processes PyMC runs the chains in batches (chains 2 and 3 only
+            # start when 0 and 1 have finished), so a deadline would leave the late chains empty
+            # and no draw complete on every chain: run them all at once instead.
+            cores = max(1, chains)
+        else:
+            cores = max(1, min(chains, self.cores or os.cpu_count() or 1))
         initvals = None
         init = "jitter+adapt_diag"
         if settings.initial_points is not None:

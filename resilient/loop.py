@@ -358,19 +358,20 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                          budget=kind == "budget", interrupted=kind == "interrupted")
         failure, message = assess(buffer, policy, run_settings)
         divergent = buffer.divergences()
-        if (failure is None and divergent and "noncenter" in policy.remedies and "noncenter" not in state.used
-                and noncentering_candidates(state.model, compiled.sites)):
-            failure, message = "divergences", (
-                f"{divergent} divergent draws with centred hierarchical sites "
-                f"({', '.join(noncentering_candidates(state.model, compiled.sites))}): non-centring removes them")
+        soft = failure is None and divergent > 0 and policy.retry_divergences
+        if soft:
+            candidates = noncentering_candidates(state.model, compiled.sites)
+            failure, message = "divergences", f"{divergent} divergent draws (under the limit)" + (
+                f" with centred hierarchical sites ({', '.join(candidates)})" if candidates else "")
         if failure is None:
             attempts.append(Attempt(**base, outcome="accepted"))
             return finish(data, "ok", "accepted")
-        if number == policy.max_attempts:
-            attempts.append(Attempt(**base, failure=failure, message=message, outcome="gave-up"))
-            return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}", attempts,
-                         report, policy, warn)
-        new_remedy, note = choose_remedy(failure, state, policy, compiled.sites)
+        new_remedy, note = (None, "the attempt cap is reached") if number == policy.max_attempts else (
+            choose_remedy(failure, state, policy, compiled.sites))
+        if new_remedy is None and soft:
+            attempts.append(Attempt(**base, failure=failure, outcome="accepted",
+                                    message=f"{message}; accepted: {note} and the rate is under the limit"))
+            return finish(data, "ok", f"accepted with {divergent} divergent draws")
         if new_remedy is None:
             attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
             return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}; {note}",

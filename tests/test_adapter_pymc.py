@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from examples.pathologies import far_tail, motivating
+from examples.pathologies import far_tail, improper, motivating
 from resilient import deterministic, sample
 from resilient import math as rm
 from resilient.backend import STAT_NAMES, CompiledModel, NUTSSettings
@@ -417,20 +417,21 @@ def test_on_chunk_returning_false_stops_the_run(sampler_model):
     assert len(chunks) == 2  # nothing after the False
 
 
-@pytest.mark.parametrize("cores", [1, 2])
-def test_a_deadline_stops_a_long_run_and_keeps_every_finished_draw(sampler_model, cores):
-    compiled = PyMCAdapter(cores=cores).compile(NativeModel("pymc", sampler_model.model))
+def test_a_deadline_stops_a_long_run_and_keeps_every_finished_draw(sampler_model):
+    compiled = PyMCAdapter(cores=1).compile(NativeModel("pymc", sampler_model.model))
     chunks = []
     started = time.monotonic()
-    settings = NUTSSettings(draws=1_000_000, tune=100, chains=2, random_seed=SEED, chunk_size=50,
+    settings = NUTSSettings(draws=1_000_000, tune=100, chains=3, random_seed=SEED, chunk_size=50,
                             deadline=started + 2.0)
     outcome = compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
     elapsed = time.monotonic() - started
     assert not outcome.completed and outcome.reason == "deadline"
     assert elapsed < 2.0 + 4.0, f"the run took {elapsed:.1f} s after a 2 s deadline"
+    # one process per chain under a deadline (PyMC would run a third chain after the first two)
+    assert outcome.extra["cores"] == 3
     counts = _check_contiguous(chunks)
-    delivered = {chain: counts.get((chain, False), 0) for chain in (0, 1)}
-    assert delivered == outcome.extra["draws_delivered"] and sum(delivered.values()) > 0
+    delivered = {chain: counts.get((chain, False), 0) for chain in range(3)}
+    assert delivered == outcome.extra["draws_delivered"] and min(delivered.values()) > 0
     assert any(c.size < 50 for c in chunks)  # the partial chunks of the stop were flushed
 
 
@@ -463,19 +464,49 @@ class _Stall:
 
 
 @pytest.mark.filterwarnings("ignore:Numba will use object mode")
-def test_a_deadline_interrupts_a_step_that_never_ends(adapter):
+@pytest.mark.parametrize("chains", [1, 2])  # one chain: in this process; two: in worker processes
+def test_a_deadline_interrupts_a_step_that_never_ends(adapter, chains):
     started = time.monotonic()
     with pm.Model() as model:
         x = pm.Normal("x", 0, 1)
         pm.Potential("stall", 1e-12 * _Stall.make(started + 3.0)(x))
     compiled = adapter.compile(NativeModel("pymc", model))
     chunks = []
-    settings = NUTSSettings(draws=1_000_000, tune=50, chains=1, random_seed=SEED, chunk_size=25,
+    settings = NUTSSettings(draws=1_000_000, tune=50, chains=chains, random_seed=SEED, chunk_size=25,
                             deadline=started + 4.0)
     outcome = compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
     elapsed = time.monotonic() - started
     assert outcome.reason == "deadline" and elapsed < 4.0 + 4.0
     _check_contiguous(chunks)
+
+
+def test_overflow_in_early_warm_up_is_not_an_error_where_warnings_are(adapter):
+    """NumPy's "overflow encountered in dot" inside PyMC's mass matrix (big gradients early in
+    warm-up) would be an exception under ``filterwarnings = error`` and kill the chain."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 5)) * 30.0
+    y = X @ np.ones(5) + rng.normal(size=100)
+
+    def blr(X, y):
+        beta = sample("beta", Normal(0, 10, shape=5))
+        sigma = sample("sigma", HalfNormal(10))
+        sample("y", Normal(rm.dot(X, beta), sigma), obs=y)
+
+    compiled = adapter.compile(Model(blr, (X, y)))
+    for seed in (3, 5):  # seeds whose warm-up overflows
+        outcome = compiled.run_nuts(NUTSSettings(draws=20, tune=30, chains=1, random_seed=seed), lambda chunk: True)
+        assert outcome.completed
+
+
+def test_a_latent_the_density_ignores_still_samples(adapter):
+    """``x ~ Flat()`` alone: pm.sample raises DisconnectedInputError choosing a step method; the
+    adapter builds the NUTS step itself so the improper posterior shows in the draws."""
+    compiled = adapter.compile(Model(improper))
+    chunks = []
+    outcome = compiled.run_nuts(NUTSSettings(draws=50, tune=50, chains=1, random_seed=SEED, max_tree_depth=5),
+                                lambda chunk: chunks.append(chunk) or True)
+    assert outcome.completed and outcome.extra["disconnected"] == ("x",)
+    assert sum(c.size for c in chunks if not c.warmup) == 50
 
 
 def test_ctrl_c_is_reported_as_interrupted(sampler_model):
