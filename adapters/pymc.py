@@ -22,8 +22,10 @@ Choices documented here because the contract leaves them to the adapter:
   ``TruncatedNormal`` for Normals), so ``stable`` needs nothing more. PyMC also gives an
   infinite bound an ``Interval`` transform that degenerates to a log/identity transform,
   so the motivating model's gradient is finite on this backend even without the rewrite.
-* Native models are used as built: ``fix``, ``noncentered`` and ``float32`` are not applied
-  to a ``pm.Model`` (see :attr:`PyMCCompiledModel.ignored_options`).
+* Native models are used as built: ``noncentered`` and ``float32`` are not applied to a
+  ``pm.Model`` (``fix`` needs nothing: PyMC already handles infinite bounds and far tails), and
+  ``float32`` is not applied to shared-API models either: PyMC runs in float64. What was not
+  applied is listed in :attr:`PyMCCompiledModel.ignored_options`.
 """
 
 from __future__ import annotations
@@ -338,7 +340,9 @@ class PyMCAdapter:
             with _no_c_compilation(), pm.Model() as pm_model:
                 trace = Trace(model, handler)
                 sites = trace.run()
-            return PyMCCompiledModel(pm_model, dict(sites), cores=self.cores, name=model.name)
+            compiled = PyMCCompiledModel(pm_model, dict(sites), cores=self.cores, name=model.name)
+            compiled.ignored_options = ("float32",) if model.float32 else ()  # PyMC runs in float64
+            return compiled
         if isinstance(model, NativeModel):
             if model.backend != "pymc":
                 raise UnsupportedModelError(
@@ -776,21 +780,22 @@ class PyMCCompiledModel:
                     model=self.model,
                     **sample_kwargs,
                 )
-            except KeyboardInterrupt:
-                control.note_interrupt()
-            except ValueError as error:
-                # After a stop, PyMC still packs the partial traces, and raises "Not enough
-                # samples to build a trace." when no chain got past warm-up. The draws reached
-                # on_chunk already; any other ValueError (one from on_chunk too) is a real error.
-                if collector.reason == "error" or (collector.reason or control.reason) is None:
+            except BaseException as error:
+                stop_due = collector.reason != "error" and (collector.reason or control.reason) is not None
+                if isinstance(error, KeyboardInterrupt):
+                    control.note_interrupt()  # our stop, or the user's Ctrl-C
+                elif isinstance(error, ValueError) and stop_due:
+                    # After a stop PyMC still packs the partial traces, and raises "Not enough
+                    # samples to build a trace." when no chain got past warm-up; the draws have
+                    # reached on_chunk already.
+                    collector.packing_error = str(error)
+                else:
+                    # PyMC failed mid-run, or on_chunk raised: hand over the draws already
+                    # finished (unless on_chunk asked to stop or failed), then re-raise.
+                    if collector.reason not in ("stopped", "error"):
+                        control.disarm()
+                        collector.flush_all()
                     raise
-                collector.packing_error = str(error)
-            except BaseException:
-                # PyMC failed mid-run (or on_chunk raised): hand over the draws already finished.
-                if collector.reason not in ("stopped", "error"):
-                    control.disarm()
-                    collector.flush_all()
-                raise
             finally:
                 control.disarm()
         finished = time.monotonic()

@@ -417,6 +417,18 @@ def test_on_chunk_returning_false_stops_the_run(sampler_model):
     assert len(chunks) == 2  # nothing after the False
 
 
+def test_an_error_in_on_chunk_propagates_and_on_chunk_is_not_called_again(sampler_model):
+    calls = []
+
+    def on_chunk(chunk):
+        calls.append(chunk)
+        raise ValueError("disk full")
+
+    with pytest.raises(ValueError, match=r"disk full"):
+        sampler_model.run_nuts(NUTSSettings(draws=50, tune=50, chains=2, random_seed=SEED, chunk_size=10), on_chunk)
+    assert len(calls) == 1
+
+
 def test_a_deadline_stops_a_long_run_and_keeps_every_finished_draw(sampler_model):
     compiled = PyMCAdapter(cores=1).compile(NativeModel("pymc", sampler_model.model))
     chunks = []
