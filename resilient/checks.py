@@ -137,13 +137,22 @@ def _points(compiled: Any, seed: int, prior_points: int, uniform_points: int,
     plan = [("initial point", "default", seed)]
     plan += [(f"uniform(-2, 2) point {i + 1}", "uniform", seed + 1 + i) for i in range(uniform_points)]
     plan += [(f"prior draw {i + 1}", "prior", seed + 101 + i) for i in range(prior_points)]
+    failed: dict[str, str] = {}
     for label, strategy, point_seed in plan:
+        if strategy in failed:
+            continue
         try:
             points.append((label, np.asarray(compiled.initial_point(strategy, point_seed), dtype=float)))
         except Exception as error:  # a prior that cannot be drawn is worth saying, not a crash
-            findings.append(Finding("warning", "initial-point", None,
-                                    f"Could not make the {label}: {type(error).__name__}: {error}",
-                                    cause=str(error)))
+            failed[strategy] = f"{type(error).__name__}: {error}"
+    for strategy, reason in failed.items():
+        improper = strategy == "prior" and any(
+            getattr(getattr(site, "declared", None), "family", "") in ("Flat", "HalfFlat") for site in compiled.sites.values())
+        findings.append(Finding(
+            "info" if improper else "warning", "initial-point", None,
+            f"No {strategy} points could be made ({reason})"
+            + ("; expected with an improper (Flat) prior. The other points were checked." if improper else "."),
+            cause="improper prior" if improper else reason))
     return points
 
 

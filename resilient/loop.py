@@ -197,7 +197,11 @@ def _initial_points(compiled: Any, strategy: str, chains: int, seed: int, retrie
     points = []
     for chain in range(chains):
         for trial in range(retries):
-            x = np.asarray(compiled.initial_point(strategy, seed + 7919 * chain + trial), float)
+            try:
+                x = np.asarray(compiled.initial_point(strategy, seed + 7919 * chain + trial), float)
+            except Exception as error:  # e.g. no prior draws from a Flat prior
+                raise _InitializationFailed(
+                    f"the {strategy!r} initial points cannot be made: {type(error).__name__}: {error}") from error
             value, gradient = compiled.log_density_and_gradient(x)
             if np.isfinite(value) and np.all(np.isfinite(gradient)):
                 points.append(x)
@@ -358,9 +362,10 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                          budget=kind == "budget", interrupted=kind == "interrupted")
         failure, message = assess(buffer, policy, run_settings)
         divergent = buffer.divergences()
-        soft = failure is None and divergent > 0 and policy.retry_divergences
+        candidates = noncentering_candidates(state.model, compiled.sites)
+        remedying = bool(attempts) and attempts[-1].failure == "divergences"
+        soft = failure is None and divergent > 0 and policy.retry_divergences and bool(candidates or remedying)
         if soft:
-            candidates = noncentering_candidates(state.model, compiled.sites)
             failure, message = "divergences", f"{divergent} divergent draws (under the limit)" + (
                 f" with centred hierarchical sites ({', '.join(candidates)})" if candidates else "")
         if failure is None:

@@ -24,7 +24,9 @@ class Policy:
     max_attempts: int = 4
     time_budget: float | None = None
     max_divergence_rate: float = 0.005  # above it an attempt fails, even the last one
-    retry_divergences: bool = True  # any divergence tries the next fitting remedy; at the cap, under the rate is accepted
+    # Under the rate, divergences still try the next fitting remedy when non-centring applies or the loop is
+    # already remedying divergences; at the cap (or with nothing left) a rate under the limit is accepted.
+    retry_divergences: bool = True
     rhat_limit: float = 1.05
     min_ess_bulk_per_chain: float = 25.0
     tree_depth_saturation: float = 0.5  # fraction of draws at the maximum depth that counts as saturated
