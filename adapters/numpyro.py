@@ -1014,12 +1014,10 @@ class NumPyroCompiledModel:
                 f"`strategy` must be one of {', '.join(repr(s) for s in INITIAL_STRATEGIES)}, got {strategy!r}."
             )
         seed = secrets.randbits(31) if random_seed is None else int(random_seed)
-        with self.precision():
-            key = jax.random.PRNGKey(seed % 2**32)
-            if strategy in ("default", "uniform"):  # eager: a few calls cost less than a compilation
-                point = self._initial("default", key)
-            else:  # prior draws run many small random kernels: one compilation is cheaper
-                point = self._function(f"initial:{strategy}")(key)
+        if strategy in ("default", "uniform"):  # init_to_uniform(radius=2), drawn without a model trace
+            return np.random.default_rng(seed).uniform(-2.0, 2.0, self.dimension)
+        with self.precision():  # prior draws run many small random kernels: one compilation is cheaper
+            point = self._function(f"initial:{strategy}")(jax.random.PRNGKey(seed % 2**32))
             return np.asarray(point, dtype=np.float64)
 
     def observed_data(self) -> dict[str, np.ndarray]:
