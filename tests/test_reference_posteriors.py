@@ -7,11 +7,15 @@ from resilient import record
 from examples import reference_models
 from tests.reference_checks import mismatches
 
-BACKENDS = [pytest.param("numpyro", marks=pytest.mark.numpyro), pytest.param("pymc", marks=pytest.mark.pymc)]
+#: PyMC compiles each model for ~10 s: two of its six run by default, all six in CI (marked slow).
+FAST_ON_PYMC = {"eight_schools-eight_schools_noncentered", "sblrc-blr"}
+CASES = [pytest.param(name, "numpyro", marks=pytest.mark.numpyro) for name in reference_models.NAMES] + [
+    pytest.param(name, "pymc", marks=[pytest.mark.pymc] + ([] if name in FAST_ON_PYMC else [pytest.mark.slow]))
+    for name in reference_models.NAMES
+]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("name", reference_models.NAMES)
+@pytest.mark.parametrize("name, backend", CASES)
 def test_reference_posterior(name, backend):
     function, data, reference = reference_models.load(name)
     result = resilient.sample(function, backend=backend, draws=1000, tune=1000, chains=4, random_seed=20261126,
