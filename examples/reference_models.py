@@ -15,7 +15,7 @@ import numpy as np
 
 from resilient import deterministic, sample
 from resilient import math as rm
-from resilient.distributions import Cauchy, Flat, HalfCauchy, HalfFlat, HalfNormal, Normal
+from resilient.distributions import Flat, HalfCauchy, HalfFlat, HalfNormal, Normal
 
 
 def posteriors_dir() -> Path:

@@ -19,7 +19,7 @@ from resilient.model import sample as _declare_site
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "preflight", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "site", "math", "distributions", "Model",
+    "sample", "preflight", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "math", "distributions", "Model",
     "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed",
     "UnsupportedModelError", "BackendUnavailableError", "__version__",
 ] + list(distributions.__all__)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from resilient.backend import ADAPTERS, Chunk, NUTSSettings, available_backends, get_adapter
+from resilient.backend import Chunk, NUTSSettings, available_backends, get_adapter
 from resilient.draws import DrawBuffer, to_datatree
 from resilient.errors import PreflightError, SamplingFailed
 from resilient.model import Model, NativeModel
