@@ -14,6 +14,9 @@ from resilient.loop import ResilientWarning
 from tests.reference_checks import mismatches
 
 BACKENDS = [pytest.param("numpyro", marks=pytest.mark.numpyro), pytest.param("pymc", marks=pytest.mark.pymc)]
+#: The longest PyMC runs (30-40 s each on 2 cores) are slow: CI runs them, `make test` does not.
+BACKENDS_SLOW_PYMC = [pytest.param("numpyro", marks=pytest.mark.numpyro),
+                      pytest.param("pymc", marks=[pytest.mark.pymc, pytest.mark.slow])]
 SEED = 20261126
 
 
@@ -53,7 +56,7 @@ def test_p1_preflight_names_v_sigma_and_the_infinite_bound(backend):
                                                                 "V ~ HalfNormal(sigma)"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_PYMC)
 def test_p1_samples_after_the_rewrite_with_the_right_quantiles(backend):
     data = resilient.sample(pathologies.motivating, backend=backend, draws=2000, chains=4, random_seed=SEED,
                             progressbar=False)
@@ -84,7 +87,7 @@ def test_p1_native_numpyro_gets_the_same_diagnosis_and_fix():
     assert quantile_band_ok(data.posterior["V"].values, (0.094, 1.163, 7.842)) == []
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_PYMC)
 def test_p2_mirrored_infinite_lower_bound(backend):
     report = resilient.preflight(pathologies.mirrored, backend=backend, fix=False)
     rewrite = by_site(report, "V", "rewrite")[0]
@@ -111,7 +114,10 @@ def test_p4_far_tail_in_float32_is_detected_then_fixed():
     data = resilient.sample(pathologies.far_tail, float32=True, draws=2000, random_seed=SEED, progressbar=False)
     mu = data.posterior["mu"].values
     assert abs(mu.mean()) < 0.1 and abs(mu.std() - 1) < 0.1
-    assert np.all(data.posterior["V"].values > 40)
+    v = data.posterior["V"].values
+    # In float32 the spacing of numbers at 40 is 3.8e-6 while V - 40 ~ Exponential(rate 40): about one draw
+    # in 7000 rounds to exactly 40.0. None may fall below the bound, and only those few may sit on it.
+    assert np.all(v >= 40) and np.mean(v > 40) > 0.999
 
 
 @pytest.mark.pymc
@@ -122,7 +128,7 @@ def test_p4_far_tail_on_pymc_samples():
     assert np.all(data.posterior["V"].values > 40)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_SLOW_PYMC)
 def test_p5_the_loop_non_centres_eight_schools(backend):
     function, data, reference = reference_models.load("eight_schools-eight_schools_noncentered")
     budget = 600

@@ -7,8 +7,8 @@ from resilient import record
 from examples import reference_models
 from tests.reference_checks import mismatches
 
-#: PyMC compiles each model for ~10 s: two of its six run by default, all six in CI (marked slow).
-FAST_ON_PYMC = {"eight_schools-eight_schools_noncentered", "sblrc-blr"}
+#: PyMC compiles each model for ~10 s: one of its six runs by default, all six in CI (marked slow).
+FAST_ON_PYMC = {"eight_schools-eight_schools_noncentered"}
 CASES = [pytest.param(name, "numpyro", marks=pytest.mark.numpyro) for name in reference_models.NAMES] + [
     pytest.param(name, "pymc", marks=[pytest.mark.pymc] + ([] if name in FAST_ON_PYMC else [pytest.mark.slow]))
     for name in reference_models.NAMES
