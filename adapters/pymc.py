@@ -164,7 +164,7 @@ def _quiet_fork() -> Iterator[None]:
     """Hide JAX's "os.fork() was called" RuntimeWarning when PyMC forks its chain workers.
 
     The workers never call JAX, which is what the warning is about; a fork server would avoid it
-    but costs each call ~10 s of worker start-up (measured on the eight schools model).
+    but costs each call ~10-15 s of worker start-up (measured on a two-variable model).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
