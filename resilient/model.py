@@ -9,7 +9,7 @@ reparameterisations, records every site, and passes the backend's tensors throug
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from resilient.distributions import Distribution, Truncated
@@ -64,9 +64,7 @@ class Model:
         return getattr(self.function, "__name__", "model")
 
     def with_options(self, **changes: Any) -> "Model":
-        values = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        values.update(changes)
-        return Model(**values)
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,9 +86,7 @@ class NativeModel:
         return getattr(self.model, "__name__", None) or getattr(self.model, "name", None) or "model"
 
     def with_options(self, **changes: Any) -> "NativeModel":
-        values = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        values.update(changes)
-        return NativeModel(**values)
+        return replace(self, **changes)
 
 
 class Trace:
