@@ -229,7 +229,7 @@ def markdown(results) -> str:
              + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
              + f"); draws={results['settings']['draws']}, tune={results['settings']['tune']}, "
              f"chains={results['settings']['chains']}, {results['settings']['repeats']} repeat(s), medians [min-max].", "",
-             "| model | backend | wall ratio resilient/raw | raw s | resilient s (preflight / compile / warm-up / sampling) | ESS-bulk/s raw | ESS-bulk/s resilient |",
+             "| model | backend | wall ratio resilient/raw | raw s | resilient s (preflight incl. compile / recompile / warm-up incl. JIT / sampling) | ESS-bulk/s raw | ESS-bulk/s resilient |",
              "|---|---|---|---|---|---|---|"]
     for row in results["overhead"]:
         split = row["resilient_split"]
