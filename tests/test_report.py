@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -290,12 +289,6 @@ def test_constant_and_nan_quantities_are_not_plotted():
     page = render_html(data)
     assert "Not plotted (NaN, infinite or constant draws): x, fixed." in page
     assert 'data-verdict="fail"' in page
-
-
-def test_rendering_a_typical_run_takes_seconds(bad_run):
-    started = time.perf_counter()
-    render_html(with_record(make_tree(7, bad=True, vector=6, draws=1000)))
-    assert time.perf_counter() - started < 30  # generous: 2 shared cores; ~5 s when idle
 
 
 def test_render_from_a_report_dict_has_no_plots(bad_run):
