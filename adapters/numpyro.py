@@ -87,7 +87,7 @@ from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings  # noqa: 
 from resilient.distributions import Distribution, Truncated, is_literal  # noqa: E402
 from resilient.errors import ModelError, ResilientError, UnsupportedModelError  # noqa: E402
 from resilient.model import Model, NativeModel, Site, Trace, data_arguments  # noqa: E402
-from resilient.rewrites import RULES, Rewrite  # noqa: E402
+from resilient.rewrites import Rewrite, stabilize  # noqa: E402
 
 __all__ = [
     "NumPyroAdapter", "NumPyroCompiledModel", "StableTruncatedNormal", "HalfStudentT", "TruncatedByCDF",
@@ -623,17 +623,7 @@ def _truncation_record(d: Any, literals: Mapping[str, np.ndarray]) -> Truncated 
 
 def _stabilize_native(record: Any, namer: Callable[[Any], str | None]) -> tuple[Any, tuple[Rewrite, ...]]:
     """:func:`resilient.rewrites.stabilize`, with each step described in NumPyro's words."""
-    applied: list[Rewrite] = []
-    for _ in range(len(RULES) + 1):
-        fired = False
-        for rule, function in RULES:
-            new, reason = function(record)
-            if reason is not None:
-                applied.append(Rewrite(rule, _native_text(record, namer), _native_text(new, namer), reason))
-                record, fired = new, True
-        if not fired:
-            break
-    return record, tuple(applied)
+    return stabilize(record, describe=lambda each: _native_text(each, namer))
 
 
 @dataclass

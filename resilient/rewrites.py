@@ -105,16 +105,21 @@ RULES: tuple[tuple[str, Callable[[Any], tuple[Any, str | None]]], ...] = (
 )
 
 
-def stabilize(dist: Any, *, observed: bool = False, namer: Callable[[Any], str | None] | None = None
-              ) -> tuple[Any, tuple[Rewrite, ...]]:
-    """Apply every rule until none fires; return the final record and what was done."""
+def stabilize(dist: Any, *, observed: bool = False, namer: Callable[[Any], str | None] | None = None,
+              describe: Callable[[Any], str] | None = None) -> tuple[Any, tuple[Rewrite, ...]]:
+    """Apply every rule until none fires; return the final record and what was done.
+
+    ``describe`` words each record for the report (default: the shared API's ``describe``;
+    adapters pass their backend's words for native models).
+    """
+    describe = describe or (lambda record: record.describe(namer))
     applied: list[Rewrite] = []
     for _ in range(len(RULES) + 1):
         fired = False
         for rule, function in RULES:
             new, reason = function(dist)
             if reason is not None:
-                applied.append(Rewrite(rule, dist.describe(namer), new.describe(namer), reason))
+                applied.append(Rewrite(rule, describe(dist), describe(new), reason))
                 dist, fired = new, True
         if not fired:
             break
