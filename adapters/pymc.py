@@ -37,7 +37,7 @@ import threading
 import time
 import warnings
 from types import SimpleNamespace
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pymc as pm
@@ -850,20 +850,27 @@ class PyMCCompiledModel:
 
 
 class _ChainBuffer:
+    """One chain's draws not yet handed over: either copied per draw (``values``, ``stats``) or,
+    when PyMC records into its NDArray trace, the range ``begin:begin + size`` of that trace."""
+
     def __init__(self) -> None:
         self.warmup = True
         self.start = 0
         self.values: dict[str, list[np.ndarray]] = {}
         self.stats: dict[str, list[Any]] = {}
         self.size = 0
+        self.trace: Any = None
+        self.begin = 0
 
 
 class _Collector:
     """``pm.sample``'s callback: buffers each chain's draws and hands chunks to ``on_chunk``.
 
     It runs in the main process (PyMC calls it there for parallel chains too, right after
-    recording the draw in its NDArray trace, where the constrained values and deterministics
-    are read); the NUTS statistics come from ``draw.stats``.
+    recording the draw in its NDArray trace). Per draw it only counts: a chunk's constrained
+    values, deterministics and NUTS statistics are sliced out of that trace when the chunk is
+    handed over, so the callback adds next to nothing to PyMC's own per-draw work. For any
+    other trace each draw is copied (values computed here, statistics from ``draw.stats``).
     """
 
     def __init__(self, compiled: PyMCCompiledModel, settings: NUTSSettings,
@@ -919,23 +926,22 @@ class _Collector:
             if self.reason is not None:
                 return
             buffer.warmup, buffer.start = warmup, 0
-        values = self._values(trace, draw)
-        for name in self.names:
-            buffer.values.setdefault(name, []).append(values[name])
-        stats = _nuts_stats(draw.stats)
-        for name in STAT_NAMES:
-            buffer.stats.setdefault(name, []).append(stats[name])
+        if _recorded_in(trace, self.names):
+            if not buffer.size:
+                buffer.trace, buffer.begin = trace, trace.draw_idx - 1
+        else:
+            values = self._values(draw)
+            for name in self.names:
+                buffer.values.setdefault(name, []).append(values[name])
+            stats = _nuts_stats(draw.stats)
+            for name in STAT_NAMES:
+                buffer.stats.setdefault(name, []).append(stats[name])
         buffer.size += 1
         if buffer.size >= self.chunk_size:
             self._flush(chain)
 
-    def _values(self, trace: Any, draw: Any) -> dict[str, np.ndarray]:
-        """Constrained values of this draw: from PyMC's NDArray trace, which recorded them just
-        before calling back (PyMC computes them once, in its compiled mode), else computed here."""
-        samples = getattr(trace, "samples", None)
-        index = getattr(trace, "draw_idx", 0) - 1
-        if isinstance(samples, dict) and index >= 0 and all(n in samples for n in self.names):
-            return {name: np.array(samples[name][index]) for name in self.names}
+    def _values(self, draw: Any) -> dict[str, np.ndarray]:
+        """Constrained values of this draw, computed from its unconstrained point."""
         compiled = self.compiled
         inputs = [np.asarray(draw.point[value]).astype(dtype) for _, value, _, dtype, _ in compiled._layout]
         with np.errstate(all="ignore"):
@@ -946,19 +952,26 @@ class _Collector:
         buffer = self.buffers[chain]
         if not buffer.size:
             return
+        size = buffer.size
+        if buffer.trace is not None:
+            span = slice(buffer.begin, buffer.begin + size)
+            posterior = {name: np.array(buffer.trace.samples[name][span]) for name in self.names}
+            stats = _trace_stats(buffer.trace, span, size)
+        else:
+            posterior = {name: np.stack(buffer.values[name]) for name in self.names}
+            stats = buffer.stats
         chunk = Chunk(
             chains=(chain,),
             start=buffer.start,
             warmup=buffer.warmup,
-            posterior={name: np.stack(buffer.values[name])[None] for name in self.names},
+            posterior={name: values[None] for name, values in posterior.items()},
             sample_stats={
-                name: np.asarray(buffer.stats[name], dtype=_STAT_DTYPES.get(name, np.float64))[None]
+                name: np.asarray(stats[name], dtype=_STAT_DTYPES.get(name, np.float64))[None]
                 for name in STAT_NAMES
             },
         )
-        size = buffer.size
         buffer.start += size
-        buffer.values, buffer.stats, buffer.size = {}, {}, 0
+        buffer.values, buffer.stats, buffer.size, buffer.trace = {}, {}, 0, None
         (self.warmup_delivered if chunk.warmup else self.delivered)[chain] += size
         try:
             keep_going = self.on_chunk(chunk)
@@ -980,6 +993,30 @@ class _Collector:
             self.delivered[c] == self.settings.draws and self.warmup_delivered[c] == self.settings.tune
             for c in self.buffers
         )
+
+
+def _recorded_in(trace: Any, names: Sequence[str]) -> bool:
+    """Whether ``trace`` is PyMC's NDArray trace holding ``names`` and the samplers' statistics."""
+    samples = getattr(trace, "samples", None)
+    return (
+        isinstance(samples, dict)
+        and getattr(trace, "draw_idx", 0) >= 1
+        and isinstance(getattr(trace, "_stats", None), list)
+        and all(name in samples for name in names)
+    )
+
+
+def _trace_stats(trace: Any, span: slice, size: int) -> dict[str, np.ndarray]:
+    """STAT_NAMES for the draws ``span`` of an NDArray trace (one dict of arrays per sampler)."""
+    found: dict[str, np.ndarray] = {}
+    for sampler_stats in trace._stats:
+        for name, source in _STAT_SOURCES.items():
+            if name not in found and source in sampler_stats:
+                found[name] = np.array(sampler_stats[source][span])
+    for name in STAT_NAMES:
+        if name not in found:
+            found[name] = np.full(size, np.nan if name not in _STAT_DTYPES else 0)
+    return found
 
 
 def _nuts_stats(stats: Any) -> dict[str, Any]:

@@ -387,6 +387,25 @@ def test_run_nuts_chunks_follow_the_contract(sampler_model):
                           np.concatenate([c.posterior["theta"] for c in again], axis=1))
 
 
+def test_draws_copied_per_draw_equal_draws_sliced_from_pymcs_trace(sampler_model, monkeypatch):
+    """The callback slices chunks out of PyMC's NDArray trace; for any other trace it copies each
+    draw. Same seed, same chunks either way."""
+    import adapters.pymc as pymc_adapter
+
+    settings = NUTSSettings(draws=12, tune=8, chains=2, random_seed=SEED, chunk_size=5)
+    sliced, copied = [], []
+    sampler_model.run_nuts(settings, lambda chunk: sliced.append(chunk) or True)
+    monkeypatch.setattr(pymc_adapter, "_recorded_in", lambda trace, names: False)
+    sampler_model.run_nuts(settings, lambda chunk: copied.append(chunk) or True)
+    assert [(c.chains, c.start, c.warmup, c.size) for c in sliced] == [(c.chains, c.start, c.warmup, c.size) for c in copied]
+    for a, b in zip(sliced, copied):
+        for name in a.posterior:
+            assert np.allclose(a.posterior[name], b.posterior[name]), name
+        for name in STAT_NAMES:
+            assert a.sample_stats[name].dtype == b.sample_stats[name].dtype
+            assert np.array_equal(a.sample_stats[name], b.sample_stats[name]), name
+
+
 def test_run_nuts_in_parallel_processes_and_from_given_initial_points(sampler_model):
     compiled = PyMCAdapter(cores=2).compile(NativeModel("pymc", sampler_model.model))
     start = np.array([[0.5, 1.0, -1.0, 0.0], [-0.5, 0.0, 1.0, 2.0]])
