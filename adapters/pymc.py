@@ -6,8 +6,10 @@ which implements :class:`resilient.backend.CompiledModel`:
 
 * the unconstrained vector ``x`` is PyMC's value variables (``sigma_log__`` ...) raveled in
   the order of ``model.value_vars``; blocks are named by the free variables (``sigma``);
-* log density and gradient are PyMC's own graphs (``Model.logp(jacobian=True)``), compiled
-  lazily on first use and cached on the instance, so building a compiled model is cheap;
+* the model is PyMC's frozen copy (``freeze_model``), which caches its compiled functions:
+  log density and gradient are the very ``logp_dlogp_function`` that ``pm.sample``'s NUTS then
+  runs (compiled once, lazily on first use, so building a compiled model is cheap), and a
+  retry by the loop recompiles nothing;
 * ``run_nuts`` runs ``pm.sample`` with PyMC's NUTS and a per-draw callback that hands
   finished draws to the caller in chunks, and stops it (by ``KeyboardInterrupt``, the way
   PyMC documents) when the caller says so or a deadline passes.
@@ -43,6 +45,7 @@ import numpy as np
 import pymc as pm
 import pytensor
 import pytensor.tensor as pt
+from pymc.model.core import BaseModel, FrozenModel
 from pytensor.tensor import special as _special
 
 from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
@@ -352,7 +355,8 @@ class PyMCAdapter:
             with _no_c_compilation(), pm.Model() as pm_model:
                 trace = Trace(model, handler)
                 sites = trace.run()
-            compiled = PyMCCompiledModel(pm_model, dict(sites), cores=self.cores, name=model.name)
+            compiled = PyMCCompiledModel(_frozen(pm_model), dict(sites), cores=self.cores, name=model.name,
+                                         order=tuple(pm_model.named_vars))
             compiled.ignored_options = ("float32",) if model.float32 else ()  # PyMC runs in float64
             return compiled
         if isinstance(model, NativeModel):
@@ -361,9 +365,9 @@ class PyMCAdapter:
                     f"The PyMC adapter cannot run a native {model.backend} model; "
                     f"use backend={model.backend!r}, or write the model in the shared API to switch."
                 )
-            if not isinstance(model.model, pm.Model):
+            if not isinstance(model.model, BaseModel):
                 raise UnsupportedModelError(
-                    f"A native PyMC model must be a pm.Model, got {type(model.model).__name__}."
+                    f"A native PyMC model must be a pm.Model (or a frozen one), got {type(model.model).__name__}."
                 )
             ignored = tuple(
                 option for option, active in (
@@ -371,16 +375,32 @@ class PyMCAdapter:
                 ) if active
             )
             compiled = PyMCCompiledModel(
-                model.model, _native_sites(model.model), cores=self.cores, name=model.name
+                _frozen(model.model), _native_sites(model.model), cores=self.cores, name=model.name,
+                order=tuple(model.model.named_vars),
             )
             compiled.ignored_options = ignored
             return compiled
-        if isinstance(model, pm.Model):
+        if isinstance(model, BaseModel):
             return self.compile(NativeModel("pymc", model))
         raise UnsupportedModelError(
             f"The PyMC adapter compiles resilient.model.Model or NativeModel(backend='pymc'), "
             f"got {type(model).__name__}."
         )
+
+
+def _frozen(model: Any) -> Any:
+    """PyMC's frozen copy of ``model`` (compiled functions cached, graph immutable; the user's
+    model is left as it is), or ``model`` itself where PyMC cannot freeze it (symbolic initial
+    values): then everything still works, compiled once per use as ``pm.sample`` does."""
+    from pymc.model.transform.optimization import freeze_model
+
+    if isinstance(model, FrozenModel):
+        return model
+    try:
+        with _no_c_compilation():
+            return freeze_model(model)
+    except (TypeError, ValueError, NotImplementedError):
+        return model
 
 
 def _lazy(method: Callable[[Any], Any]) -> property:
@@ -421,7 +441,9 @@ class PyMCCompiledModel:
     backend = "pymc"
 
     def __init__(self, model: Any, sites: Mapping[str, Site], *, cores: int | None = None,
-                 name: str = "model") -> None:
+                 name: str = "model", order: Sequence[str] = ()) -> None:
+        """``order``: variable names as the user declared them (a frozen model may list them
+        otherwise); the posterior, the deterministics and the site terms follow it."""
         self.model = model
         self.name = name
         self.sites = dict(sites)
@@ -438,6 +460,13 @@ class PyMCCompiledModel:
         rvs = [model.values_to_rvs[v] for v in self.value_vars]
         self.latent_names = tuple(rv.name for rv in rvs)
         self._latents = rvs
+        rank = {name: i for i, name in enumerate(order)}
+
+        def declared(variables: Sequence[Any]) -> list[Any]:
+            return sorted(variables, key=lambda v: rank.get(v.name, len(rank)))
+
+        self._posterior_latents = declared(rvs)
+        self._deterministics = declared(model.deterministics)
         shapes = self._value_shapes()
         self._layout: list[tuple[str, str, tuple[int, ...], str, slice]] = []
         offset = 0
@@ -447,8 +476,7 @@ class PyMCCompiledModel:
             self._layout.append((rv.name, value.name, shape, value.type.dtype, slice(offset, offset + size)))
             offset += size
         self.dimension = offset
-        self._deterministic_names = tuple(d.name for d in model.deterministics)
-        self._term_vars = list(model.free_RVs) + list(model.observed_RVs) + list(model.potentials)
+        self._term_vars = declared([*model.free_RVs, *model.observed_RVs, *model.potentials])
         self._term_names = tuple(v.name for v in self._term_vars)
 
     # ---- layout -----------------------------------------------------------------------------
@@ -511,26 +539,33 @@ class PyMCCompiledModel:
                 return None
 
     @_lazy
-    def _logp_dlogp_fn(self) -> Any:
-        logp = self.model.logp(jacobian=True, sum=True)
-        grads = pytensor.grad(logp, self.value_vars, disconnected_inputs="ignore") if self.value_vars else []
-        return self._compile([logp, *grads])
-
-    @_lazy
-    def _logp_fn(self) -> Any:
-        return self._compile([self.model.logp(jacobian=True, sum=True)])
+    def _value_grad_fn(self) -> Any:
+        """PyMC's ``logp_dlogp_function`` as NUTS asks for it (raveled ``x``): on a frozen model
+        ``pm.sample`` gets this compiled function from the model's cache instead of compiling
+        its own, so preflight checks exactly what the sampler runs, at no extra compile."""
+        return self.model.logp_dlogp_function(ravel_inputs=True)
 
     def log_density(self, x: np.ndarray) -> float:
-        values = self._evaluate(self._logp_fn, x)
-        return float("nan") if values is None else float(values[0])
+        return self.log_density_and_gradient(x)[0]
 
     def log_density_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        values = self._evaluate(self._logp_dlogp_fn, x)
-        if values is None:
-            return float("nan"), np.full(self.dimension, np.nan)
-        logp, *grads = values
-        gradient = np.concatenate([np.asarray(g, dtype=np.float64).reshape(-1) for g in grads]) if grads else np.zeros(0)
-        return float(logp), gradient
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.dimension,):
+            raise ValueError(f"x must have shape ({self.dimension},), got {x.shape}.")
+        if not self.value_vars:
+            values = self._evaluate(self._logp_only_fn, x)
+            return (float("nan") if values is None else float(values[0])), np.zeros(0)
+        with np.errstate(all="ignore"), _no_c_compilation():
+            try:
+                logp, gradient = self._value_grad_fn(x.astype(self._layout[0][3]))
+            except _EVAL_ERRORS:
+                return float("nan"), np.full(self.dimension, np.nan)
+        return float(logp), np.asarray(gradient, dtype=np.float64).reshape(-1)
+
+    @_lazy
+    def _logp_only_fn(self) -> Any:
+        """The log density of a model without latents (no gradient to take)."""
+        return self._compile([self.model.logp(jacobian=True, sum=True)])
 
     # ---- per site ---------------------------------------------------------------------------
 
@@ -582,7 +617,7 @@ class PyMCCompiledModel:
     # ---- values -----------------------------------------------------------------------------
 
     def _constrain_outputs(self) -> list[Any]:
-        return self.model.replace_rvs_by_values([*self._latents, *self.model.deterministics])
+        return self.model.replace_rvs_by_values([*self._posterior_latents, *self._deterministics])
 
     @_lazy
     def _constrain_fn(self) -> Any:
@@ -597,8 +632,9 @@ class PyMCCompiledModel:
 
     @property
     def posterior_names(self) -> tuple[str, ...]:
-        """Names in a chunk's posterior: the free variables, then the deterministics."""
-        return self.latent_names + self._deterministic_names
+        """Names in a chunk's posterior: the free variables, then the deterministics, each in
+        the order the model declared them."""
+        return tuple(v.name for v in [*self._posterior_latents, *self._deterministics])
 
     def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
         values = self._evaluate(self._constrain_fn, x)

@@ -19,7 +19,8 @@ SUPPORTED = (
 
 
 def is_pymc_model(obj: Any) -> bool:
-    return any(c.__module__.startswith("pymc") and c.__name__ == "Model" for c in type(obj).__mro__)
+    """A ``pm.Model``, or the frozen copy ``freeze_model`` makes of one."""
+    return any(c.__module__.startswith("pymc") and c.__name__ in ("Model", "BaseModel") for c in type(obj).__mro__)
 
 
 def _referenced_objects(function: Any) -> list[Any]:

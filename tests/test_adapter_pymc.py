@@ -249,7 +249,8 @@ def test_noncentred_sites_sample_the_raw_variable(adapter):
         sample("theta", Normal(mu, tau, shape=4))
 
     compiled = adapter.compile(Model(centred, noncentered=frozenset({"theta"})))
-    assert compiled.latent_names == ("mu", "tau", "theta_raw")
+    assert sorted(compiled.latent_names) == ["mu", "tau", "theta_raw"]
+    assert compiled.posterior_names == ("mu", "tau", "theta_raw", "theta"), "the posterior keeps the declared order"
     x = compiled.initial_point("uniform", 3)
     values = compiled.constrain(x)
     assert np.allclose(values["theta"], values["mu"] + values["tau"] * values["theta_raw"])
@@ -312,7 +313,7 @@ def test_native_options_without_a_pymc_equivalent_are_reported(adapter, native_m
 def test_models_the_adapter_cannot_run_are_refused(adapter):
     with pytest.raises(UnsupportedModelError, match=r"cannot run a native numpyro model"):
         adapter.compile(NativeModel("numpyro", lambda: None))
-    with pytest.raises(UnsupportedModelError, match=r"must be a pm.Model, got str"):
+    with pytest.raises(UnsupportedModelError, match=r"must be a pm.Model \(or a frozen one\), got str"):
         adapter.compile(NativeModel("pymc", "model"))
     with pytest.raises(UnsupportedModelError, match=r"compiles resilient.model.Model or NativeModel"):
         adapter.compile(42)
@@ -385,6 +386,24 @@ def test_run_nuts_chunks_follow_the_contract(sampler_model):
     compiled.run_nuts(settings, lambda chunk: again.append(chunk) or True)
     assert np.array_equal(np.concatenate([c.posterior["theta"] for c in chunks], axis=1),
                           np.concatenate([c.posterior["theta"] for c in again], axis=1))
+
+
+def test_preflight_and_pm_sample_share_one_compiled_density(adapter):
+    """The compiled model is PyMC's frozen copy: the logp-and-gradient function preflight
+    evaluates is the one NUTS then runs, compiled once however often the loop retries."""
+    from pymc.model.core import FrozenModel
+
+    def model():
+        mu = sample("mu", Normal(0.0, 1.0))
+        sample("y", Normal(mu, 1.0), obs=np.array([0.3, -0.2]))
+
+    compiled = adapter.compile(Model(model))
+    assert isinstance(compiled.model, FrozenModel)
+    assert np.isfinite(compiled.log_density_and_gradient(np.zeros(1))[0])
+    settings = NUTSSettings(draws=10, tune=10, chains=1, random_seed=SEED)
+    for _ in range(2):
+        assert compiled.run_nuts(settings, lambda chunk: True).completed
+    assert len(compiled.model._cache["_logp_dlogp_function"]) == 1, "pm.sample compiled its own logp_dlogp"
 
 
 def test_draws_copied_per_draw_equal_draws_sliced_from_pymcs_trace(sampler_model, monkeypatch):
