@@ -847,14 +847,16 @@ class NumPyroCompiledModel:
             for name in self.latent_names
         }
 
-    def _input(self, x: Any) -> jnp.ndarray:
+    def _input(self, x: Any) -> np.ndarray:
+        """``x`` checked and cast to the model's dtype; a NumPy array, which a jitted function
+        takes without the dispatch ``jnp.asarray`` costs (most of an evaluation on small models)."""
         array = np.asarray(x, dtype=float).reshape(-1)
         if array.shape != (self.dimension,):
             raise ValueError(
                 f"`x` must be a vector of length {self.dimension} (the model's unconstrained dimension), "
                 f"got shape {np.shape(x)}."
             )
-        return jnp.asarray(array.astype(self.dtype))
+        return array.astype(self.dtype)
 
     # -- pure functions of x (jax-traceable) ---------------------------------------------------
 

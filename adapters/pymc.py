@@ -555,7 +555,7 @@ class PyMCCompiledModel:
         if not self.value_vars:
             values = self._evaluate(self._logp_only_fn, x)
             return (float("nan") if values is None else float(values[0])), np.zeros(0)
-        with np.errstate(all="ignore"), _no_c_compilation():
+        with np.errstate(all="ignore"):  # compiled once by _lazy; evaluating needs no flag changes
             try:
                 logp, gradient = self._value_grad_fn(x.astype(self._layout[0][3]))
             except _EVAL_ERRORS:
@@ -684,11 +684,7 @@ class PyMCCompiledModel:
             from pymc.initial_point import make_initial_point_fn
 
             with _no_c_compilation():
-                if key == "jitter":
-                    cache[key] = make_initial_point_fn(
-                        model=self.model, jitter_rvs=set(self.model.free_RVs), return_transformed=True
-                    )
-                elif key == "prior":
+                if key == "prior":
                     cache[key] = make_initial_point_fn(
                         model=self.model, overrides={rv: "prior" for rv in self.model.free_RVs},
                         return_transformed=True,
@@ -708,19 +704,30 @@ class PyMCCompiledModel:
             raise ValueError(
                 f"Unknown initial-point strategy {strategy!r}; use 'default', 'uniform', 'prior' or 'median'."
             )
-        key = {"default": "jitter", "median": "median", "prior": "prior"}[strategy]
-        function = self._initial_point_fn(key)
         rng = np.random.default_rng(random_seed)
-        seed = int(rng.integers(2**30))
-        with _no_c_compilation():
-            x = self._flatten(function(seed))
-            if strategy == "default":
-                for _ in range(10):
-                    if np.isfinite(self.log_density(x)):
-                        break
-                    seed = int(rng.integers(2**30))
-                    x = self._flatten(function(seed))
+        if strategy == "prior":
+            with _no_c_compilation():
+                return self._flatten(self._initial_point_fn("prior")(int(rng.integers(2**30))))
+        if strategy == "median":
+            return self._median.copy()
+        for _ in range(10):
+            x = self._median + self._jitter_mask * rng.uniform(-1.0, 1.0, size=self.dimension)
+            if np.isfinite(self.log_density(x)):
+                break
         return x
+
+    @_lazy
+    def _median(self) -> np.ndarray:
+        """The model's initial point (``support_point`` unless ``initval`` says otherwise)."""
+        return self._flatten(self._initial_point_fn("median")(0))
+
+    @_lazy
+    def _jitter_mask(self) -> np.ndarray:
+        """1 on continuous blocks, 0 on discrete ones: where PyMC's jitter applies."""
+        mask = np.zeros(self.dimension)
+        for _, _, _, dtype, block in self._layout:
+            mask[block] = 1.0 if np.dtype(dtype).kind == "f" else 0.0
+        return mask
 
     def observed_data(self) -> dict[str, np.ndarray]:
         data = {}
