@@ -7,8 +7,10 @@ cancel drift, and prints medians with min/max of:
 
 1. overhead on the six reference posteriors: wall time of resilient.sample (preflight
    included) / the raw call (numpyro.infer.MCMC(NUTS) or pm.sample) with the same model,
-   draws, chains and seed; ESS-bulk per second for both; Resilient's own split into
-   preflight, compile, warm-up and sampling seconds;
+   draws, chains and seed (seed 12345 + repeat, shared by both sides); ESS-bulk per second
+   for both; Resilient's own split into preflight, compile, warm-up and sampling seconds;
+   and the ratio of leapfrog steps taken while sampling, which says whether both sides did
+   the same work (far from 1, a wall ratio is the chains' luck rather than overhead);
 2. sick models: P1 (the motivating model) time to a usable answer vs what the raw backend
    does, and P5 (centred eight schools) min ESS-bulk/s and divergence rate;
 3. preflight cost in units of one log-density-and-gradient evaluation.
@@ -60,7 +62,7 @@ def posterior_dict(data) -> dict[str, np.ndarray]:
     return {name: data.posterior[name].values for name in data.posterior.data_vars}
 
 
-def raw_numpyro(function, data, draws, tune, chains):
+def raw_numpyro(function, data, draws, tune, chains, seed=SEED):
     import jax
     import numpyro
     from numpyro.infer import MCMC, NUTS
@@ -70,43 +72,46 @@ def raw_numpyro(function, data, draws, tune, chains):
     with jax.enable_x64(True):
         mcmc = MCMC(NUTS(function), num_warmup=tune, num_samples=draws, num_chains=chains,
                     chain_method=method, progress_bar=False)
-        mcmc.run(jax.random.PRNGKey(SEED), extra_fields=("diverging",), **data)
+        mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps"), **data)
         samples = mcmc.get_samples(group_by_chain=True)
-        diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+        fields = mcmc.get_extra_fields(group_by_chain=True)
     seconds = time.perf_counter() - start
     del numpyro
-    return seconds, {k: np.asarray(v) for k, v in samples.items()}, float(diverging.mean())
+    diverging, steps = np.asarray(fields["diverging"]), int(np.sum(fields["num_steps"]))
+    return seconds, {k: np.asarray(v) for k, v in samples.items()}, float(diverging.mean()), steps
 
 
-def raw_pymc(name, data, draws, tune, chains):
+def raw_pymc(name, data, draws, tune, chains, seed=SEED):
     import pymc as pm
 
     start = time.perf_counter()
     model = pymc_model(name, data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = pm.sample(draws, tune=tune, chains=chains, cores=min(chains, os.cpu_count() or 1), random_seed=SEED,
+        result = pm.sample(draws, tune=tune, chains=chains, cores=min(chains, os.cpu_count() or 1), random_seed=seed,
                            progressbar=False, compute_convergence_checks=False, model=model)
     seconds = time.perf_counter() - start
-    return seconds, posterior_dict(result), float(result.sample_stats["diverging"].values.mean())
+    return (seconds, posterior_dict(result), float(result.sample_stats["diverging"].values.mean()),
+            int(result.sample_stats["n_steps"].values.sum()))
 
 
-def with_resilient(backend, name, data, draws, tune, chains, native=True):
+def with_resilient(backend, name, data, draws, tune, chains, native=True, seed=SEED):
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if backend == "numpyro":
             model = numpyro_models()[name] if native else reference_models.LOADERS[name][0]
             result = resilient.sample(model, backend="numpyro", draws=draws, tune=tune, chains=chains,
-                                      random_seed=SEED, progressbar=False, **data)
+                                      random_seed=seed, progressbar=False, **data)
         else:
             result = resilient.sample(model=pymc_model(name, data), draws=draws, tune=tune, chains=chains,
-                                      random_seed=SEED, progressbar=False)
+                                      random_seed=seed, progressbar=False)
     seconds = time.perf_counter() - start
     attempts = record.read_attempts(result)
     split = {key: sum(a.get(key, 0.0) or 0.0 for a in attempts)
              for key in ("compile_seconds", "warmup_seconds", "sampling_seconds")}
     split["preflight_seconds"] = (record.read_preflight(result) or {}).get("seconds", 0.0)
+    split["steps"] = int(result.sample_stats["n_steps"].values.sum())
     return seconds, posterior_dict(result), float(result.sample_stats["diverging"].values.mean()), split, attempts
 
 
@@ -119,30 +124,37 @@ def overhead(backends, names, draws, tune, chains, repeats):
     for name in names:
         _, data, _ = reference_models.load(name)
         for backend in backends:
-            raw_times, res_times, raw_ess, res_ess, splits = [], [], [], [], []
+            raw_times, res_times, raw_ess, res_ess, splits, steps = [], [], [], [], [], []
             for repeat in range(repeats):
+                # One seed per repeat, shared by both sides: a single seed would compare one pair of
+                # chains (their warm-up lengths differ by luck) however many repeats ran.
+                seed = SEED + repeat
                 order = ["raw", "resilient"] if repeat % 2 == 0 else ["resilient", "raw"]
                 for side in order:
                     if side == "raw":
                         if backend == "numpyro":
-                            seconds, posterior, _ = raw_numpyro(numpyro_models()[name], data, draws, tune, chains)
+                            seconds, posterior, _, raw_steps = raw_numpyro(numpyro_models()[name], data, draws, tune,
+                                                                           chains, seed)
                         else:
-                            seconds, posterior, _ = raw_pymc(name, data, draws, tune, chains)
+                            seconds, posterior, _, raw_steps = raw_pymc(name, data, draws, tune, chains, seed)
                         raw_times.append(seconds)
                         raw_ess.append(min_ess_bulk(posterior) / seconds)
                     else:
-                        seconds, posterior, _, split, _ = with_resilient(backend, name, data, draws, tune, chains)
+                        seconds, posterior, _, split, _ = with_resilient(backend, name, data, draws, tune, chains,
+                                                                         seed=seed)
                         res_times.append(seconds)
                         res_ess.append(min_ess_bulk(posterior) / seconds)
                         splits.append(split)
+                steps.append(split["steps"] / raw_steps)
             ratios = [r / a for r, a in zip(res_times, raw_times)]
             row = {"model": name, "backend": backend, "ratio": summarise(ratios), "raw_seconds": summarise(raw_times),
                    "resilient_seconds": summarise(res_times), "raw_ess_per_second": summarise(raw_ess),
-                   "resilient_ess_per_second": summarise(res_ess),
+                   "resilient_ess_per_second": summarise(res_ess), "steps_ratio": summarise(steps),
                    "resilient_split": {k: statistics.median(s[k] for s in splits) for k in splits[0]}}
             rows.append(row)
             print(f"{name:42s} {backend:8s} ratio {row['ratio']['median']:.2f} "
-                  f"(raw {row['raw_seconds']['median']:.1f} s, resilient {row['resilient_seconds']['median']:.1f} s)",
+                  f"(raw {row['raw_seconds']['median']:.1f} s, resilient {row['resilient_seconds']['median']:.1f} s, "
+                  f"leapfrog steps x{row['steps_ratio']['median']:.2f})",
                   flush=True)
     return rows
 
@@ -154,10 +166,10 @@ def sick(backends, draws, tune, chains):
         start = time.perf_counter()
         try:
             if backend == "numpyro":
-                _, posterior, divergent = raw_numpyro(numpyro_models()["motivating"], {}, draws, tune, chains)
+                _, posterior, divergent, _ = raw_numpyro(numpyro_models()["motivating"], {}, draws, tune, chains)
                 raw_outcome = f"sampled, {100 * divergent:.2f}% divergent"
             else:
-                _, posterior, divergent = raw_pymc("motivating", {}, draws, tune, chains)
+                _, posterior, divergent, _ = raw_pymc("motivating", {}, draws, tune, chains)
                 raw_outcome = f"sampled, {100 * divergent:.2f}% divergent"
         except Exception as error:  # the raw backend's failure is the measurement
             raw_outcome = f"{type(error).__name__}: {str(error)[:80]}"
@@ -170,10 +182,10 @@ def sick(backends, draws, tune, chains):
         # P5: centred eight schools.
         _, data, _ = reference_models.load("eight_schools-eight_schools_noncentered")
         if backend == "numpyro":
-            raw_seconds, posterior, raw_div = raw_numpyro(numpyro_models()["eight_schools_centered"], data, draws,
+            raw_seconds, posterior, raw_div, _ = raw_numpyro(numpyro_models()["eight_schools_centered"], data, draws,
                                                           tune, chains)
         else:
-            raw_seconds, posterior, raw_div = raw_pymc("eight_schools_centered", data, draws, tune, chains)
+            raw_seconds, posterior, raw_div, _ = raw_pymc("eight_schools_centered", data, draws, tune, chains)
         raw_ess = min_ess_bulk({k: v for k, v in posterior.items() if k in ("mu", "tau", "theta")}) / raw_seconds
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -224,20 +236,25 @@ def preflight_cost(backends, names, repeats=5):
     return rows
 
 
+def _steps(row) -> str:
+    ratio = row.get("steps_ratio")
+    return f"{ratio['median']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}]" if ratio else "-"
+
+
 def markdown(results) -> str:
     lines = [f"Measured {results['date']} on {results['machine']} (Python {results['python']}, "
              + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
              + f"); draws={results['settings']['draws']}, tune={results['settings']['tune']}, "
              f"chains={results['settings']['chains']}, {results['settings']['repeats']} repeat(s), medians [min-max].", "",
-             "| model | backend | wall ratio resilient/raw | raw s | resilient s (preflight incl. compile / recompile / warm-up incl. JIT / sampling) | ESS-bulk/s raw | ESS-bulk/s resilient |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | backend | wall ratio resilient/raw | raw s | resilient s (preflight incl. compile / recompile / warm-up incl. JIT / sampling) | leapfrog steps resilient/raw | ESS-bulk/s raw | ESS-bulk/s resilient |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in results["overhead"]:
         split = row["resilient_split"]
         lines.append(
             f"| {row['model']} | {row['backend']} | {row['ratio']['median']:.2f} [{row['ratio']['min']:.2f}-{row['ratio']['max']:.2f}] "
             f"| {row['raw_seconds']['median']:.1f} | {row['resilient_seconds']['median']:.1f} "
             f"({split['preflight_seconds']:.1f} / {split['compile_seconds']:.1f} / {split['warmup_seconds']:.1f} / {split['sampling_seconds']:.1f}) "
-            f"| {row['raw_ess_per_second']['median']:.0f} | {row['resilient_ess_per_second']['median']:.0f} |")
+            f"| {_steps(row)} | {row['raw_ess_per_second']['median']:.0f} | {row['resilient_ess_per_second']['median']:.0f} |")
     lines += ["", "| sick model | backend | raw backend | Resilient |", "|---|---|---|---|"]
     for row in results["sick"]:
         if row["case"] == "P1":
