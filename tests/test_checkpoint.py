@@ -1,5 +1,6 @@
 """Nothing finished is lost: chunks on disk survive SIGKILL; a NumPyro run resumes from its state."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ CHILD = textwrap.dedent("""
 def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
     folder = tmp_path / "run"
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), backend=backend, folder=str(folder))],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 240
     try:
         while len(list(folder.glob("attempt-01/chunk-*.nc"))) < 3:
@@ -45,6 +46,10 @@ def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
         child.stderr.close()
+        # PyMC's chain workers outlive a SIGKILLed parent (each holds its siblings' pipe ends,
+        # so none sees EOF): end them with the child's session, not left asleep for good.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
     assert child.returncode == -signal.SIGKILL
     files = sorted(folder.glob("attempt-01/chunk-*.nc"))
     per_chain = {}
