@@ -927,9 +927,7 @@ class NumPyroCompiledModel:
 
     def _function(self, name: str) -> Callable:
         if name not in self._jitted:
-            if name == "log_density":
-                function = self._log_density
-            elif name == "value_and_grad":
+            if name == "value_and_grad":
                 function = jax.value_and_grad(self._log_density)
             elif name == "site_terms":
                 function = self._site_terms
@@ -955,8 +953,9 @@ class NumPyroCompiledModel:
     # -- CompiledModel ------------------------------------------------------------------------
 
     def log_density(self, x: np.ndarray) -> float:
-        with self.precision():
-            return float(self._function("log_density")(self._input(x)))
+        """The value half of :meth:`log_density_and_gradient`: one jitted function for both saves
+        a compilation (0.1-0.3 s) on every model, for a gradient that costs microseconds here."""
+        return self.log_density_and_gradient(x)[0]
 
     def log_density_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         with self.precision():
