@@ -496,10 +496,14 @@ class PyMCCompiledModel:
     def blocks(self) -> dict[str, slice]:
         return {latent: block for latent, _, _, _, block in self._layout}
 
-    def _inputs(self, x: np.ndarray) -> list[np.ndarray]:
+    def _vector(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (self.dimension,):
             raise ValueError(f"x must have shape ({self.dimension},), got {x.shape}.")
+        return x
+
+    def _inputs(self, x: np.ndarray) -> list[np.ndarray]:
+        x = self._vector(x)
         return [x[block].reshape(shape).astype(dtype) for _, _, shape, dtype, block in self._layout]
 
     def _point(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -549,9 +553,7 @@ class PyMCCompiledModel:
         return self.log_density_and_gradient(x)[0]
 
     def log_density_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        x = np.asarray(x, dtype=np.float64)
-        if x.shape != (self.dimension,):
-            raise ValueError(f"x must have shape ({self.dimension},), got {x.shape}.")
+        x = self._vector(x)
         if not self.value_vars:
             values = self._evaluate(self._logp_only_fn, x)
             return (float("nan") if values is None else float(values[0])), np.zeros(0)
@@ -711,7 +713,7 @@ class PyMCCompiledModel:
         if strategy == "median":
             return self._median.copy()
         for _ in range(10):
-            x = self._median + self._jitter_mask * rng.uniform(-1.0, 1.0, size=self.dimension)
+            x = self._median + rng.uniform(-1.0, 1.0, size=self.dimension)
             if np.isfinite(self.log_density(x)):
                 break
         return x
@@ -720,14 +722,6 @@ class PyMCCompiledModel:
     def _median(self) -> np.ndarray:
         """The model's initial point (``support_point`` unless ``initval`` says otherwise)."""
         return self._flatten(self._initial_point_fn("median")(0))
-
-    @_lazy
-    def _jitter_mask(self) -> np.ndarray:
-        """1 on continuous blocks, 0 on discrete ones: where PyMC's jitter applies."""
-        mask = np.zeros(self.dimension)
-        for _, _, _, dtype, block in self._layout:
-            mask[block] = 1.0 if np.dtype(dtype).kind == "f" else 0.0
-        return mask
 
     def observed_data(self) -> dict[str, np.ndarray]:
         data = {}

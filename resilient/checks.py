@@ -83,11 +83,8 @@ def check_compiled(compiled: Any, model: Model | NativeModel, backend: str, *, r
     findings += _prior_findings(compiled.sites)
     points = _points(compiled, random_seed, prior_points, uniform_points, findings)
     numeric: dict[tuple, list[Finding]] = {}
-    first_gradient = None
-    for label, x in points:
-        value, gradient = compiled.log_density_and_gradient(x)
-        if first_gradient is None:
-            first_gradient = gradient
+    evaluated = [(label, x, *compiled.log_density_and_gradient(x)) for label, x in points]
+    for label, x, value, gradient in evaluated:
         if np.isfinite(value) and np.all(np.isfinite(gradient)):
             continue
         for finding in _attribute(compiled, model, x, label, value, gradient):
@@ -100,7 +97,7 @@ def check_compiled(compiled: Any, model: Model | NativeModel, backend: str, *, r
                 "starts from finite points but may diverge near this region."))
         findings.append(first)
     if points and not any(f.severity == "error" for f in findings):
-        findings += _finite_difference(compiled, points[0][1], first_gradient, random_seed, model.float32)
+        findings += _finite_difference(compiled, points[0][1], evaluated[0][3], random_seed, model.float32)
     return PreflightReport(model.name, backend, tuple(findings), time.perf_counter() - start, len(points))
 
 
