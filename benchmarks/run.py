@@ -73,12 +73,13 @@ def raw_numpyro(function, data, draws, tune, chains, seed=SEED):
         mcmc = MCMC(NUTS(function), num_warmup=tune, num_samples=draws, num_chains=chains,
                     chain_method=method, progress_bar=False)
         mcmc.run(jax.random.PRNGKey(seed), extra_fields=("diverging", "num_steps"), **data)
-        samples = mcmc.get_samples(group_by_chain=True)
-        fields = mcmc.get_extra_fields(group_by_chain=True)
+        # MCMC.run returns before XLA has finished (asynchronous dispatch): stop the clock only
+        # once the draws are in host memory, as Resilient's are when resilient.sample returns.
+        samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        fields = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
     seconds = time.perf_counter() - start
     del numpyro
-    diverging, steps = np.asarray(fields["diverging"]), int(np.sum(fields["num_steps"]))
-    return seconds, {k: np.asarray(v) for k, v in samples.items()}, float(diverging.mean()), steps
+    return seconds, samples, float(fields["diverging"].mean()), int(np.sum(fields["num_steps"]))
 
 
 def raw_pymc(name, data, draws, tune, chains, seed=SEED):
