@@ -33,8 +33,11 @@ Choices documented here because the contract leaves them to the adapter:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -172,6 +175,50 @@ def _quiet_fork() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         yield
+
+
+class _WorkersDieWithUs:
+    """A multiprocessing context that is ``base`` except that its processes die with the one that
+    started them (Linux ``PR_SET_PDEATHSIG``), passed to ``pm.sample`` as ``mp_ctx``.
+
+    PyMC's chain workers otherwise outlive a parent killed by SIGKILL (the OOM killer, a batch
+    scheduler): each forked worker holds its siblings' pipe ends, so none sees EOF, and they sleep
+    holding their memory until someone kills them by hand.
+    """
+
+    def __init__(self, base: Any) -> None:
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def Process(self, *, target: Callable, args: tuple = (), **kwargs: Any) -> Any:  # noqa: N802
+        # fork and spawn start the worker from this process, so a parent id other than ours means
+        # we died before the worker could ask to die with us; under a fork server it is the server.
+        parent = os.getpid() if self._base.get_start_method() in ("fork", "spawn") else None
+        return self._base.Process(target=_die_with_parent, args=(parent, target, *args), **kwargs)
+
+
+def _die_with_parent(parent: int | None, target: Callable, *args: Any) -> Any:
+    """Run ``target(*args)`` in a worker that gets SIGKILL when its parent exits (Linux only)."""
+    before = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl here: the worker runs as PyMC would run it
+        pass
+    if os.getppid() != (before if parent is None else parent):
+        os._exit(1)  # the parent is already gone
+    return target(*args)
+
+
+def _chain_worker_context() -> Any:
+    """The ``mp_ctx`` for ``pm.sample``: PyMC's own choice on Linux (the platform default start
+    method; our models compile without JAX), with workers that die with us; ``None`` (PyMC
+    decides) elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return _WorkersDieWithUs(multiprocessing.get_context())
 
 
 @contextlib.contextmanager
@@ -828,6 +875,7 @@ class PyMCCompiledModel:
                     discard_tuned_samples=True,
                     callback=collector,
                     model=self.model,
+                    mp_ctx=_chain_worker_context(),
                     **sample_kwargs,
                 )
             except BaseException as error:

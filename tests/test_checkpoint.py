@@ -30,6 +30,29 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state, ppid, ...), or None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
 @pytest.mark.parametrize("backend", [pytest.param("numpyro", marks=pytest.mark.numpyro),
                                      pytest.param("pymc", marks=pytest.mark.pymc)])
 def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
@@ -42,12 +65,21 @@ def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
             assert child.poll() is None, child.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, "no chunk reached the disk within 240 s"
             time.sleep(0.2)
+        workers = _children(child.pid) if sys.platform.startswith("linux") else []
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
         child.stderr.close()
-        # PyMC's chain workers outlive a SIGKILLed parent (each holds its siblings' pipe ends,
-        # so none sees EOF): end them with the child's session, not left asleep for good.
+    try:
+        if backend == "pymc" and sys.platform.startswith("linux"):
+            # PyMC's chain workers would outlive a SIGKILLed parent (each holds its siblings' pipe
+            # ends, so none sees EOF); the adapter's mp_ctx makes them die with it.
+            assert len(workers) == 2, f"expected 2 chain workers, found {workers}"
+            deadline = time.monotonic() + 30
+            while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not any(_alive(pid) for pid in workers), f"chain workers {workers} outlived their parent"
+    finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
     assert child.returncode == -signal.SIGKILL
