@@ -183,7 +183,8 @@ class _WorkersDieWithUs:
 
     PyMC's chain workers otherwise outlive a parent killed by SIGKILL (the OOM killer, a batch
     scheduler): each forked worker holds its siblings' pipe ends, so none sees EOF, and they sleep
-    holding their memory until someone kills them by hand.
+    holding their memory until someone kills them by hand. The kernel ties the signal to the
+    thread that started the worker: the one blocked in ``pm.sample`` until the workers are done.
     """
 
     def __init__(self, base: Any) -> None:
