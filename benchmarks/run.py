@@ -11,8 +11,9 @@ cancel drift, and prints medians with min/max of:
    for both; Resilient's own split into preflight, compile, warm-up and sampling seconds;
    and the ratio of leapfrog steps taken while sampling, which says whether both sides did
    the same work (far from 1, a wall ratio is the chains' luck rather than overhead);
-2. sick models: P1 (the motivating model) time to a usable answer vs what the raw backend
-   does, and P5 (centred eight schools) min ESS-bulk/s and divergence rate;
+2. sick models, each repeat with the same seeds as above: P1 (the motivating model) time to a
+   usable answer vs what the raw backend does, and P5 (centred eight schools) min ESS-bulk/s
+   and divergence rate, raw centred vs Resilient;
 3. preflight cost in units of one log-density-and-gradient evaluation.
 
 Results go to benchmarks/results/<date>.json and a Markdown table to benchmarks/results/latest.md.
@@ -160,47 +161,69 @@ def overhead(backends, names, draws, tune, chains, repeats):
     return rows
 
 
-def sick(backends, draws, tune, chains):
-    rows = []
-    for backend in backends:
-        # P1: the motivating model, written natively.
-        start = time.perf_counter()
-        try:
-            if backend == "numpyro":
-                _, posterior, divergent, _ = raw_numpyro(numpyro_models()["motivating"], {}, draws, tune, chains)
-                raw_outcome = f"sampled, {100 * divergent:.2f}% divergent"
-            else:
-                _, posterior, divergent, _ = raw_pymc("motivating", {}, draws, tune, chains)
-                raw_outcome = f"sampled, {100 * divergent:.2f}% divergent"
-        except Exception as error:  # the raw backend's failure is the measurement
-            raw_outcome = f"{type(error).__name__}: {str(error)[:80]}"
-        raw_seconds = time.perf_counter() - start
-        seconds, posterior, divergent, _, attempts = with_resilient(backend, "motivating", {}, draws, tune, chains)
-        rows.append({"case": "P1", "backend": backend, "raw_outcome": raw_outcome, "raw_seconds": raw_seconds,
-                     "resilient_seconds": seconds, "resilient_divergent": divergent, "attempts": len(attempts)})
-        print(f"P1 {backend}: raw {raw_outcome} after {raw_seconds:.1f} s; resilient {seconds:.1f} s, "
-              f"{len(attempts)} attempt(s), {100 * divergent:.2f}% divergent", flush=True)
-        # P5: centred eight schools.
-        _, data, _ = reference_models.load("eight_schools-eight_schools_noncentered")
+def p1_once(backend, draws, tune, chains, seed):
+    """P1, the motivating model written natively: what the raw backend does, and Resilient's time
+    to a usable answer."""
+    start = time.perf_counter()
+    try:
         if backend == "numpyro":
-            raw_seconds, posterior, raw_div, _ = raw_numpyro(numpyro_models()["eight_schools_centered"], data, draws,
-                                                          tune, chains)
+            _, _, divergent, _ = raw_numpyro(numpyro_models()["motivating"], {}, draws, tune, chains, seed)
         else:
-            raw_seconds, posterior, raw_div, _ = raw_pymc("eight_schools_centered", data, draws, tune, chains)
-        raw_ess = min_ess_bulk({k: v for k, v in posterior.items() if k in ("mu", "tau", "theta")}) / raw_seconds
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = resilient.sample(reference_models.eight_schools_centered, backend=backend, draws=draws,
-                                      tune=tune, chains=chains, random_seed=SEED, progressbar=False, **data)
-        seconds = time.perf_counter() - start
-        res_ess = min_ess_bulk({k: result.posterior[k].values for k in ("mu", "tau", "theta")}) / seconds
-        res_div = float(result.sample_stats["diverging"].values.mean())
-        rows.append({"case": "P5", "backend": backend, "raw_ess_per_second": raw_ess, "raw_divergent": raw_div,
-                     "resilient_ess_per_second": res_ess, "resilient_divergent": res_div,
-                     "ess_ratio": res_ess / raw_ess, "attempts": len(record.read_attempts(result))})
-        print(f"P5 {backend}: min ESS/s raw {raw_ess:.1f} ({100 * raw_div:.2f}% div) vs resilient {res_ess:.1f} "
-              f"({100 * res_div:.2f}% div): x{res_ess / raw_ess:.1f}", flush=True)
+            _, _, divergent, _ = raw_pymc("motivating", {}, draws, tune, chains, seed)
+        raw_outcome = f"sampled, {100 * divergent:.2f}% divergent"
+    except Exception as error:  # the raw backend's failure is the measurement
+        raw_outcome = f"{type(error).__name__}: {str(error)[:80]}"
+    raw_seconds = time.perf_counter() - start
+    seconds, _, divergent, _, attempts = with_resilient(backend, "motivating", {}, draws, tune, chains, seed=seed)
+    return {"raw_outcome": raw_outcome, "raw_seconds": raw_seconds, "resilient_seconds": seconds,
+            "resilient_divergent": divergent, "attempts": len(attempts)}
+
+
+def p5_once(backend, data, draws, tune, chains, seed):
+    """P5, centred eight schools: min ESS-bulk/s and divergence rate, raw centred vs Resilient."""
+    if backend == "numpyro":
+        raw_seconds, posterior, raw_div, _ = raw_numpyro(numpyro_models()["eight_schools_centered"], data, draws,
+                                                      tune, chains, seed)
+    else:
+        raw_seconds, posterior, raw_div, _ = raw_pymc("eight_schools_centered", data, draws, tune, chains, seed)
+    raw_ess = min_ess_bulk({k: v for k, v in posterior.items() if k in ("mu", "tau", "theta")}) / raw_seconds
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = resilient.sample(reference_models.eight_schools_centered, backend=backend, draws=draws,
+                                  tune=tune, chains=chains, random_seed=seed, progressbar=False, **data)
+    seconds = time.perf_counter() - start
+    res_ess = min_ess_bulk({k: result.posterior[k].values for k in ("mu", "tau", "theta")}) / seconds
+    return {"raw_ess_per_second": raw_ess, "raw_divergent": raw_div, "resilient_ess_per_second": res_ess,
+            "resilient_divergent": float(result.sample_stats["diverging"].values.mean()),
+            "ess_ratio": res_ess / raw_ess, "attempts": len(record.read_attempts(result))}
+
+
+def sick(backends, draws, tune, chains, repeats):
+    """P1 and P5 on each backend, ``repeats`` times with seed SEED + repeat: medians [min-max]."""
+    rows = []
+    _, data, _ = reference_models.load("eight_schools-eight_schools_noncentered")
+    for backend in backends:
+        for case, once in (("P1", lambda seed: p1_once(backend, draws, tune, chains, seed)),
+                           ("P5", lambda seed: p5_once(backend, data, draws, tune, chains, seed))):
+            runs = [once(SEED + repeat) for repeat in range(repeats)]
+            row = {"case": case, "backend": backend, "runs": runs}
+            for key, value in runs[0].items():
+                if key == "raw_outcome":
+                    row[key] = sorted({run[key] for run in runs})
+                elif key == "attempts":
+                    row[key] = [run[key] for run in runs]
+                else:
+                    row[key] = summarise([run[key] for run in runs])
+            rows.append(row)
+            if case == "P1":
+                print(f"P1 {backend}: raw {'; '.join(row['raw_outcome'])} after {row['raw_seconds']['median']:.1f} s; "
+                      f"resilient {row['resilient_seconds']['median']:.1f} s, attempts {row['attempts']}", flush=True)
+            else:
+                print(f"P5 {backend}: min ESS/s x{row['ess_ratio']['median']:.1f} "
+                      f"[{row['ess_ratio']['min']:.1f}-{row['ess_ratio']['max']:.1f}], divergent raw "
+                      f"{100 * row['raw_divergent']['median']:.2f}% vs resilient "
+                      f"{100 * row['resilient_divergent']['median']:.2f}%", flush=True)
     return rows
 
 
@@ -237,6 +260,16 @@ def preflight_cost(backends, names, repeats=5):
     return rows
 
 
+def _span(summary, spec) -> str:
+    """``median [min-max]``, or one number when every repeat gave it."""
+    median, low, high = (format(summary[k], spec) for k in ("median", "min", "max"))
+    return median if low == high else f"{median} [{low}-{high}]"
+
+
+def _attempts(row) -> str:
+    return "/".join(str(a) for a in row["attempts"])
+
+
 def _steps(row) -> str:
     ratio = row.get("steps_ratio")
     return f"{ratio['median']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}]" if ratio else "-"
@@ -259,13 +292,16 @@ def markdown(results) -> str:
     lines += ["", "| sick model | backend | raw backend | Resilient |", "|---|---|---|---|"]
     for row in results["sick"]:
         if row["case"] == "P1":
-            lines.append(f"| P1 motivating | {row['backend']} | {row['raw_outcome']} ({row['raw_seconds']:.1f} s) | "
-                         f"usable answer in {row['resilient_seconds']:.1f} s, {row['attempts']} attempt(s), "
-                         f"{100 * row['resilient_divergent']:.2f}% divergent |")
+            lines.append(f"| P1 motivating | {row['backend']} | {'; '.join(row['raw_outcome'])} "
+                         f"({_span(row['raw_seconds'], '.1f')} s) | usable answer in "
+                         f"{_span(row['resilient_seconds'], '.1f')} s, attempts {_attempts(row)}, "
+                         f"{_span(row['resilient_divergent'], '.2%')} divergent |")
         else:
-            lines.append(f"| P5 centred eight schools | {row['backend']} | min ESS-bulk/s {row['raw_ess_per_second']:.1f}, "
-                         f"{100 * row['raw_divergent']:.2f}% divergent | min ESS-bulk/s {row['resilient_ess_per_second']:.1f} "
-                         f"(x{row['ess_ratio']:.1f}), {100 * row['resilient_divergent']:.2f}% divergent |")
+            lines.append(f"| P5 centred eight schools | {row['backend']} | min ESS-bulk/s "
+                         f"{_span(row['raw_ess_per_second'], '.1f')}, {_span(row['raw_divergent'], '.2%')} divergent "
+                         f"| min ESS-bulk/s {_span(row['resilient_ess_per_second'], '.1f')} "
+                         f"(x{_span(row['ess_ratio'], '.1f')}), {_span(row['resilient_divergent'], '.2%')} divergent, "
+                         f"attempts {_attempts(row)} |")
     lines += ["", "| model | backend | preflight in gradient evaluations | preflight ms |", "|---|---|---|---|"]
     for row in results["preflight"]:
         lines.append(f"| {row['model']} | {row['backend']} | {row['preflight_in_gradients']:.1f} | "
@@ -295,7 +331,7 @@ def main(argv=None) -> int:
         "versions": {p: metadata.version(p) for p in ("numpyro", "jax", "pymc", "arviz")},
         "settings": {"draws": draws, "tune": tune, "chains": chains, "repeats": repeats},
         "overhead": [] if "overhead" in skip else overhead(backends, names, draws, tune, chains, repeats),
-        "sick": [] if "sick" in skip else sick(backends, draws, tune, chains),
+        "sick": [] if "sick" in skip else sick(backends, draws, tune, chains, repeats),
         "preflight": [] if "preflight" in skip else preflight_cost(backends, names),
     }
     out = ROOT / "benchmarks" / "results"
