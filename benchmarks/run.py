@@ -266,6 +266,16 @@ def _span(summary, spec) -> str:
     return median if low == high else f"{median} [{low}-{high}]"
 
 
+def _outcomes(row) -> str:
+    """The raw backend's P1 outcomes; runs that all sampled as one range of divergence rates."""
+    outcomes = row["raw_outcome"]
+    rates = [o.removeprefix("sampled, ").removesuffix("% divergent") for o in outcomes]
+    if len(outcomes) > 1 and all(o.startswith("sampled, ") for o in outcomes):
+        values = sorted(float(r) for r in rates)
+        return f"sampled, {values[0]:.2f}-{values[-1]:.2f}% divergent"
+    return "; ".join(outcomes)
+
+
 def _attempts(row) -> str:
     return "/".join(str(a) for a in row["attempts"])
 
@@ -292,7 +302,7 @@ def markdown(results) -> str:
     lines += ["", "| sick model | backend | raw backend | Resilient |", "|---|---|---|---|"]
     for row in results["sick"]:
         if row["case"] == "P1":
-            lines.append(f"| P1 motivating | {row['backend']} | {'; '.join(row['raw_outcome'])} "
+            lines.append(f"| P1 motivating | {row['backend']} | {_outcomes(row)} "
                          f"({_span(row['raw_seconds'], '.1f')} s) | usable answer in "
                          f"{_span(row['resilient_seconds'], '.1f')} s, attempts {_attempts(row)}, "
                          f"{_span(row['resilient_divergent'], '.2%')} divergent |")
