@@ -208,7 +208,7 @@ def sick(backends, draws, tune, chains, repeats):
                            ("P5", lambda seed: p5_once(backend, data, draws, tune, chains, seed))):
             runs = [once(SEED + repeat) for repeat in range(repeats)]
             row = {"case": case, "backend": backend, "runs": runs}
-            for key, value in runs[0].items():
+            for key in runs[0]:
                 if key == "raw_outcome":
                     row[key] = sorted({run[key] for run in runs})
                 elif key == "attempts":
@@ -269,10 +269,9 @@ def _span(summary, spec) -> str:
 def _outcomes(row) -> str:
     """The raw backend's P1 outcomes; runs that all sampled as one range of divergence rates."""
     outcomes = row["raw_outcome"]
-    rates = [o.removeprefix("sampled, ").removesuffix("% divergent") for o in outcomes]
     if len(outcomes) > 1 and all(o.startswith("sampled, ") for o in outcomes):
-        values = sorted(float(r) for r in rates)
-        return f"sampled, {values[0]:.2f}-{values[-1]:.2f}% divergent"
+        rates = sorted(float(o.removeprefix("sampled, ").removesuffix("% divergent")) for o in outcomes)
+        return f"sampled, {rates[0]:.2f}-{rates[-1]:.2f}% divergent"
     return "; ".join(outcomes)
 
 
@@ -281,8 +280,7 @@ def _attempts(row) -> str:
 
 
 def _steps(row) -> str:
-    ratio = row.get("steps_ratio")
-    return f"{ratio['median']:.2f} [{ratio['min']:.2f}-{ratio['max']:.2f}]" if ratio else "-"
+    return _span(row["steps_ratio"], ".2f") if "steps_ratio" in row else "-"
 
 
 def markdown(results) -> str:
@@ -295,7 +293,7 @@ def markdown(results) -> str:
     for row in results["overhead"]:
         split = row["resilient_split"]
         lines.append(
-            f"| {row['model']} | {row['backend']} | {row['ratio']['median']:.2f} [{row['ratio']['min']:.2f}-{row['ratio']['max']:.2f}] "
+            f"| {row['model']} | {row['backend']} | {_span(row['ratio'], '.2f')} "
             f"| {row['raw_seconds']['median']:.1f} | {row['resilient_seconds']['median']:.1f} "
             f"({split['preflight_seconds']:.1f} / {split['compile_seconds']:.1f} / {split['warmup_seconds']:.1f} / {split['sampling_seconds']:.1f}) "
             f"| {_steps(row)} | {row['raw_ess_per_second']['median']:.0f} | {row['resilient_ess_per_second']['median']:.0f} |")
