@@ -36,6 +36,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
@@ -53,7 +54,7 @@ from pytensor.tensor import special as _special
 
 from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
 from resilient.distributions import Distribution, Truncated
-from resilient.errors import UnsupportedModelError
+from resilient.errors import SamplerError, UnsupportedModelError
 from resilient.model import Model, NativeModel, Site, Trace
 
 __all__ = ["PyMCAdapter", "PyMCCompiledModel", "PyMCSiteHandler", "PYTENSOR_MATH", "to_pymc"]
@@ -189,6 +190,7 @@ class _WorkersDieWithUs:
 
     def __init__(self, base: Any) -> None:
         self._base = base
+        self.processes: list[Any] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._base, name)
@@ -197,7 +199,9 @@ class _WorkersDieWithUs:
         # fork and spawn start the worker from this process, so a parent id other than ours means
         # we died before the worker could ask to die with us; under a fork server it is the server.
         parent = os.getpid() if self._base.get_start_method() in ("fork", "spawn") else None
-        return self._base.Process(target=_die_with_parent, args=(parent, target, *args), **kwargs)
+        process = self._base.Process(target=_die_with_parent, args=(parent, target, *args), **kwargs)
+        self.processes.append(process)
+        return process
 
 
 def _die_with_parent(parent: int | None, target: Callable, *args: Any) -> Any:
@@ -855,6 +859,7 @@ class PyMCCompiledModel:
         }
         sample_kwargs: dict[str, Any] = {"initvals": initvals, "init": init, "nuts": nuts}
         collector = _Collector(self, settings, on_chunk)
+        workers = _chain_worker_context()
         started = time.monotonic()
         # np.errstate: PyMC's NUTS reads overflow in its mass matrix or energy as a divergence;
         # NumPy's RuntimeWarning about it is noise (and an exception where warnings are errors,
@@ -876,7 +881,7 @@ class PyMCCompiledModel:
                     discard_tuned_samples=True,
                     callback=collector,
                     model=self.model,
-                    mp_ctx=_chain_worker_context(),
+                    mp_ctx=workers,
                     **sample_kwargs,
                 )
             except BaseException as error:
@@ -894,6 +899,9 @@ class PyMCCompiledModel:
                     if collector.reason not in ("stopped", "error"):
                         control.disarm()
                         collector.flush_all()
+                    failure = None if collector.reason == "error" else _sampler_failure(error, workers)
+                    if failure is not None:
+                        raise failure from error
                     raise
             finally:
                 control.disarm()
@@ -931,8 +939,66 @@ class PyMCCompiledModel:
 
 
 # --------------------------------------------------------------------------------------------
-# Sampling helpers: the per-draw callback and the stop control
+# Sampling helpers: PyMC's failures, the per-draw callback and the stop control
 # --------------------------------------------------------------------------------------------
+
+
+#: what PyMC's own failures mean, for the sentence users read.
+_FAILURE_HINTS = {
+    "Bad initial energy": "the energy at the chain's position was not finite (the log density or the "
+                          "momentum overflowed, e.g. after the chain wandered into a region where the model is "
+                          "not defined)",
+    "Mass matrix contains zeros": "the adapted mass matrix has a zero variance (a latent the density ignores)",
+}
+
+
+def _sampler_failure(error: BaseException, workers: Any = None) -> SamplerError | None:
+    """PyMC's sampler failing mid-run, as a :class:`SamplerError`; ``None`` for any other error.
+
+    A chain worker's error reaches us as ``ParallelSamplingError`` (whatever the worker raised),
+    a worker that died without a word as ``EOFError`` or ``ConnectionResetError`` on its pipe
+    (``workers``, our ``mp_ctx``, knows its exit code); in-process chains raise PyMC's
+    ``SamplingError`` or the mass matrix's ``ValueError``.
+    """
+    from pymc.exceptions import SamplingError
+    from pymc.sampling.parallel import ParallelSamplingError
+
+    chain = None
+    cause: BaseException = error
+    if isinstance(error, (EOFError, ConnectionError)) and getattr(workers, "processes", None):
+        return _worker_death(workers.processes)
+    if isinstance(error, ParallelSamplingError):
+        chain = getattr(error, "_chain", None)
+        cause = error.__cause__ or error
+    elif not isinstance(error, SamplingError) and not (
+            isinstance(error, ValueError) and str(error).startswith("Mass matrix contains zeros")):
+        return None
+    text = str(cause).strip() or type(cause).__name__
+    detail = text.split(": SamplerWarning(")[0].splitlines()[0].rstrip(" .:")
+    iteration = re.search(r"\bstep=(\d+)", text)
+    where = "" if chain is None else f" chain {chain}"
+    where += "" if iteration is None else f" at iteration {iteration.group(1)} (warm-up included)"
+    hint = next((f": {h}" for key, h in _FAILURE_HINTS.items() if detail.startswith(key)), "")
+    return SamplerError(f"PyMC's NUTS stopped{where} with {type(cause).__name__}: {detail}{hint}",
+                        backend="pymc", chain=chain)
+
+
+def _worker_death(processes: Sequence[Any]) -> SamplerError:
+    """Which chain's worker died and how, from the exit codes. PyMC makes one worker per chain,
+    in chain order, and terminates the others (SIGTERM) when one fails."""
+    for process in processes:
+        process.join(timeout=1.0)
+    dead = [(chain, p) for chain, p in enumerate(processes) if p.exitcode not in (None, 0, -signal.SIGTERM)]
+    if not dead:
+        return SamplerError("a PyMC chain worker exited without reporting an error", backend="pymc")
+    chain, process = dead[0]
+    if process.exitcode < 0:
+        name = signal.Signals(-process.exitcode).name
+        how = f"was killed by {name}" + (" (what the out-of-memory killer sends)" if name == "SIGKILL" else "")
+    else:
+        how = f"exited with code {process.exitcode}"
+    return SamplerError(f"the PyMC worker of chain {chain} (pid {process.pid}) {how} without reporting an error",
+                        backend="pymc", chain=chain)
 
 
 class _ChainBuffer:

@@ -109,7 +109,12 @@ class CompiledModel(Protocol):
         """Observed values by site name."""
 
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
-        """Warm up and sample in chunks; call ``on_chunk`` after each (return False to stop)."""
+        """Warm up and sample in chunks; call ``on_chunk`` after each (return False to stop).
+
+        When the backend's sampler fails part-way (PyMC's "Bad initial energy", a chain worker
+        that died), it raises :class:`~resilient.errors.SamplerError` after delivering the
+        draws finished before the failure; an error raised by ``on_chunk`` propagates as is.
+        """
 
 
 class Adapter(Protocol):

@@ -49,3 +49,16 @@ class SamplingFailed(ResilientError, RuntimeError):
         self.attempts = attempts
         self.preflight = preflight
         self.partial = partial
+
+
+class SamplerError(ResilientError, RuntimeError):
+    """The backend's sampler stopped with an error part-way through a run.
+
+    Adapters raise it from the backend's own error after handing over every draw finished
+    before it, so the loop can keep those draws and try a remedy instead of losing the run.
+    """
+
+    def __init__(self, message: str, *, backend: str, chain: int | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.chain = chain

@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from resilient.backend import Chunk, NUTSSettings, available_backends, get_adapter
+from resilient.backend import Chunk, NUTSRun, NUTSSettings, available_backends, get_adapter
 from resilient.draws import DrawBuffer, to_datatree
-from resilient.errors import PreflightError, SamplingFailed
+from resilient.errors import PreflightError, SamplerError, SamplingFailed
 from resilient.model import Model, NativeModel
 from resilient.policy import Attempt, Policy
 
@@ -149,7 +149,7 @@ def choose_remedy(failure: str, state: LoopState, policy: Policy, sites: dict[st
     order: list[str]
     if failure in ("divergences",):
         order = ["noncenter", "target_accept", "float64", "other_backend"]
-    elif failure in ("initialization", "non-finite", "stuck", "no-draws"):
+    elif failure in ("initialization", "non-finite", "stuck", "no-draws", "sampler-error"):
         order = ["reinitialize", "float64", "target_accept", "other_backend"]
     else:  # tree-depth, convergence
         order = ["reinitialize", "noncenter", "target_accept", "other_backend"]
@@ -337,8 +337,11 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         run_settings = replace(settings, target_accept=state.target_accept, random_seed=attempt_seed,
                                initial_points=initial, deadline=deadline, chunk_size=policy.chunk_size,
                                progressbar=False)
+        crash: SamplerError | None = None
         try:
             outcome = compiled.run_nuts(run_settings, on_chunk)
+        except SamplerError as error:
+            outcome, crash = NUTSRun(completed=False, reason="sampler-error"), error
         finally:
             progress.close()
         seconds = time.monotonic() - attempt_start
@@ -349,6 +352,19 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences(),
                     compile_seconds=compile_seconds, warmup_seconds=outcome.warmup_seconds,
                     sampling_seconds=outcome.sampling_seconds)
+        if crash is not None:
+            message = f"{crash}; {buffer.complete_draws} draws per chain were finished before it"
+            new_remedy, note = (None, "the attempt cap is reached") if number == policy.max_attempts else (
+                choose_remedy("sampler-error", state, policy, compiled.sites))
+            if new_remedy is None:
+                attempts.append(Attempt(**base, failure="sampler-error", message=f"{message}; {note}",
+                                        outcome="gave-up"))
+                return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}; {note}",
+                             attempts, report, policy, warn)
+            attempts.append(Attempt(**base, failure="sampler-error", message=f"{message}; next: {note}",
+                                    outcome="retry"))
+            next_remedy = new_remedy
+            continue
         if not outcome.completed:
             kind = "budget" if outcome.reason == "deadline" else "interrupted"
             message = (f"the time budget of {policy.time_budget} s ran out during attempt {number}"

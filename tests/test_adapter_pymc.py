@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -19,11 +20,15 @@ from resilient.distributions import (
     HalfFlat, HalfNormal, HalfStudentT, InverseGamma, Laplace, LKJCholesky, Logistic, LogNormal,
     MvNormal, NegativeBinomial, Normal, Poisson, StudentT, Truncated, Uniform, Weibull,
 )
-from resilient.errors import UnsupportedModelError
+from resilient.errors import SamplerError, SamplingFailed, UnsupportedModelError
 from resilient.math import FUNCTIONS
 from resilient.model import Model, NativeModel
 
 pm = pytest.importorskip("pymc")
+import pytensor.tensor as pt  # noqa: E402
+from pytensor.graph.basic import Apply  # noqa: E402
+from pytensor.graph.op import Op  # noqa: E402
+
 from adapters.pymc import PYTENSOR_MATH, PyMCAdapter  # noqa: E402
 
 pytestmark = pytest.mark.pymc
@@ -440,6 +445,81 @@ def test_run_nuts_in_parallel_processes_and_from_given_initial_points(sampler_mo
         assert np.isclose(chunk.sample_stats["lp"][0, 0], compiled.log_density(x))
     with pytest.raises(ValueError, match=r"initial_points must have shape \(chains, dimension\) = \(2, 4\)"):
         compiled.run_nuts(NUTSSettings(chains=2, initial_points=np.zeros((2, 3))), lambda chunk: True)
+
+
+class _BreaksAfter(Op):
+    """0 for a process's first ``calls`` evaluations, then NaN (or, with ``exit``, a chain worker
+    exits on the spot): a model that breaks mid-run."""
+
+    __props__ = ("calls", "exit")
+
+    def __init__(self, calls, exit=False):
+        self.calls = calls
+        self.exit = exit
+        self.count = 0
+        self.parent = os.getpid()
+
+    def make_node(self, x):
+        return Apply(self, [pt.as_tensor_variable(x)], [pt.dscalar()])
+
+    def perform(self, node, inputs, outputs):
+        self.count += 1
+        if self.exit and self.count > self.calls and os.getpid() != self.parent:
+            os._exit(9)
+        outputs[0][0] = np.array(0.0 if self.exit or self.count <= self.calls else np.nan)
+
+    def pullback(self, inputs, outputs, cotangents):
+        return [pt.zeros_like(inputs[0])]
+
+
+@pytest.mark.filterwarnings("ignore:Numba will use object mode")
+@pytest.mark.parametrize("cores", [1, 2])
+def test_pymc_failing_mid_run_is_a_sampler_error_after_the_finished_draws(cores):
+    with pm.Model() as model:
+        x = pm.Normal("x")
+        pm.Potential("breaks", _BreaksAfter(1500)(x))
+    compiled = PyMCAdapter(cores=cores).compile(NativeModel("pymc", model))
+    chunks = []
+    settings = NUTSSettings(draws=500, tune=500, chains=2, random_seed=SEED, chunk_size=50)
+    with pytest.raises(SamplerError, match=r"PyMC's NUTS stopped .*at iteration \d+ .*Bad initial energy") as raised:
+        compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    assert raised.value.backend == "pymc" and raised.value.__cause__ is not None
+    if cores == 2:  # a chain worker's error names its chain; both chains' finished draws arrive
+        assert raised.value.chain in (0, 1) and "chain" in str(raised.value)
+        assert {c.chains[0] for c in chunks} == {0, 1}
+    delivered = _check_contiguous(chunks)
+    assert 0 < sum(delivered.values()) < 2 * 1000
+
+
+@pytest.mark.filterwarnings("ignore:Numba will use object mode")
+def test_a_chain_worker_that_dies_without_a_word_is_a_sampler_error_naming_its_exit_code():
+    with pm.Model() as model:
+        x = pm.Normal("x")
+        pm.Potential("breaks", _BreaksAfter(1500, exit=True)(x))
+    compiled = PyMCAdapter(cores=2).compile(NativeModel("pymc", model))
+    chunks = []
+    settings = NUTSSettings(draws=500, tune=500, chains=2, random_seed=SEED, chunk_size=50)
+    with pytest.raises(SamplerError, match=r"the PyMC worker of chain [01] \(pid \d+\) exited with code 9") as raised:
+        compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    assert isinstance(raised.value.__cause__, (EOFError, ConnectionError))
+    assert chunks and sum(_check_contiguous(chunks).values()) < 2 * 1000
+
+
+@pytest.mark.filterwarnings("ignore:Numba will use object mode")
+def test_a_run_that_keeps_failing_mid_run_raises_sampling_failed_with_every_finished_draw(tmp_path):
+    with pm.Model() as model:
+        x = pm.Normal("x")
+        pm.Potential("breaks", _BreaksAfter(1500)(x))
+    with pytest.raises(SamplingFailed, match=r"attempt 2 failed: PyMC's NUTS stopped chain \d") as raised:
+        sample(model, draws=1000, tune=200, chains=2, random_seed=SEED, progressbar=False, max_attempts=2,
+               checkpoint=str(tmp_path / "run"))
+    attempts = raised.value.attempts
+    assert [(a.failure, a.outcome) for a in attempts] == [("sampler-error", "retry"), ("sampler-error", "gave-up")]
+    assert attempts[1].remedy == "reinitialize"
+    partial = raised.value.partial
+    assert partial.posterior["x"].sizes == {"chain": 2, "draw": attempts[-1].draws} and attempts[-1].draws > 0
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.is_dir()) == ["attempt-01", "attempt-02"]
+    assert any((tmp_path / "run" / "attempt-02").glob("chunk-*.nc"))
 
 
 def test_on_chunk_returning_false_stops_the_run(sampler_model):

@@ -1,13 +1,14 @@
-"""The loop's decisions (assess, choose_remedy) on synthetic draws: no backend needed."""
+"""The loop's decisions (assess, choose_remedy, a crashed run) on synthetic draws: no backend needed."""
 
 import numpy as np
 import pytest
 
-from resilient.backend import Chunk, NUTSSettings
+from resilient.backend import Chunk, NUTSRun, NUTSSettings
 from resilient.distributions import HalfCauchy, Normal
 from resilient.draws import DrawBuffer
-from resilient.errors import ResilientError
-from resilient.loop import LoopState, assess, choose_remedy
+from resilient.errors import ResilientError, SamplerError, SamplingFailed
+from resilient.loop import LoopState, assess, choose_remedy, run_loop
+from resilient.record import read_attempts
 from resilient.model import Model, Site
 from resilient.policy import Policy
 
@@ -107,3 +108,62 @@ def test_policy_rejects_bad_caps_with_the_rule():
         Policy(time_budget=-1)
     with pytest.raises(ResilientError, match=r"Unknown remedies \['magic'\]"):
         Policy(remedies=("magic",))
+
+
+class CrashingModel:
+    """A compiled model whose sampler fails after one chunk on the first ``crashes`` runs."""
+
+    sites: dict = {}
+
+    def __init__(self, crashes):
+        self.crashes = crashes
+        self.runs = 0
+
+    def initial_point(self, strategy="default", random_seed=None):
+        return np.zeros(1)
+
+    def log_density_and_gradient(self, x):
+        return 0.0, np.zeros(1)
+
+    def observed_data(self):
+        return {}
+
+    def run_nuts(self, settings, on_chunk):
+        self.runs += 1
+        draws = settings.draws if self.runs > self.crashes else 10
+        seed = np.random.default_rng(self.runs)
+        stats = {"diverging": np.zeros((settings.chains, draws), bool), "lp": np.zeros((settings.chains, draws)),
+                 "tree_depth": np.full((settings.chains, draws), 2)}
+        on_chunk(Chunk(tuple(range(settings.chains)), 0, False, {"x": seed.normal(size=(settings.chains, draws))},
+                       stats))
+        if self.runs <= self.crashes:
+            raise SamplerError("PyMC's NUTS stopped chain 1 at iteration 43 with SamplingError: Bad initial energy",
+                               backend="pymc", chain=1)
+        return NUTSRun(completed=True)
+
+
+def run_crashing(crashes, policy):
+    model = Model(lambda: None)
+    compiled = CrashingModel(crashes)
+    settings = NUTSSettings(draws=400, tune=0, chains=4, random_seed=1)
+    return compiled, run_loop(model, "pymc", settings, policy, preflight=False, progressbar=False,
+                              compile_cache={("pymc", model): compiled})
+
+
+def test_a_sampler_error_keeps_the_finished_draws_and_retries_with_fresh_initial_points():
+    compiled, data = run_crashing(1, Policy())
+    attempts = read_attempts(data)
+    assert [a["failure"] for a in attempts] == ["sampler-error", None]
+    assert attempts[0]["outcome"] == "retry" and attempts[0]["draws"] == 10
+    assert "Bad initial energy; 10 draws per chain were finished before it; next: fresh initial points" in (
+        attempts[0]["message"])
+    assert attempts[1]["remedy"] == "reinitialize" and data.posterior["x"].shape == (4, 400)
+
+
+def test_sampler_errors_up_to_the_attempt_cap_raise_with_the_partial_draws():
+    with pytest.raises(SamplingFailed, match="attempt 2 failed: PyMC's NUTS stopped chain 1") as raised:
+        run_crashing(5, Policy(max_attempts=2))
+    failure = raised.value
+    assert [a.failure for a in failure.attempts] == ["sampler-error", "sampler-error"]
+    assert failure.attempts[-1].outcome == "gave-up"
+    assert failure.partial.posterior["x"].shape == (4, 10)
