@@ -85,7 +85,7 @@ from numpyro.primitives import Messenger  # noqa: E402
 
 from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings  # noqa: E402
 from resilient.distributions import Distribution, Truncated, is_literal  # noqa: E402
-from resilient.errors import ModelError, ResilientError, UnsupportedModelError  # noqa: E402
+from resilient.errors import ModelError, ResilientError, SamplerError, UnsupportedModelError  # noqa: E402
 from resilient.model import Model, NativeModel, Site, Trace, data_arguments  # noqa: E402
 from resilient.rewrites import Rewrite, stabilize  # noqa: E402
 
@@ -1093,6 +1093,7 @@ class NumPyroCompiledModel:
         warmup_seconds = sampling_seconds = 0.0
         started = time.monotonic()
         progress: Any = _NoProgress()
+        where = "while starting the chains"
         try:
             with self.precision():
                 resume_from = None
@@ -1115,6 +1116,7 @@ class NumPyroCompiledModel:
                 for warmup, start, stop in phases:
                     position = start
                     while position < stop:
+                        where = f"at {'warm-up' if warmup else 'sampling'} iteration {position}"
                         if settings.deadline is not None and time.monotonic() > settings.deadline:
                             return NUTSRun(False, "deadline", warmup_seconds, sampling_seconds, extra)
                         n = min(runner.length, stop - position)
@@ -1132,6 +1134,8 @@ class NumPyroCompiledModel:
                 return NUTSRun(True, "", warmup_seconds, sampling_seconds, extra)
         except KeyboardInterrupt:
             return NUTSRun(False, "interrupted", warmup_seconds, sampling_seconds, extra)
+        except jax.errors.JaxRuntimeError as error:  # e.g. the device ran out of memory
+            raise _sampler_failure(error, where) from error
         finally:
             progress.close()
 
@@ -1188,6 +1192,17 @@ def _resume_iteration(state: Any, chains: int, dimension: int) -> int:
             f"(z of shape ({chains}, {dimension})), got {type(state).__name__} with z of shape {z.shape}."
         )
     return int(np.asarray(state.i).reshape(-1)[0])
+
+
+def _sampler_failure(error: Exception, where: str) -> SamplerError:
+    """JAX failing in a chunk, in a sentence; the chunks before it have reached ``on_chunk``."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    text = lines[0].removesuffix(" Traceback (most recent call last):")
+    if len(lines) > 1 and "Traceback" in lines[0]:  # a host callback raised: say what it raised
+        text += f" {lines[-1].strip()}"
+    hint = ("; the device ran out of memory: run fewer chains, or hold fewer draws on it at once with a "
+            "smaller `Policy(chunk_size=...)`" if "RESOURCE_EXHAUSTED" in text else "")
+    return SamplerError(f"JAX stopped the NumPyro run {where}: {text}{hint}", backend="numpyro")
 
 
 class _NoProgress:

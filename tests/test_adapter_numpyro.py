@@ -1,9 +1,11 @@
 """The NumPyro adapter: translation of every family, the motivating models (P1, P4) shared-API
 and native, per-site attribution, and the chunked NUTS driver (contract, deadline, resume)."""
 
+import contextlib
 import importlib.util
 import math
 import pickle
+import re
 import time
 
 import numpy as np
@@ -17,7 +19,7 @@ from adapters.numpyro import JAX_MATH, NumPyroAdapter, StableTruncatedNormal  # 
 from resilient import distributions as rd  # noqa: E402
 from resilient import sample  # noqa: E402
 from resilient.backend import STAT_NAMES, CompiledModel, NUTSSettings  # noqa: E402
-from resilient.errors import ModelError, UnsupportedModelError  # noqa: E402
+from resilient.errors import ModelError, SamplerError, UnsupportedModelError  # noqa: E402
 from resilient.math import FUNCTIONS  # noqa: E402
 from resilient.model import Model, NativeModel  # noqa: E402
 from resilient.numpy_math import NUMPY_MATH  # noqa: E402
@@ -405,6 +407,41 @@ def test_deadline_stop_and_interrupt_end_the_run_between_chunks(p1_fixed):
 
     outcome = p1_fixed.run_nuts(SETTINGS, interrupt)
     assert (outcome.completed, outcome.reason) == (False, "interrupted")
+
+
+def test_jax_failing_mid_run_is_a_sampler_error_after_the_finished_chunks(adapter):
+    calls = {"n": 0}
+
+    def host(x):  # a host callback that breaks after 300 calls: JAX raises JaxRuntimeError
+        calls["n"] += 1
+        if calls["n"] > 300:
+            raise RuntimeError("the callback broke")
+        return np.zeros(np.shape(x), np.float32)
+
+    @jax.custom_jvp
+    def breaks(x):
+        return jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, jnp.float32), x, vmap_method="broadcast_all")
+
+    @breaks.defjvp
+    def _zero_tangent(primals, tangents):
+        return breaks(primals[0]), jnp.zeros_like(primals[0])
+
+    def model():
+        x = numpyro.sample("x", dist.Normal())
+        numpyro.factor("breaks", breaks(x.astype(jnp.float32)))
+
+    compiled = adapter.compile(NativeModel("numpyro", model))
+    chunks = []
+    settings = NUTSSettings(draws=100, tune=100, chains=2, random_seed=1, chunk_size=10)
+    with pytest.raises(SamplerError, match=r"JAX stopped the NumPyro run at warm-up iteration (\d+): .*"
+                                           r"RuntimeError: the callback broke") as raised:
+        compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    assert raised.value.backend == "numpyro" and isinstance(raised.value.__cause__, jax.errors.JaxRuntimeError)
+    stopped_at = int(re.search(r"iteration (\d+)", str(raised.value)).group(1))
+    assert [(c.warmup, c.start) for c in chunks] == [(True, start) for start in range(0, stopped_at, 10)]
+    assert stopped_at > 0
+    with contextlib.suppress(jax.errors.JaxRuntimeError):  # JAX re-raises a failed callback once, at exit
+        jax.effects_barrier()
 
 
 def test_vectorized_chains_with_given_initial_points(adapter):
