@@ -1093,7 +1093,6 @@ class NumPyroCompiledModel:
         warmup_seconds = sampling_seconds = 0.0
         started = time.monotonic()
         progress: Any = _NoProgress()
-        where = "while starting the chains"
         try:
             with self.precision():
                 resume_from = None
@@ -1109,19 +1108,21 @@ class NumPyroCompiledModel:
                     warmup_start = min(resume_from, settings.tune)
                     extra["resumed_from_iteration"] = resume_from
                 else:
-                    state, warmup_start = self._initial_state(runner, settings, seed), 0
+                    with _jax_failure("while starting the chains"):
+                        state, warmup_start = self._initial_state(runner, settings, seed), 0
                 warmup_seconds += time.monotonic() - started
                 progress = _progress(settings, settings.tune - warmup_start + settings.draws)
                 phases = ((True, warmup_start, settings.tune), (False, 0, settings.draws))
                 for warmup, start, stop in phases:
                     position = start
                     while position < stop:
-                        where = f"at {'warm-up' if warmup else 'sampling'} iteration {position}"
                         if settings.deadline is not None and time.monotonic() > settings.deadline:
                             return NUTSRun(False, "deadline", warmup_seconds, sampling_seconds, extra)
                         n = min(runner.length, stop - position)
                         tic = time.monotonic()
-                        state, chunk = self._chunk(runner, state, n, position, warmup, chains)
+                        phase = "warm-up" if warmup else "sampling"
+                        with _jax_failure(f"in {phase} iterations {position}-{position + n - 1}"):
+                            state, chunk = self._chunk(runner, state, n, position, warmup, chains)
                         elapsed = time.monotonic() - tic
                         if warmup:
                             warmup_seconds += elapsed
@@ -1134,8 +1135,6 @@ class NumPyroCompiledModel:
                 return NUTSRun(True, "", warmup_seconds, sampling_seconds, extra)
         except KeyboardInterrupt:
             return NUTSRun(False, "interrupted", warmup_seconds, sampling_seconds, extra)
-        except jax.errors.JaxRuntimeError as error:  # e.g. the device ran out of memory
-            raise _sampler_failure(error, where) from error
         finally:
             progress.close()
 
@@ -1194,15 +1193,21 @@ def _resume_iteration(state: Any, chains: int, dimension: int) -> int:
     return int(np.asarray(state.i).reshape(-1)[0])
 
 
-def _sampler_failure(error: Exception, where: str) -> SamplerError:
-    """JAX failing in a chunk, in a sentence; the chunks before it have reached ``on_chunk``."""
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    text = lines[0].removesuffix(" Traceback (most recent call last):")
-    if len(lines) > 1 and "Traceback" in lines[0]:  # a host callback raised: say what it raised
-        text += f" {lines[-1].strip()}"
-    hint = ("; the device ran out of memory: run fewer chains, or hold fewer draws on it at once with a "
-            "smaller `Policy(chunk_size=...)`" if "RESOURCE_EXHAUSTED" in text else "")
-    return SamplerError(f"JAX stopped the NumPyro run {where}: {text}{hint}", backend="numpyro")
+@contextlib.contextmanager
+def _jax_failure(where: str) -> Iterator[None]:
+    """JAX failing while it runs NUTS (device out of memory, a host callback that raised) as a
+    :class:`SamplerError`; the chunks before it have reached ``on_chunk``."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as error:
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        text = lines[0].removesuffix(" Traceback (most recent call last):")
+        if len(lines) > 1 and "Traceback" in lines[0]:  # a host callback raised: say what it raised
+            text += f" {lines[-1].strip()}"
+        memory = "RESOURCE_EXHAUSTED" in text
+        raise SamplerError(f"JAX stopped the NumPyro run {where}: {text}"
+                           + ("; the device ran out of memory" if memory else ""),
+                           backend="numpyro", kind="resources" if memory else "crash") from error
 
 
 class _NoProgress:

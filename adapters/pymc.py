@@ -888,11 +888,12 @@ class PyMCCompiledModel:
                 stop_due = collector.reason != "error" and (collector.reason or control.reason) is not None
                 if isinstance(error, KeyboardInterrupt):
                     control.note_interrupt()  # our stop, or the user's Ctrl-C
-                elif isinstance(error, ValueError) and stop_due:
+                elif isinstance(error, (ValueError, EOFError, ConnectionError)) and stop_due:
                     # After a stop PyMC still packs the partial traces, and raises "Not enough
-                    # samples to build a trace." when no chain got past warm-up; the draws have
-                    # reached on_chunk already.
-                    collector.packing_error = str(error)
+                    # samples to build a trace." when no chain got past warm-up; a terminal's
+                    # Ctrl-C also reaches the workers, which may exit before PyMC reads their
+                    # pipes. The draws have reached on_chunk already.
+                    collector.packing_error = f"{type(error).__name__}: {error}"
                 else:
                     # PyMC failed mid-run, or on_chunk raised: hand over the draws already
                     # finished (unless on_chunk asked to stop or failed), then re-raise.
@@ -943,12 +944,14 @@ class PyMCCompiledModel:
 # --------------------------------------------------------------------------------------------
 
 
-#: what PyMC's own failures mean, for the sentence users read.
-_FAILURE_HINTS = {
-    "Bad initial energy": "the energy at the chain's position was not finite (the log density or the "
-                          "momentum overflowed, e.g. after the chain wandered into a region where the model is "
-                          "not defined)",
+#: PyMC's own failures that a remedy can address, and what they mean, for the sentence users read.
+_NUMERICAL = {
+    "Bad initial energy": "the energy at the chain's current position was not finite: the log density "
+                          "recomputed there, or the kinetic energy under the newly adapted mass matrix, "
+                          "overflowed (often a funnel or a chain drifting far out, especially in float32)",
     "Mass matrix contains zeros": "the adapted mass matrix has a zero variance (a latent the density ignores)",
+    "Mass matrix contains non-finite": "the adapted mass matrix overflowed",
+    "Initial evaluation of model at starting point failed": "the log density is not finite at a starting point",
 }
 
 
@@ -958,47 +961,62 @@ def _sampler_failure(error: BaseException, workers: Any = None) -> SamplerError 
     A chain worker's error reaches us as ``ParallelSamplingError`` (whatever the worker raised),
     a worker that died without a word as ``EOFError`` or ``ConnectionResetError`` on its pipe
     (``workers``, our ``mp_ctx``, knows its exit code); in-process chains raise PyMC's
-    ``SamplingError`` or the mass matrix's ``ValueError``.
+    ``SamplingError``, the mass matrix's ``ValueError`` or ``MemoryError`` (any other error
+    there may be ours, and keeps its own traceback).
     """
     from pymc.exceptions import SamplingError
     from pymc.sampling.parallel import ParallelSamplingError
 
+    if isinstance(error, (EOFError, ConnectionError)):
+        return _worker_death(getattr(workers, "processes", None) or ())
     chain = None
     cause: BaseException = error
-    if isinstance(error, (EOFError, ConnectionError)) and getattr(workers, "processes", None):
-        return _worker_death(workers.processes)
     if isinstance(error, ParallelSamplingError):
         chain = getattr(error, "_chain", None)
         cause = error.__cause__ or error
-    elif not isinstance(error, SamplingError) and not (
-            isinstance(error, ValueError) and str(error).startswith("Mass matrix contains zeros")):
-        return None
     text = str(cause).strip() or type(cause).__name__
-    detail = text.split(": SamplerWarning(")[0].splitlines()[0].rstrip(" .:")
+    detail = text.split(": SamplerWarning(")[0].splitlines()[0].rstrip(" .:!")
+    hint = next((h for key, h in _NUMERICAL.items() if detail.startswith(key)), None)
+    if isinstance(cause, MemoryError):
+        kind = "resources"
+    elif hint is not None and isinstance(cause, (SamplingError, ValueError)):
+        kind = "numerical"
+    elif cause is not error:
+        kind = "crash"
+    else:
+        return None
     iteration = re.search(r"\bstep=(\d+)", text)
     where = "" if chain is None else f" chain {chain}"
     where += "" if iteration is None else f" at iteration {iteration.group(1)} (warm-up included)"
-    hint = next((f": {h}" for key, h in _FAILURE_HINTS.items() if detail.startswith(key)), "")
-    return SamplerError(f"PyMC's NUTS stopped{where} with {type(cause).__name__}: {detail}{hint}",
-                        backend="pymc", chain=chain)
+    return SamplerError(f"PyMC's NUTS stopped{where} with {type(cause).__name__}: {detail}"
+                        + (f": {hint}" if hint else ""), backend="pymc", kind=kind, chain=chain)
 
 
 def _worker_death(processes: Sequence[Any]) -> SamplerError:
-    """Which chain's worker died and how, from the exit codes. PyMC makes one worker per chain,
+    """Which chains' workers died and how, from the exit codes. PyMC makes one worker per chain,
     in chain order, and terminates the others (SIGTERM) when one fails."""
     for process in processes:
         process.join(timeout=1.0)
-    dead = [(chain, p) for chain, p in enumerate(processes) if p.exitcode not in (None, 0, -signal.SIGTERM)]
+    dead = [(chain, p.exitcode) for chain, p in enumerate(processes)
+            if p.exitcode not in (None, 0, -signal.SIGTERM)]
     if not dead:
-        return SamplerError("a PyMC chain worker exited without reporting an error", backend="pymc")
-    chain, process = dead[0]
-    if process.exitcode < 0:
-        name = signal.Signals(-process.exitcode).name
-        how = f"was killed by {name}" + (" (what the out-of-memory killer sends)" if name == "SIGKILL" else "")
-    else:
-        how = f"exited with code {process.exitcode}"
-    return SamplerError(f"the PyMC worker of chain {chain} (pid {process.pid}) {how} without reporting an error",
-                        backend="pymc", chain=chain)
+        return SamplerError("a PyMC chain worker exited without reporting an error", backend="pymc", kind="crash")
+    hows = []
+    for chain, code in dead:
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            hows.append(f"chain {chain}: killed by {name}")
+        else:
+            hows.append(f"chain {chain}: exit code {code}")
+    killed = any(code == -signal.SIGKILL for _, code in dead)
+    who = "a PyMC chain worker" if len(dead) == 1 else f"{len(dead)} PyMC chain workers"
+    return SamplerError(
+        f"{who} died without reporting an error ({'; '.join(hows)})"
+        + (": SIGKILL is what the out-of-memory killer sends" if killed else ""),
+        backend="pymc", kind="resources" if killed else "crash", chain=dead[0][0])
 
 
 class _ChainBuffer:

@@ -55,10 +55,18 @@ class SamplerError(ResilientError, RuntimeError):
     """The backend's sampler stopped with an error part-way through a run.
 
     Adapters raise it from the backend's own error after handing over every draw finished
-    before it, so the loop can keep those draws and try a remedy instead of losing the run.
+    before it, so the loop keeps those draws. ``kind`` says whether a remedy can help:
+    ``"numerical"`` (an energy or mass matrix that overflowed: retried like a non-finite log
+    density), ``"resources"`` (out of memory: retrying the same run would fail again) or
+    ``"crash"`` (anything else raised inside the sampler: a bug to read, not to retry).
     """
 
-    def __init__(self, message: str, *, backend: str, chain: int | None = None) -> None:
+    KINDS = ("numerical", "resources", "crash")
+
+    def __init__(self, message: str, *, backend: str, kind: str, chain: int | None = None) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"SamplerError kind must be one of {self.KINDS}, got {kind!r}")
         super().__init__(message)
         self.backend = backend
+        self.kind = kind
         self.chain = chain

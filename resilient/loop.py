@@ -218,6 +218,15 @@ class _InitializationFailed(Exception):
     pass
 
 
+#: why the loop does not retry a sampler error of this kind.
+_NO_REMEDY = {
+    "resources": "no remedy lowers memory use: run fewer chains (on NumPyro, also a smaller "
+                 "Policy(chunk_size=...))",
+    "crash": "an error inside the sampler is not something a remedy fixes (the backend's traceback is "
+             "chained to this error)",
+}
+
+
 class _Progress:
     """A rich progress bar over all chains' draws; silent when off, in CI, or without a terminal."""
 
@@ -354,13 +363,17 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     sampling_seconds=outcome.sampling_seconds)
         if crash is not None:
             message = f"{crash}; {buffer.complete_draws} draws per chain were finished before it"
-            new_remedy, note = (None, "the attempt cap is reached") if number == policy.max_attempts else (
-                choose_remedy("sampler-error", state, policy, compiled.sites))
+            if crash.kind != "numerical":
+                new_remedy, note = None, _NO_REMEDY[crash.kind]
+            elif number == policy.max_attempts:
+                new_remedy, note = None, "the attempt cap is reached"
+            else:
+                new_remedy, note = choose_remedy("sampler-error", state, policy, compiled.sites)
             if new_remedy is None:
                 attempts.append(Attempt(**base, failure="sampler-error", message=f"{message}; {note}",
                                         outcome="gave-up"))
                 return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}; {note}",
-                             attempts, report, policy, warn)
+                             attempts, report, policy, warn, cause=crash)
             attempts.append(Attempt(**base, failure="sampler-error", message=f"{message}; next: {note}",
                                     outcome="retry"))
             next_remedy = new_remedy
@@ -403,8 +416,10 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
 
 
 def _stop(data: Any, message: str, attempts: list[Attempt], report: Any, policy: Policy,
-          warn: Callable[[str], None], budget: bool = False, interrupted: bool = False) -> Any:
-    """Return the draws with a warning, or raise SamplingFailed carrying them."""
+          warn: Callable[[str], None], budget: bool = False, interrupted: bool = False,
+          cause: BaseException | None = None) -> Any:
+    """Return the draws with a warning, or raise SamplingFailed carrying them (and ``cause``,
+    the backend's error, as its ``__cause__``: its traceback is what a bug report needs)."""
     summary = f"{message} ({len(attempts)} attempt(s))"
     if (budget or interrupted) and data is not None:
         warn(f"Resilient: {summary}. The result holds only the finished draws.")
@@ -414,4 +429,4 @@ def _stop(data: Any, message: str, attempts: list[Attempt], report: Any, policy:
         return data
     raise SamplingFailed(f"Sampling failed: {summary}. The attempt log, the preflight report and the last "
                          "draws are attached to this error (.attempts, .preflight, .partial).",
-                         attempts=tuple(attempts), preflight=report, partial=data)
+                         attempts=tuple(attempts), preflight=report, partial=data) from cause

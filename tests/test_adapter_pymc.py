@@ -483,7 +483,7 @@ def test_pymc_failing_mid_run_is_a_sampler_error_after_the_finished_draws(cores)
     settings = NUTSSettings(draws=500, tune=500, chains=2, random_seed=SEED, chunk_size=50)
     with pytest.raises(SamplerError, match=r"PyMC's NUTS stopped .*at iteration \d+ .*Bad initial energy") as raised:
         compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
-    assert raised.value.backend == "pymc" and raised.value.__cause__ is not None
+    assert (raised.value.backend, raised.value.kind) == ("pymc", "numerical") and raised.value.__cause__ is not None
     if cores == 2:  # a chain worker's error names its chain; both chains' finished draws arrive
         assert raised.value.chain in (0, 1) and "chain" in str(raised.value)
         assert {c.chains[0] for c in chunks} == {0, 1}
@@ -499,10 +499,29 @@ def test_a_chain_worker_that_dies_without_a_word_is_a_sampler_error_naming_its_e
     compiled = PyMCAdapter(cores=2).compile(NativeModel("pymc", model))
     chunks = []
     settings = NUTSSettings(draws=500, tune=500, chains=2, random_seed=SEED, chunk_size=50)
-    with pytest.raises(SamplerError, match=r"the PyMC worker of chain [01] \(pid \d+\) exited with code 9") as raised:
+    with pytest.raises(SamplerError, match=r"PyMC chain workers? died without reporting an error "
+                                           r"\(chain [01]: exit code 9(; chain 1: exit code 9)?\)$") as raised:
         compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True)
+    assert raised.value.kind == "crash" and raised.value.chain in (0, 1)
     assert isinstance(raised.value.__cause__, (EOFError, ConnectionError))
     assert chunks and sum(_check_contiguous(chunks).values()) < 2 * 1000
+
+
+def test_worker_exit_codes_are_read_as_signals_and_codes():
+    from adapters.pymc import _worker_death
+
+    class Exited:
+        def __init__(self, exitcode):
+            self.exitcode = exitcode
+
+        def join(self, timeout=None):
+            pass
+
+    killed = _worker_death([Exited(0), Exited(-signal.SIGKILL), Exited(-signal.SIGTERM), Exited(-40)])
+    assert str(killed) == ("2 PyMC chain workers died without reporting an error (chain 1: killed by SIGKILL; "
+                           "chain 3: killed by signal 40): SIGKILL is what the out-of-memory killer sends")
+    assert (killed.kind, killed.chain) == ("resources", 1)
+    assert _worker_death([]).kind == "crash"
 
 
 @pytest.mark.filterwarnings("ignore:Numba will use object mode")
@@ -510,12 +529,13 @@ def test_a_run_that_keeps_failing_mid_run_raises_sampling_failed_with_every_fini
     with pm.Model() as model:
         x = pm.Normal("x")
         pm.Potential("breaks", _BreaksAfter(1500)(x))
+    # time_budget: with a deadline the chains run in parallel workers on any machine (not in batches)
     with pytest.raises(SamplingFailed, match=r"attempt 2 failed: PyMC's NUTS stopped chain \d") as raised:
         sample(model, draws=1000, tune=200, chains=2, random_seed=SEED, progressbar=False, max_attempts=2,
-               checkpoint=str(tmp_path / "run"))
+               checkpoint=str(tmp_path / "run"), time_budget=300)
     attempts = raised.value.attempts
     assert [(a.failure, a.outcome) for a in attempts] == [("sampler-error", "retry"), ("sampler-error", "gave-up")]
-    assert attempts[1].remedy == "reinitialize"
+    assert attempts[1].remedy == "reinitialize" and isinstance(raised.value.__cause__, SamplerError)
     partial = raised.value.partial
     assert partial.posterior["x"].sizes == {"chain": 2, "draw": attempts[-1].draws} and attempts[-1].draws > 0
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.is_dir()) == ["attempt-01", "attempt-02"]

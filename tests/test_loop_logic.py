@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from resilient.backend import Chunk, NUTSRun, NUTSSettings
+from resilient.checkpoint import Checkpoint, read_checkpoint
 from resilient.distributions import HalfCauchy, Normal
 from resilient.draws import DrawBuffer
 from resilient.errors import ResilientError, SamplerError, SamplingFailed
@@ -115,8 +116,9 @@ class CrashingModel:
 
     sites: dict = {}
 
-    def __init__(self, crashes):
+    def __init__(self, crashes, kind="numerical"):
         self.crashes = crashes
+        self.kind = kind
         self.runs = 0
 
     def initial_point(self, strategy="default", random_seed=None):
@@ -138,26 +140,34 @@ class CrashingModel:
                        stats))
         if self.runs <= self.crashes:
             raise SamplerError("PyMC's NUTS stopped chain 1 at iteration 43 with SamplingError: Bad initial energy",
-                               backend="pymc", chain=1)
+                               backend="pymc", kind=self.kind, chain=1)
         return NUTSRun(completed=True)
 
 
-def run_crashing(crashes, policy):
+def run_crashing(crashes, policy, kind="numerical", checkpoint=None):
     model = Model(lambda: None)
-    compiled = CrashingModel(crashes)
+    compiled = CrashingModel(crashes, kind)
     settings = NUTSSettings(draws=400, tune=0, chains=4, random_seed=1)
     return compiled, run_loop(model, "pymc", settings, policy, preflight=False, progressbar=False,
-                              compile_cache={("pymc", model): compiled})
+                              compile_cache={("pymc", model): compiled}, checkpoint=checkpoint)
 
 
-def test_a_sampler_error_keeps_the_finished_draws_and_retries_with_fresh_initial_points():
-    compiled, data = run_crashing(1, Policy())
+def test_a_sampler_error_keeps_the_finished_draws_and_retries_with_fresh_initial_points(tmp_path):
+    compiled, data = run_crashing(1, Policy(), checkpoint=Checkpoint(tmp_path, {}))
     attempts = read_attempts(data)
     assert [a["failure"] for a in attempts] == ["sampler-error", None]
     assert attempts[0]["outcome"] == "retry" and attempts[0]["draws"] == 10
     assert "Bad initial energy; 10 draws per chain were finished before it; next: fresh initial points" in (
         attempts[0]["message"])
     assert attempts[1]["remedy"] == "reinitialize" and data.posterior["x"].shape == (4, 400)
+    assert read_checkpoint(tmp_path, attempt=1).posterior["x"].shape == (4, 10)
+
+
+def test_a_crash_inside_the_sampler_is_not_retried_and_keeps_its_traceback():
+    with pytest.raises(SamplingFailed, match="an error inside the sampler is not something a remedy fixes") as raised:
+        run_crashing(5, Policy(max_attempts=4), kind="crash")
+    assert [a.outcome for a in raised.value.attempts] == ["gave-up"]
+    assert isinstance(raised.value.__cause__, SamplerError) and raised.value.partial.posterior["x"].shape == (4, 10)
 
 
 def test_sampler_errors_up_to_the_attempt_cap_raise_with_the_partial_draws():
@@ -166,4 +176,4 @@ def test_sampler_errors_up_to_the_attempt_cap_raise_with_the_partial_draws():
     failure = raised.value
     assert [a.failure for a in failure.attempts] == ["sampler-error", "sampler-error"]
     assert failure.attempts[-1].outcome == "gave-up"
-    assert failure.partial.posterior["x"].shape == (4, 10)
+    assert failure.partial.posterior["x"].shape == (4, 10) and isinstance(failure.__cause__, SamplerError)
