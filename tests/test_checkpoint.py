@@ -15,7 +15,8 @@ import xarray as xr
 
 import resilient
 from examples import pathologies
-from resilient.checkpoint import read_checkpoint
+from resilient.backend import Chunk
+from resilient.checkpoint import Checkpoint, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +88,7 @@ def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
     files = sorted(folder.glob("attempt-01/chunk-*.nc"))
     per_chain = {}
     for file in files:
-        with xr.open_dataset(file, engine="h5netcdf") as chunk:
+        with xr.open_dataset(file) as chunk:  # a plain netCDF file any reader opens
             for chain in chunk["chain"].values.tolist():
                 per_chain[chain] = per_chain.get(chain, 0) + chunk.sizes["draw"]
     data = read_checkpoint(folder)
@@ -108,3 +109,28 @@ def test_a_numpyro_run_resumes_from_its_checkpoint(tmp_path):
     combined = read_checkpoint(folder)
     assert combined.posterior.sizes["draw"] == 600
     assert np.allclose(combined.posterior["mu"].values[:, 300:], second.posterior["mu"].values)
+
+
+def test_chunk_files_keep_values_and_types_and_older_netcdf4_chunks_still_read(tmp_path):
+    store = Checkpoint(tmp_path, {})
+    store.start_attempt(1)
+    stats = {"diverging": np.array([[True, False], [False, True]]), "tree_depth": np.full((2, 2), 3, np.int64),
+             "lp": np.array([[-1.5, -2.0], [-0.5, -3.0]], np.float32)}
+    posterior = {"count": np.array([[1, 2], [3, 4]], np.int64) * 2**40, "flag": np.ones((2, 2), np.uint8),
+                 "x": np.arange(8.0).reshape(2, 2, 2)}
+    store.write_chunk(Chunk((0, 1), 0, False, posterior, stats))
+    data = read_checkpoint(tmp_path)
+    assert data.posterior["count"].values[:, :2].tolist() == (posterior["count"]).tolist()  # past int32: exact
+    assert data.posterior["flag"].dtype == np.int64 and data.sample_stats["tree_depth"].dtype == np.int64
+    assert data.sample_stats["diverging"].dtype == bool
+    assert data.sample_stats["diverging"].values[:, :2].tolist() == stats["diverging"].tolist()
+    assert data.sample_stats["lp"].dtype == np.float32
+    assert data.posterior["x"].values.tolist() == posterior["x"].tolist()
+    (tmp_path / "old" / "attempt-01").mkdir(parents=True)
+    xr.Dataset({"posterior__x": (["chain", "draw", "x_dim_0"], np.full((2, 3, 2), 9.0)),
+                "sample_stats__diverging": (["chain", "draw"], np.ones((2, 3), bool))},
+               coords={"chain": [0, 1], "draw": [0, 1, 2]}).to_netcdf(tmp_path / "old" / "attempt-01" / "chunk-000001.nc",
+                                                                 engine="h5netcdf")
+    old = read_checkpoint(tmp_path / "old")
+    assert (old.posterior["x"].values == 9.0).all() and old.posterior["x"].shape == (2, 3, 2)
+    assert old.sample_stats["diverging"].values.all()
