@@ -162,7 +162,7 @@ def test_p6_nan_region_is_reported_and_the_call_is_bounded(backend):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            data = resilient.sample(pathologies.sqrt_of_negative, backend=backend, draws=500, tune=500,
+            data = resilient.sample(pathologies.sqrt_of_negative, backend=backend, draws=200, tune=200,
                                     random_seed=SEED, progressbar=False, time_budget=budget, max_attempts=3)
         except SamplingFailed as failure:
             assert len(failure.attempts) <= 3 and failure.preflight is not None
