@@ -112,8 +112,9 @@ class CompiledModel(Protocol):
         """Warm up and sample in chunks; call ``on_chunk`` after each (return False to stop).
 
         When the backend's sampler fails part-way (PyMC's "Bad initial energy", a chain worker
-        that died, JAX running out of device memory), it raises :class:`~resilient.errors.SamplerError` after delivering the
-        draws finished before the failure; an error raised by ``on_chunk`` propagates as is.
+        that died, JAX running out of device memory), it raises
+        :class:`~resilient.errors.SamplerError` after delivering the draws finished before the
+        failure; an error raised by ``on_chunk`` propagates as is.
         """
 
 

@@ -126,11 +126,11 @@ def test_chunk_files_keep_values_and_types_and_older_netcdf4_chunks_still_read(t
     assert data.sample_stats["diverging"].values[:, :2].tolist() == stats["diverging"].tolist()
     assert data.sample_stats["lp"].dtype == np.float32
     assert data.posterior["x"].values.tolist() == posterior["x"].tolist()
-    (tmp_path / "old" / "attempt-01").mkdir(parents=True)
+    older = tmp_path / "old" / "attempt-01"
+    older.mkdir(parents=True)
     xr.Dataset({"posterior__x": (["chain", "draw", "x_dim_0"], np.full((2, 3, 2), 9.0)),
                 "sample_stats__diverging": (["chain", "draw"], np.ones((2, 3), bool))},
-               coords={"chain": [0, 1], "draw": [0, 1, 2]}).to_netcdf(tmp_path / "old" / "attempt-01" / "chunk-000001.nc",
-                                                                 engine="h5netcdf")
+               coords={"chain": [0, 1], "draw": [0, 1, 2]}).to_netcdf(older / "chunk-000001.nc", engine="h5netcdf")
     old = read_checkpoint(tmp_path / "old")
     assert (old.posterior["x"].values == 9.0).all() and old.posterior["x"].shape == (2, 3, 2)
     assert old.sample_stats["diverging"].values.all()
