@@ -758,13 +758,12 @@ _STRATEGIES = {
 
 @dataclass
 class _Runner:
-    """A NUTS kernel with its compiled init and chunk functions, reused across runs."""
+    """NUTS's compiled init and chunk functions, reused across runs. Both take the target
+    acceptance as an argument, so the loop's ``target_accept`` ladder does not recompile."""
 
-    kernel: NUTS
     init: Callable
     chunk: Callable
     length: int
-    initialised: bool = False
 
 
 class NumPyroCompiledModel:
@@ -1025,8 +1024,7 @@ class NumPyroCompiledModel:
 
     def _runner(self, settings: NUTSSettings, method: str, resume_from: int | None = None) -> _Runner:
         length = max(1, min(settings.chunk_size, max(settings.tune, settings.draws)))
-        key = (settings.chains, method, settings.tune, float(settings.target_accept),
-               settings.max_tree_depth, length)
+        key = (settings.chains, method, settings.tune, settings.max_tree_depth, length)
         if key in self._runners:
             return self._runners[key]
         if resume_from is not None and resume_from >= settings.tune:
@@ -1034,20 +1032,26 @@ class NumPyroCompiledModel:
             for (chains, other_method, tune, *rest), runner in self._runners.items():
                 if (chains, other_method, *rest) == (key[0], key[1], *key[3:]) and tune <= resume_from:
                     return runner
-        kernel = NUTS(
-            potential_fn=self._potential,
-            target_accept_prob=settings.target_accept,
-            max_tree_depth=settings.max_tree_depth,
-        )
         tune = settings.tune
 
-        def init_one(rng_key, z):
-            return kernel.init(rng_key, tune, init_params=z, model_args=(), model_kwargs={})
+        def kernel_from(rng_key, z, target):
+            """A NUTS kernel for ``target`` (traced) and its first state. NumPyro builds the
+            sampling step, with the target inside its warm-up adaptation, in ``init``; the
+            chunk function calls it in its own trace and uses only that step (XLA drops the
+            rest), so a new target reuses the compiled code."""
+            kernel = NUTS(potential_fn=self._potential, target_accept_prob=target,
+                          max_tree_depth=settings.max_tree_depth)
+            return kernel, kernel.init(rng_key, tune, init_params=z, model_args=(), model_kwargs={})
 
-        def step(state):
-            return kernel.sample(state, (), {})
+        def init_one(rng_key, z, target):
+            return kernel_from(rng_key, z, target)[1]
 
-        def chunk_one(state, n):
+        def chunk_one(state, n, target):
+            kernel, _ = kernel_from(state.rng_key, state.z, target)
+
+            def step(current):
+                return kernel.sample(current, (), {})
+
             def body(carry, k):
                 new = lax.cond(k < n, step, lambda s: s, carry)
                 stats = (new.potential_energy, new.energy, new.num_steps, new.accept_prob,
@@ -1060,12 +1064,12 @@ class NumPyroCompiledModel:
 
         if method == "parallel":
             devices = jax.local_devices()[: settings.chains]
-            init = jax.pmap(init_one, devices=devices)
-            chunk = jax.pmap(chunk_one, in_axes=(0, None), devices=devices)
+            init = jax.pmap(init_one, in_axes=(0, 0, None), devices=devices)
+            chunk = jax.pmap(chunk_one, in_axes=(0, None, None), devices=devices)
         else:
-            init = jax.jit(jax.vmap(init_one))
-            chunk = jax.jit(jax.vmap(chunk_one, in_axes=(0, None)))
-        runner = _Runner(kernel, init, chunk, length)
+            init = jax.jit(jax.vmap(init_one, in_axes=(0, 0, None)))
+            chunk = jax.jit(jax.vmap(chunk_one, in_axes=(0, None, None)))
+        runner = _Runner(init, chunk, length)
         self._runners[key] = runner
         return runner
 
@@ -1101,10 +1105,6 @@ class NumPyroCompiledModel:
                 runner = self._runner(settings, method, resume_from)
                 if settings.resume_state is not None:
                     state = settings.resume_state
-                    if not runner.initialised:  # trace init once: it sets the kernel's closures
-                        jax.eval_shape(runner.init, jax.random.split(jax.random.PRNGKey(0), chains),
-                                       jnp.zeros((chains, self.dimension), self.dtype))
-                        runner.initialised = True
                     warmup_start = min(resume_from, settings.tune)
                     extra["resumed_from_iteration"] = resume_from
                 else:
@@ -1122,7 +1122,8 @@ class NumPyroCompiledModel:
                         tic = time.monotonic()
                         phase = "warm-up" if warmup else "sampling"
                         with _jax_failure(f"in {phase} iterations {position}-{position + n - 1}"):
-                            state, chunk = self._chunk(runner, state, n, position, warmup, chains)
+                            state, chunk = self._chunk(runner, state, n, position, warmup, chains,
+                                                       settings.target_accept)
                         elapsed = time.monotonic() - tic
                         if warmup:
                             warmup_seconds += elapsed
@@ -1142,8 +1143,8 @@ class NumPyroCompiledModel:
         chains = settings.chains
         points, searched = self._starting_points(settings, seed)
         keys = jax.random.split(jax.random.PRNGKey(seed % 2**32), chains)
-        state = jax.device_get(runner.init(keys, jnp.asarray(points.astype(self.dtype))))
-        runner.initialised = True
+        target = np.asarray(settings.target_accept, self.dtype)
+        state = jax.device_get(runner.init(keys, jnp.asarray(points.astype(self.dtype)), target))
         if searched:  # like NumPyro: retry chains whose start has a non-finite density or gradient
             for attempt in range(1, 20):
                 valid = np.isfinite(state.potential_energy) & np.all(np.isfinite(state.z_grad), axis=-1)
@@ -1152,12 +1153,13 @@ class NumPyroCompiledModel:
                 retry = np.random.SeedSequence([seed, attempt]).generate_state(chains)
                 for chain in np.flatnonzero(~valid):
                     points[chain] = self.initial_point("default", int(retry[chain]))
-                state = jax.device_get(runner.init(keys, jnp.asarray(points.astype(self.dtype))))
+                state = jax.device_get(runner.init(keys, jnp.asarray(points.astype(self.dtype)), target))
         return state
 
     def _chunk(self, runner: _Runner, state: Any, n: int, start: int, warmup: bool,
-               chains: int) -> tuple[Any, Chunk]:
-        new_state, posterior, stats = jax.device_get(runner.chunk(state, np.int32(n)))
+               chains: int, target_accept: float) -> tuple[Any, Chunk]:
+        target = np.asarray(target_accept, self.dtype)
+        new_state, posterior, stats = jax.device_get(runner.chunk(state, np.int32(n), target))
         potential, energy, num_steps, accept_prob, diverging, step_size = (s[:, :n] for s in stats)
         num_steps = np.asarray(num_steps, dtype=np.int64)
         tree_depth = np.where(num_steps > 0, np.floor(np.log2(np.maximum(num_steps, 1))).astype(np.int64) + 1, 0)

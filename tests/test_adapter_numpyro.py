@@ -389,6 +389,21 @@ def test_resume_continues_the_chain(p1_fixed, first_run):
     assert np.allclose(after_resume, in_one_go)  # exactly the draws an uninterrupted run makes next
 
 
+def test_a_new_target_accept_reuses_the_compiled_sampler_and_changes_the_adaptation(p1_fixed, first_run):
+    _, chunks = first_run
+    runners = dict(p1_fixed._runners)
+    higher = []
+    p1_fixed.run_nuts(NUTSSettings(**{**SETTINGS.__dict__, "target_accept": 0.99}), lambda c: higher.append(c) or True)
+    assert p1_fixed._runners == runners  # nothing new was compiled
+    adapted = chunks[-1].sample_stats["step_size"][:, -1]
+    assert np.all(higher[-1].sample_stats["step_size"][:, -1] < adapted)  # a higher target: smaller steps
+
+    def acceptance(run):
+        return np.mean(np.concatenate([c.sample_stats["acceptance_rate"] for c in run if not c.warmup], axis=1))
+
+    assert acceptance(higher) > acceptance(chunks)
+
+
 def test_deadline_stop_and_interrupt_end_the_run_between_chunks(p1_fixed):
     seen = []
 
