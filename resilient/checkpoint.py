@@ -1,11 +1,11 @@
-"""Draws on disk as they finish: one netCDF (classic format) file per chunk, written atomically.
+"""Draws on disk as they finish: one netCDF file per chunk, written atomically.
 
 Layout of a checkpoint folder::
 
     run/                      meta.json (settings, model name, backend)
     run/attempt-01/           chunk-000001.nc, chunk-000002.nc, ... (post-warm-up draws)
                               state.pkl (NumPyro: the sampler state after the last chunk)
-                              observed.nc, record.json (attempt log and preflight, at the end)
+                              record.json (observed data, attempt log and preflight, at the end)
 
 A file is written to a temporary name and renamed, so a run killed with SIGKILL leaves only
 whole chunk files; :func:`read_checkpoint` assembles them into a DataTree.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,10 +30,13 @@ __all__ = ["Checkpoint", "read_checkpoint", "latest_attempt"]
 
 _SEPARATOR = "__"  # group__variable: netCDF names cannot hold "/"
 
-#: netCDF3 through SciPy: about 6 ms a chunk file where netCDF4/HDF5 (h5netcdf) takes about 80,
-#: which on a fast model doubled the run's time. xarray stores booleans as int8 and restores
-#: them; integers are stored by :func:`_classic` and read back as int64.
+#: Classic netCDF through SciPy: about 7 ms a chunk file where netCDF4/HDF5 (h5netcdf) takes
+#: about 80, which on a fast model doubled the run's time. A chunk classic netCDF cannot hold
+#: (see :func:`_engine_for`) is written with h5netcdf; :func:`read_checkpoint` reads both.
 CHUNK_ENGINE = "scipy"
+
+#: names classic netCDF allows, kept to ASCII (SciPy writes names as Latin-1, and "β" fails).
+_CLASSIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.@+-]*\Z")
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -41,13 +45,24 @@ def _atomic_write(path: Path, write: Any) -> None:
     os.replace(temporary, path)
 
 
+def _engine_for(variables: Mapping[str, tuple[list[str], np.ndarray]]) -> str:
+    """:data:`CHUNK_ENGINE` when classic netCDF holds every variable as is, else ``"h5netcdf"``:
+    a name outside :data:`_CLASSIC_NAME`, a zero-length dimension (classic netCDF reads it as
+    the unlimited one), complex values, or integers past int32."""
+    info = np.iinfo(np.int32)
+    for name, (dims, array) in variables.items():
+        if not all(_CLASSIC_NAME.match(n) for n in (name, *dims)) or 0 in array.shape or array.dtype.kind == "c":
+            return "h5netcdf"
+        if array.dtype.kind in "iu" and (int(array.min()) < info.min or int(array.max()) > info.max):
+            return "h5netcdf"
+    return CHUNK_ENGINE
+
+
 def _classic(array: np.ndarray) -> np.ndarray:
-    """``array`` in a type netCDF3 holds: integers as int32 where they fit, else float64 (exact
-    to 2**53); float16 as float32."""
-    if array.dtype.kind in "iu" and array.dtype != np.int32:
-        info = np.iinfo(np.int32)
-        fits = array.size == 0 or (int(array.min()) >= info.min and int(array.max()) <= info.max)
-        return array.astype(np.int32 if fits else np.float64)
+    """``array`` in a type classic netCDF holds (checked by :func:`_engine_for`): integers as
+    int32, float16 as float32; booleans xarray stores as int8 and restores itself."""
+    if array.dtype.kind in "iu":
+        return array.astype(np.int32)
     if array.dtype == np.float16:
         return array.astype(np.float32)
     return array
@@ -79,13 +94,16 @@ class Checkpoint:
         variables = {}
         for group, values in (("posterior", chunk.posterior), ("sample_stats", chunk.sample_stats)):
             for name, array in values.items():
-                array = _classic(np.asarray(array))
+                array = np.asarray(array)
                 dims = ["chain", "draw"] + [f"{name}_dim_{i}" for i in range(array.ndim - 2)]
                 variables[f"{group}{_SEPARATOR}{name}"] = (dims, array)
+        engine = _engine_for(variables)
+        if engine == "scipy":
+            variables = {name: (dims, _classic(array)) for name, (dims, array) in variables.items()}
         dataset = xr.Dataset(variables, coords={
             "chain": np.asarray(chunk.chains), "draw": chunk.start + np.arange(chunk.size)})
         _atomic_write(self.folder / f"chunk-{self._count:06d}.nc",
-                      lambda p: dataset.to_netcdf(p, engine=CHUNK_ENGINE))
+                      lambda p: dataset.to_netcdf(p, engine=engine))
         if chunk.state is not None:
             self.write_state(chunk.state)
 
@@ -130,7 +148,7 @@ def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
         raise ResilientError(f"The checkpoint {folder} holds no finished chunk yet.")
     per_chain: dict[int, dict[str, list[np.ndarray]]] = {}
     for file in files:
-        with xr.open_dataset(file) as dataset:  # netCDF3, or netCDF4 from checkpoints before 2026-11-27
+        with xr.open_dataset(file) as dataset:  # classic netCDF or netCDF4, told apart by xarray
             for row, chain in enumerate(dataset["chain"].values.tolist()):
                 store = per_chain.setdefault(int(chain), {})
                 for name, variable in dataset.data_vars.items():

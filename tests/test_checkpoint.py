@@ -111,21 +111,45 @@ def test_a_numpyro_run_resumes_from_its_checkpoint(tmp_path):
     assert np.allclose(combined.posterior["mu"].values[:, 300:], second.posterior["mu"].values)
 
 
-def test_chunk_files_keep_values_and_types_and_older_netcdf4_chunks_still_read(tmp_path):
+STATS = {"diverging": np.array([[True, False, False], [False, True, False]]),
+         "tree_depth": np.full((2, 3), 3, np.int64), "lp": np.array([[-1.5, -2.0, -1.0], [-0.5, -3.0, -2.5]], np.float32)}
+
+
+def _written(tmp_path, posterior):
     store = Checkpoint(tmp_path, {})
     store.start_attempt(1)
-    stats = {"diverging": np.array([[True, False], [False, True]]), "tree_depth": np.full((2, 2), 3, np.int64),
-             "lp": np.array([[-1.5, -2.0], [-0.5, -3.0]], np.float32)}
-    posterior = {"count": np.array([[1, 2], [3, 4]], np.int64) * 2**40, "flag": np.ones((2, 2), np.uint8),
-                 "x": np.arange(8.0).reshape(2, 2, 2)}
-    store.write_chunk(Chunk((0, 1), 0, False, posterior, stats))
-    data = read_checkpoint(tmp_path)
-    assert data.posterior["count"].values[:, :2].tolist() == (posterior["count"]).tolist()  # past int32: exact
+    store.write_chunk(Chunk((0, 1), 0, False, posterior, STATS))
+    (file,) = (tmp_path / "attempt-01").glob("chunk-*.nc")
+    return file.read_bytes()[:4], read_checkpoint(tmp_path)
+
+
+def test_chunk_files_are_classic_netcdf_and_keep_values_and_types(tmp_path):
+    posterior = {"flag": np.ones((2, 3), np.uint8), "small": np.arange(6, dtype=np.int64).reshape(2, 3),
+                 "x": np.arange(12.0).reshape(2, 3, 2), "half": np.full((2, 3), 0.5, np.float16)}
+    magic, data = _written(tmp_path, posterior)
+    assert magic[:3] == b"CDF"
+    assert data.posterior["small"].dtype == np.int64 and data.posterior["small"].values.tolist() == [[0, 1, 2], [3, 4, 5]]
     assert data.posterior["flag"].dtype == np.int64 and data.sample_stats["tree_depth"].dtype == np.int64
     assert data.sample_stats["diverging"].dtype == bool
-    assert data.sample_stats["diverging"].values[:, :2].tolist() == stats["diverging"].tolist()
-    assert data.sample_stats["lp"].dtype == np.float32
+    assert data.sample_stats["diverging"].values.tolist() == STATS["diverging"].tolist()
+    assert data.sample_stats["lp"].dtype == np.float32 and data.posterior["half"].dtype == np.float32
     assert data.posterior["x"].values.tolist() == posterior["x"].tolist()
+
+
+@pytest.mark.parametrize("name, values", [
+    ("β", np.arange(6.0).reshape(2, 3)),  # SciPy writes names as Latin-1
+    ("count", np.array([[1, 2, 3], [4, 5, 6]], np.int64) + 2**53),  # past int32 (and float64)
+    ("z", np.full((2, 3), 1 + 2j)),
+    ("empty", np.zeros((2, 3, 0))),  # a zero-length dimension is the unlimited one in classic netCDF
+])
+def test_a_chunk_classic_netcdf_cannot_hold_is_written_as_netcdf4(tmp_path, name, values):
+    magic, data = _written(tmp_path, {name: values})
+    assert magic == b"\x89HDF"
+    assert data.posterior[name].dtype == values.dtype and data.posterior[name].shape == values.shape
+    assert data.posterior[name].values.tolist() == values.tolist()
+
+
+def test_older_netcdf4_chunks_still_read(tmp_path):
     older = tmp_path / "old" / "attempt-01"
     older.mkdir(parents=True)
     xr.Dataset({"posterior__x": (["chain", "draw", "x_dim_0"], np.full((2, 3, 2), 9.0)),
