@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -69,14 +70,38 @@ def _classic(array: np.ndarray) -> np.ndarray:
 
 
 class Checkpoint:
-    """Writes the chunks of one call of :func:`resilient.sample` under ``root``."""
+    """Writes the chunks of one call of :func:`resilient.sample` under ``root``.
 
-    def __init__(self, root: str | os.PathLike, meta: Mapping[str, Any]) -> None:
+    ``fresh``: a new run, not a resumed one. If ``root`` holds an earlier run, its attempts
+    move to ``previous-N/`` (kept, with a warning) so that the two runs' chunks are not read
+    back as one.
+    """
+
+    def __init__(self, root: str | os.PathLike, meta: Mapping[str, Any], fresh: bool = False) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self._set_aside_earlier_run()
         _atomic_write(self.root / "meta.json", lambda p: p.write_text(json.dumps(dict(meta), default=str, indent=2)))
         self.folder: Path | None = None
         self._count = 0
+
+    def _set_aside_earlier_run(self) -> None:
+        earlier = sorted(self.root.glob("attempt-*"))
+        if not earlier:
+            return
+        numbers = [int(p.name[len("previous-"):]) for p in self.root.glob("previous-*")
+                   if p.name[len("previous-"):].isdigit()]
+        target = self.root / f"previous-{max(numbers, default=0) + 1}"
+        target.mkdir()
+        for path in [*earlier, self.root / "meta.json"]:
+            if path.exists():
+                os.replace(path, target / path.name)
+        from resilient.loop import ResilientWarning
+
+        warnings.warn(f"Resilient: the checkpoint folder {self.root} held an earlier run; it was moved to "
+                      f"{target} so the two runs are not mixed. To continue a NumPyro run, use "
+                      "resilient.resume(folder, model, ...).", ResilientWarning, stacklevel=4)
 
     def start_attempt(self, number: int) -> None:
         self.folder = self.root / f"attempt-{number:02d}"

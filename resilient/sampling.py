@@ -83,7 +83,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int
         settings = _with_initvals(settings, resolved, name, initvals)
     store = None
     if checkpoint is not None or resume is not None:
-        store = Checkpoint(checkpoint or resume, {
+        store = Checkpoint(checkpoint or resume, fresh=resume is None, meta={
             "model": resolved.name, "backend": name, "draws": draws, "tune": tune, "chains": chains,
             "target_accept": target_accept, "random_seed": random_seed})
     return run_loop(resolved, name, settings, policy, preflight=preflight, checkpoint=store,

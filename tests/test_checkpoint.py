@@ -17,6 +17,7 @@ import resilient
 from examples import pathologies
 from resilient.backend import Chunk
 from resilient.checkpoint import Checkpoint, read_checkpoint
+from resilient.loop import ResilientWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,3 +159,24 @@ def test_older_netcdf4_chunks_still_read(tmp_path):
     old = read_checkpoint(tmp_path / "old")
     assert (old.posterior["x"].values == 9.0).all() and old.posterior["x"].shape == (2, 3, 2)
     assert old.sample_stats["diverging"].values.all()
+
+
+def test_a_new_run_sets_an_earlier_run_in_the_same_folder_aside(tmp_path):
+    first = Checkpoint(tmp_path, {"run": 1})
+    first.start_attempt(1)
+    first.write_chunk(Chunk((0, 1), 0, False, {"x": np.zeros((2, 3))}, STATS))
+    resumed = Checkpoint(tmp_path, {"run": 1})  # a resumed run keeps adding to the same attempt
+    resumed.start_attempt(1)
+    resumed.write_chunk(Chunk((0, 1), 3, False, {"x": np.ones((2, 3))}, STATS))
+    assert read_checkpoint(tmp_path).posterior["x"].shape == (2, 6)
+    with pytest.warns(ResilientWarning, match=r"held an earlier run; it was moved to .*previous-1"):
+        second = Checkpoint(tmp_path, {"run": 2}, fresh=True)
+    second.start_attempt(1)
+    second.write_chunk(Chunk((0, 1), 0, False, {"x": np.full((2, 3), 2.0)}, STATS))
+    assert (read_checkpoint(tmp_path).posterior["x"].values == 2.0).all()
+    assert read_checkpoint(tmp_path).posterior["x"].shape == (2, 3)
+    earlier = read_checkpoint(tmp_path / "previous-1")
+    assert earlier.posterior["x"].shape == (2, 6) and '"run": 1' in (tmp_path / "previous-1" / "meta.json").read_text()
+    with pytest.warns(ResilientWarning, match="previous-2"):
+        Checkpoint(tmp_path, {"run": 3}, fresh=True)
+    assert not list(tmp_path.glob("attempt-*"))
