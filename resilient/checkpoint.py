@@ -101,7 +101,7 @@ class Checkpoint:
 
         warnings.warn(f"Resilient: the checkpoint folder {self.root} held an earlier run; it was moved to "
                       f"{target} so the two runs are not mixed. To continue a NumPyro run, use "
-                      "resilient.resume(folder, model, ...).", ResilientWarning, stacklevel=4)
+                      "resilient.resume(folder, model, ...).", ResilientWarning, stacklevel=5)
 
     def start_attempt(self, number: int) -> None:
         self.folder = self.root / f"attempt-{number:02d}"
