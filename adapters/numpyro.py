@@ -1103,13 +1103,14 @@ class NumPyroCompiledModel:
                 if settings.resume_state is not None:
                     resume_from = _resume_iteration(settings.resume_state, chains, self.dimension)
                 runner = self._runner(settings, method, resume_from)
+                target = np.asarray(settings.target_accept, self.dtype)  # an argument: no recompile per target
                 if settings.resume_state is not None:
                     state = settings.resume_state
                     warmup_start = min(resume_from, settings.tune)
                     extra["resumed_from_iteration"] = resume_from
                 else:
                     with _jax_failure("while starting the chains"):
-                        state, warmup_start = self._initial_state(runner, settings, seed), 0
+                        state, warmup_start = self._initial_state(runner, settings, seed, target), 0
                 warmup_seconds += time.monotonic() - started
                 progress = _progress(settings, settings.tune - warmup_start + settings.draws)
                 phases = ((True, warmup_start, settings.tune), (False, 0, settings.draws))
@@ -1122,8 +1123,7 @@ class NumPyroCompiledModel:
                         tic = time.monotonic()
                         phase = "warm-up" if warmup else "sampling"
                         with _jax_failure(f"in {phase} iterations {position}-{position + n - 1}"):
-                            state, chunk = self._chunk(runner, state, n, position, warmup, chains,
-                                                       settings.target_accept)
+                            state, chunk = self._chunk(runner, state, n, position, warmup, chains, target)
                         elapsed = time.monotonic() - tic
                         if warmup:
                             warmup_seconds += elapsed
@@ -1139,11 +1139,10 @@ class NumPyroCompiledModel:
         finally:
             progress.close()
 
-    def _initial_state(self, runner: _Runner, settings: NUTSSettings, seed: int) -> Any:
+    def _initial_state(self, runner: _Runner, settings: NUTSSettings, seed: int, target: np.ndarray) -> Any:
         chains = settings.chains
         points, searched = self._starting_points(settings, seed)
         keys = jax.random.split(jax.random.PRNGKey(seed % 2**32), chains)
-        target = np.asarray(settings.target_accept, self.dtype)
         state = jax.device_get(runner.init(keys, jnp.asarray(points.astype(self.dtype)), target))
         if searched:  # like NumPyro: retry chains whose start has a non-finite density or gradient
             for attempt in range(1, 20):
@@ -1157,8 +1156,7 @@ class NumPyroCompiledModel:
         return state
 
     def _chunk(self, runner: _Runner, state: Any, n: int, start: int, warmup: bool,
-               chains: int, target_accept: float) -> tuple[Any, Chunk]:
-        target = np.asarray(target_accept, self.dtype)
+               chains: int, target: np.ndarray) -> tuple[Any, Chunk]:
         new_state, posterior, stats = jax.device_get(runner.chunk(state, np.int32(n), target))
         potential, energy, num_steps, accept_prob, diverging, step_size = (s[:, :n] for s in stats)
         num_steps = np.asarray(num_steps, dtype=np.int64)

@@ -361,24 +361,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences(),
                     compile_seconds=compile_seconds, warmup_seconds=outcome.warmup_seconds,
                     sampling_seconds=outcome.sampling_seconds)
-        if crash is not None:
-            message = f"{crash}; {buffer.complete_draws} draws per chain were finished before it"
-            if crash.kind != "numerical":
-                new_remedy, note = None, _NO_REMEDY[crash.kind]
-            elif number == policy.max_attempts:
-                new_remedy, note = None, "the attempt cap is reached"
-            else:
-                new_remedy, note = choose_remedy("sampler-error", state, policy, compiled.sites)
-            if new_remedy is None:
-                attempts.append(Attempt(**base, failure="sampler-error", message=f"{message}; {note}",
-                                        outcome="gave-up"))
-                return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}; {note}",
-                             attempts, report, policy, warn, cause=crash)
-            attempts.append(Attempt(**base, failure="sampler-error", message=f"{message}; next: {note}",
-                                    outcome="retry"))
-            next_remedy = new_remedy
-            continue
-        if not outcome.completed:
+        if crash is None and not outcome.completed:
             kind = "budget" if outcome.reason == "deadline" else "interrupted"
             message = (f"the time budget of {policy.time_budget} s ran out during attempt {number}"
                        if kind == "budget" else f"sampling was interrupted ({outcome.reason})")
@@ -389,19 +372,28 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             attempts.append(Attempt(**base, failure=kind, message=message, outcome=kind))
             return _stop(finish(data, kind, message), message, attempts, report, policy, warn,
                          budget=kind == "budget", interrupted=kind == "interrupted")
-        failure, message = assess(buffer, policy, run_settings)
         divergent = buffer.divergences()
-        candidates = noncentering_candidates(state.model, compiled.sites)
-        remedying = bool(attempts) and attempts[-1].failure == "divergences"
-        soft = failure is None and divergent > 0 and policy.retry_divergences and bool(candidates or remedying)
-        if soft:
-            failure, message = "divergences", f"{divergent} divergent draws (under the limit)" + (
-                f" with centred hierarchical sites ({', '.join(candidates)})" if candidates else "")
-        if failure is None:
-            attempts.append(Attempt(**base, outcome="accepted"))
-            return finish(data, "ok", "accepted")
-        new_remedy, note = (None, "the attempt cap is reached") if number == policy.max_attempts else (
-            choose_remedy(failure, state, policy, compiled.sites))
+        soft = False
+        if crash is not None:
+            failure = "sampler-error"
+            message = f"{crash}; {buffer.complete_draws} draws per chain were finished before it"
+        else:
+            failure, message = assess(buffer, policy, run_settings)
+            candidates = noncentering_candidates(state.model, compiled.sites)
+            remedying = bool(attempts) and attempts[-1].failure == "divergences"
+            soft = failure is None and divergent > 0 and policy.retry_divergences and bool(candidates or remedying)
+            if soft:
+                failure, message = "divergences", f"{divergent} divergent draws (under the limit)" + (
+                    f" with centred hierarchical sites ({', '.join(candidates)})" if candidates else "")
+            if failure is None:
+                attempts.append(Attempt(**base, outcome="accepted"))
+                return finish(data, "ok", "accepted")
+        if crash is not None and crash.kind != "numerical":
+            new_remedy, note = None, _NO_REMEDY[crash.kind]
+        elif number == policy.max_attempts:
+            new_remedy, note = None, "the attempt cap is reached"
+        else:
+            new_remedy, note = choose_remedy(failure, state, policy, compiled.sites)
         if new_remedy is None and soft:
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",
                                     message=f"{message}; accepted: {note} and the rate is under the limit"))
@@ -409,7 +401,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         if new_remedy is None:
             attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
             return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}; {note}",
-                         attempts, report, policy, warn)
+                         attempts, report, policy, warn, cause=crash)
         attempts.append(Attempt(**base, failure=failure, message=f"{message}; next: {note}", outcome="retry"))
         next_remedy = new_remedy
     raise AssertionError("unreachable: the loop returns or raises within max_attempts")
