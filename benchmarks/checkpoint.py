@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import adapters.numpyro  # noqa: E402,F401  (sets the host device count before jax starts)
+import resilient.adapters.numpyro  # noqa: E402,F401  (sets the host device count before jax starts)
 import resilient  # noqa: E402
 from examples import reference_models  # noqa: E402
 from resilient import checkpoint  # noqa: E402

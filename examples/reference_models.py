@@ -1,4 +1,4 @@
-"""The six posteriordb reference posteriors of ``shared/posteriors``, written in the shared API.
+"""The six posteriordb reference posteriors of ``tests/posteriors``, written in the shared API.
 
 Each entry of :data:`MODELS` pairs a model function with a loader that turns posteriordb's
 ``data.json`` into the function's keyword arguments. Parameter names map to posteriordb's
@@ -19,19 +19,15 @@ from resilient.distributions import Flat, HalfCauchy, HalfFlat, HalfNormal, Norm
 
 
 def posteriors_dir() -> Path:
-    """``$RESILIENT_POSTERIORS``, else ``shared/posteriors`` beside the checkout."""
+    """``$RESILIENT_POSTERIORS``, else the copy in ``tests/posteriors`` (posteriordb, BSD-3-Clause)."""
     env = os.environ.get("RESILIENT_POSTERIORS")
-    candidates = [Path(env)] if env else []
-    root = Path(__file__).resolve().parents[1]
-    candidates += [root.parent / "shared" / "posteriors", root / "shared" / "posteriors"]
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise FileNotFoundError(
-        "The reference posteriors were not found: looked in "
-        + ", ".join(str(p) for p in candidates)
-        + ". Set RESILIENT_POSTERIORS to the folder that holds posteriordb's posteriors."
-    )
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "tests" / "posteriors"
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"The reference posteriors were not found in {path}. Set RESILIENT_POSTERIORS to the folder "
+            "that holds posteriordb's posteriors (one folder per posterior with data.json and reference.json)."
+        )
+    return path
 
 
 def eight_schools_noncentered(J, y, sigma):

@@ -129,8 +129,8 @@ class Adapter(Protocol):
 
 #: backend name -> (module, attribute, package that must be installed)
 ADAPTERS: dict[str, tuple[str, str, str]] = {
-    "numpyro": ("adapters.numpyro", "NumPyroAdapter", "numpyro"),
-    "pymc": ("adapters.pymc", "PyMCAdapter", "pymc"),
+    "numpyro": ("resilient.adapters.numpyro", "NumPyroAdapter", "numpyro"),
+    "pymc": ("resilient.adapters.pymc", "PyMCAdapter", "pymc"),
 }
 
 

@@ -40,8 +40,15 @@ class Site:
     used: Distribution | Truncated | None  # after rewrites (same object when none applied)
     rewrites: tuple[Any, ...] = ()  # resilient.rewrites.Rewrite records: applied if Model.fix, else suggested
     noncentered: bool = False
-    description: str = ""  # the declared record, with tensors named by their sites
+    description: str = ""  # the declared record, with tensors named by their sites (for people only)
     inputs: tuple[str, ...] = ()  # sites whose values are parameters of this one
+    family: str | None = None  # the shared-API family name ("Normal"), native sites too where known
+    #: shared-API parameter name ("mu", "sigma") -> the latent sites it depends on (directly or through
+    #: an expression); what the loop reads to find centred hierarchical sites, never ``description``.
+    parameter_inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the adapter can sample this site non-centred (shared API: always for NONCENTERABLE families;
+    #: native models: only where the adapter really rewrites the site).
+    noncenterable: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,6 +1,6 @@
 """Comparing a run with a posteriordb reference, with MCSE-derived tolerances.
 
-The band is the one shared/posteriors/README.md states: |mean - ref.mean| < 0.15 * ref.sd + 4 * mcse
+The band is the one tests/posteriors/README.md states: |mean - ref.mean| < 0.15 * ref.sd + 4 * mcse
 (the MCSE of this run); for q05/q50/q95 a looser 0.25 * ref.sd + 4 * quantile-MCSE.
 """
 

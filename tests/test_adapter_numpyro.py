@@ -14,8 +14,8 @@ import pytest
 if importlib.util.find_spec("numpyro") is None:
     pytest.skip("NumPyro is not installed", allow_module_level=True)
 
-import adapters.numpyro as adapter_module  # noqa: E402  (first: it sets the XLA device count)
-from adapters.numpyro import JAX_MATH, NumPyroAdapter, StableTruncatedNormal  # noqa: E402
+import resilient.adapters.numpyro as adapter_module  # noqa: E402  (first: it sets the XLA device count)
+from resilient.adapters.numpyro import JAX_MATH, NumPyroAdapter, StableTruncatedNormal  # noqa: E402
 from resilient import distributions as rd  # noqa: E402
 from resilient import sample  # noqa: E402
 from resilient.backend import STAT_NAMES, CompiledModel, NUTSSettings  # noqa: E402

@@ -20,3 +20,12 @@ def test_unknown_backend_lists_the_supported_ones():
 
     with pytest.raises(BackendUnavailableError, match=r"`backend` must be one of 'numpyro', 'pymc', got 'stan'"):
         get_adapter("stan")
+
+
+def test_adapters_install_as_resilient_adapters_not_top_level(tmp_path):
+    """PyPI has a package named `adapters`: ours must not take that name in site-packages."""
+    code = ("import importlib.util, resilient.adapters; "
+            "print(importlib.util.find_spec('adapters') is None, resilient.adapters.__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+                            env={"PATH": "", "HOME": str(tmp_path)})
+    assert result.stdout.split() == ["True", "resilient.adapters"]
