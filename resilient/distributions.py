@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from resilient.context import inside_model
 from resilient.errors import ParameterError
 
 __all__ = [
@@ -305,8 +306,6 @@ def _make(family: str, args: tuple, kwargs: dict) -> Distribution:
         if isinstance(value, list):
             value = np.asarray(value, dtype=float)
         params[name] = value
-    from resilient.model import inside_model
-
     invalid = None
     for name, rule, _ in spec.params:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resilient.model import _CURRENT
+from resilient.context import CURRENT
 
 FUNCTIONS = (
     "exp", "log", "log1p", "expm1", "sqrt", "square", "abs", "sum", "mean", "prod", "dot",
@@ -22,7 +22,7 @@ __all__ = list(FUNCTIONS) + ["FUNCTIONS", "namespace"]
 
 def namespace() -> Any:
     """The active backend's math namespace, or numpy's outside a model."""
-    trace = _CURRENT.get()
+    trace = CURRENT.get()
     if trace is not None:
         return trace.handler.math
     from resilient.numpy_math import NUMPY_MATH

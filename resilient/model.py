@@ -8,16 +8,16 @@ reparameterisations, records every site, and passes the backend's tensors throug
 
 from __future__ import annotations
 
-import contextvars
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from resilient.context import CURRENT as _CURRENT
+from resilient.context import inside_model
 from resilient.distributions import Distribution, Truncated
 from resilient.errors import ModelError, ParameterError
+from resilient.rewrites import NONCENTERABLE, can_noncenter, noncentered, stabilize
 
 __all__ = ["sample", "deterministic", "Model", "NativeModel", "Site", "SiteHandler", "Trace", "inside_model", "current_trace"]
-
-_CURRENT: contextvars.ContextVar["Trace | None"] = contextvars.ContextVar("resilient_trace", default=None)
 
 
 class SiteHandler(Protocol):
@@ -147,16 +147,18 @@ class Trace:
             )
         description = dist.describe(self.name_of)
         kind = "observed" if observed is not None else "latent"
-        from resilient.rewrites import stabilize
-
         stable, rewrites = stabilize(dist, observed=observed is not None, namer=self.name_of)
         used = stable if self.model.fix else dist
         inputs = self._inputs(dist)
+        base = dist.base if isinstance(dist, Truncated) else dist
+        facts = dict(description=description, inputs=inputs, family=base.family,
+                     parameter_inputs=self._parameter_inputs(base),
+                     noncenterable=kind == "latent" and can_noncenter(used))
         if kind == "latent" and name in self.model.noncentered:
             value = self._sample_noncentered(name, used)
-            self.sites[name] = Site(name, kind, dist, used, rewrites, True, description, inputs)
+            self.sites[name] = Site(name, kind, dist, used, rewrites, True, **facts)
         else:
-            self.sites[name] = Site(name, kind, dist, used, rewrites, False, description, inputs)
+            self.sites[name] = Site(name, kind, dist, used, rewrites, False, **facts)
             value = self.handler.sample_site(name, used, observed)
         self._remember(name, value)
         return value
@@ -167,9 +169,11 @@ class Trace:
         names = [self.name_of(v) for v in values if v is not None]
         return tuple(dict.fromkeys(n for n in names if n))
 
-    def _sample_noncentered(self, name: str, dist: Any) -> Any:
-        from resilient.rewrites import NONCENTERABLE, noncentered
+    def _parameter_inputs(self, dist: Distribution) -> dict[str, tuple[str, ...]]:
+        named = {key: self.name_of(value) for key, value in dist.params.items() if value is not None}
+        return {key: (name,) for key, name in named.items() if name}
 
+    def _sample_noncentered(self, name: str, dist: Any) -> Any:
         if not (isinstance(dist, Distribution) and dist.family in NONCENTERABLE):
             raise ModelError(
                 f"Site `{name}` cannot be non-centred: it is {dist.describe(self.name_of)}; only location-scale "
@@ -205,11 +209,6 @@ def _broadcast_shape(math: Any, dist: Distribution) -> tuple[int, ...]:
     import numpy as np
 
     return tuple(np.broadcast_shapes(*shapes)) if shapes else ()
-
-
-def inside_model() -> bool:
-    """True while a model function runs under a :class:`Trace`."""
-    return _CURRENT.get() is not None
 
 
 def current_trace() -> Trace:

@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from resilient.distributions import Distribution, Truncated, is_literal
+from resilient import distributions
+from resilient.distributions import Distribution, Exponential, Truncated, is_literal
 
 __all__ = ["Rewrite", "stabilize", "drop_infinite_bounds", "half_form", "log_space_normaliser", "RULES"]
 
@@ -25,6 +26,8 @@ class Rewrite:
     before: str
     after: str
     reason: str
+    #: for ``drop-infinite-bounds``: which bounds were infinite ("lower", "upper")
+    infinite_bounds: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.before} -> {self.after}: {self.reason}"
@@ -55,6 +58,13 @@ def drop_infinite_bounds(dist: Any) -> tuple[Any, str | None]:
     return Truncated(dist.base, lower=lower, upper=upper, stable=dist.stable), reason
 
 
+def _infinite_bounds(dist: Any) -> tuple[str, ...]:
+    if not isinstance(dist, Truncated):
+        return ()
+    return tuple(name for name, value, target in (("lower", dist.lower, -np.inf), ("upper", dist.upper, np.inf))
+                 if _is_value(value, target))
+
+
 def _literal_shape(value: Any) -> tuple[int, ...] | None:
     """The shape a literal location gives the batch (None: a scalar adds nothing)."""
     shape = np.shape(value)
@@ -70,16 +80,12 @@ def half_form(dist: Any) -> tuple[Any, str | None]:
         return dist, None
     shape = base.shape if base.shape is not None else _literal_shape(base.params[spec.location])
     if spec.half is not None:
-        from resilient import distributions
-
         kept = {k: v for k, v in base.params.items() if k != spec.location}
         return getattr(distributions, spec.half)(**kept, shape=shape), (
             f"a {base.family} centred at 0 and truncated to [0, inf) is exactly {spec.half}; "
             "its positive transform is simpler and its density needs no normaliser"
         )
     if base.family == "Laplace":
-        from resilient.distributions import Exponential
-
         return Exponential(lam=1.0 / base.params["b"], shape=shape), (
             "a Laplace centred at 0 and truncated to [0, inf) is exactly Exponential(1/b)"
         )
@@ -119,7 +125,7 @@ def stabilize(dist: Any, *, observed: bool = False, namer: Callable[[Any], str |
         for rule, function in RULES:
             new, reason = function(dist)
             if reason is not None:
-                applied.append(Rewrite(rule, describe(dist), describe(new), reason))
+                applied.append(Rewrite(rule, describe(dist), describe(new), reason, _infinite_bounds(dist)))
                 dist, fired = new, True
         if not fired:
             break
@@ -164,8 +170,6 @@ def noncentered(dist: Distribution, shape: tuple[int, ...]) -> tuple[Distributio
         if location is not None:
             standard[location] = 0.0
     params = {"mu": 0.0, "sigma": 1.0} if kind == "log-scale" else standard
-    from resilient import distributions
-
     record = getattr(distributions, family)(**params, shape=shape)
     loc = dist.params[location] if location is not None else 0.0
     size = dist.params[scale]
