@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from resilient import sample
+from resilient.model import sample
 from resilient import math as rm
 from resilient.distributions import Flat, InverseGamma, Normal, Truncated
 

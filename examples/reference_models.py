@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resilient import deterministic, sample
+from resilient.model import deterministic, sample
 from resilient import math as rm
 from resilient.distributions import Flat, HalfCauchy, HalfFlat, HalfNormal, Normal
 

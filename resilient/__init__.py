@@ -7,39 +7,24 @@ backends (jax, numpyro, pymc, pytensor) and ArviZ are imported inside functions,
 
 from __future__ import annotations
 
-from resilient import distributions, math
+from resilient import distributions, math, model
 from resilient.distributions import *  # noqa: F401,F403  (the shared API's families)
 from resilient.errors import (
-    BackendUnavailableError, ModelError, ParameterError, PreflightError, ResilientError,
-    SamplingFailed, UnsupportedModelError,
+    BackendUnavailableError, ModelError, ParameterError, PreflightError, ResilientError, ResilientWarning,
+    SamplerError, SamplingFailed, UnsupportedModelError,
 )
 from resilient.model import Model, deterministic
-from resilient.model import sample as _declare_site
+from resilient.policy import Policy
+from resilient.sampling import CompiledSampler, compile, sample
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "preflight", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "math", "distributions", "Model",
-    "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed",
-    "UnsupportedModelError", "BackendUnavailableError", "__version__",
+    "sample", "compile", "preflight", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic",
+    "math", "model", "distributions", "Model", "Policy", "CompiledSampler",
+    "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed", "SamplerError",
+    "ResilientWarning", "UnsupportedModelError", "BackendUnavailableError", "__version__",
 ] + list(distributions.__all__)
-
-
-def sample(*args, **kwargs):
-    """Declare a site inside a model, or sample a model: one name, two uses.
-
-    * ``sample("mu", Normal(0, 5))`` / ``sample("y", Normal(mu, 1), obs=y)`` inside a model
-      function declares a site (like ``numpyro.sample``) and returns its value.
-    * ``sample(model, *data, backend="numpyro", draws=1000, ...)`` runs preflight and the
-      resilient sampling loop and returns an ArviZ DataTree (like ``pm.sample``); it also
-      takes a native PyMC model (or runs in its ``with`` block) and a NumPyro model function.
-      See :func:`resilient.sampling.sample` for every argument.
-    """
-    if args and isinstance(args[0], str):
-        return _declare_site(*args, **kwargs)
-    from resilient.sampling import sample as run
-
-    return run(*args, **kwargs)
 
 
 def resume(path, model, *args, draws=1000, **kwargs):

@@ -17,7 +17,6 @@ import json
 import os
 import pickle
 import re
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -97,11 +96,10 @@ class Checkpoint:
         for path in [*earlier, self.root / "meta.json"]:
             if path.exists():
                 os.replace(path, target / path.name)
-        from resilient.loop import ResilientWarning
+        from resilient.errors import warn
 
-        warnings.warn(f"Resilient: the checkpoint folder {self.root} held an earlier run; it was moved to "
-                      f"{target} so the two runs are not mixed. To continue a NumPyro run, use "
-                      "resilient.resume(folder, model, ...).", ResilientWarning, stacklevel=5)
+        warn(f"Resilient: the checkpoint folder {self.root} held an earlier run; it was moved to {target} so the "
+             "two runs are not mixed. To continue a NumPyro run, use resilient.resume(folder, model, ...).")
 
     def start_attempt(self, number: int) -> None:
         self.folder = self.root / f"attempt-{number:02d}"

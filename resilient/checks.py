@@ -54,11 +54,12 @@ def compile_model(model: Model | NativeModel, backend: str) -> Any:
 
 
 def run_preflight(model: Model | NativeModel, backend: str, *, random_seed: int = 0, prior_points: int = 2,
-                  uniform_points: int = 2) -> tuple[PreflightReport, Any]:
-    """Compile and check; returns the report and the compiled model (``None`` if it did not compile)."""
+                  uniform_points: int = 2, compiled: Any = None) -> tuple[PreflightReport, Any]:
+    """Compile (unless ``compiled`` is given) and check; returns the report and the compiled model
+    (``None`` if it did not compile)."""
     start = time.perf_counter()
     try:
-        compiled = compile_model(model, backend)
+        compiled = compiled if compiled is not None else compile_model(model, backend)
     except ParameterError as error:
         finding = Finding(
             "error", "parameter", error.site, str(error), parameter=error.argument,
@@ -211,10 +212,9 @@ def _word(value: float) -> str:
 def _cause(site: Any, model: Model | NativeModel, values: Mapping[str, Any], inputs: list[str], term: float) -> str:
     rules = {r.rule: r for r in getattr(site, "rewrites", ())}
     if "drop-infinite-bounds" in rules:
-        reason = rules["drop-infinite-bounds"].reason
-        bound = "upper bound" if "upper" in reason.split(":")[0] and "lower" not in reason.split(":")[0] else (
-            "lower bound" if "lower" in reason.split(":")[0] and "upper" not in reason.split(":")[0] else "bounds")
-        return f"the {bound} is infinite ({reason.split(': ', 1)[-1]})"
+        rewrite = rules["drop-infinite-bounds"]
+        bound = f"{rewrite.infinite_bounds[0]} bound is" if len(rewrite.infinite_bounds) == 1 else "bounds are"
+        return f"the {bound} infinite ({rewrite.reason.split(': ', 1)[-1]})"
     if "log-space-normaliser" in rules and model.float32:
         return "the truncation normaliser underflows to log(0) in float32: the bound is far in the tail"
     negative = [n for n in inputs if n in values and np.any(np.asarray(values[n], float) < 0)]

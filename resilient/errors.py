@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any
+
+from resilient.states import SAMPLER_ERROR_KINDS, SamplerErrorKind
+
+__all__ = ["ResilientError", "ModelError", "ParameterError", "UnsupportedModelError", "BackendUnavailableError",
+           "PreflightError", "SamplingFailed", "SamplerError", "ResilientWarning", "warn"]
 
 
 class ResilientError(Exception):
@@ -61,12 +68,26 @@ class SamplerError(ResilientError, RuntimeError):
     ``"crash"`` (anything else raised inside the sampler: a bug to read, not to retry).
     """
 
-    KINDS = ("numerical", "resources", "crash")
+    KINDS = SAMPLER_ERROR_KINDS
 
-    def __init__(self, message: str, *, backend: str, kind: str, chain: int | None = None) -> None:
+    def __init__(self, message: str, *, backend: str, kind: SamplerErrorKind, chain: int | None = None) -> None:
         if kind not in self.KINDS:
             raise ValueError(f"SamplerError kind must be one of {self.KINDS}, got {kind!r}")
         super().__init__(message)
         self.backend = backend
         self.kind = kind
         self.chain = chain
+
+
+class ResilientWarning(UserWarning):
+    """Something the user should know about a result that was still returned."""
+
+
+#: frames in these folders are ours: a warning points past them, at the user's line.
+_OUR_FILES = (os.path.dirname(os.path.abspath(__file__)),
+              os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "adapters"))
+
+
+def warn(message: str, category: type[Warning] = None) -> None:
+    """Warn at the first caller outside Resilient (computed per call, whatever the call depth)."""
+    warnings.warn(message, category or ResilientWarning, skip_file_prefixes=_OUR_FILES)

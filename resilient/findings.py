@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
+
+from resilient.states import SEVERITIES, Severity
 
 __all__ = ["Finding", "PreflightReport", "SEVERITIES"]
-
-#: from most to least serious; "fixed" means a problem was found and a rewrite removed it.
-SEVERITIES = ("error", "fixed", "warning", "info")
 
 
 @dataclass(frozen=True)
 class Finding:
     """One thing preflight noticed: where, what, why, and what was (or should be) done."""
 
-    severity: str
+    severity: Severity
     check: str  # "parameter", "rewrite", "log-density", "gradient", "finite-difference", "prior", "compile"
     site: str | None
     message: str
@@ -53,7 +52,7 @@ class PreflightReport:
     points_checked: int = 0
 
     @property
-    def status(self) -> str:
+    def status(self) -> Literal["error", "fixed", "clean"]:
         severities = {f.severity for f in self.findings}
         if "error" in severities:
             return "error"

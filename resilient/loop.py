@@ -11,35 +11,40 @@ from __future__ import annotations
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from resilient.backend import Chunk, NUTSRun, NUTSSettings, available_backends, get_adapter
 from resilient.draws import DrawBuffer, to_datatree
-from resilient.errors import PreflightError, SamplerError, SamplingFailed
+from resilient.errors import PreflightError, ResilientWarning, SamplerError, SamplingFailed
+from resilient.errors import warn as warn_user
 from resilient.model import Model, NativeModel
 from resilient.policy import Attempt, Policy
+from resilient.states import Failure, Remedy
 
-__all__ = ["run_loop", "assess", "choose_remedy", "ResilientWarning", "LoopState", "noncentering_candidates"]
-
-
-class ResilientWarning(UserWarning):
-    """Something the user should know about a result that was still returned."""
+__all__ = ["run_loop", "assess", "choose_remedy", "Decision", "ResilientWarning", "LoopState", "noncentering_candidates"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopState:
-    """What the next attempt will use; remedies change it."""
+    """What the next attempt will use. Remedies return a changed copy; nothing mutates it."""
 
     model: Model | NativeModel
     backend: str
     target_accept: float
     init_strategy: str = "default"
-    used: set[str] = field(default_factory=set)
-    ladder_step: int = 0
+    used: frozenset[Remedy] = frozenset()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The loop's next step after a failure: a remedy and the state it leads to, or ``remedy=None``."""
+
+    remedy: Remedy | None
+    note: str
+    state: LoopState
 
 
 def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_stats: dict | None = None
@@ -121,75 +126,66 @@ def _worst_convergence(posterior: dict[str, np.ndarray], chains: int) -> tuple[s
     return worst
 
 
-def noncentering_candidates(model: Model | NativeModel, sites: dict[str, Any]) -> list[str]:
-    """Latent location-scale sites whose location or scale is another variable: the centred pattern."""
-    from resilient.rewrites import can_noncenter
+def noncentering_candidates(model: Model | NativeModel, sites: Mapping[str, Any]) -> list[str]:
+    """Latent sites in the centred hierarchical pattern (a location or scale that is another variable)
+    that the adapter really samples non-centred when asked (``Site.noncenterable``)."""
+    return [site.name for site in sites.values()
+            if site.kind == "latent" and site.noncenterable and site.name not in model.noncentered]
 
-    names = []
-    for site in sites.values():
-        if site.kind != "latent" or site.name in model.noncentered or site.name.endswith("_raw"):
+
+#: remedies in the order they are tried, per failure.
+_LADDERS: dict[str, tuple[Remedy, ...]] = {
+    "divergences": ("noncenter", "target_accept", "float64", "other_backend"),
+    "initialization": ("reinitialize", "float64", "target_accept", "other_backend"),
+    "tree-depth": ("reinitialize", "noncenter", "target_accept", "other_backend"),
+}
+for _failure in ("non-finite", "stuck", "no-draws", "sampler-error"):
+    _LADDERS[_failure] = _LADDERS["initialization"]
+_LADDERS["convergence"] = _LADDERS["tree-depth"]
+
+
+def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candidates: Sequence[str] = (),
+                  float32_in_effect: bool = False, other_backends: Sequence[str] = ()) -> Decision:
+    """The next remedy that fits ``failure`` and is not used up: a pure function of its arguments.
+
+    ``candidates``: sites the adapter can non-centre (:func:`noncentering_candidates`);
+    ``float32_in_effect``: the compiled model really runs in float32 (float64 is only a remedy then);
+    ``other_backends``: installed backends this model can move to (none for a native model).
+    """
+    for remedy in _LADDERS.get(failure, _LADDERS["convergence"]):
+        if remedy not in policy.remedies:
             continue
-        used = site.used if site.used is not None else site.declared
-        if used is not None and can_noncenter(used):
-            names.append(site.name)
-        elif used is None and isinstance(model, NativeModel) and site.description.startswith("Normal("):
-            inside = site.description[len("Normal("):-1].split(",")
-            if len(inside) >= 2 and inside[-1].strip() in sites:
-                names.append(site.name)
-    return names
-
-
-def choose_remedy(failure: str, state: LoopState, policy: Policy, sites: dict[str, Any]) -> tuple[str | None, str]:
-    """The next remedy that fits ``failure`` and was not used up; changes ``state``; ``None``: nothing left."""
-    allowed = [r for r in policy.remedies]
-
-    def can(remedy: str) -> bool:
-        return remedy in allowed and remedy not in state.used
-
-    order: list[str]
-    if failure in ("divergences",):
-        order = ["noncenter", "target_accept", "float64", "other_backend"]
-    elif failure in ("initialization", "non-finite", "stuck", "no-draws", "sampler-error"):
-        order = ["reinitialize", "float64", "target_accept", "other_backend"]
-    else:  # tree-depth, convergence
-        order = ["reinitialize", "noncenter", "target_accept", "other_backend"]
-    for remedy in order:
-        if remedy == "target_accept" and "target_accept" in allowed:
+        if remedy == "target_accept":
             ladder = [t for t in policy.target_accept_ladder if t > state.target_accept]
             if ladder:
-                state.target_accept = ladder[0]
-                return remedy, f"target_accept raised to {ladder[0]}"
+                return Decision(remedy, f"target_accept raised to {ladder[0]}", replace(state, target_accept=ladder[0]))
             continue
-        if not can(remedy):
+        if remedy in state.used:
             continue
         if remedy == "reinitialize":
-            state.init_strategy = {"default": "uniform"}.get(state.init_strategy, "prior")
-            if state.init_strategy == "prior":
-                state.used.add(remedy)
-            return remedy, f"fresh initial points ({state.init_strategy})"
-        if remedy == "noncenter":
-            candidates = noncentering_candidates(state.model, sites)
-            if not candidates:
-                continue
-            state.used.add(remedy)
-            state.model = state.model.with_options(noncentered=frozenset(state.model.noncentered) | set(candidates))
-            return remedy, f"non-centred {', '.join(candidates)} (sampled as loc + scale * {candidates[0]}_raw)"
-        if remedy == "float64":
-            if not state.model.float32:
-                continue
-            state.used.add(remedy)
-            state.model = state.model.with_options(float32=False)
-            return remedy, "switched to float64"
-        if remedy == "other_backend":
-            if isinstance(state.model, NativeModel):
-                continue
-            others = [b for b in available_backends() if b != state.backend]
-            if not others:
-                continue
-            state.used.add(remedy)
-            state.backend = others[0]
-            return remedy, f"switched to the {others[0]} backend"
-    return None, "no remedy left that fits this failure"
+            strategy = {"default": "uniform"}.get(state.init_strategy, "prior")
+            used = state.used | {remedy} if strategy == "prior" else state.used
+            return Decision(remedy, f"fresh initial points ({strategy})",
+                            replace(state, init_strategy=strategy, used=used))
+        if remedy == "noncenter" and candidates:
+            model = state.model.with_options(noncentered=frozenset(state.model.noncentered) | set(candidates))
+            return Decision(remedy, f"non-centred {', '.join(candidates)} (sampled as loc + scale * raw)",
+                            replace(state, model=model, used=state.used | {remedy}))
+        if remedy == "float64" and float32_in_effect:
+            return Decision(remedy, "switched to float64",
+                            replace(state, model=state.model.with_options(float32=False), used=state.used | {remedy}))
+        if remedy == "other_backend" and other_backends and not isinstance(state.model, NativeModel):
+            return Decision(remedy, f"switched to the {other_backends[0]} backend",
+                            replace(state, backend=other_backends[0], used=state.used | {remedy}))
+    return Decision(None, "no remedy left that fits this failure", state)
+
+
+def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any) -> Decision:
+    """:func:`choose_remedy` with the facts read off the compiled model and the installed backends."""
+    return choose_remedy(
+        failure, state, policy, candidates=noncentering_candidates(state.model, compiled.sites),
+        float32_in_effect=bool(state.model.float32) and "float32" not in getattr(compiled, "ignored_options", ()),
+        other_backends=[b for b in available_backends() if b != state.backend])
 
 
 def _initial_points(compiled: Any, strategy: str, chains: int, seed: int, retries: int) -> np.ndarray:
@@ -259,7 +255,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
 
     start = time.monotonic()
     deadline = start + policy.time_budget if policy.time_budget else None
-    warn = warn or (lambda message: warnings.warn(message, ResilientWarning, stacklevel=4))
+    warn = warn or warn_user
     cache = compile_cache if compile_cache is not None else {}
     attempts: list[Attempt] = []
     report = None
@@ -275,7 +271,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         return cache[key]
 
     if preflight:
-        report, compiled = run_preflight(model, backend, random_seed=seed)
+        report, compiled = run_preflight(model, backend, random_seed=seed, compiled=cache.get((backend, model)))
         if compiled is not None:
             cache[(backend, model)] = compiled
         if not report.ok:
@@ -321,13 +317,13 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         except _InitializationFailed as failure:
             attempts.append(Attempt(number, state.backend, current_settings, remedy, "initialization", str(failure),
                                     "retry", time.monotonic() - attempt_start))
-            new_remedy, note = choose_remedy("initialization", state, policy, compiled.sites)
-            if new_remedy is None or number == policy.max_attempts:
+            decision = _decide("initialization", state, policy, compiled)
+            if decision.remedy is None or number == policy.max_attempts:
                 attempts[-1] = replace(attempts[-1], outcome="gave-up")
                 return _stop(finish(last_data, "failed", str(failure)), f"initialisation failed: {failure}",
                              attempts, report, policy, warn)
-            attempts[-1] = replace(attempts[-1], message=f"{failure}; next: {note}")
-            next_remedy = new_remedy
+            attempts[-1] = replace(attempts[-1], message=f"{failure}; next: {decision.note}")
+            next_remedy, state = decision.remedy, decision.state
             continue
 
         buffer = DrawBuffer(settings.chains)
@@ -389,11 +385,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                 attempts.append(Attempt(**base, outcome="accepted"))
                 return finish(data, "ok", "accepted")
         if crash is not None and crash.kind != "numerical":
-            new_remedy, note = None, _NO_REMEDY[crash.kind]
+            decision = Decision(None, _NO_REMEDY[crash.kind], state)
         elif number == policy.max_attempts:
-            new_remedy, note = None, "the attempt cap is reached"
+            decision = Decision(None, "the attempt cap is reached", state)
         else:
-            new_remedy, note = choose_remedy(failure, state, policy, compiled.sites)
+            decision = _decide(failure, state, policy, compiled)
+        new_remedy, note = decision.remedy, decision.note
         if new_remedy is None and soft:
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",
                                     message=f"{message}; accepted: {note} and the rate is under the limit"))
@@ -403,7 +400,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}; {note}",
                          attempts, report, policy, warn, cause=crash)
         attempts.append(Attempt(**base, failure=failure, message=f"{message}; next: {note}", outcome="retry"))
-        next_remedy = new_remedy
+        next_remedy, state = new_remedy, decision.state
     raise AssertionError("unreachable: the loop returns or raises within max_attempts")
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from resilient.errors import ResilientError
+from resilient.states import REMEDIES, Failure, Outcome, Remedy
 
 __all__ = ["Policy", "Attempt", "REMEDIES"]
-
-#: every remedy the loop knows, in the order it tries them for a failure they fit.
-REMEDIES = ("reinitialize", "noncenter", "target_accept", "float64", "other_backend")
 
 
 @dataclass(frozen=True)
@@ -31,8 +29,8 @@ class Policy:
     min_ess_bulk_per_chain: float = 25.0
     tree_depth_saturation: float = 0.5  # fraction of draws at the maximum depth that counts as saturated
     target_accept_ladder: tuple[float, ...] = (0.9, 0.95, 0.99)
-    remedies: tuple[str, ...] = REMEDIES
-    on_failure: str = "raise"  # or "warn": return the last attempt's draws with a warning
+    remedies: tuple[Remedy, ...] = REMEDIES
+    on_failure: Literal["raise", "warn"] = "raise"  # or "warn": return the last attempt's draws with a warning
     init_retries: int = 20  # initial points tried per chain before giving up on a strategy
     chunk_size: int = 100
 
@@ -64,10 +62,10 @@ class Attempt:
     attempt: int
     backend: str
     settings: dict[str, Any] = field(default_factory=dict)
-    remedy: str | None = None
-    failure: str | None = None
+    remedy: Remedy | None = None
+    failure: Failure | None = None
     message: str = ""
-    outcome: str = "accepted"  # accepted, retry, gave-up, budget, interrupted, error
+    outcome: Outcome = "accepted"
     seconds: float = 0.0
     draws: int = 0
     divergences: int = 0

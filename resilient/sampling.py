@@ -1,17 +1,20 @@
-"""``resilient.sample``: a drop-in for ``pm.sample`` and NumPyro's ``MCMC`` with preflight and the loop."""
+"""``resilient.sample``: a drop-in for ``pm.sample`` and NumPyro's ``MCMC`` with preflight and the loop,
+and ``resilient.compile``: compile a model once, sample it many times."""
 
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from resilient.backend import NUTSSettings
-from resilient.errors import ResilientError
+from resilient.errors import ResilientError, warn
+from resilient.model import Model, NativeModel
 from resilient.policy import Policy
 
-__all__ = ["sample", "resume"]
+__all__ = ["sample", "resume", "compile", "CompiledSampler"]
 
 #: pm.sample arguments that are accepted and have no effect here (Resilient picks these itself).
 _PYMC_IGNORED = {"cores", "init", "jitter_max_retries", "n_init", "discard_tuned_samples",
@@ -26,6 +29,101 @@ def _check_count(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+@dataclass(eq=False)
+class CompiledSampler:
+    """A model compiled for one backend, sampled as often as you like without compiling again.
+
+    Made by :func:`compile`; :meth:`sample` takes :func:`sample`'s run arguments. Remedies that
+    change the model (non-centring, float64) compile their variant once and keep it too.
+    """
+
+    model: Model | NativeModel
+    backend: str
+    cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def compiled(self) -> Any:
+        """The adapter's :class:`~resilient.backend.CompiledModel`, compiled on first use."""
+        key = (self.backend, self.model)
+        if key not in self.cache:
+            from resilient.backend import get_adapter
+
+            self.cache[key] = get_adapter(self.backend).compile(self.model)
+        return self.cache[key]
+
+    def preflight(self, *, random_seed: int = 0) -> Any:
+        """Preflight's :class:`~resilient.findings.PreflightReport` for the compiled model."""
+        from resilient.checks import run_preflight
+
+        return run_preflight(self.model, self.backend, random_seed=random_seed, compiled=self.compiled)[0]
+
+    def sample(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4, target_accept: float = 0.8,
+               random_seed: int | None = None, initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+               progressbar: bool = True, preflight: bool = True, max_tree_depth: int = 10,
+               policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
+               checkpoint: str | None = None, resume: str | None = None) -> Any:
+        """Preflight and the resilient NUTS loop; an ArviZ DataTree. Arguments as for :func:`sample`."""
+        from resilient.checkpoint import Checkpoint, read_state
+        from resilient.loop import run_loop
+
+        draws = _check_count("draws", draws, 1)
+        tune = _check_count("tune", tune, 0)
+        chains = _check_count("chains", chains, 1)
+        max_tree_depth = _check_count("max_tree_depth", max_tree_depth, 1)
+        if not 0 < float(target_accept) < 1:
+            raise ResilientError(f"`target_accept` must be in (0, 1), got {target_accept!r}. Typical: 0.8 to 0.99.")
+        policy = policy or Policy()
+        overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
+        policy = policy.replace(**overrides) if overrides else policy
+        resume_state = read_state(resume) if resume is not None else None
+        settings = NUTSSettings(draws=draws, tune=0 if resume_state is not None else tune, chains=chains,
+                                target_accept=float(target_accept), random_seed=random_seed,
+                                max_tree_depth=max_tree_depth, resume_state=resume_state)
+        if initvals is not None:
+            settings = replace(settings, initial_points=self._initial_points(initvals, chains))
+        store = None
+        if checkpoint is not None or resume is not None:
+            store = Checkpoint(checkpoint or resume, fresh=resume is None, meta={
+                "model": self.model.name, "backend": self.backend, "draws": draws, "tune": tune, "chains": chains,
+                "target_accept": target_accept, "random_seed": random_seed})
+        return run_loop(self.model, self.backend, settings, policy, preflight=preflight and resume is None,
+                        checkpoint=store, progressbar=progressbar, compile_cache=self.cache)
+
+    def _initial_points(self, initvals: Any, chains: int) -> np.ndarray:
+        """pm.sample-style initvals (constrained values by name, one dict or one per chain) as points."""
+        per_chain = [initvals] * chains if isinstance(initvals, Mapping) else list(initvals)
+        if len(per_chain) != chains:
+            raise ResilientError(f"`initvals` must be one dict or one per chain ({chains}), got {len(per_chain)}.")
+        compiled = self.compiled
+        points = []
+        for chain, values in enumerate(per_chain):
+            x = np.asarray(compiled.initial_point("default", chain), float)
+            if values:
+                unknown = sorted(set(values) - set(compiled.latent_names))
+                if unknown:
+                    raise ResilientError(
+                        f"`initvals` names {unknown}, which are not free variables of the model "
+                        f"({', '.join(compiled.latent_names)})."
+                    )
+                x = compiled.unconstrain({**compiled.constrain(x), **values})
+            points.append(x)
+        return np.stack(points)
+
+
+def compile(model: Any = None, *args: Any, backend: str | None = None, fix: bool = True, float32: bool = False,
+            **kwargs: Any) -> CompiledSampler:
+    """Compile ``model`` once for ``backend``; sample it many times with ``.sample(...)``.
+
+    ``model`` and its data (``*args``/``**kwargs``) are as for :func:`sample`.
+    """
+    from resilient.resolve import default_backend, resolve_model
+
+    resolved = resolve_model(model, args, kwargs, fix=fix, float32=float32)
+    sampler = CompiledSampler(resolved, default_backend(resolved, backend))
+    sampler.compiled  # noqa: B018  (compile now: the caller asked for it)
+    return sampler
+
+
 def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int = 1000, tune: int = 1000,
            chains: int = 4, target_accept: float = 0.8, random_seed: int | None = None,
            initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, progressbar: bool = True,
@@ -36,17 +134,20 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int
     """Run preflight and the resilient NUTS loop; return an ArviZ DataTree.
 
     ``model`` is a shared-API model function (data as ``*args`` / ``**kwargs`` or
-    ``model_kwargs``), a NumPyro model function (its arguments likewise), or a PyMC model
-    (``model=`` or the ``with pm.Model():`` context; ``pm.sample``'s arguments are accepted).
-    ``draws``, ``tune``, ``chains``, ``target_accept``, ``random_seed``, ``initvals`` and
-    ``progressbar`` mean what they mean in ``pm.sample``. ``time_budget`` (seconds for the
-    whole call) and ``max_attempts`` override the :class:`~resilient.policy.Policy`;
-    ``checkpoint`` is a folder where finished draws are written as they finish; ``resume``
-    continues a NumPyro run from such a folder. The preflight report and the attempt log are
-    in the result's attributes (:mod:`resilient.record`).
+    ``model_kwargs``), a NumPyro model function (its arguments likewise), a PyMC model
+    (``model=`` or the ``with pm.Model():`` context; ``pm.sample``'s arguments are accepted), or
+    what :func:`compile` returned. ``draws``, ``tune``, ``chains``, ``target_accept``,
+    ``random_seed``, ``initvals`` and ``progressbar`` mean what they mean in ``pm.sample``.
+    ``time_budget`` (seconds for the whole call) and ``max_attempts`` override the
+    :class:`~resilient.policy.Policy`; ``checkpoint`` is a folder where finished draws are
+    written as they finish; ``resume`` continues a NumPyro run from such a folder. The preflight
+    report and the attempt log are in the result's attributes (:mod:`resilient.record`).
+
+    Sites inside a model are declared with :func:`resilient.model.sample`; calling this one
+    with a site name still works but is deprecated.
     """
-    from resilient.checkpoint import Checkpoint, read_state
-    from resilient.loop import run_loop
+    if isinstance(model, str):
+        return _declare_site_deprecated(model, *args, **kwargs)
     from resilient.resolve import default_backend, resolve_model
 
     if isinstance(model, numbers.Integral) and not isinstance(model, bool):  # pm.sample(500) in a with-block
@@ -63,56 +164,28 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int
     for key in _PYMC_IGNORED & set(kwargs):
         kwargs.pop(key)
     data_kwargs.update(kwargs)
-    draws = _check_count("draws", draws, 1)
-    tune = _check_count("tune", tune, 0)
-    chains = _check_count("chains", chains, 1)
-    max_tree_depth = _check_count("max_tree_depth", max_tree_depth, 1)
-    if not 0 < float(target_accept) < 1:
-        raise ResilientError(f"`target_accept` must be in (0, 1), got {target_accept!r}. Typical: 0.8 to 0.99.")
-
-    resolved = resolve_model(model, args, data_kwargs, fix=fix, float32=float32)
-    name = default_backend(resolved, backend)
-    policy = policy or Policy()
-    overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
-    policy = policy.replace(**overrides) if overrides else policy
-    resume_state = read_state(resume) if resume is not None else None
-    settings = NUTSSettings(draws=draws, tune=0 if resume_state is not None else tune, chains=chains,
-                            target_accept=float(target_accept), random_seed=random_seed,
-                            max_tree_depth=max_tree_depth, resume_state=resume_state)
-    if initvals is not None:
-        settings = _with_initvals(settings, resolved, name, initvals)
-    store = None
-    if checkpoint is not None or resume is not None:
-        store = Checkpoint(checkpoint or resume, fresh=resume is None, meta={
-            "model": resolved.name, "backend": name, "draws": draws, "tune": tune, "chains": chains,
-            "target_accept": target_accept, "random_seed": random_seed})
-    return run_loop(resolved, name, settings, policy, preflight=preflight, checkpoint=store,
-                    progressbar=progressbar)
+    if isinstance(model, CompiledSampler):
+        if args or data_kwargs or backend not in (None, model.backend):
+            raise ResilientError(
+                "A compiled model carries its data and backend: pass only run arguments (draws, chains, ...) "
+                "to resilient.sample(compiled, ...), or compile again with other data.")
+        sampler = model
+    else:
+        resolved = resolve_model(model, args, data_kwargs, fix=fix, float32=float32)
+        sampler = CompiledSampler(resolved, default_backend(resolved, backend))
+    return sampler.sample(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+                          random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
+                          max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
+                          max_attempts=max_attempts, checkpoint=checkpoint, resume=resume)
 
 
-def _with_initvals(settings: NUTSSettings, model: Any, backend: str, initvals: Any) -> NUTSSettings:
-    """Turn pm.sample-style initvals (constrained values by name, one dict or one per chain) into points."""
-    from dataclasses import replace
+def _declare_site_deprecated(name: str, *args: Any, **kwargs: Any) -> Any:
+    from resilient import model as model_api
 
-    from resilient.backend import get_adapter
-
-    per_chain = [initvals] * settings.chains if isinstance(initvals, Mapping) else list(initvals)
-    if len(per_chain) != settings.chains:
-        raise ResilientError(f"`initvals` must be one dict or one per chain ({settings.chains}), got {len(per_chain)}.")
-    compiled = get_adapter(backend).compile(model)
-    points = []
-    for chain, values in enumerate(per_chain):
-        x = np.asarray(compiled.initial_point("default", chain), float)
-        if values:
-            unknown = sorted(set(values) - set(compiled.latent_names))
-            if unknown:
-                raise ResilientError(
-                    f"`initvals` names {unknown}, which are not free variables of the model "
-                    f"({', '.join(compiled.latent_names)})."
-                )
-            x = compiled.unconstrain({**compiled.constrain(x), **values})
-        points.append(x)
-    return replace(settings, initial_points=np.stack(points))
+    warn(f"resilient.sample({name!r}, ...) inside a model is deprecated: declare sites with "
+         "resilient.model.sample (`from resilient.model import sample`), as numpyro.sample declares them; "
+         "resilient.sample runs a model.", DeprecationWarning)
+    return model_api.sample(name, *args, **kwargs)
 
 
 def resume(path: str, model: Any, *args: Any, draws: int = 1000, **kwargs: Any) -> Any:

@@ -17,7 +17,7 @@ import resilient
 from examples import pathologies
 from resilient.backend import Chunk
 from resilient.checkpoint import Checkpoint, read_checkpoint
-from resilient.loop import ResilientWarning
+from resilient.errors import ResilientWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ from resilient.checkpoint import Checkpoint, read_checkpoint
 from resilient.distributions import HalfCauchy, Normal
 from resilient.draws import DrawBuffer
 from resilient.errors import ResilientError, SamplerError, SamplingFailed
-from resilient.loop import LoopState, assess, choose_remedy, run_loop
+from resilient.loop import LoopState, assess, choose_remedy, noncentering_candidates, run_loop
 from resilient.record import read_attempts
-from resilient.model import Model, Site
+from resilient.model import Model, NativeModel, Site
 from resilient.policy import Policy
 
 SETTINGS = NUTSSettings(draws=400, chains=4, max_tree_depth=10)
@@ -67,39 +67,64 @@ def test_chains_that_disagree_fail_convergence():
 def centred_sites():
     tau = object()  # stands for a tensor: not a literal
     return {
-        "tau": Site("tau", "latent", HalfCauchy(5), HalfCauchy(5)),
-        "theta": Site("theta", "latent", Normal(0.0, tau), Normal(0.0, tau)),
+        "tau": Site("tau", "latent", HalfCauchy(5), HalfCauchy(5), family="HalfCauchy"),
+        "theta": Site("theta", "latent", Normal(0.0, tau), Normal(0.0, tau), family="Normal",
+                      parameter_inputs={"sigma": ("tau",)}, noncenterable=True),
     }
 
 
+def test_candidates_come_from_the_sites_structured_facts_not_their_text():
+    sites = centred_sites()
+    assert noncentering_candidates(Model(lambda: None), sites) == ["theta"]
+    # a native site the adapter cannot rewrite is no candidate, whatever its description says
+    sites["theta"] = Site("theta", "latent", None, None, description="Normal(0, tau)", family="Normal",
+                          parameter_inputs={"sigma": ("tau",)}, noncenterable=False)
+    assert noncentering_candidates(Model(lambda: None), sites) == []
+
+
 def test_divergences_lead_to_non_centring_then_the_target_accept_ladder():
-    state = LoopState(Model(lambda: None), "numpyro", 0.8)
+    start = LoopState(Model(lambda: None), "numpyro", 0.8)
     policy = Policy()
-    remedy, note = choose_remedy("divergences", state, policy, centred_sites())
-    assert remedy == "noncenter" and state.model.noncentered == frozenset({"theta"})
-    assert note.startswith("non-centred theta")
-    assert choose_remedy("divergences", state, policy, centred_sites())[0] == "target_accept"
-    assert state.target_accept == 0.9
-    choose_remedy("divergences", state, policy, centred_sites())
-    choose_remedy("divergences", state, policy, centred_sites())
+    first = choose_remedy("divergences", start, policy, candidates=["theta"])
+    assert first.remedy == "noncenter" and first.state.model.noncentered == frozenset({"theta"})
+    assert first.note.startswith("non-centred theta")
+    assert start.model.noncentered == frozenset() and start.used == frozenset(), "the decision is pure"
+    second = choose_remedy("divergences", first.state, policy, candidates=["theta"])
+    assert second.remedy == "target_accept" and second.state.target_accept == 0.9
+    state = second.state
+    for _ in range(2):
+        state = choose_remedy("divergences", state, policy, candidates=["theta"]).state
     assert state.target_accept == 0.99
+
+
+def test_float64_and_other_backend_are_remedies_only_where_they_change_something():
+    state = LoopState(Model(lambda: None, float32=True), "pymc", 0.99)
+    policy = Policy(remedies=("float64", "other_backend"))
+    assert choose_remedy("divergences", state, policy, float32_in_effect=False).remedy is None
+    decision = choose_remedy("divergences", state, policy, float32_in_effect=True, other_backends=["numpyro"])
+    assert decision.remedy == "float64" and decision.state.model.float32 is False
+    native = LoopState(NativeModel("pymc", object()), "pymc", 0.99)
+    assert choose_remedy("divergences", native, policy, other_backends=["numpyro"]).remedy is None
 
 
 def test_switched_off_remedies_are_not_used():
     state = LoopState(Model(lambda: None), "numpyro", 0.8)
     policy = Policy(remedies=("target_accept",))
-    assert choose_remedy("divergences", state, policy, centred_sites())[0] == "target_accept"
-    assert state.model.noncentered == frozenset()
+    decision = choose_remedy("divergences", state, policy, candidates=["theta"])
+    assert decision.remedy == "target_accept" and decision.state.model.noncentered == frozenset()
     state = LoopState(Model(lambda: None), "numpyro", 0.99)
-    assert choose_remedy("divergences", state, policy, centred_sites()) == (None, "no remedy left that fits this failure")
+    decision = choose_remedy("divergences", state, policy, candidates=["theta"])
+    assert (decision.remedy, decision.note) == (None, "no remedy left that fits this failure")
 
 
 def test_reinitialisation_tries_uniform_then_prior_points():
     state = LoopState(Model(lambda: None), "numpyro", 0.8)
     policy = Policy(remedies=("reinitialize",))
-    assert choose_remedy("stuck", state, policy, {})[1] == "fresh initial points (uniform)"
-    assert choose_remedy("stuck", state, policy, {})[1] == "fresh initial points (prior)"
-    assert choose_remedy("stuck", state, policy, {})[0] is None
+    first = choose_remedy("stuck", state, policy)
+    assert first.note == "fresh initial points (uniform)"
+    second = choose_remedy("stuck", first.state, policy)
+    assert second.note == "fresh initial points (prior)"
+    assert choose_remedy("stuck", second.state, policy).remedy is None
 
 
 def test_policy_rejects_bad_caps_with_the_rule():

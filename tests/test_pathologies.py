@@ -10,7 +10,7 @@ import resilient
 from examples import pathologies, reference_models
 from resilient import record
 from resilient.errors import PreflightError, SamplingFailed
-from resilient.loop import ResilientWarning
+from resilient.errors import ResilientWarning
 from tests.reference_checks import mismatches
 
 BACKENDS = [pytest.param("numpyro", marks=pytest.mark.numpyro), pytest.param("pymc", marks=pytest.mark.pymc)]
