@@ -57,6 +57,7 @@ def test_preflight_on_both_backends():
 
 
 @pytest.mark.numpyro
+@pytest.mark.slow  # three interpreters start and sample: about 10 s
 def test_sample_then_report(tmp_path):
     run = tmp_path / "run.nc"
     result = resilient_cli("sample", f"{PATHOLOGIES}:mirrored", "--draws", "300", "--tune", "300", "--seed", "1",

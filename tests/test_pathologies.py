@@ -18,6 +18,7 @@ BACKENDS = [pytest.param("numpyro", marks=pytest.mark.numpyro), pytest.param("py
 BACKENDS_SLOW_PYMC = [pytest.param("numpyro", marks=pytest.mark.numpyro),
                       pytest.param("pymc", marks=[pytest.mark.pymc, pytest.mark.slow])]
 SEED = 20261126
+STANDARD_NORMAL_QUANTILES = (-1.6448536, 0.0, 1.6448536)
 
 
 def quantile_band_ok(draws, expected):
@@ -104,12 +105,12 @@ def test_p2_mirrored_infinite_lower_bound(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_p3_both_bounds_infinite_becomes_a_normal(backend):
-    report = resilient.preflight(pathologies.both_infinite, backend=backend)
+def test_p3_both_bounds_infinite_becomes_a_normal(backend, compiled):
+    sampler = compiled(pathologies.both_infinite, backend)
+    report = sampler.preflight()
     assert by_site(report, "V", "rewrite")[0].fix == "V ~ Normal(0, 1)"
-    data = resilient.sample(pathologies.both_infinite, backend=backend, draws=2000, random_seed=SEED,
-                            progressbar=False)
-    assert quantile_band_ok(data.posterior["V"].values, (-1.6448536, 0.0, 1.6448536)) == []
+    data = resilient.sample(sampler, draws=2000, random_seed=SEED, progressbar=False)
+    assert quantile_band_ok(data.posterior["V"].values, STANDARD_NORMAL_QUANTILES) == []
 
 
 @pytest.mark.numpyro
@@ -119,8 +120,7 @@ def test_p4_far_tail_in_float32_is_detected_then_fixed():
     finding = [f for f in report.errors if f.site == "V"][0]
     assert "underflows to log(0) in float32" in finding.cause
     data = resilient.sample(pathologies.far_tail, float32=True, draws=2000, random_seed=SEED, progressbar=False)
-    mu = data.posterior["mu"].values
-    assert abs(mu.mean()) < 0.1 and abs(mu.std() - 1) < 0.1
+    assert quantile_band_ok(data.posterior["mu"].values, STANDARD_NORMAL_QUANTILES) == []
     v = data.posterior["V"].values
     # In float32 the spacing of numbers at 40 is 3.8e-6 while V - 40 ~ Exponential(rate 40): about one draw
     # in 7000 rounds to exactly 40.0. None may fall below the bound, and only those few may sit on it.
@@ -130,8 +130,7 @@ def test_p4_far_tail_in_float32_is_detected_then_fixed():
 @pytest.mark.pymc
 def test_p4_far_tail_on_pymc_samples():
     data = resilient.sample(pathologies.far_tail, backend="pymc", draws=2000, random_seed=SEED, progressbar=False)
-    mu = data.posterior["mu"].values
-    assert abs(mu.mean()) < 0.1 and abs(mu.std() - 1) < 0.1
+    assert quantile_band_ok(data.posterior["mu"].values, STANDARD_NORMAL_QUANTILES) == []
     assert np.all(data.posterior["V"].values > 40)
 
 
@@ -159,15 +158,20 @@ def test_p6_nan_region_is_reported_and_the_call_is_bounded(backend):
     assert "x is negative here" in finding.cause
     budget = 120
     start = time.monotonic()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            data = resilient.sample(pathologies.sqrt_of_negative, backend=backend, draws=200, tune=200,
-                                    random_seed=SEED, progressbar=False, time_budget=budget, max_attempts=3)
-        except SamplingFailed as failure:
-            assert len(failure.attempts) <= 3 and failure.preflight is not None
-        else:
-            assert any(issubclass(w.category, ResilientWarning) for w in caught) or np.all(data.posterior["x"] >= 0)
+    # Either outcome is allowed (pathologies.md: "succeeds with a warning or stops with a clear error
+    # after its retry cap"); each must carry the diagnosis and respect the caps.
+    try:
+        data = resilient.sample(pathologies.sqrt_of_negative, backend=backend, draws=200, tune=200,
+                                random_seed=SEED, progressbar=False, time_budget=budget, max_attempts=3)
+    except SamplingFailed as failure:
+        assert 1 <= len(failure.attempts) <= 3 and failure.attempts[-1].outcome == "gave-up"
+        assert by_site(failure.preflight, "y")[0].parameter == "x"
+        assert str(failure).startswith("Sampling failed: ")
+    else:
+        said = [f for f in record.read_preflight(data)["findings"] if f["site"] == "y"]
+        assert said and said[0]["parameter"] == "x" and said[0]["severity"] == "warning"
+        assert record.read_attempts(data)[-1]["outcome"] == "accepted" and len(record.read_attempts(data)) <= 3
+        assert np.all(data.posterior["x"].values >= 0), "a draw in the NaN region was accepted"
     assert time.monotonic() - start < budget + 30
 
 
@@ -191,17 +195,19 @@ def test_p7_improper_posterior_stops_within_caps(backend, tmp_path):
     assert any((tmp_path / "p7").glob("attempt-*/chunk-*.nc"))
 
 
+@pytest.mark.slow  # a wall-clock budget of 20 s a backend
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_p8_a_short_budget_returns_the_finished_draws_and_keeps_them_on_disk(backend, tmp_path):
     # The budget covers preflight, compilation and warm-up (NumPyro: about 8 s on a loaded 2-core
     # machine, 12 s once), with room left for posterior draws; 200_000 draws cannot finish in it.
     budget = 20
     start = time.monotonic()
-    with pytest.warns(ResilientWarning, match=r"time budget of 20 s ran out .* draws per chain were finished"):
+    with pytest.warns(ResilientWarning, match=r"time budget of 20 s ran out .* draws per chain were finished") as said:
         data = resilient.sample(reference_models.blr, backend=backend, draws=200_000, tune=200, random_seed=SEED,
                                 progressbar=False, time_budget=budget, checkpoint=str(tmp_path / "p8"),
                                 **reference_models.load("sblrc-blr")[1])
     assert time.monotonic() - start < budget + 30
+    assert {w.filename for w in said if issubclass(w.category, ResilientWarning)} == {__file__}, "warn at the caller"
     finished = data.posterior.sizes["draw"]
     assert 0 < finished < 200_000
     assert record.read_attempts(data)[-1]["outcome"] == "budget"
