@@ -48,9 +48,16 @@ def preflight(model: Any = None, *args: Any, backend: str | None = None, fix: bo
 
 
 def compile_model(model: Model | NativeModel, backend: str) -> Any:
+    """The adapter's compiled model; a model with no site at all is an error, never a clean report."""
     from resilient.backend import get_adapter
 
-    return get_adapter(backend).compile(model)
+    compiled = get_adapter(backend).compile(model)
+    if not compiled.sites and not compiled.latent_names:
+        raise ModelError(
+            f"{model.name} declares no site: running it called no sample() or deterministic(). Resilient runs "
+            "a shared-API function (resilient.model.sample), a NumPyro function (numpyro.sample), a pm.Model "
+            "or a function that returns one; check that the function builds the model it should.")
+    return compiled
 
 
 def run_preflight(model: Model | NativeModel, backend: str, *, random_seed: int = 0, prior_points: int = 2,
@@ -170,7 +177,7 @@ def _attribute(compiled: Any, model: Model | NativeModel, x: np.ndarray, label: 
                gradient: np.ndarray) -> list[Finding]:
     """Which site and which variable make the log density or gradient non-finite at ``x``, and why."""
     constrained = {k: v for k, v in compiled.constrain(x).items() if k in compiled.latent_names}
-    where = _format_values(constrained)
+    where = f"{_format_values(constrained)} ({label})" if constrained else f"the {label}"
     terms = compiled.site_log_densities(x)
     gradients = compiled.site_gradients(x)
     findings = []
@@ -183,7 +190,7 @@ def _attribute(compiled: Any, model: Model | NativeModel, x: np.ndarray, label: 
             cause = _cause(site, model, constrained, bad_inputs, term)
             findings.append(Finding(
                 "error", "log-density", site_name,
-                f"{description}: the log density is {_word(term)} at {where} ({label}) because {cause}.",
+                f"{description}: the log density is {_word(term)} at {where} because {cause}.",
                 parameter=bad_inputs[0] if bad_inputs else None, values=constrained, cause=cause,
                 fix=_suggested_fix(site, cause),
             ))
@@ -192,14 +199,14 @@ def _attribute(compiled: Any, model: Model | NativeModel, x: np.ndarray, label: 
             cause = _cause(site, model, constrained, [latent], term)
             findings.append(Finding(
                 "error", "gradient", site_name,
-                f"{description}: the gradient with respect to {latent} is NaN or infinite at {where} ({label}) "
+                f"{description}: the gradient with respect to {latent} is NaN or infinite at {where} "
                 f"because {cause}.", parameter=latent, values=constrained, cause=cause,
                 fix=_suggested_fix(site, cause),
             ))
     if not findings:
         findings.append(Finding(
             "error", "log-density", None,
-            f"The log density is {_word(value)} at {where} ({label}) but no single site term is: "
+            f"The log density is {_word(value)} at {where} but no single site term is: "
             "the Jacobian of a transform may overflow there.", values=constrained, cause="transform overflow",
         ))
     return findings

@@ -105,9 +105,9 @@ def _model_arguments(model: Any, data: dict) -> dict:
 
 
 def _backends(choice: str, model: Any) -> list[str]:
-    from resilient.resolve import is_numpyro_function, is_pymc_model
+    from resilient.resolve import is_numpyro_function, is_pymc_function, is_pymc_model
 
-    if is_pymc_model(model):
+    if is_pymc_model(model) or (callable(model) and not is_numpyro_function(model) and is_pymc_function(model)):
         return ["pymc"]
     if callable(model) and is_numpyro_function(model):
         return ["numpyro"]

@@ -9,12 +9,13 @@ from typing import Any, Mapping
 from resilient.errors import UnsupportedModelError
 from resilient.model import Model, NativeModel
 
-__all__ = ["resolve_model", "is_numpyro_function", "is_pymc_model"]
+__all__ = ["resolve_model", "is_numpyro_function", "is_pymc_function", "is_pymc_model"]
 
 SUPPORTED = (
-    "a shared-API model function (calling resilient.sample / deterministic), "
+    "a shared-API model function (calling resilient.model.sample / deterministic), "
     "a NumPyro model function (calling numpyro.sample), "
-    "or a PyMC model (pm.Model, passed as model= or as the `with pm.Model():` context)"
+    "a PyMC model (pm.Model, passed as model= or as the `with pm.Model():` context), "
+    "or a function that builds and returns a pm.Model"
 )
 
 
@@ -43,13 +44,49 @@ def _referenced_objects(function: Any) -> list[Any]:
     return [namespace[n] for n in names if n in namespace]
 
 
-def is_numpyro_function(function: Any) -> bool:
-    """True when the function refers to numpyro (``numpyro.sample``, ``dist.Normal`` ...)."""
+def _imports(function: Any, package: str) -> bool:
+    """The function (or a function inside it) imports ``package`` itself (``import pymc as pm``)."""
+    stack = [getattr(function, "__code__", None)]
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        if any(name == package or name.startswith(f"{package}.") for name in code.co_names):
+            return True
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return False
+
+
+def _refers_to(function: Any, package: str) -> bool:
+    if _imports(function, package):
+        return True
     for obj in _referenced_objects(function):
         module = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "") or ""
-        if module == "numpyro" or module.startswith("numpyro."):
+        if module == package or module.startswith(f"{package}."):
             return True
     return False
+
+
+def is_numpyro_function(function: Any) -> bool:
+    """True when the function refers to numpyro (``numpyro.sample``, ``dist.Normal`` ...)."""
+    return _refers_to(function, "numpyro")
+
+
+def is_pymc_function(function: Any) -> bool:
+    """True when the function refers to pymc (``pm.Model``, ``pm.Normal`` ...): a model builder."""
+    return _refers_to(function, "pymc")
+
+
+def _built_pymc_model(function: Any, args: tuple, kwargs: Mapping[str, Any]) -> Any:
+    """Call a builder (``def model(): with pm.Model() as m: ...; return m``) for its model."""
+    name = getattr(function, "__name__", "model")
+    built = function(*args, **kwargs)
+    if is_pymc_model(built):
+        return built
+    raise UnsupportedModelError(
+        f"{name}() refers to PyMC but returned {type(built).__name__}, not a pm.Model. A builder must end with "
+        f"`return model` (the pm.Model it made); pass a NumPyro or shared-API function to sample it as one."
+    )
 
 
 def _pymc_context_model() -> Any:
@@ -89,6 +126,8 @@ def resolve_model(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | None
         args, kwargs = data_arguments(args, kwargs)
         if is_numpyro_function(model):
             return NativeModel("numpyro", model, args, kwargs, **options)
+        if is_pymc_function(model):
+            return NativeModel("pymc", _built_pymc_model(model, args, kwargs), **options)
         return Model(model, args, kwargs, **options)
     raise UnsupportedModelError(f"`model` must be {SUPPORTED}; got {type(model).__module__}.{type(model).__name__}.")
 

@@ -46,9 +46,9 @@ class CompiledSampler:
         """The adapter's :class:`~resilient.backend.CompiledModel`, compiled on first use."""
         key = (self.backend, self.model)
         if key not in self.cache:
-            from resilient.backend import get_adapter
+            from resilient.checks import compile_model
 
-            self.cache[key] = get_adapter(self.backend).compile(self.model)
+            self.cache[key] = compile_model(self.model, self.backend)
         return self.cache[key]
 
     def preflight(self, *, random_seed: int = 0) -> Any:
@@ -146,7 +146,9 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int
     Sites inside a model are declared with :func:`resilient.model.sample`; calling this one
     with a site name still works but is deprecated.
     """
-    if isinstance(model, str):
+    from resilient.context import inside_model
+
+    if isinstance(model, str) and inside_model():
         return _declare_site_deprecated(model, *args, **kwargs)
     from resilient.resolve import default_backend, resolve_model
 

@@ -71,3 +71,49 @@ def test_numpyro_function_on_the_pymc_backend_is_refused():
 
     with pytest.raises(UnsupportedModelError, match=r"native numpyro model, so `backend` must be 'numpyro', got 'pymc'"):
         resilient.sample(native, backend="pymc")
+
+
+def _builder_sqrt():
+    import pymc as pm
+
+    with pm.Model() as model:
+        x = pm.Normal("x", 0, 1)
+        pm.Normal("y", pm.math.sqrt(x), 1, observed=1.0)
+    return model
+
+
+def _builder_negative_scale():
+    import pymc as pm
+
+    with pm.Model() as model:
+        pm.Normal("y", 0, -1, observed=1.0)
+    return model
+
+
+def _builder_without_return():
+    import pymc as pm
+
+    with pm.Model():
+        pm.Normal("x", 0, 1)
+
+
+@pytest.mark.pymc
+def test_a_function_that_returns_a_pm_model_is_a_pymc_model_on_every_entry_point():
+    sick = resilient.preflight(_builder_sqrt)
+    assert sick.backend == "pymc"
+    assert any(f.site == "y" and f.parameter == "x" for f in sick.findings), sick.table()
+    negative = resilient.preflight(_builder_negative_scale)
+    assert negative.backend == "pymc" and negative.exit_code == 1 and negative.errors[0].site == "y"
+    with pytest.raises(UnsupportedModelError, match=r"_builder_without_return\(\) refers to PyMC but returned NoneType"):
+        resilient.preflight(_builder_without_return)
+
+
+def test_a_function_that_declares_no_site_is_an_error_not_a_clean_report():
+    def empty(y=1.0):
+        return y
+
+    report = resilient.preflight(empty, y=2.0)
+    assert report.exit_code == 1
+    assert report.errors[0].message.startswith("empty declares no site")
+    with pytest.raises(resilient.PreflightError, match="empty declares no site"):
+        resilient.sample(empty, y=2.0, progressbar=False)
