@@ -188,6 +188,15 @@ def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any) -
         other_backends=[b for b in available_backends() if b != state.backend])
 
 
+#: failures after which the draws exist and are a valid (if poor) Markov chain: worth returning at the cap.
+STATISTICAL: frozenset[str] = frozenset({"divergences", "tree-depth", "convergence"})
+
+
+def _badness(buffer: DrawBuffer) -> tuple[float, ...]:
+    """Orders failed attempts for "the best one": fewer divergent draws, then more draws."""
+    return (buffer.divergences() / max(buffer.complete_draws, 1), -float(buffer.complete_draws))
+
+
 def _initial_points(compiled: Any, strategy: str, chains: int, seed: int, retries: int) -> np.ndarray:
     """One finite starting point (finite log density and gradient) per chain."""
     points = []
@@ -262,6 +271,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
     seed = settings.random_seed if settings.random_seed is not None else int(np.random.default_rng().integers(2**31))
     state = LoopState(model, backend, settings.target_accept)
     last_data = None
+    usable: list[tuple[tuple[float, ...], int, Any]] = []  # statistically failed attempts: (badness, number, data)
     next_remedy: str | None = None
 
     def compiled_for(current: LoopState) -> Any:
@@ -395,10 +405,18 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",
                                     message=f"{message}; accepted: {note} and the rate is under the limit"))
             return finish(data, "ok", f"accepted with {divergent} divergent draws")
+        if failure in STATISTICAL:
+            usable.append((_badness(buffer), number, data))
         if new_remedy is None:
             attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
-            return _stop(finish(data, "failed", message), f"attempt {number} failed: {message}; {note}",
-                         attempts, report, policy, warn, cause=crash)
+            summary = f"attempt {number} failed: {message}; {note}"
+            if failure in STATISTICAL and policy.on_exhausted == "warn":
+                _, best_number, best = min(usable, key=lambda entry: (entry[0], -entry[1]))
+                warn(f"Resilient: {summary} ({len(attempts)} attempt(s)). Returning attempt {best_number}'s draws, "
+                     "the best of those that ran: their diagnostics fail; do not trust them without checking "
+                     "(Policy(on_exhausted='raise') raises instead).")
+                return finish(best, "failed", f"{message}; returned attempt {best_number}'s draws")
+            return _stop(finish(data, "failed", message), summary, attempts, report, policy, warn, cause=crash)
         attempts.append(Attempt(**base, failure=failure, message=f"{message}; next: {note}", outcome="retry"))
         next_remedy, state = new_remedy, decision.state
     raise AssertionError("unreachable: the loop returns or raises within max_attempts")
@@ -412,9 +430,6 @@ def _stop(data: Any, message: str, attempts: list[Attempt], report: Any, policy:
     summary = f"{message} ({len(attempts)} attempt(s))"
     if (budget or interrupted) and data is not None:
         warn(f"Resilient: {summary}. The result holds only the finished draws.")
-        return data
-    if policy.on_failure == "warn" and data is not None:
-        warn(f"Resilient: {summary}. Returning the last attempt's draws; do not trust them without checking.")
         return data
     raise SamplingFailed(f"Sampling failed: {summary}. The attempt log, the preflight report and the last "
                          "draws are attached to this error (.attempts, .preflight, .partial).",

@@ -30,7 +30,10 @@ class Policy:
     tree_depth_saturation: float = 0.5  # fraction of draws at the maximum depth that counts as saturated
     target_accept_ladder: tuple[float, ...] = (0.9, 0.95, 0.99)
     remedies: tuple[Remedy, ...] = REMEDIES
-    on_failure: Literal["raise", "warn"] = "raise"  # or "warn": return the last attempt's draws with a warning
+    #: when the caps run out on a statistical failure (divergences, tree depth, R-hat/ESS): "warn" returns the
+    #: best attempt's draws with a ResilientWarning (as pm.sample returns with warnings); "raise" raises
+    #: SamplingFailed. A run with nothing usable (no draws, no initial point, a crash) always raises.
+    on_exhausted: Literal["warn", "raise"] = "warn"
     init_retries: int = 20  # initial points tried per chain before giving up on a strategy
     chunk_size: int = 100
 
@@ -44,8 +47,8 @@ class Policy:
         unknown = [r for r in self.remedies if r not in REMEDIES]
         if unknown:
             raise ResilientError(f"Unknown remedies {unknown}. Expected some of: {', '.join(REMEDIES)}.")
-        if self.on_failure not in ("raise", "warn"):
-            raise ResilientError(f"`on_failure` must be 'raise' or 'warn', got {self.on_failure!r}.")
+        if self.on_exhausted not in ("raise", "warn"):
+            raise ResilientError(f"`on_exhausted` must be 'warn' or 'raise', got {self.on_exhausted!r}.")
         if not 0 < self.max_divergence_rate < 1:
             raise ResilientError(f"`max_divergence_rate` must be in (0, 1), got {self.max_divergence_rate!r}.")
 

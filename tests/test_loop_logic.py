@@ -7,9 +7,9 @@ from resilient.backend import Chunk, NUTSRun, NUTSSettings
 from resilient.checkpoint import Checkpoint, read_checkpoint
 from resilient.distributions import HalfCauchy, Normal
 from resilient.draws import DrawBuffer
-from resilient.errors import ResilientError, SamplerError, SamplingFailed
+from resilient.errors import ResilientError, ResilientWarning, SamplerError, SamplingFailed
 from resilient.loop import LoopState, assess, choose_remedy, noncentering_candidates, run_loop
-from resilient.record import read_attempts
+from resilient.record import read_attempts, read_run
 from resilient.model import Model, NativeModel, Site
 from resilient.policy import Policy
 
@@ -202,3 +202,47 @@ def test_sampler_errors_up_to_the_attempt_cap_raise_with_the_partial_draws():
     assert [a.failure for a in failure.attempts] == ["sampler-error", "sampler-error"]
     assert failure.attempts[-1].outcome == "gave-up"
     assert failure.partial.posterior["x"].shape == (4, 10) and isinstance(failure.__cause__, SamplerError)
+
+
+class DivergingModel(CrashingModel):
+    """Every run finishes, with ``rates[run]`` of its draws divergent (the last rate repeats)."""
+
+    def __init__(self, rates):
+        super().__init__(0)
+        self.rates = rates
+
+    def run_nuts(self, settings, on_chunk):
+        rate = self.rates[min(self.runs, len(self.rates) - 1)]
+        self.runs += 1
+        rng = np.random.default_rng(self.runs)
+        diverging = np.zeros((settings.chains, settings.draws), bool)
+        diverging[:, : int(rate * settings.draws)] = True
+        stats = {"diverging": diverging, "lp": np.zeros((settings.chains, settings.draws)),
+                 "tree_depth": np.full((settings.chains, settings.draws), 2)}
+        on_chunk(Chunk(tuple(range(settings.chains)), 0, False,
+                       {"x": rng.normal(size=(settings.chains, settings.draws)) + self.runs}, stats))
+        return NUTSRun(completed=True)
+
+
+def run_diverging(rates, policy):
+    model = Model(lambda: None)
+    settings = NUTSSettings(draws=400, tune=0, chains=4, random_seed=1)
+    return run_loop(model, "numpyro", settings, policy, preflight=False, progressbar=False,
+                    compile_cache={("numpyro", model): DivergingModel(rates)})
+
+
+def test_caps_exhausted_on_divergences_return_the_best_attempt_with_a_warning():
+    policy = Policy(max_attempts=3, remedies=("target_accept",))
+    with pytest.warns(ResilientWarning, match=r"attempt 3 failed: .* Returning attempt 2's draws") as said:
+        data = run_diverging([0.05, 0.02, 0.04], policy)
+    assert {w.filename for w in said if issubclass(w.category, ResilientWarning)} == {__file__}
+    assert float(data.posterior["x"].mean()) > 1.5, "attempt 2's draws (centred at 2), not the last attempt's"
+    assert int(data.sample_stats["diverging"].sum()) == 4 * 8
+    assert [a["outcome"] for a in read_attempts(data)] == ["retry", "retry", "gave-up"]
+    assert read_run(data)["status"] == "failed"
+
+
+def test_on_exhausted_raise_keeps_the_error():
+    with pytest.raises(SamplingFailed, match="attempt 2 failed") as raised:
+        run_diverging([0.05], Policy(max_attempts=2, remedies=("target_accept",), on_exhausted="raise"))
+    assert raised.value.partial.posterior["x"].shape == (4, 400)
