@@ -9,19 +9,13 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from resilient.arguments import PM_SAMPLE_ARGUMENTS, normalise_seed, nuts_options, refuse_unsupported
 from resilient.backend import NUTSSettings
 from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
 from resilient.policy import Policy
 
 __all__ = ["sample", "resume", "compile", "CompiledSampler"]
-
-#: pm.sample arguments that are accepted and have no effect here (Resilient picks these itself).
-_PYMC_IGNORED = {"cores", "init", "jitter_max_retries", "n_init", "discard_tuned_samples",
-                 "compute_convergence_checks", "return_inferencedata", "mp_ctx", "blas_cores",
-                 "progressbar_theme", "quiet", "keep_warning_stat", "idata_kwargs", "compile_kwargs"}
-_PYMC_UNSUPPORTED = {"step", "nuts_sampler", "trace", "callback", "var_names", "nuts_sampler_kwargs", "backend_kwargs"}
-
 
 def _check_count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
@@ -61,8 +55,10 @@ class CompiledSampler:
                random_seed: int | None = None, initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
                progressbar: bool = True, preflight: bool = True, max_tree_depth: int = 10,
                policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
-               checkpoint: str | None = None, resume: str | None = None) -> Any:
-        """Preflight and the resilient NUTS loop; an ArviZ DataTree. Arguments as for :func:`sample`."""
+               checkpoint: str | None = None, resume: str | None = None,
+               var_names: Sequence[str] | None = None) -> Any:
+        """Preflight and the resilient NUTS loop; an ArviZ DataTree. Arguments as for :func:`sample`;
+        ``var_names`` keeps only those variables in the posterior group."""
         from resilient.checkpoint import Checkpoint, read_state
         from resilient.loop import run_loop
 
@@ -72,6 +68,8 @@ class CompiledSampler:
         max_tree_depth = _check_count("max_tree_depth", max_tree_depth, 1)
         if not 0 < float(target_accept) < 1:
             raise ResilientError(f"`target_accept` must be in (0, 1), got {target_accept!r}. Typical: 0.8 to 0.99.")
+        random_seed = normalise_seed(random_seed, chains)
+        keep = self._checked_var_names(var_names)
         policy = policy or Policy()
         overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
         policy = policy.replace(**overrides) if overrides else policy
@@ -86,8 +84,23 @@ class CompiledSampler:
             store = Checkpoint(checkpoint or resume, fresh=resume is None, meta={
                 "model": self.model.name, "backend": self.backend, "draws": draws, "tune": tune, "chains": chains,
                 "target_accept": target_accept, "random_seed": random_seed})
-        return run_loop(self.model, self.backend, settings, policy, preflight=preflight and resume is None,
+        data = run_loop(self.model, self.backend, settings, policy, preflight=preflight and resume is None,
                         checkpoint=store, progressbar=progressbar, compile_cache=self.cache)
+        if keep is not None and data is not None:
+            data["posterior"] = data["posterior"].to_dataset()[keep]
+        return data
+
+    def _checked_var_names(self, var_names: Sequence[str] | None) -> list[str] | None:
+        if var_names is None:
+            return None
+        names = [var_names] if isinstance(var_names, str) else list(var_names)
+        compiled = self.compiled
+        known = set(compiled.latent_names) | {n for n, s in compiled.sites.items() if s.kind != "observed"}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ResilientError(f"`var_names` lists {unknown}, which the model does not sample; it has "
+                                 f"{', '.join(sorted(known))}.")
+        return names
 
     def _initial_points(self, initvals: Any, chains: int) -> np.ndarray:
         """pm.sample-style initvals (constrained values by name, one dict or one per chain) as points."""
@@ -156,16 +169,16 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int
         draws, model = int(model), None
     if "model" in kwargs and model is None:
         model = kwargs.pop("model")
-    unsupported = sorted(set(kwargs) & _PYMC_UNSUPPORTED)
-    if unsupported:
-        raise ResilientError(
-            f"pm.sample argument(s) {', '.join(unsupported)} are not supported by resilient.sample: it always "
-            "runs NUTS on the chosen backend. Call pm.sample directly for other samplers."
-        )
-    data_kwargs = dict(model_kwargs or {})
-    for key in _PYMC_IGNORED & set(kwargs):
-        kwargs.pop(key)
-    data_kwargs.update(kwargs)
+    pm_kwargs, data_kwargs = _split_pm_sample_arguments(model, kwargs)
+    data_kwargs = {**(model_kwargs or {}), **data_kwargs}
+    refuse_unsupported(pm_kwargs)
+    nuts = nuts_options(pm_kwargs)
+    target_accept = nuts.get("target_accept", target_accept)
+    max_tree_depth = nuts.get("max_tree_depth", max_tree_depth)
+    backend = _engine(pm_kwargs.get("nuts_sampler"), backend)
+    var_names = pm_kwargs.get("var_names")
+    tune = 1000 if tune is None else tune
+    chains = 4 if chains is None else chains
     if isinstance(model, CompiledSampler):
         if args or data_kwargs or backend not in (None, model.backend):
             raise ResilientError(
@@ -178,7 +191,33 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int
     return sampler.sample(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                           random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
                           max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
-                          max_attempts=max_attempts, checkpoint=checkpoint, resume=resume)
+                          max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names)
+
+
+def _split_pm_sample_arguments(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
+    """pm.sample's arguments apart from a model function's data (a function's own parameter is data)."""
+    import inspect
+
+    takes: set[str] = set()
+    if callable(model) and not isinstance(model, (type, CompiledSampler)):
+        try:
+            takes = set(inspect.signature(model).parameters)
+        except (TypeError, ValueError):
+            takes = set()
+    pm_kwargs = {k: v for k, v in kwargs.items() if k in PM_SAMPLE_ARGUMENTS and k not in takes}
+    return pm_kwargs, {k: v for k, v in kwargs.items() if k not in pm_kwargs}
+
+
+def _engine(nuts_sampler: str | None, backend: str | None) -> str | None:
+    """pm.sample's ``nuts_sampler`` as a backend name (it must agree with ``backend`` when both are given)."""
+    if nuts_sampler is None:
+        return backend
+    if nuts_sampler not in ("pymc", "numpyro"):
+        raise ResilientError(f"nuts_sampler={nuts_sampler!r} is not an engine Resilient runs; it runs 'pymc' and "
+                             "'numpyro'. Call pm.sample directly for others.")
+    if backend is not None and backend != nuts_sampler:
+        raise ResilientError(f"nuts_sampler={nuts_sampler!r} and backend={backend!r} disagree; give one of them.")
+    return nuts_sampler
 
 
 def _declare_site_deprecated(name: str, *args: Any, **kwargs: Any) -> Any:

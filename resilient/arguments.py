@@ -1,0 +1,125 @@
+"""What ``resilient.sample`` does with each argument of ``pm.sample``: the drop-in contract.
+
+:data:`PM_SAMPLE_ARGUMENTS` gives every argument a fate (``honoured``, ``ignored`` with the reason
+nothing is lost, or ``refused`` with the reason) and the words the README's table shows; a test
+walks it against ``inspect.signature(pm.sample)`` so a new PyMC argument cannot go unstated.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Literal, Mapping
+
+import numpy as np
+
+from resilient.errors import ResilientError
+
+__all__ = ["PM_SAMPLE_ARGUMENTS", "Fate", "normalise_seed", "nuts_options", "refuse_unsupported", "markdown_table"]
+
+Fate = Literal["honoured", "ignored", "refused"]
+
+#: argument -> (fate, what happens). Arguments of resilient.sample itself are "honoured".
+PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
+    "draws": ("honoured", "draws per chain, after warm-up"),
+    "tune": ("honoured", "warm-up iterations per chain (None: 1000)"),
+    "chains": ("honoured", "number of chains (None: 4)"),
+    "cores": ("ignored", "PyMC chains run in worker processes, at most os.cpu_count() at once (one per chain when a time budget is set, so a deadline can stop them); NumPyro uses the devices it has"),
+    "random_seed": ("honoured", "an int, a numpy Generator, RandomState or SeedSequence, or one seed per chain (the "
+                                "list is hashed into the run's seed: reproducible, not chain-by-chain identical to "
+                                "pm.sample)"),
+    "progressbar": ("honoured", "a progress bar over all chains' draws (off in CI and without a terminal)"),
+    "progressbar_theme": ("ignored", "the bar is rich's; only its on/off switch is honoured"),
+    "quiet": ("ignored", "Resilient says what it did through warnings and the attempt log"),
+    "step": ("refused", "Resilient runs NUTS on every continuous variable; call pm.sample for other step methods"),
+    "var_names": ("honoured", "only these variables are kept in the posterior group (diagnostics during the run see "
+                              "them all)"),
+    "nuts_sampler": ("honoured", "'pymc' and 'numpyro' choose the backend for shared-API models; a pm.Model runs on "
+                                 "PyMC ('pymc'), other engines are refused with the reason"),
+    "initvals": ("honoured", "one dict or one per chain, constrained values by variable name"),
+    "init": ("ignored", "each backend warms up with its own NUTS adaptation (diagonal mass matrix); the loop picks "
+                        "initial points itself (backend default, then uniform(-2, 2), then prior draws)"),
+    "jitter_max_retries": ("ignored", "the loop retries initial points itself (Policy.init_retries)"),
+    "n_init": ("ignored", "used by ADVI initialisation, which Resilient does not run"),
+    "trace": ("refused", "draws go to the returned DataTree and, with checkpoint=, to netCDF chunks"),
+    "discard_tuned_samples": ("ignored", "warm-up draws are not kept in the result (their sample stats are, in "
+                                         "warmup_sample_stats)"),
+    "compute_convergence_checks": ("ignored", "Resilient always computes R-hat, ESS, divergences and E-BFMI: they "
+                                              "drive the loop"),
+    "keep_warning_stat": ("ignored", "sample stats are plain arrays"),
+    "return_inferencedata": ("honoured", "True (the default) returns an ArviZ DataTree; False is refused: there is "
+                                         "no MultiTrace"),
+    "idata_kwargs": ("refused", "not yet: compute what you need on the result (pm.compute_log_likelihood)"),
+    "nuts_sampler_kwargs": ("refused", "engine options other than target_accept and max_treedepth are not passed on"),
+    "callback": ("refused", "draws are handed over per chunk, not per draw; use checkpoint= to see them as they "
+                            "finish"),
+    "mp_ctx": ("ignored", "PyMC workers are started by Resilient's own context (so they die with a killed parent)"),
+    "blas_cores": ("ignored", "BLAS threads are left as the environment sets them"),
+    "model": ("honoured", "a pm.Model, or the one in the `with` context"),
+    "backend": ("refused", "resilient.sample's own `backend` names the engine ('numpyro' or 'pymc'), so PyMC's trace "
+                           "backends cannot be passed; finished draws go to disk with checkpoint="),
+    "compile_kwargs": ("ignored", "the compiled functions are PyMC's own frozen-model ones"),
+    "target_accept": ("honoured", "NUTS target acceptance (also inside nuts={...}); the loop may raise it"),
+    "max_treedepth": ("honoured", "NUTS maximum tree depth (also inside nuts={...})"),
+    "nuts": ("honoured", "a dict with target_accept and/or max_treedepth; other keys are refused with their names"),
+}
+
+#: the ``nuts={...}`` keys Resilient passes on, and the resilient.sample argument each becomes.
+_NUTS_KEYS = {"target_accept": "target_accept", "max_treedepth": "max_tree_depth"}
+
+
+def refuse_unsupported(kwargs: Mapping[str, Any]) -> None:
+    """Raise for any refused pm.sample argument that was given, with the reason."""
+    for name, value in kwargs.items():
+        fate, reason = PM_SAMPLE_ARGUMENTS.get(name, ("", ""))
+        if fate == "refused" and value is not None:
+            raise ResilientError(f"pm.sample's `{name}` is not supported by resilient.sample: {reason}.")
+    if kwargs.get("return_inferencedata") is False:
+        raise ResilientError("`return_inferencedata=False` is not supported: resilient.sample returns an ArviZ "
+                             "DataTree (there is no MultiTrace). Drop the argument.")
+
+
+def nuts_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pop ``nuts={...}`` and ``max_treedepth`` from pm.sample-style kwargs; resilient.sample's names."""
+    options: dict[str, Any] = {}
+    nuts = kwargs.pop("nuts", None) or {}
+    if not isinstance(nuts, Mapping):
+        raise ResilientError(f"`nuts` must be a dict of NUTS options, got {type(nuts).__name__}.")
+    unknown = sorted(set(nuts) - set(_NUTS_KEYS))
+    if unknown:
+        raise ResilientError(f"nuts={{...}} keys {unknown} are not passed on by resilient.sample; it takes "
+                             f"{', '.join(sorted(_NUTS_KEYS))}.")
+    options.update({_NUTS_KEYS[k]: v for k, v in nuts.items()})
+    if "max_treedepth" in kwargs:
+        options["max_tree_depth"] = kwargs.pop("max_treedepth")
+    return options
+
+
+def normalise_seed(seed: Any, chains: int) -> int | None:
+    """One int seed for the run from what pm.sample accepts as ``random_seed``."""
+    if seed is None:
+        return None
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if seed < 0:
+            raise ResilientError(f"`random_seed` must be a non-negative integer, got {seed}.")
+        return int(seed)
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(2**31))
+    if isinstance(seed, np.random.RandomState):
+        return int(seed.randint(2**31))
+    if isinstance(seed, np.random.SeedSequence):
+        return int(seed.generate_state(1)[0] % 2**31)
+    if isinstance(seed, (list, tuple, np.ndarray)):
+        seeds = list(seed)
+        if len(seeds) != chains or not all(isinstance(s, numbers.Integral) and s >= 0 for s in seeds):
+            raise ResilientError(f"`random_seed` as a list needs one non-negative int per chain ({chains}), got "
+                                 f"{seeds!r}.")
+        return int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0] % 2**31)
+    raise ResilientError(f"`random_seed` must be an int, a numpy Generator, RandomState or SeedSequence, or one int "
+                         f"per chain; got {type(seed).__name__}.")
+
+
+def markdown_table() -> str:
+    """The README's table of pm.sample arguments."""
+    rows = ["| `pm.sample` argument | fate | what happens |", "|---|---|---|"]
+    rows += [f"| `{name}` | {fate} | {words} |" for name, (fate, words) in PM_SAMPLE_ARGUMENTS.items()]
+    return "\n".join(rows)
