@@ -3,8 +3,8 @@
 An adapter turns a model (a shared-API :class:`~resilient.model.Model`, or a native
 NumPyro function / PyMC model) into a :class:`CompiledModel`: log density and gradient on
 the unconstrained space (whole and per site, for attribution), initial points, and NUTS
-run in bounded chunks. Adapters live in the top-level ``adapters`` package and are
-imported lazily by name, so ``import resilient`` imports no backend.
+run in bounded chunks. Adapters live in ``resilient.adapters`` (the repository's ``adapters/``
+folder) and are imported lazily by name, so ``import resilient`` imports no backend.
 """
 
 from __future__ import annotations
@@ -107,6 +107,9 @@ class CompiledModel(Protocol):
 
     def observed_data(self) -> dict[str, np.ndarray]:
         """Observed values by site name."""
+
+    # Optional: ``datatree_layout() -> {"coords": ..., "dims": ..., "constant_data": ...}``, the names
+    # the backend's own converter gives (pm.Model coords/dims, pm.Data); see resilient.draws.to_datatree.
 
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
         """Warm up and sample in chunks; call ``on_chunk`` after each (return False to stop).

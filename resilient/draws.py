@@ -68,18 +68,30 @@ class DrawBuffer:
 
 def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray],
                 observed: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None,
-                warmup_stats: Mapping[str, np.ndarray] | None = None) -> Any:
-    """A DataTree with ArviZ's group and dimension conventions (``x_dim_0`` ...)."""
+                warmup_stats: Mapping[str, np.ndarray] | None = None, layout: Mapping[str, Any] | None = None) -> Any:
+    """A DataTree with ArviZ's group and dimension conventions.
+
+    ``layout`` is what the backend's own converter would name (``CompiledModel.datatree_layout()``):
+    ``coords`` and ``dims`` (variable -> dimension names, as in ``pm.Model(coords=...)``), and
+    ``constant_data`` (``pm.Data``). Without it dimensions are ArviZ's ``x_dim_0`` ...
+    """
     from arviz_base import from_dict
 
+    layout = dict(layout or {})
     groups: dict[str, dict[str, Any]] = {
         "posterior": dict(posterior),
         "sample_stats": dict(sample_stats),
     }
     if observed:
         groups["observed_data"] = {k: np.asarray(v) for k, v in observed.items()}
+    if layout.get("constant_data"):
+        groups["constant_data"] = {k: np.asarray(v) for k, v in layout["constant_data"].items()}
     if warmup_stats:
         groups["warmup_sample_stats"] = dict(warmup_stats)
-    data = from_dict(groups)
+    known = {name for group in groups.values() for name in group}
+    dims = {k: list(v) for k, v in (layout.get("dims") or {}).items() if k in known and v}
+    used = {d for names in dims.values() for d in names}
+    coords = {k: np.asarray(v) for k, v in (layout.get("coords") or {}).items() if k in used}
+    data = from_dict(groups, coords=coords or None, dims=dims or None)
     data.attrs.update(dict(attrs or {}))
     return data

@@ -197,6 +197,12 @@ def _badness(buffer: DrawBuffer) -> tuple[float, ...]:
     return (buffer.divergences() / max(buffer.complete_draws, 1), -float(buffer.complete_draws))
 
 
+def _layout(compiled: Any) -> dict[str, Any]:
+    """The backend's names for dimensions, coordinates and constant data, where the adapter knows them."""
+    method = getattr(compiled, "datatree_layout", None)
+    return method() if method is not None else {}
+
+
 def _initial_points(compiled: Any, strategy: str, chains: int, seed: int, retries: int) -> np.ndarray:
     """One finite starting point (finite log density and gradient) per chain."""
     points = []
@@ -361,7 +367,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             progress.close()
         seconds = time.monotonic() - attempt_start
         data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
-                           warmup_stats=buffer.warmup_stats())
+                           warmup_stats=buffer.warmup_stats(), layout=_layout(compiled))
         last_data = data
         base = dict(attempt=number, backend=state.backend, settings=current_settings, remedy=remedy,
                     seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences(),
