@@ -13,14 +13,14 @@ from resilient.errors import (
     BackendUnavailableError, ModelError, ParameterError, PreflightError, ResilientError, ResilientWarning,
     SamplerError, SamplingFailed, UnsupportedModelError,
 )
-from resilient.model import Model, deterministic
+from resilient.model import Model, deterministic, factor
 from resilient.policy import Policy
 from resilient.sampling import CompiledSampler, compile, sample
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "compile", "preflight", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic",
+    "sample", "compile", "preflight", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "factor",
     "math", "model", "distributions", "Model", "Policy", "CompiledSampler",
     "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed", "SamplerError",
     "ResilientWarning", "UnsupportedModelError", "BackendUnavailableError", "__version__",

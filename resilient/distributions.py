@@ -28,7 +28,7 @@ __all__ = [
     "Normal", "HalfNormal", "StudentT", "HalfStudentT", "Cauchy", "HalfCauchy",
     "Laplace", "Logistic", "LogNormal", "Exponential", "Gamma", "InverseGamma", "Beta",
     "Uniform", "Flat", "HalfFlat", "Weibull", "Bernoulli", "Binomial", "Poisson",
-    "NegativeBinomial", "Categorical", "Dirichlet", "MvNormal", "LKJCholesky",
+    "NegativeBinomial", "Categorical", "Dirichlet", "MvNormal", "LKJCholesky", "NormalMixture", "Mixture",
 ]
 
 # Parameter rules: name -> (test on a numpy array, words for the error message).
@@ -128,6 +128,8 @@ FAMILIES: dict[str, Family] = {
                              ("chol", "cholesky", None)], "real_vector", multivariate=True),
         _family("LKJCholesky", [("n", "dimension", _REQUIRED), ("eta", "positive", 1.0)],
                 "correlation_cholesky", multivariate=True),
+        _family("NormalMixture", [("w", "simplex", _REQUIRED), ("mu", "vector", _REQUIRED),
+                                  ("sigma", "positive_vector", _REQUIRED)], "real"),
     ]
 }
 
@@ -168,6 +170,9 @@ class Distribution:
     params: Mapping[str, Any] = field(default_factory=dict)
     shape: tuple[int, ...] | None = None
     invalid: ParameterError | None = None
+    #: Stan's ``ordered`` (real support) / ``positive_ordered``: the last axis is sorted ascending; the
+    #: density is the family's at the sorted vector, on the ordered transform (Jacobian included).
+    ordered: bool = False
 
     @property
     def spec(self) -> Family:
@@ -180,7 +185,7 @@ class Distribution:
     def replace(self, **params: Any) -> "Distribution":
         merged = dict(self.params)
         merged.update(params)
-        return Distribution(self.family, MappingProxyType(merged), self.shape, self.invalid)
+        return Distribution(self.family, MappingProxyType(merged), self.shape, self.invalid, self.ordered)
 
     def describe(self, namer: Callable[[Any], str | None] | None = None) -> str:
         """``Normal(0, sigma)``: literals printed, tensors by the site that made them."""
@@ -192,6 +197,8 @@ class Distribution:
             parts.append(f"{pname}={text}" if _is_keyword_only(self, pname) else text)
         if self.shape is not None:
             parts.append(f"shape={self.shape}")
+        if self.ordered:
+            parts.append("ordered=True")
         return f"{self.family}({', '.join(parts)})"
 
     def __repr__(self) -> str:
@@ -274,6 +281,8 @@ def _check(family: str, pname: str, rule: str, value: Any) -> None:
 
 
 def _default_text(family: str, pname: str) -> str:
+    if family not in FAMILIES:
+        return "required"
     for name, _, default in FAMILIES[family].params:
         if name == pname:
             return "required" if default is _REQUIRED else _format_value(default) if default is not None else "None"
@@ -283,6 +292,16 @@ def _default_text(family: str, pname: str) -> str:
 def _make(family: str, args: tuple, kwargs: dict) -> Distribution:
     spec = FAMILIES[family]
     shape = kwargs.pop("shape", None)
+    ordered = bool(kwargs.pop("ordered", False))
+    if ordered and (spec.discrete or spec.multivariate or spec.support not in ("real", "positive")
+                    or family == "NormalMixture"):
+        raise ParameterError(
+            f"{family}: `ordered=True` needs a continuous family on the real line or the positive half-line "
+            f"(Stan's ordered / positive_ordered), got {family} (support {spec.support}).", argument="ordered")
+    if ordered and (shape is None or np.ndim(shape) == 0 and int(shape) < 2 or np.ndim(shape) > 0
+                    and int(np.asarray(shape).reshape(-1)[-1]) < 2):
+        raise ParameterError(f"{family}: `ordered=True` needs shape= with at least 2 elements on the last axis, "
+                             f"got shape={shape!r}.", argument="shape")
     names = [p[0] for p in spec.params]
     if len(args) > len(names):
         raise ParameterError(
@@ -322,9 +341,14 @@ def _make(family: str, args: tuple, kwargs: dict) -> Distribution:
                 f"Uniform: `lower` must be below `upper`, got lower={_format_value(params['lower'])}, "
                 f"upper={_format_value(params['upper'])}."
             )
+    if family == "NormalMixture" and all(is_literal(params[k]) for k in ("w", "mu", "sigma")):
+        sizes = {k: np.shape(params[k])[-1] for k in ("w", "mu", "sigma")}
+        if len(set(sizes.values())) != 1:
+            raise ParameterError(f"NormalMixture: `w`, `mu` and `sigma` need one entry per component on their last "
+                                 f"axis, got {sizes}.")
     if shape is not None:
         shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
-    return Distribution(family, MappingProxyType(params), shape, invalid)
+    return Distribution(family, MappingProxyType(params), shape, invalid, ordered)
 
 
 def _constructor(family: str):
@@ -335,7 +359,8 @@ def _constructor(family: str):
         return _make(family, args, kwargs)
 
     make.__name__ = make.__qualname__ = family
-    make.__doc__ = f"{family}({signature}{', ' if signature else ''}shape=None): a {family} distribution record."
+    make.__doc__ = (f"{family}({signature}{', ' if signature else ''}shape=None, ordered=False): a {family} "
+                    "distribution record.")
     return make
 
 
@@ -364,3 +389,64 @@ Categorical = _constructor("Categorical")
 Dirichlet = _constructor("Dirichlet")
 MvNormal = _constructor("MvNormal")
 LKJCholesky = _constructor("LKJCholesky")
+NormalMixture = _constructor("NormalMixture")
+
+
+@dataclass(frozen=True, eq=False)
+class Mixture:
+    """A finite mixture of continuous univariate ``components`` with weights ``w`` (last axis, summing to 1):
+    ``p(x) = sum_k w[k] * component_k(x)``, as ``pm.Mixture`` and NumPyro's ``MixtureGeneral``."""
+
+    w: Any
+    components: tuple[Distribution, ...]
+    shape: tuple[int, ...] | None = None
+
+    family = "Mixture"
+    ordered = False
+
+    def __post_init__(self) -> None:
+        components = tuple(self.components)
+        object.__setattr__(self, "components", components)
+        if len(components) < 2:
+            raise ParameterError(f"Mixture: give at least 2 components, got {len(components)}.", argument="components")
+        for index, component in enumerate(components):
+            if not isinstance(component, Distribution) or component.discrete or component.spec.multivariate \
+                    or component.family == "NormalMixture" or component.ordered:
+                kind = component.family if isinstance(component, Distribution) else type(component).__name__
+                raise ParameterError(
+                    f"Mixture: component {index} must be a continuous univariate record such as Normal(0, 1), got "
+                    f"{kind}. Discrete and multivariate components are not supported.", argument="components")
+        if is_literal(self.w):
+            _check("Mixture", "w", "simplex", self.w)
+            if np.shape(self.w)[-1:] != (len(components),):
+                raise ParameterError(f"Mixture: `w` needs one weight per component ({len(components)}) on its last "
+                                     f"axis, got shape {np.shape(self.w)}.", argument="w", value=self.w)
+        if self.shape is not None:
+            shape = self.shape
+            object.__setattr__(self, "shape", (int(shape),) if isinstance(shape, numbers.Integral)
+                               else tuple(int(s) for s in shape))
+
+    @property
+    def discrete(self) -> bool:
+        return False
+
+    @property
+    def invalid(self) -> ParameterError | None:
+        return next((c.invalid for c in self.components if c.invalid is not None), None)
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """``w`` and each component's parameters as ``<k>.<name>`` (for dependency tracking and reports)."""
+        values: dict[str, Any] = {"w": self.w}
+        for index, component in enumerate(self.components):
+            values.update({f"{index}.{k}": v for k, v in component.params.items()})
+        return MappingProxyType(values)
+
+    def describe(self, namer: Callable[[Any], str | None] | None = None) -> str:
+        weights = (namer(self.w) if namer else None) or _format_value(self.w)
+        inner = ", ".join(c.describe(namer) for c in self.components)
+        shape = f", shape={self.shape}" if self.shape is not None else ""
+        return f"Mixture({weights}, [{inner}]{shape})"
+
+    def __repr__(self) -> str:
+        return self.describe()

@@ -17,7 +17,7 @@ FUNCTIONS = (
     "cumsum", "zeros", "ones", "arange", "reshape", "transpose", "outer", "diag",
 )
 
-__all__ = list(FUNCTIONS) + ["FUNCTIONS", "namespace"]
+__all__ = list(FUNCTIONS) + ["FUNCTIONS", "namespace", "scan"]
 
 
 def namespace() -> Any:
@@ -42,3 +42,13 @@ def _delegate(name: str):
 for _name in FUNCTIONS:
     globals()[_name] = _delegate(_name)
 del _name
+
+
+def scan(fn, init, xs=None, length=None):
+    """A recurrence: ``fn(carry, x) -> (carry, y)`` over the leading axis of ``xs``; returns ``(carry, ys)``.
+
+    ``jax.lax.scan`` on NumPyro and ``pytensor.scan`` on PyMC, so a GARCH or ARMA likelihood over
+    hundreds of steps compiles as one loop instead of an unrolled graph. ``init`` and ``y`` are arrays
+    (not tuples); ``xs=None`` with ``length=`` runs without a sequence.
+    """
+    return namespace().scan(fn, init, xs, length)

@@ -13,11 +13,11 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from resilient.context import CURRENT as _CURRENT
 from resilient.context import inside_model
-from resilient.distributions import Distribution, Truncated
+from resilient.distributions import Distribution, Mixture, Truncated
 from resilient.errors import ModelError, ParameterError
 from resilient.rewrites import NONCENTERABLE, can_noncenter, noncentered, stabilize
 
-__all__ = ["sample", "deterministic", "Model", "NativeModel", "Site", "SiteHandler", "Trace", "inside_model", "current_trace"]
+__all__ = ["sample", "deterministic", "factor", "Model", "NativeModel", "Site", "SiteHandler", "Trace", "inside_model", "current_trace"]
 
 
 class SiteHandler(Protocol):
@@ -29,13 +29,16 @@ class SiteHandler(Protocol):
 
     def deterministic_site(self, name: str, value: Any) -> Any: ...
 
+    def factor_site(self, name: str, log_density: Any) -> None:
+        """Add ``log_density`` (summed) to the model's log density as its own term."""
+
 
 @dataclass(frozen=True)
 class Site:
     """One site as the model declared it and as it was sent to the backend."""
 
     name: str
-    kind: str  # "latent", "observed", "deterministic"
+    kind: str  # "latent", "observed", "deterministic", "factor"
     declared: Distribution | Truncated | None  # what the user wrote
     used: Distribution | Truncated | None  # after rewrites (same object when none applied)
     rewrites: tuple[Any, ...] = ()  # resilient.rewrites.Rewrite records: applied if Model.fix, else suggested
@@ -131,7 +134,7 @@ class Trace:
 
     def sample(self, name: str, dist: Any, observed: Any) -> Any:
         self._claim(name)
-        if not isinstance(dist, (Distribution, Truncated)):
+        if not isinstance(dist, (Distribution, Truncated, Mixture)):
             kind = f"{type(dist).__module__}.{type(dist).__name__}"
             raise ModelError(
                 f"sample({name!r}, ...): the distribution must be a resilient record such as "
@@ -188,6 +191,11 @@ class Trace:
         self.sites[raw_name] = Site(raw_name, "latent", standard, standard, (), False, standard.describe())
         return self.handler.deterministic_site(name, back(raw, self.handler.math))
 
+    def factor(self, name: str, log_density: Any) -> None:
+        self._claim(name)
+        self.sites[name] = Site(name, "factor", None, None, description="factor")
+        self.handler.factor_site(name, log_density)
+
     def deterministic(self, name: str, value: Any) -> Any:
         self._claim(name)
         self.sites[name] = Site(name, "deterministic", None, None)
@@ -235,6 +243,14 @@ def sample(name: str, dist: Distribution | Truncated, obs: Any = None, *, observ
 def deterministic(name: str, value: Any) -> Any:
     """Record a derived quantity in the posterior under ``name``."""
     return current_trace().deterministic(name, value)
+
+
+def factor(name: str, log_density: Any) -> None:
+    """Add a term to the log density (Stan's ``target +=``, ``numpyro.factor``, ``pm.Potential``).
+
+    ``log_density`` is summed; it is reported and attributed by preflight like any site.
+    """
+    current_trace().factor(name, log_density)
 
 
 def data_arguments(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[tuple, dict]:

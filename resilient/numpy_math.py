@@ -31,6 +31,17 @@ def _lgamma(x):
     return np.vectorize(lgamma, otypes=[float])(x)
 
 
+def scan(fn, init, xs, length=None):
+    """``jax.lax.scan``'s contract on numpy: ``fn(carry, x) -> (carry, y)``; returns ``(carry, ys)``."""
+    carry = init
+    steps = len(xs) if xs is not None else int(length)
+    ys = []
+    for index in range(steps):
+        carry, y = fn(carry, None if xs is None else xs[index])
+        ys.append(y)
+    return carry, (np.stack([np.asarray(y) for y in ys]) if ys and ys[0] is not None else None)
+
+
 NUMPY_MATH = SimpleNamespace(
     exp=np.exp, log=np.log, log1p=np.log1p, expm1=np.expm1, sqrt=np.sqrt, square=np.square,
     abs=np.abs, sum=np.sum, mean=np.mean, prod=np.prod, dot=np.dot, matmul=np.matmul,
@@ -40,5 +51,5 @@ NUMPY_MATH = SimpleNamespace(
     stack=np.stack, concatenate=np.concatenate, logsumexp=_logsumexp, log_softmax=_log_softmax,
     softmax=lambda x, axis=-1: np.exp(_log_softmax(x, axis)), cumsum=np.cumsum, zeros=np.zeros,
     ones=np.ones, arange=np.arange, reshape=np.reshape, transpose=np.transpose, outer=np.outer,
-    diag=np.diag,
+    diag=np.diag, scan=scan,
 )

@@ -60,3 +60,24 @@ def test_descriptions_read_like_the_model():
 
 def test_flat_families_take_no_parameters():
     assert d.Flat().params == {} and d.HalfFlat(shape=2).shape == (2,)
+
+
+def test_ordered_mixture_and_normal_mixture_records_check_what_can_be_checked_now():
+    import numpy as np
+
+    from resilient.distributions import Mixture, NormalMixture, Normal, Poisson, StudentT
+
+    assert Normal(0, 1, shape=3, ordered=True).describe() == "Normal(0, 1, shape=(3,), ordered=True)"
+    with pytest.raises(ParameterError, match=r"`ordered=True` needs shape= with at least 2 elements"):
+        Normal(0, 1, ordered=True)
+    with pytest.raises(ParameterError, match=r"Poisson: `ordered=True` needs a continuous family"):
+        Poisson(1.0, shape=2, ordered=True)
+    mixture = Mixture([0.3, 0.7], [Normal(0, 1), StudentT(3, 0, 2)])
+    assert mixture.describe() == "Mixture([0.3, 0.7], [Normal(0, 1), StudentT(3, 0, 2)])"
+    assert set(mixture.params) == {"w", "0.mu", "0.sigma", "1.nu", "1.mu", "1.sigma"}
+    with pytest.raises(ParameterError, match=r"Mixture: `w` must be a probability vector"):
+        Mixture([0.2, 0.5], [Normal(0, 1), Normal(1, 1)])
+    with pytest.raises(ParameterError, match=r"Mixture: component 1 must be a continuous univariate record"):
+        Mixture([0.5, 0.5], [Normal(0, 1), Poisson(2.0)])
+    with pytest.raises(ParameterError, match=r"NormalMixture: `w`, `mu` and `sigma` need one entry per component"):
+        NormalMixture(np.array([0.5, 0.5]), np.zeros(3), np.ones(2))
