@@ -20,7 +20,7 @@ from resilient.sampling import CompiledSampler, compile, sample
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "compile", "preflight", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "factor",
+    "sample", "compile", "preflight", "check_agreement", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "factor",
     "math", "model", "distributions", "Model", "Policy", "CompiledSampler",
     "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed", "SamplerError",
     "ResilientWarning", "UnsupportedModelError", "BackendUnavailableError", "__version__",
@@ -53,6 +53,13 @@ def write_report(data, out_dir, formats=("html", "md", "json"), **options):
     from resilient.report import write_report as run
 
     return run(data, out_dir, formats=formats, **options)
+
+
+def check_agreement(model, *args, **kwargs):
+    """Sample a shared-API model on both backends and compare; see :func:`resilient.agreement.check_agreement`."""
+    from resilient.agreement import check_agreement as run
+
+    return run(model, *args, **kwargs)
 
 
 def preflight(model=None, *args, **kwargs):
