@@ -128,8 +128,7 @@ FAMILIES: dict[str, Family] = {
                              ("chol", "cholesky", None)], "real_vector", multivariate=True),
         _family("LKJCholesky", [("n", "dimension", _REQUIRED), ("eta", "positive", 1.0)],
                 "correlation_cholesky", multivariate=True),
-        _family("NormalMixture", [("w", "simplex", _REQUIRED), ("mu", "vector", _REQUIRED),
-                                  ("sigma", "positive_vector", _REQUIRED)], "real"),
+
     ]
 }
 
@@ -293,8 +292,7 @@ def _make(family: str, args: tuple, kwargs: dict) -> Distribution:
     spec = FAMILIES[family]
     shape = kwargs.pop("shape", None)
     ordered = bool(kwargs.pop("ordered", False))
-    if ordered and (spec.discrete or spec.multivariate or spec.support not in ("real", "positive")
-                    or family == "NormalMixture"):
+    if ordered and (spec.discrete or spec.multivariate or spec.support not in ("real", "positive")):
         raise ParameterError(
             f"{family}: `ordered=True` needs a continuous family on the real line or the positive half-line "
             f"(Stan's ordered / positive_ordered), got {family} (support {spec.support}).", argument="ordered")
@@ -341,11 +339,6 @@ def _make(family: str, args: tuple, kwargs: dict) -> Distribution:
                 f"Uniform: `lower` must be below `upper`, got lower={_format_value(params['lower'])}, "
                 f"upper={_format_value(params['upper'])}."
             )
-    if family == "NormalMixture" and all(is_literal(params[k]) for k in ("w", "mu", "sigma")):
-        sizes = {k: np.shape(params[k])[-1] for k in ("w", "mu", "sigma")}
-        if len(set(sizes.values())) != 1:
-            raise ParameterError(f"NormalMixture: `w`, `mu` and `sigma` need one entry per component on their last "
-                                 f"axis, got {sizes}.")
     if shape is not None:
         shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
     return Distribution(family, MappingProxyType(params), shape, invalid, ordered)
@@ -389,7 +382,29 @@ Categorical = _constructor("Categorical")
 Dirichlet = _constructor("Dirichlet")
 MvNormal = _constructor("MvNormal")
 LKJCholesky = _constructor("LKJCholesky")
-NormalMixture = _constructor("NormalMixture")
+
+
+def _components(value: Any) -> int | None:
+    """The static size of the last axis (numpy, jax or PyTensor with a known shape), else None."""
+    shape = np.shape(value) if is_literal(value) else getattr(getattr(value, "type", None), "shape", None) or (
+        getattr(value, "shape", None))
+    try:
+        return int(shape[-1]) if shape else None
+    except (TypeError, ValueError):
+        return None
+
+
+def NormalMixture(w: Any, mu: Any, sigma: Any, shape: Any = None) -> "Mixture":  # noqa: N802  (a family name)
+    """``sum_k w[k] Normal(mu[k], sigma[k])``, as ``pm.NormalMixture``: a :class:`Mixture` of Normals."""
+    sizes = {name: _components(value) for name, value in (("w", w), ("mu", mu), ("sigma", sigma))}
+    known = {size for size in sizes.values() if size is not None}
+    if len(known) != 1:
+        raise ParameterError(
+            "NormalMixture: `w`, `mu` and `sigma` need one entry per component on their last axis, got sizes "
+            f"{sizes}" + (" (none known: give w as numbers or a vector of static length)" if not known else "") + ".",
+            argument="w")
+    count = known.pop()
+    return Mixture(w, [Normal(mu[..., k], sigma[..., k]) for k in range(count)], shape)
 
 
 @dataclass(frozen=True, eq=False)
