@@ -160,17 +160,24 @@ def test_p6_nan_region_is_reported_and_the_call_is_bounded(backend):
     start = time.monotonic()
     # Either outcome is allowed (pathologies.md: "succeeds with a warning or stops with a clear error
     # after its retry cap"); each must carry the diagnosis and respect the caps.
-    try:
-        data = resilient.sample(pathologies.sqrt_of_negative, backend=backend, draws=200, tune=200,
-                                random_seed=SEED, progressbar=False, time_budget=budget, max_attempts=3)
-    except SamplingFailed as failure:
-        assert 1 <= len(failure.attempts) <= 3 and failure.attempts[-1].outcome == "gave-up"
-        assert by_site(failure.preflight, "y")[0].parameter == "x"
-        assert str(failure).startswith("Sampling failed: ")
-    else:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            data = resilient.sample(pathologies.sqrt_of_negative, backend=backend, draws=200, tune=200,
+                                    random_seed=SEED, progressbar=False, time_budget=budget, max_attempts=3)
+        except SamplingFailed as failure:
+            assert 1 <= len(failure.attempts) <= 3 and failure.attempts[-1].outcome == "gave-up"
+            assert by_site(failure.preflight, "y")[0].parameter == "x"
+            assert str(failure).startswith("Sampling failed: ")
+            data = None
+    if data is not None:
         said = [f for f in record.read_preflight(data)["findings"] if f["site"] == "y"]
         assert said and said[0]["parameter"] == "x" and said[0]["severity"] == "warning"
-        assert record.read_attempts(data)[-1]["outcome"] == "accepted" and len(record.read_attempts(data)) <= 3
+        attempts = record.read_attempts(data)
+        warned = [str(w.message) for w in caught if issubclass(w.category, ResilientWarning)]
+        assert len(attempts) <= 3
+        assert attempts[-1]["outcome"] == "accepted" or (
+            attempts[-1]["outcome"] == "gave-up" and any("do not trust them" in m for m in warned))
         assert np.all(data.posterior["x"].values >= 0), "a draw in the NaN region was accepted"
     assert time.monotonic() - start < budget + 30
 
