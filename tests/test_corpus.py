@@ -45,7 +45,7 @@ SAMPLE_DIMS = ("chain", "draw")
 DIMS = "coords/dims dropped: every dim becomes <var>_dim_<i>"
 CONSTANT_DATA = "constant_data (the model's pm.Data) missing"
 PLATES = "plate names dropped: from_numpyro names dims after plates, ours <var>_dim_<i>"
-SUMMARY_ROWS = "az.summary rows are labelled by position (beta[0]), theirs by coordinate (beta[age]): coords dropped"
+SUMMARY_ROWS = "az.summary rows are labelled by position (e.g. beta[0]), theirs by coordinate (beta[age]): coords dropped"
 NO_LOG_LIKELIHOOD = "no log_likelihood group and no way to ask for one on NumPyro, so az.loo(ours) cannot run"
 INITVALS = "the PyMC adapter's initvals (transformed names, numpy values) go through transform.backward: "
 ZERO_SUM = INITVALS + "AttributeError: 'int' object has no attribute 'astype' (ZeroSumTransform.extend_axis)"
@@ -445,6 +445,41 @@ def test_numpyro_sample_stats_has_from_numpyro_fields():
     run = numpyro_run("regression_deterministic")
     theirs, ours = set(run["theirs"].sample_stats.data_vars), set(run["ours"].sample_stats.data_vars)
     assert sorted(theirs - ours) == []
+
+
+# --- the loop on native models -------------------------------------------------------------------------
+
+def _centred_pymc():
+    import pymc as pm
+
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0, 5)
+        tau = pm.HalfCauchy("tau", 5)
+        theta = pm.Normal("theta", mu, tau, shape=8)
+        pm.Normal("y", theta, np.array([15.0, 10, 16, 11, 9, 11, 10, 18]), observed=np.array([28.0, 8, -3, 7, -1, 1, 18, 12]))
+    return model
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("pymc", marks=[pytest.mark.pymc, pytest.mark.xfail(strict=True, reason=(
+        "a native pm.Model's centred theta ~ Normal(mu, tau) is not noncenterable: the loop cannot non-centre it"))]),
+    pytest.param("numpyro", marks=[pytest.mark.numpyro, pytest.mark.xfail(strict=True, reason=(
+        "a native NumPyro centred alpha ~ Normal(mu_alpha, sigma_alpha) in a plate is not noncenterable: "
+        "the loop cannot non-centre it"))]),
+])
+def test_native_centred_hierarchies_can_be_non_centred_by_the_loop(backend):
+    """The loop's first remedy for divergences is non-centring; on a native model it needs the adapter to
+    mark the centred site noncenterable (today divergences under the limit are accepted at once, and
+    over it the loop goes straight to target_accept)."""
+    import resilient
+    from resilient.loop import noncentering_candidates
+
+    if backend == "pymc":
+        sampler, site = resilient.compile(_quietly(_centred_pymc)), "theta"
+    else:
+        case = numpyro_models.CASES["hierarchical_logistic_plates"]
+        sampler, site = resilient.compile(case.model, *case.args, **case.kwargs), "alpha"
+    assert site in noncentering_candidates(sampler.model, sampler.compiled.sites)
 
 
 # --- timings (shown with -s) -----------------------------------------------------------------------------
