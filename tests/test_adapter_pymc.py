@@ -66,7 +66,7 @@ def sampler_model(adapter):
 def test_math_namespace_matches_numpy():
     import pytensor
 
-    from resilient.adapters.pymc import _no_c_compilation, _preflight_mode
+    from resilient.adapters.pymc.compiled import _no_c_compilation, _preflight_mode
     from resilient.numpy_math import NUMPY_MATH
 
     assert [name for name in FUNCTIONS if not hasattr(PYTENSOR_MATH, name)] == []
@@ -414,7 +414,7 @@ def test_preflight_and_pm_sample_share_one_compiled_density(adapter):
 def test_draws_copied_per_draw_equal_draws_sliced_from_pymcs_trace(sampler_model, monkeypatch):
     """The callback slices chunks out of PyMC's NDArray trace; for any other trace it copies each
     draw. Same seed, same chunks either way."""
-    import resilient.adapters.pymc as pymc_adapter
+    import resilient.adapters.pymc.runner as pymc_adapter
 
     settings = NUTSSettings(draws=12, tune=8, chains=2, random_seed=SEED, chunk_size=5)
     sliced, copied = [], []
@@ -508,7 +508,7 @@ def test_a_chain_worker_that_dies_without_a_word_is_a_sampler_error_naming_its_e
 
 
 def test_worker_exit_codes_are_read_as_signals_and_codes():
-    from resilient.adapters.pymc import _worker_death
+    from resilient.adapters.pymc.runner import _worker_death
 
     class Exited:
         def __init__(self, exitcode):

@@ -1,0 +1,32 @@
+"""The NumPyro backend: compiles a shared-API :class:`~resilient.model.Model` or a native NumPyro
+model function (:class:`~resilient.model.NativeModel`) into a :class:`~resilient.backend.CompiledModel`.
+
+Modules, in the order a model passes through them:
+
+* :mod:`.device` asks XLA for one CPU device per core before jax starts (imported first, here);
+* :mod:`.math` is the shared API's math namespace on jax.numpy;
+* :mod:`.distributions` adds what NumPyro lacks (a log-space truncated Normal for far tails);
+* :mod:`.translate` turns shared-API records into NumPyro distributions;
+* :mod:`.native` reads a native model's sites (family, parameters, dependencies) and applies the
+  stabilising rewrites and ``LocScaleReparam`` with an effect handler;
+* :mod:`.compiled` flattens the latents into one unconstrained vector and builds the jitted log
+  density, gradient, per-site terms and transforms;
+* :mod:`.runner` runs NUTS in chunks with one compiled ``lax.scan`` for every chunk;
+* :mod:`.adapter` ties them together behind :class:`~resilient.backend.Adapter`.
+
+Precision: float64 unless the model asks for float32. jax's global x64 flag is never flipped; each
+jax call runs inside ``jax.enable_x64(...)`` (jit caches are keyed on it).
+"""
+
+from resilient.adapters.numpyro import device  # noqa: F401  (first: the XLA device count)
+from resilient.adapters.numpyro.adapter import NumPyroAdapter
+from resilient.adapters.numpyro.compiled import INITIAL_STRATEGIES, NumPyroCompiledModel
+from resilient.adapters.numpyro.distributions import HalfStudentT, StableTruncatedNormal, TruncatedByCDF
+from resilient.adapters.numpyro.math import JAX_MATH
+from resilient.adapters.numpyro.runner import CHAIN_METHODS
+from resilient.adapters.numpyro.translate import to_numpyro
+
+__all__ = [
+    "NumPyroAdapter", "NumPyroCompiledModel", "StableTruncatedNormal", "HalfStudentT", "TruncatedByCDF",
+    "JAX_MATH", "to_numpyro", "INITIAL_STRATEGIES", "CHAIN_METHODS",
+]

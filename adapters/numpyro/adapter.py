@@ -1,0 +1,114 @@
+"""The NumPyro adapter: compiles shared-API models and native NumPyro functions."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+from numpyro import handlers
+from numpyro.infer.reparam import LocScaleReparam
+from resilient.errors import ModelError, ResilientError, UnsupportedModelError
+from resilient.model import Model, NativeModel, Site, Trace, data_arguments
+from resilient.adapters.numpyro.compiled import NumPyroCompiledModel
+from resilient.adapters.numpyro.native import _NativeFixes, _native_sites
+from resilient.adapters.numpyro.runner import CHAIN_METHODS
+from resilient.adapters.numpyro.translate import _SharedHandler
+
+
+class NumPyroAdapter:
+    """Compiles shared-API models and native NumPyro model functions for NumPyro.
+
+    ``chain_method``: ``"parallel"`` (pmap, one XLA device per chain), ``"vectorized"`` (vmap), or
+    ``None``: parallel where ``jax.local_device_count() >= chains``, else vectorized.
+    """
+
+    name = "numpyro"
+
+    def __init__(self, chain_method: str | None = None) -> None:
+        if chain_method is not None and chain_method not in CHAIN_METHODS:
+            raise ValueError(
+                f"`chain_method` must be one of {', '.join(repr(m) for m in CHAIN_METHODS)} or None, "
+                f"got {chain_method!r}."
+            )
+        self.chain_method = chain_method
+
+    def compile(self, model: Any) -> NumPyroCompiledModel:
+        if isinstance(model, Model):
+            return self._compile_shared(model)
+        if isinstance(model, NativeModel):
+            if model.backend != "numpyro":
+                raise UnsupportedModelError(
+                    f"The NumPyro backend cannot run a native {model.backend!r} model. "
+                    f"Use backend={model.backend!r}, or write the model in the shared API."
+                )
+            if not callable(model.model):
+                raise UnsupportedModelError(
+                    f"A native NumPyro model must be a function, got {type(model.model).__name__}."
+                )
+            return self._compile_native(model)
+        raise UnsupportedModelError(
+            f"The NumPyro backend compiles resilient.Model or NativeModel(backend='numpyro'), "
+            f"got {type(model).__name__}."
+        )
+
+    def _compile_shared(self, model: Model) -> NumPyroCompiledModel:
+        args, kwargs = data_arguments(model.args, model.kwargs)
+        model = model.with_options(args=args, kwargs=kwargs)
+        handler = _SharedHandler()
+        recorded: dict[str, dict[str, Site]] = {}
+
+        def numpyro_model() -> None:
+            sites = Trace(model, handler).run()
+            recorded.setdefault("sites", sites)
+
+        compiled = NumPyroCompiledModel(numpyro_model, float32=model.float32, chain_method=self.chain_method,
+                                        name=model.name)
+        with compiled.precision():
+            model_trace = _run_model(compiled)
+            compiled.sites = dict(recorded.get("sites", {}))
+            compiled._layout(model_trace)
+        return compiled
+
+    def _compile_native(self, model: NativeModel) -> NumPyroCompiledModel:
+        args, kwargs = data_arguments(model.args, model.kwargs)
+        user_fn = model.model
+
+        def numpyro_model() -> Any:
+            return user_fn(*args, **kwargs)
+
+        fixes = _NativeFixes(numpyro_model, fix=model.fix)
+        model_fn: Callable = fixes
+        noncentered = frozenset(model.noncentered)
+        if noncentered:
+            model_fn = handlers.reparam(fixes, config={name: LocScaleReparam(0) for name in noncentered})
+        compiled = NumPyroCompiledModel(model_fn, float32=model.float32, chain_method=self.chain_method,
+                                        name=model.name)
+        with compiled.precision():
+            try:
+                fixes.start_learning(1)
+                _run_model(compiled, seed=1)
+                fixes.start_learning(2)
+                model_trace = _run_model(compiled)
+            finally:
+                fixes.start_learning(0)
+            missing = sorted(n for n in noncentered if f"{n}_decentered" not in model_trace)
+            if missing:
+                latent = [n for n, s in model_trace.items() if s["type"] == "sample" and not s["is_observed"]]
+                raise ModelError(
+                    f"Cannot non-centre {', '.join(f'`{n}`' for n in missing)}: the model has no latent site of that "
+                    f"name. Its latent sites are: {', '.join(latent) or 'none'}.",
+                    site=missing[0],
+                )
+            compiled.sites = _native_sites(model_trace, fixes, noncentered)
+            compiled._layout(model_trace)
+        return compiled
+
+
+def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:
+    """The compile-time trace; a failure inside the user's model is a model error."""
+    try:
+        return compiled._trace_once(seed)
+    except ResilientError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the model function raised: report it as the model's
+        raise ModelError(
+            f"Running the model {compiled.name!r} under NumPyro failed: {type(error).__name__}: {error}"
+        ) from error

@@ -1,0 +1,81 @@
+"""The PyMC adapter: compiles shared-API models and native pm.Model objects."""
+
+from __future__ import annotations
+
+from typing import Any
+import pymc as pm
+from pymc.model.core import BaseModel, FrozenModel
+from resilient.errors import UnsupportedModelError
+from resilient.model import Model, NativeModel, Trace
+from resilient.adapters.pymc.compiled import PyMCCompiledModel, _no_c_compilation
+from resilient.adapters.pymc.native import _native_sites
+from resilient.adapters.pymc.translate import PyMCSiteHandler
+
+
+class PyMCAdapter:
+    """Compiles shared-API models and native ``pm.Model`` objects for PyMC.
+
+    ``cores``: processes for ``pm.sample`` (``None``: ``os.cpu_count()``), capped at the chains.
+    A run with a deadline uses one process per chain whatever ``cores`` says: PyMC runs surplus
+    chains only after the first ones finish, which a deadline would leave empty.
+    """
+
+    name = "pymc"
+
+    def __init__(self, cores: int | None = None) -> None:
+        if cores is not None and int(cores) < 1:
+            raise ValueError(f"`cores` must be at least 1, got {cores}.")
+        self.cores = None if cores is None else int(cores)
+
+    def compile(self, model: Any) -> "PyMCCompiledModel":
+        if isinstance(model, Model):
+            handler = PyMCSiteHandler()
+            with _no_c_compilation(), pm.Model() as pm_model:
+                trace = Trace(model, handler)
+                sites = trace.run()
+            compiled = PyMCCompiledModel(_frozen(pm_model), dict(sites), cores=self.cores, name=model.name,
+                                         order=tuple(pm_model.named_vars))
+            compiled.ignored_options = ("float32",) if model.float32 else ()  # PyMC runs in float64
+            return compiled
+        if isinstance(model, NativeModel):
+            if model.backend != "pymc":
+                raise UnsupportedModelError(
+                    f"The PyMC adapter cannot run a native {model.backend} model; "
+                    f"use backend={model.backend!r}, or write the model in the shared API to switch."
+                )
+            if not isinstance(model.model, BaseModel):
+                raise UnsupportedModelError(
+                    f"A native PyMC model must be a pm.Model (or a frozen one), got {type(model.model).__name__}."
+                )
+            ignored = tuple(
+                option for option, active in (
+                    ("noncentered", bool(model.noncentered)), ("float32", bool(model.float32)),
+                ) if active
+            )
+            compiled = PyMCCompiledModel(
+                _frozen(model.model), _native_sites(model.model), cores=self.cores, name=model.name,
+                order=tuple(model.model.named_vars),
+            )
+            compiled.ignored_options = ignored
+            return compiled
+        if isinstance(model, BaseModel):
+            return self.compile(NativeModel("pymc", model))
+        raise UnsupportedModelError(
+            f"The PyMC adapter compiles resilient.model.Model or NativeModel(backend='pymc'), "
+            f"got {type(model).__name__}."
+        )
+
+
+def _frozen(model: Any) -> Any:
+    """PyMC's frozen copy of ``model`` (compiled functions cached, graph immutable; the user's
+    model is left as it is), or ``model`` itself where PyMC cannot freeze it (symbolic initial
+    values): then everything still works, compiled once per use as ``pm.sample`` does."""
+    from pymc.model.transform.optimization import freeze_model
+
+    if isinstance(model, FrozenModel):
+        return model
+    try:
+        with _no_c_compilation():
+            return freeze_model(model)
+    except (TypeError, ValueError, NotImplementedError):
+        return model

@@ -1,0 +1,530 @@
+"""The compiled model: PyMC's frozen model and its compiled log density, gradient, site terms and transforms."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from typing import Any, Callable, Iterator, Mapping, Sequence
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+from resilient.backend import Chunk, NUTSRun, NUTSSettings
+from resilient.errors import UnsupportedModelError
+from resilient.model import Site
+from resilient.adapters.pymc.control import _StopControl, _chain_worker_context, _quiet_fork
+from resilient.adapters.pymc.runner import _Collector, _sampler_failure
+
+
+@contextlib.contextmanager
+def _quiet_pytensor() -> Iterator[None]:
+    """Hide PyTensor's one-time "could not link to a BLAS installation" UserWarning.
+
+    It is raised the first time a C-linker function holding a BLAS op is compiled in a process
+    (PyMC's initial-point functions use FAST_COMPILE, hence C thunks); the sampler's functions
+    use PyTensor's default (Numba) linker, which does not need it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
+        yield
+
+
+@contextlib.contextmanager
+def _no_c_compilation() -> Iterator[None]:
+    """Compile and run the preflight functions without a C compiler.
+
+    Even with the Python linker, PyTensor compiles C when it folds constants through an op
+    with an inner function, and on a cold cache (a fresh machine, CI) that is tens of seconds
+    of gcc; ``cxx=""`` makes those inner functions Python too. Only for our own functions:
+    ``pm.sample`` runs as PyMC configures it.
+    """
+    with _quiet_pytensor(), pytensor.config.change_flags(cxx=""):
+        yield
+
+
+def _lazy(method: Callable[[Any], Any]) -> property:
+    """A property computed on first use and cached on the instance."""
+    attribute = "_cached_" + method.__name__
+
+    def getter(self: Any) -> Any:
+        value = self.__dict__.get(attribute)
+        if value is None:
+            with _no_c_compilation():
+                value = method(self)
+            self.__dict__[attribute] = value
+        return value
+
+    getter.__name__ = method.__name__
+    getter.__doc__ = method.__doc__
+    return property(getter)
+
+
+def _preflight_mode() -> Any:
+    from pytensor.compile.mode import Mode
+
+    return Mode(linker="py", optimizer="fast_run").excluding("fusion")
+
+
+_EVAL_ERRORS: tuple[type[BaseException], ...] = (ArithmeticError, np.linalg.LinAlgError)
+
+
+try:  # PyMC's failed parameter checks, where a graph keeps them as assertions
+    from pymc.logprob.utils import ParameterValueError
+
+    _EVAL_ERRORS += (ParameterValueError,)
+except ImportError:  # pragma: no cover
+    pass
+
+
+class PyMCCompiledModel:
+    """A ``pm.Model`` behind :class:`resilient.backend.CompiledModel` (see the module docstring)."""
+
+    backend = "pymc"
+
+    def __init__(self, model: Any, sites: Mapping[str, Site], *, cores: int | None = None,
+                 name: str = "model", order: Sequence[str] = ()) -> None:
+        """``order``: variable names as the user declared them (a frozen model may list them
+        otherwise); the posterior, the deterministics and the site terms follow it."""
+        self.model = model
+        self.name = name
+        self.sites = dict(sites)
+        self.cores = cores
+        self.ignored_options: tuple[str, ...] = ()
+        discrete = [rv.name for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool"))]
+        if discrete:
+            raise UnsupportedModelError(
+                f"The latent variable(s) {', '.join(discrete)} are discrete; NUTS needs continuous "
+                "latents. Marginalise them out (sum over their values in the likelihood) or make "
+                "them observed."
+            )
+        self.value_vars = list(model.value_vars)
+        rvs = [model.values_to_rvs[v] for v in self.value_vars]
+        self.latent_names = tuple(rv.name for rv in rvs)
+        self._latents = rvs
+        rank = {name: i for i, name in enumerate(order)}
+
+        def declared(variables: Sequence[Any]) -> list[Any]:
+            return sorted(variables, key=lambda v: rank.get(v.name, len(rank)))
+
+        self._posterior_latents = declared(rvs)
+        self._deterministics = declared(model.deterministics)
+        shapes = self._value_shapes()
+        self._layout: list[tuple[str, str, tuple[int, ...], str, slice]] = []
+        offset = 0
+        for rv, value in zip(rvs, self.value_vars):
+            shape = shapes[value.name]
+            size = int(np.prod(shape, dtype=np.int64))
+            self._layout.append((rv.name, value.name, shape, value.type.dtype, slice(offset, offset + size)))
+            offset += size
+        self.dimension = offset
+        self._term_vars = declared([*model.free_RVs, *model.observed_RVs, *model.potentials])
+        self._term_names = tuple(v.name for v in self._term_vars)
+
+    # ---- layout -----------------------------------------------------------------------------
+
+    def _value_shapes(self) -> dict[str, tuple[int, ...]]:
+        static = {}
+        for value in self.value_vars:
+            shape = value.type.shape
+            if shape is None or any(s is None for s in shape):
+                break
+            static[value.name] = tuple(int(s) for s in shape)
+        else:
+            return static
+        with _no_c_compilation():
+            return {k: tuple(int(s) for s in v) for k, v in self.model.eval_rv_shapes().items()}
+
+    def blocks(self) -> dict[str, slice]:
+        return {latent: block for latent, _, _, _, block in self._layout}
+
+    def _vector(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.dimension,):
+            raise ValueError(f"x must have shape ({self.dimension},), got {x.shape}.")
+        return x
+
+    def _inputs(self, x: np.ndarray) -> list[np.ndarray]:
+        x = self._vector(x)
+        return [x[block].reshape(shape).astype(dtype) for _, _, shape, dtype, block in self._layout]
+
+    def _point(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """PyMC's point dict (value-variable names) for ``x``."""
+        return {value: array for (_, value, *_), array in zip(self._layout, self._inputs(x))}
+
+    def _flatten(self, point: Mapping[str, Any]) -> np.ndarray:
+        """``x`` for a point dict keyed by value-variable names."""
+        if not self._layout:
+            return np.zeros(0)
+        return np.concatenate(
+            [np.asarray(point[value], dtype=np.float64).reshape(-1) for _, value, *_ in self._layout]
+        )
+
+    def _compile(self, outputs: list[Any], mode: Any = "preflight") -> Any:
+        """Compile ``outputs`` of the value variables. ``mode="preflight"``: PyTensor's FAST_RUN
+        rewrites (the stabilising ones the sampler gets) with the Python linker and no elementwise
+        fusion, so nothing is JIT- or C-compiled: about a second for an ordinary model, cold or
+        warm, where Numba or C take 10 s or more on a cold cache; an evaluation costs milliseconds,
+        which is fine for preflight. ``mode=None``: PyMC's default (what ``pm.sample`` uses)."""
+        if mode == "preflight":
+            mode = _preflight_mode()
+        return self.model.compile_fn(
+            outputs, inputs=self.value_vars, point_fn=False, on_unused_input="ignore", mode=mode
+        )
+
+    # ---- log density ------------------------------------------------------------------------
+
+    def _evaluate(self, function: Any, x: np.ndarray) -> list[np.ndarray] | None:
+        """``function`` at ``x``; ``None`` where PyTensor raised for a numerical reason. NumPy's
+        floating-point warnings are silenced: NaN and inf are results here, not errors."""
+        inputs = self._inputs(x)
+        with np.errstate(all="ignore"), _no_c_compilation():
+            try:
+                return list(function(*inputs))
+            except _EVAL_ERRORS:
+                return None
+
+    @_lazy
+    def _value_grad_fn(self) -> Any:
+        """PyMC's ``logp_dlogp_function`` as NUTS asks for it (raveled ``x``): on a frozen model
+        ``pm.sample`` gets this compiled function from the model's cache instead of compiling
+        its own, so preflight checks exactly what the sampler runs, at no extra compile."""
+        return self.model.logp_dlogp_function(ravel_inputs=True)
+
+    def log_density(self, x: np.ndarray) -> float:
+        return self.log_density_and_gradient(x)[0]
+
+    def log_density_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        x = self._vector(x)
+        if not self.value_vars:
+            values = self._evaluate(self._logp_only_fn, x)
+            return (float("nan") if values is None else float(values[0])), np.zeros(0)
+        with np.errstate(all="ignore"):  # compiled once by _lazy; evaluating needs no flag changes
+            try:
+                logp, gradient = self._value_grad_fn(x.astype(self._layout[0][3]))
+            except _EVAL_ERRORS:
+                return float("nan"), np.full(self.dimension, np.nan)
+        return float(logp), np.asarray(gradient, dtype=np.float64).reshape(-1)
+
+    @_lazy
+    def _logp_only_fn(self) -> Any:
+        """The log density of a model without latents (no gradient to take)."""
+        return self._compile([self.model.logp(jacobian=True, sum=True)])
+
+    # ---- per site ---------------------------------------------------------------------------
+
+    def _terms(self) -> list[Any]:
+        if not self._term_vars:
+            return []
+        terms = self.model.logp(vars=self._term_vars, jacobian=True, sum=False)
+        return [pt.sum(term) for term in terms]
+
+    @_lazy
+    def _site_terms_fn(self) -> Any:
+        return self._compile(self._terms())
+
+    @_lazy
+    def _site_gradients_fn(self) -> Any:
+        outputs = []
+        for term in self._terms():
+            outputs.extend(pytensor.grad(term, self.value_vars, disconnected_inputs="ignore"))
+        return self._compile(outputs)
+
+    def site_log_densities(self, x: np.ndarray) -> dict[str, float]:
+        """Each free, observed and potential (``pm.Potential``) term, a free variable's with its
+        transform's Jacobian: they sum to :meth:`log_density`."""
+        if not self._term_vars:
+            return {}
+        values = self._evaluate(self._site_terms_fn, x)
+        if values is None:
+            return {name: float("nan") for name in self._term_names}
+        return {name: float(v) for name, v in zip(self._term_names, values)}
+
+    def site_gradients(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """``{site: {latent: d term / d x[block]}}`` for the sites of :meth:`site_log_densities`;
+        each gradient is flat, like its block of ``x`` (zeros where the term does not depend on it)."""
+        if not self._term_vars or not self.value_vars:
+            return {name: {} for name in self._term_names}
+        values = self._evaluate(self._site_gradients_fn, x)
+        if values is None:
+            values = [np.full(block.stop - block.start, np.nan) for _ in self._term_names
+                      for *_, block in self._layout]
+        result: dict[str, dict[str, np.ndarray]] = {}
+        n = len(self._layout)
+        for i, name in enumerate(self._term_names):
+            result[name] = {
+                latent: np.asarray(values[i * n + j], dtype=np.float64).reshape(-1)
+                for j, (latent, *_) in enumerate(self._layout)
+            }
+        return result
+
+    # ---- values -----------------------------------------------------------------------------
+
+    def _constrain_outputs(self) -> list[Any]:
+        return self.model.replace_rvs_by_values([*self._posterior_latents, *self._deterministics])
+
+    @_lazy
+    def _constrain_fn(self) -> Any:
+        outputs = self._constrain_outputs()
+        return self._compile(outputs) if outputs else (lambda *args: [])
+
+    @_lazy
+    def _sampling_constrain_fn(self) -> Any:
+        """As ``_constrain_fn`` in PyMC's default mode, for draws whose trace lacks the values."""
+        outputs = self._constrain_outputs()
+        return self._compile(outputs, mode=None) if outputs else (lambda *args: [])
+
+    @property
+    def posterior_names(self) -> tuple[str, ...]:
+        """Names in a chunk's posterior: the free variables, then the deterministics, each in
+        the order the model declared them."""
+        return tuple(v.name for v in [*self._posterior_latents, *self._deterministics])
+
+    def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        values = self._evaluate(self._constrain_fn, x)
+        if values is None:  # PyTensor raised for a numerical reason: NaN, as elsewhere
+            return {name: np.array(np.nan) for name in self.posterior_names}
+        return {name: np.array(v) for name, v in zip(self.posterior_names, values)}
+
+    @_lazy
+    def _unconstrain_fn(self) -> Any:
+        """Constrained latent values -> each value variable, through PyMC's transforms (whose
+        parameters may depend on other latents, e.g. a bound that is a site)."""
+        model = self.model
+        placeholders = [rv.type(name=rv.name) for rv in self._latents]
+        outputs = []
+        for rv, placeholder in zip(self._latents, placeholders):
+            transform = model.rvs_to_transforms.get(rv)
+            outputs.append(placeholder if transform is None else transform.forward(placeholder, *rv.owner.inputs))
+        replace = dict(zip(self._latents, placeholders))
+        replace.update({obs: model.rvs_to_values[obs] for obs in model.observed_RVs})
+        from pytensor.graph.replace import clone_replace
+
+        outputs = clone_replace(outputs, replace=replace)
+        return model.compile_fn(outputs, inputs=placeholders, point_fn=False, on_unused_input="ignore",
+                                mode=_preflight_mode())
+
+    def unconstrain(self, values: Mapping[str, Any]) -> np.ndarray:
+        """``x`` for constrained values of every latent (the inverse of :meth:`constrain`)."""
+        missing = [name for name in self.latent_names if name not in values]
+        if missing:
+            raise ValueError(
+                f"unconstrain needs a value for every latent; missing {', '.join(missing)}."
+            )
+        if not self._latents:
+            return np.zeros(0)
+        inputs = [np.asarray(values[rv.name], dtype=rv.type.dtype) for rv in self._latents]
+        with np.errstate(all="ignore"), _no_c_compilation():
+            outputs = self._unconstrain_fn(*inputs)
+        return np.concatenate([
+            np.asarray(out, dtype=np.float64).reshape(-1) for out in outputs
+        ])
+
+    # ---- initial points ---------------------------------------------------------------------
+
+    def _initial_point_fn(self, key: str) -> Callable[[Any], dict[str, np.ndarray]]:
+        cache = self.__dict__.setdefault("_initial_point_fns", {})
+        if key not in cache:
+            from pymc.initial_point import make_initial_point_fn
+
+            with _no_c_compilation():
+                if key == "prior":
+                    cache[key] = make_initial_point_fn(
+                        model=self.model, overrides={rv: "prior" for rv in self.model.free_RVs},
+                        return_transformed=True,
+                    )
+                else:
+                    cache[key] = make_initial_point_fn(model=self.model, return_transformed=True)
+        return cache[key]
+
+    def initial_point(self, strategy: str = "default", random_seed: int | None = None) -> np.ndarray:
+        """``default``: PyMC's ``jitter+adapt_diag`` start (the model's initial point plus
+        uniform(-1, 1) jitter on the unconstrained space, redrawn up to 10 times while the log
+        density is not finite, as PyMC does); ``median``: the initial point without jitter;
+        ``uniform``: Stan's uniform(-2, 2); ``prior``: a joint prior draw, transformed."""
+        if strategy == "uniform":
+            return np.random.default_rng(random_seed).uniform(-2.0, 2.0, size=self.dimension)
+        if strategy not in ("default", "median", "prior"):
+            raise ValueError(
+                f"Unknown initial-point strategy {strategy!r}; use 'default', 'uniform', 'prior' or 'median'."
+            )
+        rng = np.random.default_rng(random_seed)
+        if strategy == "prior":
+            with _no_c_compilation():
+                return self._flatten(self._initial_point_fn("prior")(int(rng.integers(2**30))))
+        if strategy == "median":
+            return self._median.copy()
+        for _ in range(10):
+            x = self._median + rng.uniform(-1.0, 1.0, size=self.dimension)
+            if np.isfinite(self.log_density(x)):
+                break
+        return x
+
+    @_lazy
+    def _median(self) -> np.ndarray:
+        """The model's initial point (``support_point`` unless ``initval`` says otherwise)."""
+        return self._flatten(self._initial_point_fn("median")(0))
+
+    def observed_data(self) -> dict[str, np.ndarray]:
+        data = {}
+        for rv in self.model.observed_RVs:
+            value = self.model.rvs_to_values[rv]
+            if hasattr(value, "get_value"):
+                data[rv.name] = np.asarray(value.get_value())
+            elif hasattr(value, "data"):
+                data[rv.name] = np.asarray(value.data)
+            else:
+                data[rv.name] = np.asarray(value.eval())
+        return data
+
+    # ---- NUTS -------------------------------------------------------------------------------
+
+    @_lazy
+    def _disconnected(self) -> tuple[str, ...]:
+        """Latents the log density does not depend on (a lone ``Flat``: an improper posterior)."""
+        from pytensor.gradient import DisconnectedType
+
+        if not self.value_vars:
+            return ()
+        grads = pytensor.grad(self.model.logp(), self.value_vars, disconnected_inputs="ignore",
+                              return_disconnected="disconnected")
+        return tuple(rv.name for rv, g in zip(self._latents, grads) if isinstance(g.type, DisconnectedType))
+
+    def _explicit_nuts(self, settings: NUTSSettings, chains: int, init: str, initvals: Any,
+                       nuts: dict[str, Any]) -> dict[str, Any]:
+        """``pm.sample`` arguments with the NUTS step built here, as ``pm.sample`` would build it.
+
+        ``pm.sample`` picks step methods by differentiating the log density with respect to each
+        latent and raises ``DisconnectedInputError`` for one it does not depend on; ``init_nuts``
+        tolerates it (a zero gradient), so a model such as ``x ~ Flat()`` still samples and the
+        loop can see the improper posterior wander.
+        """
+        from pymc.util import get_random_generator
+
+        seeds = [int(r.integers(2**30)) for r in get_random_generator(settings.random_seed).spawn(chains)]
+        points, step = pm.init_nuts(
+            init=init, chains=chains, model=self.model, random_seed=seeds, progressbar=False, quiet=True,
+            tune=int(settings.tune), initvals=initvals, **nuts,
+        )
+        return {"step": step, "initvals": list(points)}
+
+    def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
+        """``pm.sample`` with PyMC's NUTS; draws reach ``on_chunk`` every ``chunk_size`` draws of a
+        chain (warm-up included, flagged), partial chunks at the end. ``on_chunk`` returning
+        ``False`` stops the run (``reason="stopped"``), as does ``settings.deadline``
+        (``"deadline"``, checked at every draw) and Ctrl-C (``"interrupted"``); draws finished
+        before a deadline or Ctrl-C are delivered, none after ``on_chunk`` returned ``False``."""
+        if settings.resume_state is not None:
+            raise NotImplementedError(
+                "The PyMC backend cannot resume a run: pm.sample neither exposes nor accepts NUTS's "
+                "adapted state (step size, mass matrix, chain positions). Start a new run, e.g. "
+                "from the last draws as initial points."
+            )
+        chains = int(settings.chains)
+        if settings.deadline is not None:
+            # With more chains than processes PyMC runs the chains in batches (chains 2 and 3 only
+            # start when 0 and 1 have finished), so a deadline would leave the late chains empty
+            # and no draw complete on every chain: run them all at once instead.
+            cores = max(1, chains)
+        else:
+            cores = max(1, min(chains, self.cores or os.cpu_count() or 1))
+        initvals = None
+        init = "jitter+adapt_diag"
+        if settings.initial_points is not None:
+            points = np.asarray(settings.initial_points, dtype=np.float64)
+            if points.shape != (chains, self.dimension):
+                raise ValueError(
+                    f"initial_points must have shape (chains, dimension) = ({chains}, {self.dimension}), "
+                    f"got {points.shape}."
+                )
+            # PyMC reads string keys of transformed names (`sigma_log__`) as unconstrained values;
+            # `adapt_diag` starts from them as given (`jitter+` would jitter them).
+            initvals = [self._point(row) for row in points]
+            init = "adapt_diag"
+        depth = int(settings.max_tree_depth)
+        nuts = {
+            "target_accept": float(settings.target_accept),
+            "max_treedepth": depth,
+            "early_max_treedepth": min(8, depth),
+        }
+        sample_kwargs: dict[str, Any] = {"initvals": initvals, "init": init, "nuts": nuts}
+        collector = _Collector(self, settings, on_chunk)
+        workers = _chain_worker_context()
+        started = time.monotonic()
+        # np.errstate: PyMC's NUTS reads overflow in its mass matrix or energy as a divergence;
+        # NumPy's RuntimeWarning about it is noise (and an exception where warnings are errors,
+        # as in a test suite, which then kills the chain; forked workers inherit the state).
+        with _StopControl(collector, settings.deadline) as control, _quiet_pytensor(), _quiet_fork(), \
+                np.errstate(all="ignore"):
+            try:
+                if self._disconnected:
+                    sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts)
+                pm.sample(
+                    draws=int(settings.draws),
+                    tune=int(settings.tune),
+                    chains=chains,
+                    cores=cores,
+                    random_seed=settings.random_seed,
+                    progressbar=bool(settings.progressbar),
+                    quiet=not settings.progressbar,
+                    compute_convergence_checks=False,
+                    discard_tuned_samples=True,
+                    callback=collector,
+                    model=self.model,
+                    mp_ctx=workers,
+                    **sample_kwargs,
+                )
+            except BaseException as error:
+                stop_due = collector.reason != "error" and (collector.reason or control.reason) is not None
+                if isinstance(error, KeyboardInterrupt):
+                    control.note_interrupt()  # our stop, or the user's Ctrl-C
+                elif isinstance(error, (ValueError, EOFError, ConnectionError)) and stop_due:
+                    # After a stop PyMC still packs the partial traces, and raises "Not enough
+                    # samples to build a trace." when no chain got past warm-up; a terminal's
+                    # Ctrl-C also reaches the workers, which may exit before PyMC reads their
+                    # pipes. The draws have reached on_chunk already.
+                    collector.packing_error = f"{type(error).__name__}: {error}"
+                else:
+                    # PyMC failed mid-run, or on_chunk raised: hand over the draws already
+                    # finished (unless on_chunk asked to stop or failed), then re-raise.
+                    if collector.reason not in ("stopped", "error"):
+                        control.disarm()
+                        collector.flush_all()
+                    failure = None if collector.reason == "error" else _sampler_failure(error, workers)
+                    if failure is not None:
+                        raise failure from error
+                    raise
+            finally:
+                control.disarm()
+        finished = time.monotonic()
+        reason = collector.reason or control.reason
+        if reason != "stopped":
+            collector.flush_all()
+        complete = collector.all_delivered()
+        first = collector.first_draw or finished
+        if settings.tune <= 0:
+            warmup_end = first
+        elif len(collector.warmup_ended) == chains:
+            warmup_end = max(collector.warmup_ended.values())
+        else:  # stopped while a chain was still warming up
+            warmup_end = finished
+        if self._disconnected:
+            extra_note = {"disconnected": self._disconnected}
+        else:
+            extra_note = {}
+        return NUTSRun(
+            completed=complete,
+            reason="" if complete else (reason or "interrupted"),
+            warmup_seconds=max(0.0, min(warmup_end, finished) - first),
+            sampling_seconds=max(0.0, finished - min(warmup_end, finished)),
+            extra={
+                "cores": cores,
+                "init": init,
+                "setup_seconds": max(0.0, first - started),
+                "draws_delivered": dict(collector.delivered),
+                "warmup_draws_delivered": dict(collector.warmup_delivered),
+                **({"pymc_error_after_stop": collector.packing_error} if collector.packing_error else {}),
+                **extra_note,
+            },
+        )
