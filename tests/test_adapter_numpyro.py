@@ -304,7 +304,7 @@ def test_native_noncentred_sites_use_loc_scale_reparam(adapter):
 def test_errors_name_the_problem(adapter):
     with pytest.raises(UnsupportedModelError, match=r"compiles resilient.Model or NativeModel.*got str"):
         adapter.compile("model")
-    with pytest.raises(UnsupportedModelError, match=r"cannot run a native 'pymc' model"):
+    with pytest.raises(UnsupportedModelError, match=r"The numpyro backend cannot run a native pymc model"):
         adapter.compile(NativeModel("pymc", object()))
     with pytest.raises(ValueError, match=r"`chain_method` must be one of 'parallel', 'vectorized' or None"):
         NumPyroAdapter(chain_method="sequential")
@@ -312,7 +312,7 @@ def test_errors_name_the_problem(adapter):
     def discrete():
         sample("k", rd.Poisson(3.0))
 
-    with pytest.raises(ModelError, match=r"Site `k` is a discrete latent variable"):
+    with pytest.raises(UnsupportedModelError, match=r"Site `k` is a discrete latent variable; NUTS needs"):
         adapter.compile(Model(discrete))
 
     def failing():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resilient.adapters.common import require_native
+
 from typing import Any, Callable
 from numpyro import handlers
 from numpyro.infer.reparam import LocScaleReparam
@@ -34,11 +36,7 @@ class NumPyroAdapter:
         if isinstance(model, Model):
             return self._compile_shared(model)
         if isinstance(model, NativeModel):
-            if model.backend != "numpyro":
-                raise UnsupportedModelError(
-                    f"The NumPyro backend cannot run a native {model.backend!r} model. "
-                    f"Use backend={model.backend!r}, or write the model in the shared API."
-                )
+            require_native(model, "numpyro")
             if not callable(model.model):
                 raise UnsupportedModelError(
                     f"A native NumPyro model must be a function, got {type(model.model).__name__}."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resilient.adapters.common import INITIAL_STRATEGIES, check_strategy, refuse_discrete_latents, require_every_latent, uniform_point
+
 import contextlib
 import secrets
 import time
@@ -25,7 +27,6 @@ from resilient.adapters.numpyro.native import _is_real, _is_unit
 from resilient.adapters.numpyro.runner import CHAIN_METHODS, _NoProgress, _Runner, _jax_failure, _progress, _resume_iteration
 
 
-INITIAL_STRATEGIES = ("default", "uniform", "prior", "median")
 
 
 _STRATEGIES = {
@@ -83,11 +84,7 @@ class NumPyroCompiledModel:
             if site["type"] != "sample" or site["is_observed"]:
                 continue
             if site["fn"].support.is_discrete:
-                raise ModelError(
-                    f"Site `{name}` is a discrete latent variable; NUTS needs every latent variable to be "
-                    "continuous. Marginalise it out (sum over its values) or pass its values as observed data.",
-                    site=name,
-                )
+                refuse_discrete_latents([name])
             shape = tuple(jnp.shape(site["value"]))
             unconstrained = tuple(biject_to(site["fn"].support).inverse_shape(shape))
             size = int(np.prod(unconstrained, dtype=int))
@@ -250,12 +247,7 @@ class NumPyroCompiledModel:
             return {name: np.asarray(value) for name, value in values.items()}
 
     def unconstrain(self, values: Mapping[str, Any]) -> np.ndarray:
-        missing = [name for name in self.latent_names if name not in values]
-        if missing:
-            raise ValueError(
-                f"`values` must hold every latent variable ({', '.join(self.latent_names)}); "
-                f"missing: {', '.join(missing)}."
-            )
+        require_every_latent(values, self.latent_names)
         latent = {}
         for name in self.latent_names:
             array = np.asarray(values[name], dtype=float)
@@ -269,13 +261,10 @@ class NumPyroCompiledModel:
             return np.asarray(self._function("unconstrain")(latent), dtype=np.float64)
 
     def initial_point(self, strategy: str = "default", random_seed: int | None = None) -> np.ndarray:
-        if strategy not in INITIAL_STRATEGIES:
-            raise ValueError(
-                f"`strategy` must be one of {', '.join(repr(s) for s in INITIAL_STRATEGIES)}, got {strategy!r}."
-            )
+        check_strategy(strategy)
         seed = secrets.randbits(31) if random_seed is None else int(random_seed)
         if strategy in ("default", "uniform"):  # init_to_uniform(radius=2), drawn without a model trace
-            return np.random.default_rng(seed).uniform(-2.0, 2.0, self.dimension)
+            return uniform_point(seed, self.dimension)
         with self.precision():  # prior draws run many small random kernels: one compilation is cheaper
             point = self._function(f"initial:{strategy}")(jax.random.PRNGKey(seed % 2**32))
             return np.asarray(point, dtype=np.float64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resilient.adapters.common import require_native
+
 from typing import Any
 import pymc as pm
 from pymc.model.core import BaseModel, FrozenModel
@@ -38,11 +40,7 @@ class PyMCAdapter:
             compiled.ignored_options = ("float32",) if model.float32 else ()  # PyMC runs in float64
             return compiled
         if isinstance(model, NativeModel):
-            if model.backend != "pymc":
-                raise UnsupportedModelError(
-                    f"The PyMC adapter cannot run a native {model.backend} model; "
-                    f"use backend={model.backend!r}, or write the model in the shared API to switch."
-                )
+            require_native(model, "pymc")
             if not isinstance(model.model, BaseModel):
                 raise UnsupportedModelError(
                     f"A native PyMC model must be a pm.Model (or a frozen one), got {type(model.model).__name__}."

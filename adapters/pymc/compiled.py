@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resilient.adapters.common import check_strategy, refuse_discrete_latents, require_every_latent, uniform_point
+
 import contextlib
 import os
 import time
@@ -92,13 +94,7 @@ class PyMCCompiledModel:
         self.sites = dict(sites)
         self.cores = cores
         self.ignored_options: tuple[str, ...] = ()
-        discrete = [rv.name for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool"))]
-        if discrete:
-            raise UnsupportedModelError(
-                f"The latent variable(s) {', '.join(discrete)} are discrete; NUTS needs continuous "
-                "latents. Marginalise them out (sum over their values in the likelihood) or make "
-                "them observed."
-            )
+        refuse_discrete_latents(rv.name for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool")))
         self.value_vars = list(model.value_vars)
         rvs = [model.values_to_rvs[v] for v in self.value_vars]
         self.latent_names = tuple(rv.name for rv in rvs)
@@ -307,11 +303,7 @@ class PyMCCompiledModel:
 
     def unconstrain(self, values: Mapping[str, Any]) -> np.ndarray:
         """``x`` for constrained values of every latent (the inverse of :meth:`constrain`)."""
-        missing = [name for name in self.latent_names if name not in values]
-        if missing:
-            raise ValueError(
-                f"unconstrain needs a value for every latent; missing {', '.join(missing)}."
-            )
+        require_every_latent(values, self.latent_names)
         if not self._latents:
             return np.zeros(0)
         inputs = [np.asarray(values[rv.name], dtype=rv.type.dtype) for rv in self._latents]
@@ -344,11 +336,8 @@ class PyMCCompiledModel:
         density is not finite, as PyMC does); ``median``: the initial point without jitter;
         ``uniform``: Stan's uniform(-2, 2); ``prior``: a joint prior draw, transformed."""
         if strategy == "uniform":
-            return np.random.default_rng(random_seed).uniform(-2.0, 2.0, size=self.dimension)
-        if strategy not in ("default", "median", "prior"):
-            raise ValueError(
-                f"Unknown initial-point strategy {strategy!r}; use 'default', 'uniform', 'prior' or 'median'."
-            )
+            return uniform_point(random_seed, self.dimension)
+        check_strategy(strategy)
         rng = np.random.default_rng(random_seed)
         if strategy == "prior":
             with _no_c_compilation():

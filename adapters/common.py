@@ -1,0 +1,58 @@
+"""What both adapters need, written once: the checks and words every backend shares."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from resilient.errors import UnsupportedModelError
+
+__all__ = ["INITIAL_STRATEGIES", "check_strategy", "uniform_point", "require_native", "require_every_latent",
+           "refuse_discrete_latents"]
+
+#: initial-point strategies every adapter serves (see CompiledModel.initial_point).
+INITIAL_STRATEGIES = ("default", "uniform", "prior", "median")
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in INITIAL_STRATEGIES:
+        raise ValueError(
+            f"`strategy` must be one of {', '.join(repr(s) for s in INITIAL_STRATEGIES)}, got {strategy!r}."
+        )
+
+
+def uniform_point(seed: int | None, dimension: int) -> np.ndarray:
+    """Stan's initial point: uniform(-2, 2) on every unconstrained coordinate."""
+    return np.random.default_rng(seed).uniform(-2.0, 2.0, size=dimension)
+
+
+def require_native(model: Any, backend: str) -> None:
+    """A native model may only run on its own backend."""
+    if model.backend != backend:
+        raise UnsupportedModelError(
+            f"The {backend} backend cannot run a native {model.backend} model. Use backend={model.backend!r}, "
+            "or write the model in the shared API (resilient.model.sample) to run it on either backend."
+        )
+
+
+def require_every_latent(values: Mapping[str, Any], latent_names: Sequence[str]) -> None:
+    """``unconstrain`` needs a constrained value for every latent variable."""
+    missing = [name for name in latent_names if name not in values]
+    if missing:
+        raise ValueError(
+            f"`values` must hold every latent variable ({', '.join(latent_names)}); missing: {', '.join(missing)}."
+        )
+
+
+def refuse_discrete_latents(names: Iterable[str]) -> None:
+    """NUTS needs continuous latents: one error, the same on every backend, naming the sites."""
+    names = list(names)
+    if names:
+        plural = "s" if len(names) > 1 else ""
+        raise UnsupportedModelError(
+            f"Site{plural} {', '.join(f'`{n}`' for n in names)} {'are' if plural else 'is a'} discrete latent "
+            f"variable{plural}; NUTS needs every latent variable to be continuous. Marginalise "
+            f"{'them' if plural else 'it'} out (sum over the values in the likelihood) or pass the values as "
+            "observed data.",
+        )
