@@ -26,7 +26,7 @@ def _compiled(function, backend: str, *args, **options):
     """``resilient.compile(function, *args, backend=backend, **options)``, once per session."""
     import resilient
 
-    key = (function, backend, args, tuple(sorted(options.items())))
+    key = (function, backend, tuple(id(a) for a in args), tuple(sorted(options.items())))
     if key not in _COMPILED:
         _COMPILED[key] = resilient.compile(function, *args, backend=backend, **options)
     return _COMPILED[key]

@@ -20,7 +20,8 @@ jax call runs inside ``jax.enable_x64(...)`` (jit caches are keyed on it).
 
 from resilient.adapters.numpyro import device  # noqa: F401  (first: the XLA device count)
 from resilient.adapters.numpyro.adapter import NumPyroAdapter
-from resilient.adapters.numpyro.compiled import INITIAL_STRATEGIES, NumPyroCompiledModel
+from resilient.adapters.common import INITIAL_STRATEGIES
+from resilient.adapters.numpyro.compiled import NumPyroCompiledModel
 from resilient.adapters.numpyro.distributions import HalfStudentT, StableTruncatedNormal, TruncatedByCDF
 from resilient.adapters.numpyro.math import JAX_MATH
 from resilient.adapters.numpyro.runner import CHAIN_METHODS

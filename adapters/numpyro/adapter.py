@@ -6,11 +6,10 @@ from resilient.adapters.common import require_native
 
 from typing import Any, Callable
 from numpyro import handlers
-from numpyro.infer.reparam import LocScaleReparam
 from resilient.errors import ModelError, ResilientError, UnsupportedModelError
 from resilient.model import Model, NativeModel, Site, Trace, data_arguments
 from resilient.adapters.numpyro.compiled import NumPyroCompiledModel
-from resilient.adapters.numpyro.native import _NativeFixes, _native_sites
+from resilient.adapters.numpyro.native import _NativeFixes, _native_sites, reparam_config
 from resilient.adapters.numpyro.runner import CHAIN_METHODS
 from resilient.adapters.numpyro.translate import _SharedHandler
 
@@ -73,10 +72,11 @@ class NumPyroAdapter:
             return user_fn(*args, **kwargs)
 
         fixes = _NativeFixes(numpyro_model, fix=model.fix)
+        fixes.dependencies = _dependencies(numpyro_model)
         model_fn: Callable = fixes
         noncentered = frozenset(model.noncentered)
         if noncentered:
-            model_fn = handlers.reparam(fixes, config={name: LocScaleReparam(0) for name in noncentered})
+            model_fn = handlers.reparam(fixes, config=reparam_config(noncentered))
         compiled = NumPyroCompiledModel(model_fn, float32=model.float32, chain_method=self.chain_method,
                                         name=model.name)
         with compiled.precision():
@@ -98,6 +98,17 @@ class NumPyroAdapter:
             compiled.sites = _native_sites(model_trace, fixes, noncentered)
             compiled._layout(model_trace)
         return compiled
+
+
+def _dependencies(model_fn: Callable) -> dict[str, tuple[str, ...]]:
+    """Each site's upstream latent sites (NumPyro's own dependency tracer); empty where it cannot trace."""
+    from numpyro.infer.inspect import get_dependencies
+
+    try:
+        prior = get_dependencies(model_fn)["prior_dependencies"]
+    except Exception:  # noqa: BLE001 - enumerated or exotic models: fall back to directly named inputs
+        return {}
+    return {site: tuple(n for n in upstream if n != site) for site, upstream in prior.items()}
 
 
 def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:

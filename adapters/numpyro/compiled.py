@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resilient.adapters.common import INITIAL_STRATEGIES, check_strategy, refuse_discrete_latents, require_every_latent, uniform_point
+from resilient.adapters.common import check_strategy, refuse_discrete_latents, require_every_latent, uniform_point
 
 import contextlib
 import secrets
@@ -21,7 +21,6 @@ from numpyro.infer import NUTS
 from numpyro.infer.initialization import init_to_median, init_to_sample, init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy
 from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
-from resilient.errors import ModelError
 from resilient.model import Site
 from resilient.adapters.numpyro.native import _is_real, _is_unit
 from resilient.adapters.numpyro.runner import CHAIN_METHODS, _NoProgress, _Runner, _jax_failure, _progress, _resume_iteration

@@ -160,6 +160,28 @@ class _SiteNotes:
     rewrites: tuple[Rewrite, ...] = ()
     literals: Mapping[str, np.ndarray] | None = None  # None: not a truncation we handle
     inputs: tuple[str, ...] = ()  # sites whose values are parameters of this one
+    family: str | None = None
+    parameter_inputs: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+    loc_scale: bool = False  # a location-scale family LocScaleReparam can non-centre, not truncated
+
+
+#: NumPyro class names that differ from the shared API's family names.
+_FAMILY_NAMES = {"MultivariateNormal": "MvNormal", "GammaPoisson": "NegativeBinomial"}
+
+
+def _family_of(d: Any) -> str | None:
+    """The shared-API family of an unwrapped NumPyro distribution, where there is one."""
+    from resilient.distributions import FAMILIES
+
+    spec = _NATIVE_BASES.get(type(d))
+    if spec is not None:
+        return spec[0]
+    name = type(d).__name__
+    for suffix in ("Probs", "Logits"):
+        if name.endswith(suffix) and name != suffix:
+            name = name[: -len(suffix)]
+    name = _FAMILY_NAMES.get(name, name)
+    return name if name in FAMILIES else None
 
 
 class _NativeFixes(Messenger):
@@ -182,6 +204,9 @@ class _NativeFixes(Messenger):
         self._names: dict[int, str] = {}
         self._first_literals: dict[str, dict[str, np.ndarray]] = {}
         self._first_values: dict[str, list[np.ndarray | None]] = {}
+        #: site -> the latent sites it depends on (numpyro.infer.inspect.get_dependencies), for parameters
+        #: that are expressions of latents rather than a latent's own value.
+        self.dependencies: Mapping[str, tuple[str, ...]] = {}
 
     def start_learning(self, run: int) -> None:
         self.learning = run
@@ -226,7 +251,17 @@ class _NativeFixes(Messenger):
 
             names = (self.name_of(v) for v in values if v is not None)
             notes = _SiteNotes(description=_describe_numpyro(msg["fn"], namer),
-                               inputs=tuple(dict.fromkeys(n for n in names if n)))
+                               inputs=tuple(dict.fromkeys(n for n in names if n)), family=_family_of(inner))
+            spec = _NATIVE_BASES.get(type(inner))
+            if spec is not None:
+                inputs = {}
+                for attribute, pname in spec[1]:
+                    value = getattr(inner, attribute, None)
+                    named = self.name_of(value)
+                    inputs[pname] = (named,) if named else (
+                        tuple(self.dependencies.get(name, ())) if id(value) in varying else ())
+                notes.parameter_inputs = MappingProxyType(inputs)
+                notes.loc_scale = True
             if isinstance(inner, _TRUNCATED_TYPES):
                 first_literals = self._first_literals.get(name, {})
                 literals = {k: v for k, v in self._literals(inner).items() if _equal(first_literals.get(k), v)}
@@ -273,18 +308,38 @@ def _is_real(support: constraints.Constraint) -> bool:
 
 
 def _native_sites(model_trace: dict, fixes: _NativeFixes, noncentered: frozenset[str]) -> dict[str, Site]:
+    """Site records with structured facts: family, what each parameter depends on, and whether the
+    adapter can non-centre the site (a loc-scale family whose loc or scale depends on a latent, not
+    truncated: ``LocScaleReparam`` rewrites it, see :func:`reparam_config`)."""
     sites: dict[str, Site] = {}
     for name, site in model_trace.items():
         notes = fixes.notes.get(name, _SiteNotes())
+        facts = dict(description=notes.description, inputs=notes.inputs, family=notes.family,
+                     parameter_inputs=notes.parameter_inputs)
         if name in noncentered:
-            sites[name] = Site(name, "latent", None, None, notes.rewrites, True, notes.description, notes.inputs)
+            sites[name] = Site(name, "latent", None, None, notes.rewrites, True, **facts)
         elif site["type"] == "deterministic":
             sites[name] = Site(name, "deterministic", None, None)
         elif site["type"] == "sample":
             if _is_unit(site):
-                kind, description = "observed", "factor"
-            else:
-                kind = "observed" if site["is_observed"] else "latent"
-                description = notes.description
-            sites[name] = Site(name, kind, None, None, notes.rewrites, False, description, notes.inputs)
+                sites[name] = Site(name, "factor", None, None, description="factor")
+                continue
+            kind = "observed" if site["is_observed"] else "latent"
+            centred = notes.loc_scale and not notes.rewrites and any(
+                notes.parameter_inputs.get(p) for p in ("mu", "alpha", "sigma", "beta", "b", "s"))
+            sites[name] = Site(name, kind, None, None, notes.rewrites, False, **facts,
+                               noncenterable=kind == "latent" and centred)
     return sites
+
+
+def reparam_config(noncentered: frozenset[str]) -> Callable[[dict], Any]:
+    """``handlers.reparam`` config: ``LocScaleReparam(0)`` on the named sites (StudentT keeps its df)."""
+    from numpyro.infer.reparam import LocScaleReparam
+
+    def config(msg: dict) -> Any:
+        if msg["name"] not in noncentered:
+            return None
+        inner, _ = _unwrap(msg["fn"])
+        return LocScaleReparam(0, shape_params=("df",) if isinstance(inner, dist.StudentT) else ())
+
+    return config

@@ -14,7 +14,6 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 from resilient.backend import Chunk, NUTSRun, NUTSSettings
-from resilient.errors import UnsupportedModelError
 from resilient.model import Site
 from resilient.adapters.pymc.control import _StopControl, _chain_worker_context, _quiet_fork
 from resilient.adapters.pymc.runner import _Collector, _sampler_failure

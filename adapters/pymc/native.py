@@ -65,7 +65,34 @@ def _parents(var: Any, sites: set) -> tuple[str, ...]:
     return tuple(found)
 
 
+#: PyMC's parameter order -> the shared API's names, for the families whose sites the loop reasons about.
+_PARAMETERS = {
+    "Normal": ("mu", "sigma"), "StudentT": ("nu", "mu", "sigma"), "Cauchy": ("alpha", "beta"),
+    "Laplace": ("mu", "b"), "Logistic": ("mu", "s"), "LogNormal": ("mu", "sigma"),
+}
+
+
+def _facts(rv: Any, latents: set) -> dict[str, Any]:
+    """Family (shared-API name) and, per parameter, the latent variables it depends on."""
+    from pytensor.graph.traversal import ancestors
+
+    from resilient.distributions import FAMILIES
+
+    print_name = getattr(rv.owner.op, "_print_name", None)
+    family = print_name[0] if print_name and print_name[0] in FAMILIES else None
+    if family not in _PARAMETERS:
+        return {"family": family}
+    params = list(rv.owner.op.dist_params(rv.owner))
+    inputs = {}
+    for pname, param in zip(_PARAMETERS[family], params):
+        found = [a.name for a in ancestors([param], blockers=latents) if a in latents and a is not rv]
+        inputs[pname] = tuple(dict.fromkeys(found))
+    return {"family": family, "parameter_inputs": inputs}
+
+
 def _native_sites(model: Any) -> dict[str, Site]:
+    """Sites of a pm.Model. ``noncenterable`` stays False: the adapter does not rewrite native
+    models (see ``ignored_options``), so the loop must not claim to non-centre them."""
     named = set(model.named_vars.values())
     site_vars = set(model.free_RVs) | set(model.observed_RVs) | set(model.deterministics)
     sites: dict[str, Site] = {}
@@ -86,5 +113,11 @@ def _native_sites(model: Any) -> dict[str, Site]:
                 inputs = _parents(var, site_vars)
             except Exception:  # noqa: BLE001
                 inputs = ()
-            sites[var.name] = Site(var.name, kind, None, None, (), False, description, inputs)
+            facts: dict[str, Any] = {}
+            if kind in ("latent", "observed"):
+                try:
+                    facts = _facts(var, set(model.free_RVs))
+                except Exception:  # noqa: BLE001 - facts are best effort for ops we do not know
+                    facts = {}
+            sites[var.name] = Site(var.name, kind, None, None, (), False, description, inputs, **facts)
     return sites
