@@ -6,7 +6,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from resilient.errors import UnsupportedModelError
+from resilient.errors import DiscreteLatentError, UnsupportedModelError
 
 __all__ = ["INITIAL_STRATEGIES", "check_strategy", "uniform_point", "require_native", "require_every_latent",
            "refuse_discrete_latents"]
@@ -50,9 +50,10 @@ def refuse_discrete_latents(names: Iterable[str]) -> None:
     names = list(names)
     if names:
         plural = "s" if len(names) > 1 else ""
-        raise UnsupportedModelError(
+        raise DiscreteLatentError(
             f"Site{plural} {', '.join(f'`{n}`' for n in names)} {'are' if plural else 'is a'} discrete latent "
             f"variable{plural}; NUTS needs every latent variable to be continuous. Marginalise "
             f"{'them' if plural else 'it'} out (sum over the values in the likelihood) or pass the values as "
-            "observed data.",
-        )
+            "observed data.", site=names[0],
+            fix=f"marginalise {', '.join(names)} out of the likelihood, or pass {'their' if plural else 'its'} "
+                "values as observed data")

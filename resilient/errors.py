@@ -9,7 +9,7 @@ from typing import Any
 from resilient.states import SAMPLER_ERROR_KINDS, SamplerErrorKind
 
 __all__ = ["ResilientError", "ModelError", "ParameterError", "UnsupportedModelError", "BackendUnavailableError",
-           "PreflightError", "SamplingFailed", "SamplerError", "ResilientWarning", "warn"]
+           "PreflightError", "SamplingFailed", "SamplerError", "ResilientWarning", "DiscreteLatentError", "warn"]
 
 
 class ResilientError(Exception):
@@ -34,6 +34,10 @@ class ParameterError(ModelError):
 
 class UnsupportedModelError(ResilientError, TypeError):
     """The object passed as a model is not one Resilient knows how to run."""
+
+
+class DiscreteLatentError(ModelError, UnsupportedModelError):
+    """A latent variable is discrete: NUTS cannot sample it (a model error preflight names by site)."""
 
 
 class BackendUnavailableError(ResilientError, ImportError):

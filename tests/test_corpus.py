@@ -51,7 +51,7 @@ INITVALS = "the PyMC adapter's initvals (transformed names, numpy values) go thr
 ZERO_SUM = INITVALS + "AttributeError: 'int' object has no attribute 'astype' (ZeroSumTransform.extend_axis)"
 LKJ = INITVALS + "IndexError: only integers, slices ... are valid indices (CholeskyCovPack.backward)"
 DEPENDENT = INITVALS + "ValueError: Initial value of b depends on other random variables"
-DISCRETE = "UnsupportedModelError: Site `switchpoint` is a discrete latent variable; NUTS needs every latent"
+DISCRETE = "DiscreteLatentError: Site `switchpoint` is a discrete latent variable; NUTS needs every latent"
 XFAIL: dict[tuple[str, str], str] = {
     **{(aspect, "pymc:zero_sum_effects"): ZERO_SUM for aspect in ("posterior", "structure", "downstream")},
     **{(aspect, "pymc:lkj_mvnormal"): LKJ for aspect in ("posterior", "structure", "downstream")},

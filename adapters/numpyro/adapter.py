@@ -9,7 +9,7 @@ from numpyro import handlers
 from resilient.errors import ModelError, ResilientError, UnsupportedModelError
 from resilient.model import Model, NativeModel, Site, Trace, data_arguments
 from resilient.adapters.numpyro.compiled import NumPyroCompiledModel
-from resilient.adapters.numpyro.native import _NativeFixes, _native_sites, reparam_config
+from resilient.adapters.numpyro.native import _NativeFixes, _native_sites, parameter_inputs, reparam_config
 from resilient.adapters.numpyro.runner import CHAIN_METHODS
 from resilient.adapters.numpyro.translate import _SharedHandler
 
@@ -72,7 +72,6 @@ class NumPyroAdapter:
             return user_fn(*args, **kwargs)
 
         fixes = _NativeFixes(numpyro_model, fix=model.fix)
-        fixes.dependencies = _dependencies(numpyro_model)
         model_fn: Callable = fixes
         noncentered = frozenset(model.noncentered)
         if noncentered:
@@ -95,20 +94,9 @@ class NumPyroAdapter:
                     f"name. Its latent sites are: {', '.join(latent) or 'none'}.",
                     site=missing[0],
                 )
-            compiled.sites = _native_sites(model_trace, fixes, noncentered)
+            compiled.sites = _native_sites(model_trace, fixes, noncentered, parameter_inputs(numpyro_model, model_trace))
             compiled._layout(model_trace)
         return compiled
-
-
-def _dependencies(model_fn: Callable) -> dict[str, tuple[str, ...]]:
-    """Each site's upstream latent sites (NumPyro's own dependency tracer); empty where it cannot trace."""
-    from numpyro.infer.inspect import get_dependencies
-
-    try:
-        prior = get_dependencies(model_fn)["prior_dependencies"]
-    except Exception:  # noqa: BLE001 - enumerated or exotic models: fall back to directly named inputs
-        return {}
-    return {site: tuple(n for n in upstream if n != site) for site, upstream in prior.items()}
 
 
 def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:

@@ -161,8 +161,7 @@ class _SiteNotes:
     literals: Mapping[str, np.ndarray] | None = None  # None: not a truncation we handle
     inputs: tuple[str, ...] = ()  # sites whose values are parameters of this one
     family: str | None = None
-    parameter_inputs: Mapping[str, tuple[str, ...]] = MappingProxyType({})
-    loc_scale: bool = False  # a location-scale family LocScaleReparam can non-centre, not truncated
+    loc_scale: bool = False  # a location-scale family LocScaleReparam can non-centre (no mask, no truncation)
 
 
 #: NumPyro class names that differ from the shared API's family names.
@@ -204,9 +203,6 @@ class _NativeFixes(Messenger):
         self._names: dict[int, str] = {}
         self._first_literals: dict[str, dict[str, np.ndarray]] = {}
         self._first_values: dict[str, list[np.ndarray | None]] = {}
-        #: site -> the latent sites it depends on (numpyro.infer.inspect.get_dependencies), for parameters
-        #: that are expressions of latents rather than a latent's own value.
-        self.dependencies: Mapping[str, tuple[str, ...]] = {}
 
     def start_learning(self, run: int) -> None:
         self.learning = run
@@ -252,16 +248,7 @@ class _NativeFixes(Messenger):
             names = (self.name_of(v) for v in values if v is not None)
             notes = _SiteNotes(description=_describe_numpyro(msg["fn"], namer),
                                inputs=tuple(dict.fromkeys(n for n in names if n)), family=_family_of(inner))
-            spec = _NATIVE_BASES.get(type(inner))
-            if spec is not None:
-                inputs = {}
-                for attribute, pname in spec[1]:
-                    value = getattr(inner, attribute, None)
-                    named = self.name_of(value)
-                    inputs[pname] = (named,) if named else (
-                        tuple(self.dependencies.get(name, ())) if id(value) in varying else ())
-                notes.parameter_inputs = MappingProxyType(inputs)
-                notes.loc_scale = True
+            notes.loc_scale = _decentrable(msg["fn"])
             if isinstance(inner, _TRUNCATED_TYPES):
                 first_literals = self._first_literals.get(name, {})
                 literals = {k: v for k, v in self._literals(inner).items() if _equal(first_literals.get(k), v)}
@@ -307,15 +294,65 @@ def _is_real(support: constraints.Constraint) -> bool:
     )
 
 
-def _native_sites(model_trace: dict, fixes: _NativeFixes, noncentered: frozenset[str]) -> dict[str, Site]:
+def _decentrable(d: Any) -> bool:
+    """``LocScaleReparam`` decentres ``d``: it unwraps ``expand`` and ``to_event`` (not a mask or a
+    truncation) around a location-scale family."""
+    while isinstance(d, (ExpandedDistribution, Independent)):
+        d = d.base_dist
+    return type(d) in _NATIVE_BASES
+
+
+def _parameters(model: Callable, **latents: Any) -> dict[str, dict[str, Any]]:
+    """Each sample site's location-scale parameters with ``latents`` substituted."""
+    import jax.numpy as jnp
+    from numpyro import handlers
+
+    with handlers.trace() as trace, handlers.seed(rng_seed=0), handlers.substitute(data=latents):
+        model()
+    found = {}
+    for name, site in trace.items():
+        if site["type"] != "sample" or _is_unit(site):
+            continue
+        inner, _ = _unwrap(site["fn"])
+        spec = _NATIVE_BASES.get(type(inner))
+        if spec is None:
+            continue
+        values = {pname: getattr(inner, attribute, None) for attribute, pname in spec[1]}
+        found[name] = {pname: jnp.asarray(v) for pname, v in values.items() if v is not None}
+    return found
+
+
+def parameter_inputs(model: Callable, model_trace: dict) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Per site and parameter, the latent sites the parameter depends on: NumPyro's provenance
+    tracking (:func:`numpyro.ops.provenance.eval_provenance`, what ``get_dependencies`` uses per site)
+    applied to each parameter. Empty where provenance cannot be tracked (Python control flow on a
+    latent value): then nothing is noncenterable, which is the safe side."""
+    from functools import partial
+
+    from numpyro.ops.provenance import eval_provenance
+
+    latents = {name: site["value"] for name, site in model_trace.items()
+               if site["type"] == "sample" and not site["is_observed"] and not _is_unit(site)}
+    try:
+        provenance = eval_provenance(partial(_parameters, model), **latents)
+    except Exception:  # noqa: BLE001 - best effort for native models
+        return {}
+    order = list(latents)
+    return {site: {pname: tuple(sorted(depends, key=order.index)) for pname, depends in params.items()}
+            for site, params in provenance.items()}
+
+
+def _native_sites(model_trace: dict, fixes: _NativeFixes, noncentered: frozenset[str],
+                  inputs: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None) -> dict[str, Site]:
     """Site records with structured facts: family, what each parameter depends on, and whether the
     adapter can non-centre the site (a loc-scale family whose loc or scale depends on a latent, not
     truncated: ``LocScaleReparam`` rewrites it, see :func:`reparam_config`)."""
     sites: dict[str, Site] = {}
     for name, site in model_trace.items():
         notes = fixes.notes.get(name, _SiteNotes())
+        parameters = MappingProxyType(dict((inputs or {}).get(name, {})))
         facts = dict(description=notes.description, inputs=notes.inputs, family=notes.family,
-                     parameter_inputs=notes.parameter_inputs)
+                     parameter_inputs=parameters)
         if name in noncentered:
             sites[name] = Site(name, "latent", None, None, notes.rewrites, True, **facts)
         elif site["type"] == "deterministic":
@@ -326,7 +363,7 @@ def _native_sites(model_trace: dict, fixes: _NativeFixes, noncentered: frozenset
                 continue
             kind = "observed" if site["is_observed"] else "latent"
             centred = notes.loc_scale and not notes.rewrites and any(
-                notes.parameter_inputs.get(p) for p in ("mu", "alpha", "sigma", "beta", "b", "s"))
+                parameters.get(p) for p in ("mu", "alpha", "sigma", "beta", "b", "s"))
             sites[name] = Site(name, kind, None, None, notes.rewrites, False, **facts,
                                noncenterable=kind == "latent" and centred)
     return sites
