@@ -1,9 +1,20 @@
 """Convergence diagnostics with stated thresholds, a verdict and a suggested fix for each.
 
-:func:`diagnose` wraps ArviZ 1.x (``arviz_stats.summary``, whose ``r_hat`` is the
-rank-normalised split R-hat of Vehtari et al. 2021 and whose ``ess_bulk``/``ess_tail``/
-``mcse_mean`` come from ``arviz_stats.ess``/``mcse``; ``arviz_stats.bfmi`` for E-BFMI) and
-turns the numbers into :class:`Check` records. It computes none of the statistics itself.
+:func:`diagnose` wraps ArviZ 1.x and turns its numbers into :class:`Check` records; it computes
+none of the statistics itself:
+
+- ``arviz_stats.summary`` per scalar quantity: ``r_hat`` (the rank-normalised split R-hat of
+  Vehtari et al. 2021), ``ess_bulk``/``ess_tail`` and ``mcse_mean`` (``arviz_stats.ess``/``mcse``).
+- ``arviz_stats.diagnose`` (CmdStan's ``diagnose``) for the sampler statistics: the divergence
+  count, the count of ``reached_max_treedepth`` transitions, E-BFMI per chain (``arviz_stats.bfmi``)
+  and the chains below ``bfmi_min``.
+
+What stays ours, and why: ``arviz_stats.diagnose`` returns a pass/fail flag and, for R-hat and
+ESS, only the names of whole variables past one threshold; a check here needs a verdict
+(ok/warn/fail), the worst value, the scalar quantities (``theta[2]``) and a fail threshold, so
+R-hat/ESS/MCSE are judged from the summary. It has no per-chain counts, no fail rates, and reads
+tree depth only from PyMC's ``reached_max_treedepth``; NumPyro's and Resilient's ``tree_depth`` is
+compared with the cap here. Non-finite draws are counted here (ArviZ just returns NaN).
 
 Checks, in order. Each has a published threshold (``warn`` when crossed) and, where a
 worse value makes the draws unusable, a ``fail`` threshold (the defaults match the limits
@@ -35,17 +46,21 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import numpy as np
 
 from resilient import record
+from resilient.states import Verdict
 
-__all__ = ["Check", "Diagnostics", "diagnose", "VERDICTS", "DEFAULT_MAX_TREE_DEPTH"]
+__all__ = ["Check", "Diagnostics", "diagnose", "VERDICTS", "CheckVerdict", "DEFAULT_MAX_TREE_DEPTH"]
+
+#: a check's verdict: a run's :data:`~resilient.states.Verdict`, or "n/a" (could not be computed).
+CheckVerdict = Verdict | Literal["n/a"]
 
 #: verdicts from least to most serious; "n/a" (not computed) ranks with "ok".
-VERDICTS = ("ok", "n/a", "warn", "fail")
-_RANK = {"ok": 0, "n/a": 0, "warn": 1, "fail": 2}
+VERDICTS: tuple[CheckVerdict, ...] = ("ok", "n/a", "warn", "fail")
+_RANK: dict[CheckVerdict, int] = {"ok": 0, "n/a": 0, "warn": 1, "fail": 2}
 
 #: what NumPyro and PyMC use when nobody says otherwise.
 DEFAULT_MAX_TREE_DEPTH = 10
@@ -59,7 +74,7 @@ class Check:
     """One diagnostic: its verdict, the number behind it, the rule, and what to do."""
 
     name: str
-    verdict: str  # one of VERDICTS
+    verdict: CheckVerdict
     value: float | int | None  # the worst value seen (max R-hat, min ESS, divergence count ...)
     threshold: float | int | None  # the published limit: crossing it is a "warn"
     rule: str  # the rule in words, e.g. "max R-hat <= 1.01 (fail above 1.05)"
@@ -93,7 +108,7 @@ class Diagnostics:
     """Every check, the overall verdict and ArviZ's summary table for one DataTree."""
 
     checks: tuple[Check, ...]
-    verdict: str
+    verdict: Verdict  # the worst check's ("n/a" counts as "ok")
     summary: Any = field(compare=False, repr=False)  # pandas.DataFrame from arviz_stats.summary
     chains: int = 0
     draws: int = 0  # per chain
@@ -140,7 +155,7 @@ class Diagnostics:
         """The checks as a rich Table (verdict, value, rule, explanation, action)."""
         from rich.table import Table
 
-        colours = {"ok": "green", "n/a": "dim", "warn": "yellow", "fail": "bold red"}
+        colours: dict[CheckVerdict, str] = {"ok": "green", "n/a": "dim", "warn": "yellow", "fail": "bold red"}
         table = Table(title=f"Diagnostics: {self.verdict.upper()} ({self.chains} chains x {self.draws} draws)")
         for column in ("check", "verdict", "value", "rule", "what it means", "suggested action"):
             table.add_column(column, overflow="fold")
@@ -292,11 +307,12 @@ def diagnose(
     checks.append(_check_ess(summary, elements, "ess_tail", ess_min_per_chain, ess_fail_per_chain,
                              chains, draws))
     checks.append(_check_mcse(summary, elements, mcse_max_ratio, draws))
-    checks.append(_check_bfmi(tree, stats, bfmi_min))
-    checks.append(_check_divergences(stats, int(max_divergences), divergence_fail_rate))
+    sampler = _arviz_sampler_stats(stats, bfmi_min)
+    checks.append(_check_bfmi(stats, sampler, bfmi_min))
+    checks.append(_check_divergences(stats, sampler, int(max_divergences), divergence_fail_rate))
     depth, depth_source = _max_tree_depth(tree, stats, max_tree_depth)
     thresholds["max_tree_depth"] = depth
-    checks.append(_check_tree_depth(stats, depth, depth_source, tree_depth_fail_rate))
+    checks.append(_check_tree_depth(stats, sampler, depth, depth_source, tree_depth_fail_rate))
 
     by_name = {c.name: c for c in checks}
     if by_name["rhat"].verdict == "fail" and by_name["tree_depth"].verdict in ("warn", "fail"):
@@ -312,8 +328,8 @@ def diagnose(
         if warm:
             notes.append(f"{warm} divergent transitions during warm-up (not counted; normal while step size adapts).")
 
-    verdict = max((c.verdict for c in checks), key=lambda v: _RANK[v])
-    verdict = "ok" if verdict == "n/a" else verdict
+    worst = max((c.verdict for c in checks), key=lambda v: _RANK[v])
+    verdict: Verdict = "ok" if worst == "n/a" else worst
     return Diagnostics(
         checks=tuple(checks), verdict=verdict, summary=summary, chains=chains, draws=draws,
         thresholds=thresholds, notes=tuple(notes), ci_kind=ci_kind, ci_prob=ci_prob,
@@ -348,7 +364,7 @@ def _check_rhat(summary: Any, elements: Mapping[str, dict[str, Any]], rhat_max: 
     action_mixing = ("Run longer (more tune and draws); if chains stay apart, reparameterise or add prior "
                      "information (a multimodal or poorly identified posterior).")
 
-    def check(verdict: str, value: Any, variables: tuple[str, ...], explanation: str, action: str,
+    def check(verdict: CheckVerdict, value: Any, variables: tuple[str, ...], explanation: str, action: str,
               details: Mapping[str, Any]) -> Check:
         return Check("rhat", verdict, value, rhat_max, rule, variables, explanation, action, details, rhat_fail)
 
@@ -394,7 +410,7 @@ def _check_ess(summary: Any, elements: Mapping[str, dict[str, Any]], column: str
     rule = f"min {kind} ESS >= {minimum:g} ({per_chain:g} per chain; fail below {fail_minimum:g})"
     what = "means and medians" if kind == "bulk" else "intervals and tail quantiles"
 
-    def check(verdict: str, value: Any, variables: tuple[str, ...], explanation: str, action: str,
+    def check(verdict: CheckVerdict, value: Any, variables: tuple[str, ...], explanation: str, action: str,
               details: Mapping[str, Any]) -> Check:
         return Check(column, verdict, value, minimum, rule, variables, explanation, action, details, fail_minimum)
 
@@ -453,23 +469,21 @@ def _check_mcse(summary: Any, elements: Mapping[str, dict[str, Any]], max_ratio:
                  f"Monte Carlo error of the mean is at most {worst:.3f} posterior sd.", "", details)
 
 
-def _check_bfmi(tree: Any, stats: Any, bfmi_min: float) -> Check:
-    from arviz_stats import bfmi
-
+def _check_bfmi(stats: Any, sampler: Mapping[str, Any], bfmi_min: float) -> Check:
     rule = f"E-BFMI >= {bfmi_min:g} in every chain"
     if stats is None or "energy" not in stats.data_vars:
         return Check("bfmi", "n/a", None, bfmi_min, rule, (),
                      "Skipped: sample_stats has no `energy`.", "")
     if stats.sizes.get("draw", 0) < 2:
         return Check("bfmi", "n/a", None, bfmi_min, rule, (), "Skipped: E-BFMI needs at least 2 draws.", "")
-    with _quiet_numpy():
-        values = np.atleast_1d(np.asarray(bfmi(tree)["energy"].values, dtype=float))
-    per_chain = [float(v) for v in values]
+    if "bfmi" not in sampler:
+        return Check("bfmi", "n/a", None, bfmi_min, rule, (), _arviz_failed(sampler), "")
+    per_chain = [float(v) for v in np.atleast_1d(np.asarray(sampler["bfmi"]["bfmi_values"], dtype=float))]
     finite = [v for v in per_chain if math.isfinite(v)]
     if not finite:
         return Check("bfmi", "n/a", None, bfmi_min, rule, (),
                      "E-BFMI is undefined (energy is constant or non-finite).", "", {"per_chain": per_chain})
-    low_chains = [i for i, v in enumerate(per_chain) if math.isfinite(v) and v < bfmi_min]
+    low_chains = [int(i) for i in sampler["bfmi"]["failed_chains"]]  # positions: see _arviz_sampler_stats
     worst = min(finite)
     details = {"per_chain": per_chain, "chains_below": low_chains}
     if low_chains:
@@ -482,20 +496,20 @@ def _check_bfmi(tree: Any, stats: Any, bfmi_min: float) -> Check:
     return Check("bfmi", "ok", worst, bfmi_min, rule, (), f"Min E-BFMI {worst:.3f}.", "", details)
 
 
-def _check_divergences(stats: Any, max_divergences: int, fail_rate: float) -> Check:
+def _check_divergences(stats: Any, sampler: Mapping[str, Any], max_divergences: int, fail_rate: float) -> Check:
     rule = f"divergent transitions <= {max_divergences} (fail above {100 * fail_rate:g}% of transitions)"
 
-    def check(verdict: str, value: Any, explanation: str, action: str = "", details: Any = None) -> Check:
+    def check(verdict: CheckVerdict, value: Any, explanation: str, action: str = "", details: Any = None) -> Check:
         return Check("divergences", verdict, value, max_divergences, rule, (), explanation, action,
                      details or {}, fail_rate)
 
     if stats is None or "diverging" not in stats.data_vars:
         return check("n/a", None, "Skipped: sample_stats has no `diverging`.")
-    flags = np.atleast_1d(np.asarray(stats["diverging"].values).astype(bool))
-    count, total = int(flags.sum()), int(flags.size)
+    if "divergent" not in sampler:
+        return check("n/a", None, _arviz_failed(sampler))
+    count, total = int(sampler["divergent"]["n_divergent"]), int(sampler["divergent"]["total_samples"])
     rate = count / max(total, 1)
-    details = {"per_chain": [int(v) for v in flags.reshape(flags.shape[0], -1).sum(axis=1)],
-               "rate": rate, "transitions": total}
+    details = {"per_chain": _per_chain(stats["diverging"]), "rate": rate, "transitions": total}
     if count > max_divergences:
         verdict = "fail" if rate > fail_rate else "warn"
         return check(
@@ -510,26 +524,28 @@ def _check_divergences(stats: Any, max_divergences: int, fail_rate: float) -> Ch
     return check("ok", 0, "No divergent transitions.", "", details)
 
 
-def _check_tree_depth(stats: Any, depth: int, source: str, fail_rate: float) -> Check:
+def _check_tree_depth(stats: Any, sampler: Mapping[str, Any], depth: int, source: str, fail_rate: float) -> Check:
     rule = f"no transition reaches max_tree_depth = {depth} (fail above {100 * fail_rate:g}% of transitions)"
 
-    def check(verdict: str, value: Any, explanation: str, action: str = "", details: Any = None) -> Check:
+    def check(verdict: CheckVerdict, value: Any, explanation: str, action: str = "", details: Any = None) -> Check:
         return Check("tree_depth", verdict, value, depth, rule, (), explanation, action, details or {}, fail_rate)
 
     if stats is None:
         return check("n/a", None, "Skipped: no sample_stats group.")
-    if "reached_max_treedepth" in stats.data_vars:
-        saturated = np.asarray(stats["reached_max_treedepth"].values).astype(bool)
+    if "reached_max_treedepth" in stats.data_vars:  # PyMC's flag: ArviZ counts it
+        if "treedepth" not in sampler:
+            return check("n/a", None, _arviz_failed(sampler))
+        saturated = stats["reached_max_treedepth"]
+        count, total = int(sampler["treedepth"]["n_max"]), int(sampler["treedepth"]["total_samples"])
         source = "reached_max_treedepth"
-    elif "tree_depth" in stats.data_vars:
-        saturated = np.asarray(stats["tree_depth"].values) >= depth
+    elif "tree_depth" in stats.data_vars:  # NumPyro's and Resilient's depth: ArviZ does not read it
+        saturated = stats["tree_depth"] >= depth
+        count, total = int(saturated.values.sum()), int(saturated.size)
     else:
         return check("n/a", None, "Skipped: sample_stats has neither `tree_depth` nor `reached_max_treedepth`.")
-    saturated = np.atleast_1d(saturated)
-    count, total = int(saturated.sum()), int(saturated.size)
     rate = count / max(total, 1)
-    details = {"per_chain": [int(v) for v in saturated.reshape(saturated.shape[0], -1).sum(axis=1)],
-               "rate": rate, "transitions": total, "max_tree_depth": depth, "max_tree_depth_source": source}
+    details = {"per_chain": _per_chain(saturated), "rate": rate, "transitions": total, "max_tree_depth": depth,
+               "max_tree_depth_source": source}
     if count:
         return check(
             "fail" if rate > fail_rate else "warn", count,
@@ -542,6 +558,50 @@ def _check_tree_depth(stats: Any, depth: int, source: str, fail_rate: float) -> 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
+
+#: the sampler statistics arviz_stats.diagnose reads.
+_ARVIZ_STATS = ("diverging", "reached_max_treedepth", "energy")
+
+
+def _arviz_sampler_stats(stats: Any, bfmi_min: float) -> dict[str, Any]:
+    """``arviz_stats.diagnose``'s results for the sampler statistics: "divergent", "treedepth", "bfmi".
+
+    It runs on the statistics it reads, alone and passed as its ``group``, so its own R-hat/ESS
+    pass covers one statistic rather than the whole posterior again (ours come per scalar quantity
+    from the summary). They go as floats (its ESS cannot subtract booleans) with chain and draw
+    coordinates 0, 1, ... (it indexes the chain coordinate, so failed chains come back as
+    positions). Returns ``{"error": message}`` if it raises, ``{}`` without the statistics.
+    """
+    names = [n for n in _ARVIZ_STATS if stats is not None and n in stats.data_vars]
+    if not names:
+        return {}
+    import xarray as xr
+    from arviz_stats import diagnose as arviz_diagnose
+
+    try:
+        selected = stats[names].astype(float)
+        selected = selected.assign_coords({dim: np.arange(selected.sizes[dim]) for dim in ("chain", "draw")
+                                           if dim in selected.dims})
+        with _quiet_numpy(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its pass over one statistic (constant, short) says nothing to us
+            _, results = arviz_diagnose(
+                xr.DataTree.from_dict({"sample_stats": selected}), group="sample_stats", var_names=names[:1],
+                sample_dims=["chain", "draw"], bfmi_threshold=bfmi_min, ess_threshold=0,
+                show_diagnostics=False, return_diagnostics=True)
+    except Exception as error:  # noqa: BLE001 - the other checks still stand
+        return {"error": f"{type(error).__name__}: {str(error)[:200]}"}
+    return results
+
+
+def _arviz_failed(sampler: Mapping[str, Any]) -> str:
+    return f"Skipped: arviz_stats.diagnose failed ({sampler.get('error', 'no result')})."
+
+
+def _per_chain(flags: Any) -> list[int]:
+    """Count of true flags in each chain (ArviZ reports totals only)."""
+    values = np.atleast_1d(np.asarray(flags.values if hasattr(flags, "values") else flags).astype(bool))
+    return [int(v) for v in values.reshape(values.shape[0], -1).sum(axis=1)]
+
 
 
 def _max_tree_depth(tree: Any, stats: Any, explicit: int | None) -> tuple[int, str]:

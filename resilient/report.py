@@ -2,25 +2,27 @@
 
 :func:`report_dict` gathers the run record, the diagnostics (:func:`resilient.diagnostics.diagnose`),
 ArviZ's summary table, the preflight findings and the attempt log (both read from the DataTree's
-attributes by :mod:`resilient.record`) under stable keys, described by :data:`REPORT_SCHEMA`
-and checked by :func:`validate_report`. :func:`render_markdown` and :func:`render_html` render
-it; the HTML page embeds its plots (arviz-plots on matplotlib's Agg backend, plain matplotlib
-where an arviz-plots function fails) as base64 PNG and loads nothing from outside.
-:func:`write_report` writes any of the three files.
+attributes by :mod:`resilient.record`) under stable keys, described by the JSON Schema
+:data:`REPORT_SCHEMA` (check a report with any standard validator, e.g. ``jsonschema``).
+:func:`render_markdown` and :func:`render_html` render it; the HTML page is the Jinja2 template
+``templates/report.html.j2`` (autoescaped) with ``templates/report.css`` inlined, and embeds its
+plots (arviz-plots on matplotlib's Agg backend, plain matplotlib where an arviz-plots function
+fails) as base64 PNG, so it loads nothing from outside. :func:`write_report` writes any of the
+three files.
 
 Numbers that are NaN or infinite become ``null`` in the diagnostics and summary, and the
 strings ``"nan"``, ``"inf"``, ``"-inf"`` inside preflight findings and attempts (where a NaN
 gradient is the finding), so report.json is strict JSON.
 
-Depends on numpy and the standard library at import time; ArviZ and matplotlib are imported
-inside the functions that draw.
+Depends on numpy and the standard library at import time; Jinja2 is imported when a page is
+rendered, ArviZ and matplotlib inside the functions that draw.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as _datetime
-import html
+import functools
 import io
 import json
 import math
@@ -32,11 +34,13 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from resilient import record
-from resilient.diagnostics import VERDICTS, Diagnostics, diagnose
+from resilient.diagnostics import VERDICTS, CheckVerdict, Diagnostics, diagnose
+from resilient.states import SEVERITIES
+from resilient.states import VERDICTS as RUN_VERDICTS
 
 __all__ = [
-    "REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "FORMATS", "report_dict", "validate_report",
-    "render_markdown", "render_html", "write_report",
+    "REPORT_SCHEMA", "REPORT_SCHEMA_VERSION", "FORMATS", "report_dict", "render_markdown", "render_html",
+    "write_report",
 ]
 
 #: bumped when a key is removed or changes meaning; adding keys keeps the version.
@@ -88,7 +92,7 @@ _FINDING_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["severity", "message"],
     "properties": {
-        "severity": {"enum": ["error", "fixed", "warning", "info"]},
+        "severity": {"enum": list(SEVERITIES)},
         "check": {"type": _STRING},
         "site": {"type": _STRING},
         "parameter": {"type": _STRING},
@@ -120,7 +124,8 @@ _ATTEMPT_SCHEMA: dict[str, Any] = {
     },
 }
 
-#: report.json, as a JSON Schema (draft 2020-12 subset: type, enum, required, properties, items).
+#: report.json, as a JSON Schema (draft 2020-12; it uses type, enum, required, properties, items).
+#: Its numbers are finite besides: write_report writes strict JSON (``allow_nan=False``).
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "Resilient run report",
@@ -131,7 +136,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "schema_version": {"type": "string", "description": "REPORT_SCHEMA_VERSION"},
         "generated_at": {"type": "string", "description": "ISO 8601 time (UTC) the report was made"},
         "resilient_version": {"type": "string"},
-        "verdict": {"enum": ["ok", "warn", "fail"], "description": "the worst check's verdict"},
+        "verdict": {"enum": list(RUN_VERDICTS), "description": "the worst check's verdict"},
         "run": {
             "type": "object",
             "required": ["backend", "model", "status", "message", "time_budget", "seconds", "chains", "draws",
@@ -154,7 +159,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["verdict", "thresholds", "checks", "notes"],
             "properties": {
-                "verdict": {"enum": ["ok", "warn", "fail"]},
+                "verdict": {"enum": list(RUN_VERDICTS)},
                 "thresholds": {"type": "object"},
                 "checks": {"type": "array", "items": _CHECK_SCHEMA},
                 "notes": {"type": "array", "items": {"type": "string"}},
@@ -240,51 +245,6 @@ def _diagnostics(data: Any, diagnostics: Diagnostics | None, thresholds: Mapping
     if thresholds:
         raise ValueError(f"Pass either `diagnostics` or thresholds, not both; got both and {sorted(thresholds)}.")
     return diagnostics
-
-
-def validate_report(report: Any, schema: Mapping[str, Any] | None = None) -> None:
-    """Raise ``ValueError`` listing every place ``report`` breaks :data:`REPORT_SCHEMA`.
-
-    A small checker for the subset of JSON Schema the schema uses (``type``, ``enum``,
-    ``required``, ``properties``, ``items``), so no new dependency is needed.
-    """
-    problems: list[str] = []
-    _validate(report, REPORT_SCHEMA if schema is None else schema, "$", problems)
-    if problems:
-        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise ValueError(f"The report does not match REPORT_SCHEMA: {shown}.")
-
-
-_JSON_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-
-
-def _validate(value: Any, schema: Mapping[str, Any], where: str, problems: list[str]) -> None:
-    if "type" in schema:
-        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        if not any(_JSON_TYPES[t](value) for t in types):
-            problems.append(f"{where} must be {' or '.join(types)}, got {type(value).__name__} {_short(value)}")
-            return
-    if "enum" in schema and value not in schema["enum"]:
-        problems.append(f"{where} must be one of {schema['enum']}, got {_short(value)}")
-        return
-    if isinstance(value, dict):
-        for key in schema.get("required", ()):
-            if key not in value:
-                problems.append(f"{where} is missing the key {key!r}")
-        for key, sub in schema.get("properties", {}).items():
-            if key in value:
-                _validate(value[key], sub, f"{where}.{key}", problems)
-    if isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            _validate(item, schema["items"], f"{where}[{index}]", problems)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,194 +371,37 @@ def write_report(data: Any, out_dir: str | pathlib.Path, formats: tuple[str, ...
     return written
 
 
-_CSS = """
-:root { --ok: #1a7f37; --warn: #9a6700; --fail: #cf222e; --na: #6e7781; --line: #d0d7de; --soft: #f6f8fa; }
-* { box-sizing: border-box; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-       margin: 0 auto; max-width: 1200px; padding: 0 24px 48px; color: #1f2328; line-height: 1.45; }
-h1 { font-size: 1.6rem; margin: 0 0 4px; } h2 { font-size: 1.25rem; margin-top: 32px;
-  border-bottom: 1px solid var(--line); padding-bottom: 4px; }
-.banner { margin: 24px 0 8px; padding: 16px 20px; border-radius: 8px; color: #fff; }
-.banner.ok { background: var(--ok); } .banner.warn { background: var(--warn); }
-.banner.fail { background: var(--fail); }
-.banner .verdict { font-size: 2rem; font-weight: 700; letter-spacing: .04em; }
-.banner p { margin: 4px 0 0; }
-.notes { margin: 8px 0; padding: 8px 16px; background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; }
-nav { font-size: .9rem; margin: 8px 0 0; } nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
-table { border-collapse: collapse; width: 100%; font-size: .88rem; margin: 8px 0; }
-th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
-th { background: var(--soft); position: sticky; top: 0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.bad td.flag, td.bad { color: var(--fail); font-weight: 600; } td.warnish { color: var(--warn); font-weight: 600; }
-.badge { display: inline-block; min-width: 3.2em; text-align: center; padding: 1px 8px; border-radius: 10px;
-         color: #fff; font-size: .8rem; font-weight: 600; }
-.badge.ok { background: var(--ok); } .badge.warn { background: var(--warn); } .badge.fail { background: var(--fail); }
-.badge.na { background: var(--na); }
-.badge.error { background: var(--fail); } .badge.fixed { background: var(--ok); }
-.badge.warning { background: var(--warn); }
-.badge.info { background: var(--na); }
-.badge.accepted { background: var(--ok); } .badge.retry { background: var(--warn); }
-.badge.gave-up, .badge.budget, .badge.interrupted { background: var(--fail); }
-.scroll { max-height: 560px; overflow: auto; border: 1px solid var(--line); }
-.scroll table { margin: 0; border: none; }
-figure { margin: 16px 0; } figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
-figcaption { font-size: .85rem; color: #57606a; }
-.muted { color: #57606a; font-size: .9rem; }
-footer { margin-top: 40px; color: #57606a; font-size: .8rem; }
-"""
+#: the summary table's columns after `variable`, with the format kind of each.
+_SUMMARY_COLUMNS = (("mean", None), ("sd", None), ("ci_lower", None), ("ci_upper", None), ("ess_bulk", "ess"),
+                    ("ess_tail", "ess"), ("r_hat", "rhat"), ("mcse_mean", None), ("mcse_sd", None))
 
 
 def _html(report: Mapping[str, Any], figures: list[dict[str, str]], plot_notes: list[str]) -> str:
-    e = _e
-    run, diagnostics = report["run"], report["diagnostics"]
-    verdict = report["verdict"]
-    title = f"Resilient report: {run.get('model') or 'model'}"
-    parts: list[str] = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-    ]
-    context = [f"{run['chains']} chains &times; {run['draws']} draws"]
-    if run.get("backend"):
-        context.append(f"backend {e(run['backend'])}")
-    if run.get("status"):
-        context.append(f"run status {e(run['status'])}")
-    if run.get("seconds") is not None:
-        context.append(f"{e(_fmt(run['seconds'], 'seconds'))} s")
-    parts += [
-        f'<header id="verdict" class="banner {e(verdict)}" data-verdict="{e(verdict)}">',
-        f"<h1>{e(title)}</h1>",
-        f'<div class="verdict">{e(verdict.upper())}</div>',
-        f"<p>{e(_verdict_counts(diagnostics['checks']))} &middot; {' &middot; '.join(context)}</p>",
-    ]
-    if run.get("message"):
-        parts.append(f"<p>{e(run['message'])}</p>")
-    parts.append("</header>")
-    if diagnostics["notes"]:
-        parts.append('<div class="notes">' + "".join(f"<p>{e(n)}</p>" for n in diagnostics["notes"]) + "</div>")
-    parts.append('<nav><a href="#checks">Checks</a><a href="#summary">Summary</a><a href="#preflight">Preflight</a>'
-                 '<a href="#attempts">Attempts</a><a href="#plots">Plots</a></nav>')
+    return _template().render(
+        report=report, figures=figures, plot_notes=plot_notes, value_kind=_VALUE_KIND,
+        summary_columns=_SUMMARY_COLUMNS, max_table_rows=MAX_TABLE_ROWS,
+    )
 
-    # checks
-    parts += ['<section id="checks"><h2>Checks</h2>', '<table id="checks-table"><thead><tr><th>check</th>'
-              "<th>verdict</th><th>value</th><th>rule (threshold)</th><th>what it means</th>"
-              "<th>suggested action</th></tr></thead><tbody>"]
-    for c in diagnostics["checks"]:
-        badge = "na" if c["verdict"] == "n/a" else c["verdict"]
-        action = c["action"] if c["verdict"] in ("warn", "fail") else ""
-        variables = ""
-        if c["variables"]:
-            more = len(c["variables"]) - 12
-            shown = ", ".join(c["variables"][:12]) + (f" (+{more})" if more > 0 else "")
-            variables = f'<br><span class="muted">affected: {e(shown)}</span>'
-        parts.append(f'<tr data-check="{e(c["name"])}"><td>{e(c["name"])}</td>'
-                     f'<td><span class="badge {badge}">{e(c["verdict"])}</span></td>'
-                     f'<td class="num">{e(_fmt(c["value"], _VALUE_KIND.get(c["name"])))}</td><td>{e(c["rule"])}</td>'
-                     f"<td>{e(c['explanation'])}{variables}</td><td>{e(action)}</td></tr>")
-    parts.append("</tbody></table></section>")
 
-    # summary
-    summary = report["summary"]
-    thresholds = diagnostics["thresholds"]
-    ci = f"{summary['ci_kind']} {_percent(summary['ci_prob'])}"
-    rows = summary["rows"]
-    parts += ['<section id="summary"><h2>Posterior summary</h2>',
-              f'<p class="muted">{len(rows)} scalar quantities; interval: {e(ci)} '
-              f'({"highest density" if summary["ci_kind"] == "hdi" else "equal-tailed"}).'
-              " Red: beyond a published threshold.</p>",
-              '<div class="scroll"><table id="summary-table"><thead><tr><th>variable</th><th>mean</th><th>sd</th>'
-              f"<th>{e(ci)} lower</th><th>{e(ci)} upper</th><th>ess_bulk</th><th>ess_tail</th><th>r_hat</th>"
-              "<th>mcse_mean</th><th>mcse_sd</th></tr></thead><tbody>"]
-    for row in rows[:MAX_TABLE_ROWS]:
-        cells = [f"<td>{e(row['variable'])}</td>"]
-        for key in ("mean", "sd", "ci_lower", "ci_upper", "ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd"):
-            kind = "ess" if key.startswith("ess") else "rhat" if key == "r_hat" else None
-            cells.append(f'<td class="num{_flag(key, row[key], thresholds)}">{e(_fmt(row[key], kind))}</td>')
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    if not rows:
-        parts.append('<tr><td colspan="10">No finished draws.</td></tr>')
-    parts.append("</tbody></table></div>")
-    if len(rows) > MAX_TABLE_ROWS:
-        parts.append(f'<p class="muted">{len(rows) - MAX_TABLE_ROWS} more rows in report.json.</p>')
-    parts.append("</section>")
+@functools.cache
+def _template() -> Any:
+    """report.html.j2 from the package's templates/, autoescaped; None renders as ""."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
-    # preflight
-    preflight = report["preflight"]
-    parts.append('<section id="preflight"><h2>Preflight</h2>')
-    if not preflight:
-        parts.append('<p class="muted">No preflight record (the data were not produced by resilient.sample).</p>')
-    else:
-        seconds = preflight.get("seconds")
-        parts.append(f"<p>Status: <strong>{e(preflight.get('status', '?'))}</strong>"
-                     + (f" ({e(_fmt(seconds))} s)" if seconds is not None else "") + "</p>")
-        findings = preflight.get("findings") or []
-        if findings:
-            parts.append('<table id="preflight-table"><thead><tr><th>severity</th><th>site</th><th>parameter</th>'
-                         "<th>finding</th><th>cause</th><th>fix</th></tr></thead><tbody>")
-            for f in findings:
-                severity = str(f.get("severity", "info"))
-                parts.append(f'<tr><td><span class="badge {e(severity)}">{e(severity)}</span></td>'
-                             f"<td>{e(f.get('site') or '')}</td><td>{e(f.get('parameter') or '')}</td>"
-                             f"<td>{e(f.get('message') or '')}</td><td>{e(f.get('cause') or '')}</td>"
-                             f"<td>{e(_fix_text(f))}</td></tr>")
-            parts.append("</tbody></table>")
-        else:
-            parts.append('<p class="muted">No findings.</p>')
-    parts.append("</section>")
-
-    # attempts
-    attempts = report["attempts"]
-    parts.append('<section id="attempts"><h2>Attempts</h2>')
-    if not attempts:
-        parts.append('<p class="muted">No attempt log (the data were not produced by resilient.sample).</p>')
-    else:
-        parts.append('<table id="attempts-table"><thead><tr><th>#</th><th>backend</th><th>remedy</th><th>outcome</th>'
-                     "<th>seconds</th><th>of which</th><th>draws</th><th>divergences</th><th>settings</th>"
-                     "<th>failure</th>"
-                     "</tr></thead><tbody>")
-        for a in attempts:
-            outcome = str(a.get("outcome", ""))
-            settings = a.get("settings") or {}
-            shown = ", ".join(f"{k}={v}" for k, v in settings.items() if k in _SETTINGS_SHOWN)
-            parts.append(f"<tr><td class=\"num\">{e(a.get('attempt', ''))}</td><td>{e(a.get('backend') or '')}</td>"
-                         f"<td>{e(a.get('remedy') or '')}</td>"
-                         f'<td><span class="badge {e(outcome)}">{e(outcome)}</span></td>'
-                         f"<td class=\"num\">{e(_fmt(a.get('seconds'), 'seconds'))}</td><td>{e(_phases(a))}</td>"
-                         f"<td class=\"num\">{e(a.get('draws', ''))}</td>"
-                         f"<td class=\"num\">{e(a.get('divergences', ''))}</td><td>{e(shown)}</td>"
-                         f"<td>{e(a.get('failure') or a.get('message') or '')}</td></tr>")
-        parts.append("</tbody></table>")
-        timeline = next((f for f in figures if f["id"] == "plot-timeline"), None)
-        if timeline:
-            parts.append(_figure_html(timeline))
-    parts.append("</section>")
-
-    # plots
-    parts.append('<section id="plots"><h2>Plots</h2>')
-    for note in plot_notes:
-        parts.append(f'<p class="muted">{e(note)}</p>')
-    for fig in figures:
-        if fig["id"] != "plot-timeline":
-            parts.append(_figure_html(fig))
-    if not [f for f in figures if f["id"] != "plot-timeline"]:
-        parts.append('<p class="muted">No plots.</p>')
-    parts.append("</section>")
-
-    parts.append(f"<footer>Resilient {e(report['resilient_version'])} &middot; report schema "
-                 f"{e(report['schema_version'])} &middot; generated {e(report['generated_at'])}</footer>")
-    parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
+    env = Environment(
+        loader=PackageLoader("resilient", "templates"),
+        autoescape=select_autoescape(("html", "html.j2"), default=True),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        finalize=lambda value: "" if value is None else value,
+    )
+    env.filters.update(fmt=_fmt, flag=_flag, percent=_percent, verdict_counts=_verdict_counts, badge=_badge,
+                       phases=_phases, fix_text=_fix_text, settings_text=_settings_text)
+    return env.get_template("report.html.j2")
 
 
 _VALUE_KIND = {"rhat": "rhat", "ess_bulk": "ess", "ess_tail": "ess", "bfmi": "rhat", "mcse": "rhat"}
 
 _SETTINGS_SHOWN = ("draws", "tune", "chains", "target_accept", "max_tree_depth", "random_seed", "init")
-
-
-def _figure_html(fig: Mapping[str, str]) -> str:
-    return (f'<figure id="{_e(fig["id"])}"><img alt="{_e(fig["alt"])}" decoding="sync" '
-            f'src="data:image/png;base64,{fig["png"]}">'
-            f"<figcaption>{_e(fig['caption'])}</figcaption></figure>")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -913,10 +716,6 @@ def _timeline_figure(plt: Any, attempts: list[Mapping[str, Any]]) -> Any:
 # small helpers
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
 def _md(value: Any) -> str:
     if value is None:
         return ""
@@ -968,6 +767,15 @@ def _verdict_counts(checks: list[Mapping[str, Any]]) -> str:
     return text + (f", {skipped} not applicable" if skipped else "")
 
 
+def _badge(verdict: CheckVerdict) -> str:
+    """The CSS class of a check's verdict badge ("n/a" is not a class name)."""
+    return "na" if verdict == "n/a" else verdict
+
+
+def _settings_text(settings: Mapping[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (settings or {}).items() if k in _SETTINGS_SHOWN)
+
+
 def _phases(attempt: Mapping[str, Any]) -> str:
     parts = []
     for key, name in (("compile_seconds", "compile"), ("warmup_seconds", "warm-up"), ("sampling_seconds", "sampling")):
@@ -1001,11 +809,6 @@ def _strict(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class _quiet:
