@@ -470,3 +470,53 @@ def test_vectorized_chains_with_given_initial_points(adapter):
     assert outcome.completed and outcome.extra["chain_method"] == "vectorized"
     assert [c.posterior["V"].shape for c in chunks] == [(3, 10), (3, 10)]
     assert adapter_module.NumPyroCompiledModel.chain_method(compiled, 3) == "vectorized"
+
+
+# -- issue #13 constructs: factor, ordered, Mixture, scan -----------------------------------------------
+
+def test_factor_ordered_mixture_and_scan_match_hand_computed_log_densities(adapter):
+    from resilient import math as rm
+    from resilient.model import deterministic, factor
+
+    y, z = np.array([0.5, 1.5]), np.array([0.2, -1.0])
+
+    def constructs():
+        mu = sample("mu", rd.Normal(0, 2, shape=3, ordered=True))
+        s = sample("s", rd.Gamma(2, 1, shape=2, ordered=True))
+        w = sample("w", rd.Dirichlet(np.ones(2)))
+        sample("y", rd.Mixture(w, [rd.Normal(mu[0], 1), rd.LogNormal(0, s[0])]), obs=y)
+        sample("z", rd.NormalMixture(w, mu[:2], s), obs=z)
+        factor("f", -0.5 * mu ** 2)
+
+        def step(carry, x):
+            carry = 0.5 * carry + x
+            return carry, carry
+
+        _, ys = rm.scan(step, mu[0], np.arange(4.0))
+        deterministic("ys", ys)
+
+    compiled = adapter.compile(Model(constructs))
+    assert compiled.latent_names == ("mu", "s", "w") and compiled.dimension == 3 + 2 + 1
+    assert compiled.sites["f"].kind == "factor" and compiled.sites["y"].family == "Mixture"
+    x = compiled.initial_point("uniform", 3)
+    values, terms, blocks = compiled.constrain(x), compiled.site_log_densities(x), compiled.blocks()
+    mu, s, w = values["mu"], values["s"], values["w"]
+    assert np.all(np.diff(mu) > 0) and np.all(np.diff(s) > 0) and np.all(s > 0)
+    x_mu, x_s = x[blocks["mu"]], x[blocks["s"]]
+    # ordered: y = cumsum([x0, exp(x1), ...]), log|J| = sum(x[1:]); positive_ordered adds exp: + sum(log y)
+    assert np.isclose(terms["mu"], stats.norm(0, 2).logpdf(mu).sum() + x_mu[1:].sum(), rtol=1e-10)
+    assert np.isclose(terms["s"], stats.gamma(2).logpdf(s).sum() + x_s[1:].sum() + np.log(s).sum(), rtol=1e-10)
+    mixture = np.log(w[0] * stats.norm(mu[0], 1).pdf(y) + w[1] * stats.lognorm(s=s[0]).pdf(y)).sum()
+    assert np.isclose(terms["y"], mixture, rtol=1e-10)
+    normal_mixture = np.log(w[0] * stats.norm(mu[0], s[0]).pdf(z) + w[1] * stats.norm(mu[1], s[1]).pdf(z)).sum()
+    assert np.isclose(terms["z"], normal_mixture, rtol=1e-10)
+    assert np.isclose(terms["f"], -0.5 * np.sum(mu ** 2), rtol=1e-10)
+    expected, carry = [], mu[0]
+    for step_x in range(4):
+        carry = 0.5 * carry + step_x
+        expected.append(carry)
+    assert np.allclose(values["ys"], expected, rtol=1e-12)
+    assert np.isclose(sum(terms.values()), compiled.log_density(x), rtol=1e-10)
+    assert np.allclose(compiled.unconstrain(values), x)
+    prior = compiled.constrain(compiled.initial_point("prior", 1))
+    assert np.all(np.diff(prior["mu"]) > 0) and np.all(np.diff(prior["s"]) > 0)

@@ -239,3 +239,32 @@ class TruncatedByCDF(dist.Distribution):
         if upper is not None:
             value = jnp.minimum(value, upper)
         return value
+
+
+class OrderedVector(dist.Distribution):
+    """Stan's ``ordered``: ``base_dist`` (batch shape ``(..., K)``) on vectors sorted ascending along the last
+    axis. The log density is the base family's at the vector, summed over that axis (not renormalised, as in
+    Stan and PyMC's ``transform=ordered``); the support's bijection (``OrderedTransform``) brings the Jacobian."""
+
+    arg_constraints: dict = {}
+    support = constraints.ordered_vector
+    pytree_data_fields = ("base_dist",)
+
+    def __init__(self, base_dist: dist.Distribution, *, validate_args: bool | None = None) -> None:
+        shape = tuple(base_dist.batch_shape) + tuple(base_dist.event_shape)
+        if base_dist.event_shape or len(shape) < 1:
+            raise ValueError("OrderedVector needs a univariate base with a batch shape (..., K)")
+        self.base_dist = base_dist
+        super().__init__(batch_shape=shape[:-1], event_shape=shape[-1:], validate_args=validate_args)
+
+    def log_prob(self, value: Any) -> Any:
+        return jnp.sum(self.base_dist.log_prob(value), axis=-1)
+
+    def sample(self, key: Any, sample_shape: tuple[int, ...] = ()) -> Any:
+        return jnp.sort(self.base_dist.sample(key, sample_shape), axis=-1)
+
+
+class PositiveOrderedVector(OrderedVector):
+    """Stan's ``positive_ordered``: :class:`OrderedVector` on the positive half-line."""
+
+    support = constraints.positive_ordered_vector

@@ -7,6 +7,11 @@ import jax
 import jax.numpy as jnp
 
 
+def _scan(fn, init, xs=None, length=None):
+    """``resilient.math.scan`` on jax: ``jax.lax.scan(fn, init, xs, length)`` -> ``(carry, ys)``."""
+    return jax.lax.scan(fn, init, xs, length)
+
+
 JAX_MATH = SimpleNamespace(
     exp=jnp.exp, log=jnp.log, log1p=jnp.log1p, expm1=jnp.expm1, sqrt=jnp.sqrt, square=jnp.square,
     abs=jnp.abs, sum=jnp.sum, mean=jnp.mean, prod=jnp.prod, dot=jnp.dot, matmul=jnp.matmul,
@@ -16,5 +21,5 @@ JAX_MATH = SimpleNamespace(
     concatenate=jnp.concatenate, logsumexp=jax.scipy.special.logsumexp,
     log_softmax=jax.nn.log_softmax, softmax=jax.nn.softmax, cumsum=jnp.cumsum, zeros=jnp.zeros,
     ones=jnp.ones, arange=jnp.arange, reshape=jnp.reshape, transpose=jnp.transpose, outer=jnp.outer,
-    diag=jnp.diag,
+    diag=jnp.diag, scan=_scan,
 )

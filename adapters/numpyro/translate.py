@@ -9,9 +9,11 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
-from resilient.distributions import Distribution, Truncated, is_literal
+from resilient.distributions import Distribution, Mixture, Truncated, is_literal
 from resilient.errors import ModelError, ResilientError
-from resilient.adapters.numpyro.distributions import HalfStudentT, StableTruncatedNormal, TruncatedByCDF, _support_between
+from resilient.adapters.numpyro.distributions import (
+    HalfStudentT, OrderedVector, PositiveOrderedVector, StableTruncatedNormal, TruncatedByCDF, _support_between,
+)
 from resilient.adapters.numpyro.math import JAX_MATH
 
 
@@ -124,9 +126,49 @@ def _truncated_to_numpyro(record: Truncated) -> dist.Distribution:
     return TruncatedByCDF(base, low, high)
 
 
-def to_numpyro(record: Distribution | Truncated) -> dist.Distribution:
-    """Translate a shared-API record into a NumPyro distribution (``shape`` is the batch shape)."""
-    d = _truncated_to_numpyro(record) if isinstance(record, Truncated) else _family_to_numpyro(record)
+def _ordered_to_numpyro(record: Distribution) -> dist.Distribution:
+    """``ordered=True``: the family's density at a vector sorted along the last axis of ``shape``, on
+    ``ordered_vector`` (``positive_ordered_vector`` for a positive family), as Stan's ordered types."""
+    shape = tuple(record.shape)
+    base = _family_to_numpyro(record)
+    if tuple(base.batch_shape) != shape:
+        base = base.expand(shape)
+    return (PositiveOrderedVector if record.spec.support == "positive" else OrderedVector)(base)
+
+
+def _mixture_support(components: list[dist.Distribution]) -> constraints.Constraint | None:
+    """The support of a mixture: the components' own where they share it, else their union where it is an
+    interval with literal bounds, else the real line."""
+    supports = [c.support for c in components]
+    if all(s is supports[0] for s in supports):
+        return supports[0]
+    bounds = [(getattr(s, "lower_bound", None), getattr(s, "upper_bound", None)) for s in supports]
+    if all(s in (constraints.positive, constraints.nonnegative) for s in supports):
+        return constraints.nonnegative if constraints.nonnegative in supports else constraints.positive
+    if all(lo is not None and hi is not None and is_literal(lo) and is_literal(hi) for lo, hi in bounds):
+        return constraints.interval(np.min([np.asarray(lo, float) for lo, _ in bounds], axis=0),
+                                    np.max([np.asarray(hi, float) for _, hi in bounds], axis=0))
+    return constraints.real
+
+
+def _mixture_to_numpyro(record: Mixture) -> dist.Distribution:
+    """``Mixture(w, components)`` -> ``MixtureGeneral(Categorical(w), components)``."""
+    components = [_family_to_numpyro(c) for c in record.components]
+    weights = jnp.asarray(record.w)
+    batch = jnp.broadcast_shapes(jnp.shape(weights)[:-1], *(tuple(c.batch_shape) for c in components))
+    components = [c if tuple(c.batch_shape) == tuple(batch) else c.expand(tuple(batch)) for c in components]
+    return dist.MixtureGeneral(dist.Categorical(probs=weights), components, support=_mixture_support(components))
+
+
+def to_numpyro(record: Distribution | Truncated | Mixture) -> dist.Distribution:
+    """Translate a shared-API record into a NumPyro distribution (``shape`` is the batch shape; for
+    ``ordered=True`` its last axis is the ordered vector)."""
+    if isinstance(record, Distribution) and record.ordered:
+        return _ordered_to_numpyro(record)
+    if isinstance(record, Mixture):
+        d = _mixture_to_numpyro(record)
+    else:
+        d = _truncated_to_numpyro(record) if isinstance(record, Truncated) else _family_to_numpyro(record)
     shape = record.shape
     if shape is not None and tuple(shape) != tuple(d.batch_shape):
         d = d.expand(tuple(shape))
@@ -138,7 +180,7 @@ class _SharedHandler:
 
     math = JAX_MATH
 
-    def sample_site(self, name: str, record: Distribution | Truncated, observed: Any) -> Any:
+    def sample_site(self, name: str, record: Distribution | Truncated | Mixture, observed: Any) -> Any:
         try:
             d = to_numpyro(record)
         except (ValueError, TypeError) as error:
@@ -155,3 +197,6 @@ class _SharedHandler:
 
     def deterministic_site(self, name: str, value: Any) -> Any:
         return numpyro.deterministic(name, value)
+
+    def factor_site(self, name: str, log_density: Any) -> None:
+        numpyro.factor(name, jnp.sum(log_density))
