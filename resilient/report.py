@@ -125,7 +125,7 @@ _ATTEMPT_SCHEMA: dict[str, Any] = {
 }
 
 #: report.json, as a JSON Schema (draft 2020-12; it uses type, enum, required, properties, items).
-#: Its numbers are finite besides: write_report writes strict JSON (``allow_nan=False``).
+#: Beyond the schema, its numbers are finite: write_report writes strict JSON (``allow_nan=False``).
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "Resilient run report",

@@ -133,6 +133,57 @@ def test_check_values_are_arviz_numbers(healthy):
     assert result.check("bfmi").value == pytest.approx(float(bfmi(healthy)["energy"].values.min()))
 
 
+def test_sampler_checks_are_arviz_diagnose_numbers(bad):
+    from arviz_stats import diagnose as arviz_diagnose
+
+    _, expected = arviz_diagnose(bad, show_diagnostics=False, return_diagnostics=True)
+    result = diagnose(bad)
+    divergences = result.check("divergences")
+    assert divergences.value == expected["divergent"]["n_divergent"] == 40
+    assert divergences.details["transitions"] == expected["divergent"]["total_samples"]
+    assert divergences.details["rate"] == pytest.approx(expected["divergent"]["pct"] / 100)
+    bfmi = result.check("bfmi")
+    np.testing.assert_allclose(bfmi.details["per_chain"], expected["bfmi"]["bfmi_values"])
+    assert bfmi.details["chains_below"] == expected["bfmi"]["failed_chains"] == [2, 3]
+
+
+def test_reached_max_treedepth_count_is_arviz_diagnose_number():
+    from arviz_base import from_dict
+    from arviz_stats import diagnose as arviz_diagnose
+
+    rng = np.random.default_rng(12)
+    reached = rng.uniform(size=(4, 200)) < 0.1
+    data = from_dict({"posterior": {"x": rng.normal(size=(4, 200))},
+                      "sample_stats": {"reached_max_treedepth": reached, "energy": rng.normal(size=(4, 200))}})
+    _, expected = arviz_diagnose(data, show_diagnostics=False, return_diagnostics=True)
+    check = diagnose(data).check("tree_depth")
+    assert check.value == expected["treedepth"]["n_max"] == int(reached.sum())
+    assert check.details["per_chain"] == [int(v) for v in reached.sum(axis=1)]
+
+
+def test_chains_below_bfmi_are_positions_whatever_the_chain_coordinate(bad):
+    relabelled = xr.DataTree.from_dict({name: bad[name].to_dataset().assign_coords(chain=[10, 11, 12, 13])
+                                        for name in bad.children})
+    assert diagnose(relabelled).check("bfmi").details["chains_below"] == [2, 3]
+
+
+def test_a_failing_arviz_diagnose_leaves_the_sampler_checks_not_applicable(bad, monkeypatch):
+    import arviz_stats
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated arviz_stats.diagnose failure")
+
+    monkeypatch.setattr(arviz_stats, "diagnose", broken)
+    result = diagnose(bad)
+    for name in ("bfmi", "divergences"):
+        check = result.check(name)
+        assert check.verdict == "n/a", name
+        assert check.explanation == ("Skipped: arviz_stats.diagnose failed "
+                                     "(RuntimeError: simulated arviz_stats.diagnose failure)."), name
+    assert result.check("tree_depth").verdict == "warn"  # tree_depth is compared with the cap here
+    assert result.check("rhat").verdict == "fail" and result.verdict == "fail"
+
+
 def test_hdi_interval_is_passed_to_arviz(healthy):
     result = diagnose(healthy, ci_kind="hdi", ci_prob=0.9)
     assert [c for c in result.summary.columns if c.startswith("hdi")] == ["hdi90_lb", "hdi90_ub"]
