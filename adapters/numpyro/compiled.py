@@ -54,6 +54,7 @@ class NumPyroCompiledModel:
         self.latent_names: tuple[str, ...] = ()
         self.dimension = 0
         self._jitted: dict[str, Callable] = {}
+        self._dims: dict[str, list[str]] = {}  # site -> dimension names, as az.from_numpyro infers them
         self._runners: dict[tuple, _Runner] = {}
 
     # -- set-up -------------------------------------------------------------------------------
@@ -99,6 +100,24 @@ class NumPyroCompiledModel:
             for name, site in model_trace.items()
             if site["type"] == "sample" and site["is_observed"] and not _is_unit(site)
         }
+
+    def _name_dims(self, model_trace: dict) -> None:
+        """Dimension names as ``az.from_numpyro`` infers them (``arviz_base.io_numpyro.infer_dims``): each
+        sample or deterministic site's plates, outermost first (sorted by the plate's ``dim``), then the
+        names in ``infer={"event_dims": [...]}``. Plates carry no coordinates there, so none here."""
+        dims = {}
+        for name, site in model_trace.items():
+            if site["type"] not in ("sample", "deterministic"):
+                continue
+            batch = [frame.name for frame in sorted(site.get("cond_indep_stack", ()), key=lambda f: f.dim)]
+            names = batch + list((site.get("infer") or {}).get("event_dims", []))
+            if names and len(names) <= jnp.ndim(site["value"]):
+                dims[name] = names
+        self._dims = dims
+
+    def datatree_layout(self) -> dict[str, Any]:
+        """Dims named after plates, as ``az.from_numpyro`` names them (see :meth:`_name_dims`)."""
+        return {"dims": {name: list(names) for name, names in self._dims.items()}} if self._dims else {}
 
     # -- flattening ---------------------------------------------------------------------------
 
