@@ -679,3 +679,152 @@ def test_ctrl_c_is_reported_as_interrupted(sampler_model):
 def test_resume_state_is_not_supported(sampler_model):
     with pytest.raises(NotImplementedError, match=r"The PyMC backend cannot resume a run"):
         sampler_model.run_nuts(NUTSSettings(resume_state={"step": 1}), lambda chunk: True)
+
+
+# ---- initial points PyMC accepts for every transform (issue #16) ------------------------------
+
+
+def _zero_sum_model():
+    import pymc as pm
+
+    rng = np.random.default_rng(1)
+    group = np.repeat(np.arange(4), 5)
+    y = 1.0 + np.array([-0.6, -0.1, 0.2, 0.5])[group] + rng.normal(0, 0.5, 20)
+    with pm.Model(coords={"group": list("ABCD")}) as model:
+        intercept = pm.Normal("intercept", 0, 3)
+        effect = pm.ZeroSumNormal("effect", sigma=1.0, dims="group")
+        sigma = pm.HalfNormal("sigma", 1)
+        pm.Normal("y", intercept + effect[group], sigma, observed=y)
+    return model
+
+
+def _lkj_model():
+    import pymc as pm
+
+    rng = np.random.default_rng(2)
+    y = rng.multivariate_normal([0.5, -1.0], [[1.0, 0.6], [0.6, 2.0]], 30)
+    with pm.Model() as model:
+        chol, _, _ = pm.LKJCholeskyCov("chol", n=2, eta=2.0, sd_dist=pm.Exponential.dist(1.0, shape=2),
+                                       compute_corr=True)
+        mu = pm.Normal("mu", 0, 2, shape=2)
+        pm.MvNormal("obs", mu, chol=chol, observed=y)
+    return model
+
+
+def _dependent_bounds_model():
+    import pymc as pm
+
+    counts = np.array([32, 45, 23])
+    with pm.Model() as model:
+        a = pm.Uniform("a", 0, 1)
+        b = pm.Uniform("b", 0, 1 - a)
+        pm.Multinomial("counts", n=counts.sum(), p=pm.math.stack([a, b, 1 - a - b]), observed=counts)
+    return model
+
+
+_TRANSFORM_MODELS = {"zero_sum": _zero_sum_model, "lkj_cholesky_cov": _lkj_model,
+                     "dependent_bounds": _dependent_bounds_model}
+
+
+@pytest.mark.parametrize("name", list(_TRANSFORM_MODELS))
+def test_initial_points_reach_pymc_for_every_transform(adapter, name):
+    """ZeroSumNormal, LKJCholeskyCov and a bound that is another latent: PyMC cannot turn an
+    unconstrained NumPy value back through their transforms, so those latents go to it constrained,
+    keyed by name; either way PyMC starts exactly where the loop asked."""
+    from pymc.initial_point import make_initial_point_fns_per_chain
+
+    compiled = adapter.compile(NativeModel("pymc", _TRANSFORM_MODELS[name]()))
+    assert not all(compiled._direct_values)
+    for strategy in ("default", "uniform", "prior"):
+        x = compiled.initial_point(strategy, SEED)
+        logp, gradient = compiled.log_density_and_gradient(x)
+        assert np.isfinite(logp) and np.all(np.isfinite(gradient)), strategy
+        assert np.isclose(sum(compiled.site_log_densities(x).values()), logp)
+        assert np.allclose(compiled.unconstrain(compiled.constrain(x)), x)
+        (ipfn,) = make_initial_point_fns_per_chain(model=compiled.model, overrides=[compiled._initvals(x)],
+                                                   chains=1)
+        assert np.allclose(compiled._flatten(ipfn(0)), x), strategy
+
+
+def test_a_run_from_given_initial_points_with_a_dependent_bound(adapter):
+    compiled = adapter.compile(NativeModel("pymc", _dependent_bounds_model()))
+    start = np.array([[0.3, -0.2], [-1.0, 1.5]])
+    chunks = []
+    settings = NUTSSettings(draws=20, tune=20, chains=2, random_seed=SEED, chunk_size=20, initial_points=start)
+    assert compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True).completed
+    assert _check_contiguous(chunks) == {(0, True): 20, (0, False): 20, (1, True): 20, (1, False): 20}
+    b, a = chunks[-1].posterior["b"], chunks[-1].posterior["a"]
+    assert np.all((0 < a) & (a < 1) & (0 < b) & (b < 1 - a))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["zero_sum", "lkj_cholesky_cov"])
+def test_a_run_from_given_initial_points_with_structured_transforms(adapter, name):
+    compiled = adapter.compile(NativeModel("pymc", _TRANSFORM_MODELS[name]()))
+    start = np.stack([compiled.initial_point("uniform", SEED + chain) for chain in range(2)])
+    chunks = []
+    settings = NUTSSettings(draws=20, tune=20, chains=2, random_seed=SEED, chunk_size=20, initial_points=start)
+    assert compiled.run_nuts(settings, lambda chunk: chunks.append(chunk) or True).completed
+    assert _check_contiguous(chunks) == {(0, True): 20, (0, False): 20, (1, True): 20, (1, False): 20}
+    if name == "zero_sum":
+        assert np.allclose(chunks[-1].posterior["effect"].sum(axis=-1), 0.0)
+
+
+# ---- the DataTree layout of a native pm.Model (issue #16) -------------------------------------
+
+
+def _layout_model():
+    import pymc as pm
+
+    rng = np.random.default_rng(3)
+    group = np.repeat(np.arange(3), 6)
+    x = rng.normal(0, 1, 18)
+    y = 0.5 + np.array([-0.5, 0.0, 0.5])[group] + 0.8 * x + rng.normal(0, 0.3, 18)
+    coords = {"group": ["a", "b", "c"], "obs_id": [f"o{i}" for i in range(18)]}
+    with pm.Model(coords=coords) as model:
+        x_data = pm.Data("x", x, dims="obs_id")
+        g = pm.Data("g", group, dims="obs_id")
+        alpha = pm.Normal("alpha", 0, 1, dims="group")
+        beta = pm.Normal("beta", 0, 1)
+        sigma = pm.HalfNormal("sigma", 1)
+        mu = pm.Deterministic("mu", alpha[g] + beta * x_data, dims="obs_id")
+        pm.Normal("y", mu, sigma, observed=y, dims="obs_id")
+    return model
+
+
+def test_datatree_layout_of_a_native_model_is_what_pm_sample_returns():
+    import warnings
+
+    import pymc as pm
+
+    import resilient
+
+    model = _layout_model()
+    compiled = PyMCAdapter(cores=1).compile(NativeModel("pymc", model))
+    layout = compiled.datatree_layout()
+    assert layout["dims"]["alpha"] == ["group"] and layout["dims"]["x"] == ["obs_id"]
+    assert list(layout["coords"]["group"]) == ["a", "b", "c"]
+    assert set(layout["constant_data"]) == {"x", "g"}
+    assert PyMCAdapter(cores=1).compile(Model(_normal_model_for_layout)).datatree_layout() == {}
+    options = dict(draws=30, tune=30, chains=1, random_seed=SEED, progressbar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = pm.sample(model=model, nuts_sampler="pymc", compute_convergence_checks=False, **options)
+        with model:
+            ours = resilient.sample(**options)
+    for group in ("posterior", "observed_data", "constant_data"):
+        assert group in ours.children, group
+        a, b = theirs[group].to_dataset(), ours[group].to_dataset()
+        assert sorted(a.data_vars) == sorted(b.data_vars), group
+        for name in a.data_vars:
+            assert a[name].dims == b[name].dims, (group, name)
+            for dim in a[name].dims:
+                if dim not in ("chain", "draw"):
+                    assert np.array_equal(a[name][dim].values, b[name][dim].values), (group, name, dim)
+        if group == "constant_data":
+            for name in a.data_vars:
+                assert np.array_equal(a[name].values, b[name].values), name
+
+
+def _normal_model_for_layout():
+    sample("m", Normal(0.0, 1.0))

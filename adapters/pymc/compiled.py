@@ -148,6 +148,50 @@ class PyMCCompiledModel:
         """PyMC's point dict (value-variable names) for ``x``."""
         return {value: array for (_, value, *_), array in zip(self._layout, self._inputs(x))}
 
+    @_lazy
+    def _direct_values(self) -> tuple[bool, ...]:
+        """Per latent, whether PyMC takes its unconstrained value as is (``initvals`` keyed by the
+        value variable's name): ``pm.sample`` turns such a value back through
+        ``transform.backward(value, *rv.owner.inputs)`` (``pymc/initial_point.py``), which only
+        works for a transform that takes a NumPy array (not ``ZeroSumTransform``, not
+        ``CholeskyCovPack``) and whose parameters depend on no other latent (not the interval
+        of ``b ~ Uniform(0, 1 - a)``). Where it does not, :meth:`_initvals` gives the constrained
+        value keyed by the variable's own name, which PyMC transforms forward itself."""
+        from pytensor.graph.traversal import ancestors
+
+        free = set(self.model.free_RVs)
+        median = self._inputs(self._median)
+        direct = []
+        for rv, value in zip(self._latents, median):
+            transform = self.model.rvs_to_transforms.get(rv)
+            if transform is None:
+                direct.append(True)
+                continue
+            try:
+                back = transform.backward(value, *rv.owner.inputs)
+            except Exception:  # noqa: BLE001 - a transform that cannot take NumPy values
+                direct.append(False)
+                continue
+            depends = hasattr(back, "owner") and any(a in free for a in ancestors([back]))
+            direct.append(not depends)
+        return tuple(direct)
+
+    def _initvals(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """``x`` as ``pm.sample``'s ``initvals`` for one chain, in a form PyMC accepts for every
+        transform (see :attr:`_direct_values`): unconstrained values keyed by the value variable's
+        name where PyMC reads them as is (exact), constrained values keyed by the variable's name
+        (our own :meth:`constrain` at ``x``) where it could not turn them back."""
+        inputs = self._inputs(x)
+        direct = self._direct_values
+        constrained = None if all(direct) else self.constrain(x)
+        initvals: dict[str, np.ndarray] = {}
+        for (latent, value, _, dtype, _), array, as_is in zip(self._layout, inputs, direct):
+            if as_is:
+                initvals[value] = array
+            else:
+                initvals[latent] = np.asarray(constrained[latent], dtype=dtype)
+        return initvals
+
     def _flatten(self, point: Mapping[str, Any]) -> np.ndarray:
         """``x`` for a point dict keyed by value-variable names."""
         if not self._layout:
@@ -366,6 +410,26 @@ class PyMCCompiledModel:
                 data[rv.name] = np.asarray(value.eval())
         return data
 
+    def datatree_layout(self) -> dict[str, Any]:
+        """What ``pm.sample``'s own converter names: the model's ``coords``, each variable's
+        ``dims`` (``named_vars_to_dims``: posterior, observed and ``pm.Data`` variables) and the
+        values of ``pm.Data`` as ``constant_data`` (PyMC's ``find_constants``: an observed value
+        that is a ``pm.Data`` counts only where the rest of the model uses it too). Read from the
+        frozen copy, so ``constant_data`` holds the data the draws were made with even after the
+        user's ``pm.set_data``. A shared-API model has none of these: ``{}``."""
+        from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants
+
+        coords, dims = coords_and_dims_for_inferencedata(self.model)
+        layout: dict[str, Any] = {}
+        if coords:
+            layout["coords"] = coords
+        if dims:
+            layout["dims"] = {name: list(names) for name, names in dims.items()}
+        constants = {name: np.asarray(value) for name, value in find_constants(self.model).items()}
+        if constants:
+            layout["constant_data"] = constants
+        return layout
+
     # ---- NUTS -------------------------------------------------------------------------------
 
     @_lazy
@@ -395,7 +459,7 @@ class PyMCCompiledModel:
             init=init, chains=chains, model=self.model, random_seed=seeds, progressbar=False, quiet=True,
             tune=int(settings.tune), initvals=initvals, **nuts,
         )
-        return {"step": step, "initvals": list(points)}
+        return {"step": step, "initvals": [self._initvals(self._flatten(point)) for point in points]}
 
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
         """``pm.sample`` with PyMC's NUTS; draws reach ``on_chunk`` every ``chunk_size`` draws of a
@@ -426,9 +490,10 @@ class PyMCCompiledModel:
                     f"initial_points must have shape (chains, dimension) = ({chains}, {self.dimension}), "
                     f"got {points.shape}."
                 )
-            # PyMC reads string keys of transformed names (`sigma_log__`) as unconstrained values;
-            # `adapt_diag` starts from them as given (`jitter+` would jitter them).
-            initvals = [self._point(row) for row in points]
+            # PyMC reads string keys of transformed names (`sigma_log__`) as unconstrained values
+            # where it can turn them back, constrained values by the variable's name elsewhere
+            # (`_initvals`); `adapt_diag` starts from them as given (`jitter+` would jitter them).
+            initvals = [self._initvals(row) for row in points]
             init = "adapt_diag"
         depth = int(settings.max_tree_depth)
         nuts = {
