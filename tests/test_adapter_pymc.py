@@ -30,6 +30,7 @@ from pytensor.graph.basic import Apply  # noqa: E402
 from pytensor.graph.op import Op  # noqa: E402
 
 from resilient.adapters.pymc import PYTENSOR_MATH, PyMCAdapter  # noqa: E402
+from resilient.adapters.pymc.runner import EXTRA_STATS  # noqa: E402
 
 pytestmark = pytest.mark.pymc
 
@@ -378,7 +379,10 @@ def test_run_nuts_chunks_follow_the_contract(sampler_model):
         assert set(chunk.posterior) == {"sigma", "theta", "scaled"}
         assert chunk.posterior["sigma"].shape == (1, n) and chunk.posterior["theta"].shape == (1, n, 3)
         assert np.allclose(chunk.posterior["scaled"], 2 * chunk.posterior["theta"])
-        assert tuple(chunk.sample_stats) == STAT_NAMES
+        assert tuple(chunk.sample_stats)[:len(STAT_NAMES)] == STAT_NAMES
+        assert set(chunk.sample_stats) - set(STAT_NAMES) == set(EXTRA_STATS)  # PyMC's other stats, its names
+        assert chunk.sample_stats["reached_max_treedepth"].dtype == bool
+        assert np.all(np.isfinite(chunk.sample_stats["energy_error"]))
         assert all(v.shape == (1, n) for v in chunk.sample_stats.values())
         assert chunk.sample_stats["diverging"].dtype == bool
         assert chunk.sample_stats["tree_depth"].dtype.kind == "i"
@@ -425,9 +429,11 @@ def test_draws_copied_per_draw_equal_draws_sliced_from_pymcs_trace(sampler_model
     for a, b in zip(sliced, copied):
         for name in a.posterior:
             assert np.allclose(a.posterior[name], b.posterior[name]), name
-        for name in STAT_NAMES:
+        assert list(a.sample_stats) == list(b.sample_stats)
+        for name in a.sample_stats:
             assert a.sample_stats[name].dtype == b.sample_stats[name].dtype
-            assert np.array_equal(a.sample_stats[name], b.sample_stats[name]), name
+            if not name.startswith(("perf_counter", "process_time")):  # clocks differ run to run
+                assert np.array_equal(a.sample_stats[name], b.sample_stats[name], equal_nan=True), name
 
 
 def test_run_nuts_in_parallel_processes_and_from_given_initial_points(sampler_model):
@@ -812,6 +818,8 @@ def test_datatree_layout_of_a_native_model_is_what_pm_sample_returns():
         theirs = pm.sample(model=model, nuts_sampler="pymc", compute_convergence_checks=False, **options)
         with model:
             ours = resilient.sample(**options)
+    # sample_stats: every field of PyMC's NUTS, under the names pm.sample gives them
+    assert sorted(set(theirs.sample_stats.data_vars) - set(ours.sample_stats.data_vars)) == []
     for group in ("posterior", "observed_data", "constant_data"):
         assert group in ours.children, group
         a, b = theirs[group].to_dataset(), ours[group].to_dataset()

@@ -31,6 +31,33 @@ _STAT_SOURCES = {
 _STAT_DTYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
 
 
+def _extra_stat_dtypes() -> dict[str, np.dtype]:
+    """PyMC's other per-draw NUTS statistics, with PyMC's names and dtypes (``energy_error``,
+    ``max_energy_error``, ``reached_max_treedepth``, ``index_in_trajectory``, ``divergences``,
+    ``perf_counter_diff`` ...): what ``pm.sample``'s DataTree has in sample_stats besides the
+    seven of :data:`STAT_NAMES` (which it renames as we do). Like PyMC's converter, ``tune`` and
+    the ``warning`` objects are left out. Every chunk carries every one of them (NaN, 0 or
+    False where a draw lacks it), so the chunks of a run stack."""
+    from pymc.step_methods.hmc.nuts import NUTS
+
+    sources = set(_STAT_SOURCES.values())
+    extra = {}
+    for name, (dtype, shape) in NUTS.stats_dtypes_shapes.items():
+        if name in sources or name in ("tune", "in_warmup", "warning") or shape not in ([], ()):
+            continue
+        kind = np.dtype(dtype)
+        if kind.kind in "biuf":
+            extra[name] = kind
+    return extra
+
+
+EXTRA_STATS: dict[str, np.dtype] = _extra_stat_dtypes()
+
+
+def _missing(dtype: Any) -> Any:
+    return np.nan if np.dtype(dtype).kind == "f" else np.zeros((), dtype=dtype).item()
+
+
 #: PyMC's own failures that a remedy can address, and what they mean, for the sentence users read.
 _NUMERICAL = {
     "Bad initial energy": "the energy at the chain's current position was not finite: the log density "
@@ -191,7 +218,7 @@ class _Collector:
             for name in self.names:
                 buffer.values.setdefault(name, []).append(values[name])
             stats = _nuts_stats(draw.stats)
-            for name in STAT_NAMES:
+            for name in (*STAT_NAMES, *EXTRA_STATS):
                 buffer.stats.setdefault(name, []).append(stats[name])
         buffer.size += 1
         if buffer.size >= self.chunk_size:
@@ -223,8 +250,9 @@ class _Collector:
             warmup=buffer.warmup,
             posterior={name: values[None] for name, values in posterior.items()},
             sample_stats={
-                name: np.asarray(stats[name], dtype=_STAT_DTYPES.get(name, np.float64))[None]
-                for name in STAT_NAMES
+                **{name: np.asarray(stats[name], dtype=_STAT_DTYPES.get(name, np.float64))[None]
+                   for name in STAT_NAMES},
+                **{name: np.asarray(stats[name], dtype=dtype)[None] for name, dtype in EXTRA_STATS.items()},
             },
         )
         buffer.start += size
@@ -263,26 +291,39 @@ def _recorded_in(trace: Any, names: Sequence[str]) -> bool:
     )
 
 
+def _sources() -> dict[str, str]:
+    """Our name -> PyMC's, for STAT_NAMES and EXTRA_STATS."""
+    return {**_STAT_SOURCES, **{name: name for name in EXTRA_STATS}}
+
+
+def _missing_value(name: str) -> Any:
+    if name in EXTRA_STATS:
+        return _missing(EXTRA_STATS[name])
+    return np.nan if name not in _STAT_DTYPES else 0
+
+
 def _trace_stats(trace: Any, span: slice, size: int) -> dict[str, np.ndarray]:
-    """STAT_NAMES for the draws ``span`` of an NDArray trace (one dict of arrays per sampler)."""
+    """STAT_NAMES and EXTRA_STATS for the draws ``span`` of an NDArray trace (one dict of arrays
+    per sampler)."""
     found: dict[str, np.ndarray] = {}
     for sampler_stats in trace._stats:
-        for name, source in _STAT_SOURCES.items():
+        for name, source in _sources().items():
             if name not in found and source in sampler_stats:
                 found[name] = np.array(sampler_stats[source][span])
-    for name in STAT_NAMES:
+    for name in (*STAT_NAMES, *EXTRA_STATS):
         if name not in found:
-            found[name] = np.full(size, np.nan if name not in _STAT_DTYPES else 0)
+            found[name] = np.full(size, _missing_value(name))
     return found
 
 
 def _nuts_stats(stats: Any) -> dict[str, Any]:
-    """STAT_NAMES from PyMC's per-draw statistics (a list with one dict per step method)."""
+    """STAT_NAMES and EXTRA_STATS from PyMC's per-draw statistics (a list with one dict per step
+    method)."""
     found: dict[str, Any] = {}
     for sampler_stats in stats if isinstance(stats, (list, tuple)) else [stats]:
-        for name, source in _STAT_SOURCES.items():
+        for name, source in _sources().items():
             if name not in found and source in sampler_stats:
                 found[name] = sampler_stats[source]
-    for name in STAT_NAMES:
-        found.setdefault(name, np.nan if name not in _STAT_DTYPES else 0)
+    for name in (*STAT_NAMES, *EXTRA_STATS):
+        found.setdefault(name, _missing_value(name))
     return found
