@@ -563,3 +563,42 @@ def test_native_datatree_names_dims_after_plates_as_from_numpyro(adapter):
     assert layout(ours, "posterior")["beta"][0] == ("chain", "draw", "arm", "group")
     compiled = adapter.compile(NativeModel("numpyro", plated_model, (group,), {"y": y}))
     assert compiled.datatree_layout()["dims"]["y"] == ["obs"]
+
+
+# -- issue #16: our float64 next to a user's float32 in one process ----------------------------------------
+
+def regression(x, y=None):
+    a = numpyro.sample("a", dist.Normal(0.0, 5.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 5.0))
+    s = numpyro.sample("s", dist.HalfNormal(1.0))
+    with numpyro.plate("n", len(x)):
+        numpyro.sample("y", dist.Normal(a + b * x, s), obs=y)
+
+
+@pytest.mark.parametrize("order", [("raw", "ours", "raw"), ("ours", "raw", "ours")])
+def test_raw_numpyro_and_resilient_share_a_process_and_numpy_data(order):
+    """jax's eager operations share compiled code between precisions, so the same NumPy data in a raw (float32,
+    jax's default) run and ours (float64) failed either way round ("RuntimeProgramInputMismatch ... f64 expected
+    f32"). Each order uses data of its own length, so that neither meets the other's jax caches."""
+    import warnings
+
+    from numpyro.infer import MCMC, NUTS
+
+    from resilient.policy import Policy
+
+    assert not jax.config.jax_enable_x64  # the user's (jax's default) state, which we must leave as it is
+    n = 23 if order[0] == "raw" else 29
+    x = np.linspace(-1.0, 1.0, n)
+    y = 0.5 + 2.0 * x + np.random.default_rng(n).normal(0.0, 0.3, n)
+    for step in order:
+        if step == "raw":
+            mcmc = MCMC(NUTS(regression), num_warmup=30, num_samples=30, progress_bar=False)
+            mcmc.run(jax.random.PRNGKey(0), x, y=y)
+            assert mcmc.get_samples()["b"].dtype == jnp.float32
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ours = sample(regression, x, y=y, draws=30, tune=30, chains=1, random_seed=1, progressbar=False,
+                              policy=Policy(max_attempts=1))
+            assert ours.posterior["b"].dtype == np.float64
+        assert not jax.config.jax_enable_x64

@@ -5,6 +5,8 @@ from __future__ import annotations
 from resilient.adapters.common import require_native
 
 from typing import Any, Callable
+
+import numpy as np
 from numpyro import handlers
 from resilient.errors import ModelError, ResilientError, UnsupportedModelError
 from resilient.model import Model, NativeModel, Site, Trace, data_arguments
@@ -65,7 +67,7 @@ class NumPyroAdapter:
         return compiled
 
     def _compile_native(self, model: NativeModel) -> NumPyroCompiledModel:
-        args, kwargs = data_arguments(model.args, model.kwargs)
+        args, kwargs = _on_device(*data_arguments(model.args, model.kwargs), float32=model.float32)
         user_fn = model.model
 
         def numpyro_model() -> Any:
@@ -98,6 +100,26 @@ class NumPyroAdapter:
             compiled._layout(model_trace)
             compiled._name_dims(model_trace)
         return compiled
+
+
+def _on_device(args: tuple, kwargs: dict, *, float32: bool) -> tuple[tuple, dict]:
+    """NumPy arrays among the data arguments as jax arrays made in the model's precision (float arrays in its
+    float dtype). A NumPy argument reaches jax's eager operations as it is, and jax 0.12 shares their compiled
+    executables between precisions: after a raw NumPyro run in float32 (jax's default) a float64 run of the
+    same function on the same NumPy data failed with "RuntimeProgramInputMismatch ... expected f64 got f32",
+    and the raw run after ours the other way round (issue #16). jax arrays of a fixed dtype do not mix."""
+    import jax
+    import jax.numpy as jnp
+
+    def convert(value: Any) -> Any:
+        if type(value) is not np.ndarray or value.dtype.kind not in "biuf":
+            return value
+        if value.dtype.kind == "f":
+            value = value.astype(np.float32 if float32 else np.float64)
+        with jax.enable_x64(not float32):
+            return jnp.asarray(value)
+
+    return tuple(convert(a) for a in args), {k: convert(v) for k, v in kwargs.items()}
 
 
 def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:
