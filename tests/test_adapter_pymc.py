@@ -18,7 +18,7 @@ from resilient.backend import STAT_NAMES, CompiledModel, NUTSSettings
 from resilient.distributions import (
     Bernoulli, Beta, Binomial, Categorical, Cauchy, Dirichlet, Exponential, Flat, Gamma, HalfCauchy,
     HalfFlat, HalfNormal, HalfStudentT, InverseGamma, Laplace, LKJCholesky, Logistic, LogNormal,
-    MvNormal, NegativeBinomial, Normal, Poisson, StudentT, Truncated, Uniform, Weibull,
+    Mixture, MvNormal, NegativeBinomial, Normal, Poisson, StudentT, Truncated, Uniform, Weibull,
 )
 from resilient.errors import SamplerError, SamplingFailed, UnsupportedModelError
 from resilient.math import FUNCTIONS
@@ -836,3 +836,102 @@ def test_datatree_layout_of_a_native_model_is_what_pm_sample_returns():
 
 def _normal_model_for_layout():
     sample("m", Normal(0.0, 1.0))
+
+
+# ---- issue #13's constructs on PyMC -----------------------------------------------------------
+
+
+def test_factor_is_a_potential_with_its_own_term(adapter):
+    from resilient.model import factor
+
+    def model():
+        mu = sample("mu", Normal(0.0, 1.0))
+        factor("soft", -0.5 * (mu - 2.0) ** 2)
+
+    compiled = adapter.compile(Model(model))
+    x = np.array([0.7])
+    expected = stats.norm.logpdf(0.7) - 0.5 * (0.7 - 2.0) ** 2
+    assert np.isclose(compiled.log_density(x), expected)
+    assert np.isclose(compiled.site_log_densities(x)["soft"], -0.5 * 1.3 ** 2)
+    assert compiled.sites["soft"].kind == "factor"
+
+
+@pytest.mark.parametrize("positive", [False, True], ids=["ordered", "positive_ordered"])
+def test_ordered_records_use_the_ordered_transform(adapter, positive):
+    def model():
+        sample("c", Exponential(1.5, shape=3, ordered=True) if positive else Normal(0.0, 2.0, shape=3, ordered=True))
+
+    compiled = adapter.compile(Model(model))
+    median = compiled.constrain(compiled.initial_point("median"))["c"]
+    assert np.all(np.diff(median) > 0) and (not positive or median[0] > 0)
+    x = np.array([-0.5, 0.2, -0.3])
+    # Stan's ordered: y0 = x0, y_i = y_(i-1) + exp(x_i); positive_ordered: c = exp(y)
+    y = np.cumsum(np.r_[x[0], np.exp(x[1:])])
+    c = np.exp(y) if positive else y
+    assert np.allclose(compiled.constrain(x)["c"], c)
+    if positive:
+        expected = stats.expon.logpdf(c, scale=1 / 1.5).sum() + x[1:].sum() + y.sum()
+    else:
+        expected = stats.norm.logpdf(c, 0.0, 2.0).sum() + x[1:].sum()
+    assert np.isclose(compiled.log_density(x), expected)
+    assert np.allclose(compiled.unconstrain({"c": c}), x)
+    for seed in range(5):  # prior draws are sorted before they are transformed
+        point = compiled.initial_point("prior", seed)
+        assert np.isfinite(compiled.log_density(point)), seed
+
+
+def test_mixture_record_is_a_pm_mixture(adapter):
+    def model():
+        mu = sample("mu", Normal(0.0, 5.0))
+        sample("y", Mixture(np.array([0.3, 0.7]), [Normal(mu, 1.0), HalfNormal(0.5)]),
+               obs=np.array([0.1, 2.9, 3.3]))
+
+    compiled = adapter.compile(Model(model))
+    y = np.array([0.1, 2.9, 3.3])
+    mixture = np.log(0.3 * stats.norm.pdf(y, 0.4, 1.0) + 0.7 * stats.halfnorm.pdf(y, scale=0.5)).sum()
+    assert np.isclose(compiled.log_density(np.array([0.4])), stats.norm.logpdf(0.4, 0, 5) + mixture)
+
+
+def test_scan_follows_jax_lax_scan(adapter):
+    def model():
+        rho = sample("rho", Normal(0.0, 1.0))
+
+        def ar(carry, x):
+            new = rho * carry + x
+            return new, 2.0 * new
+
+        last, ys = rm.scan(ar, 0.5, np.array([1.0, 2.0, -1.0]))
+        deterministic("last", last)
+        deterministic("ys", ys)
+        power, powers = rm.scan(lambda carry, _: (carry * rho, carry), 1, None, length=4)  # integer init
+        deterministic("power", power)
+        deterministic("powers", powers)
+        sample("y", Normal(ys, 1.0), obs=np.array([2.0, 5.0, 1.0]))
+
+    compiled = adapter.compile(Model(model))
+    values = compiled.constrain(np.array([0.5]))
+    assert np.isclose(values["last"], 0.3125) and np.allclose(values["ys"], [2.5, 5.25, 0.625])
+    assert np.isclose(values["power"], 0.0625) and np.allclose(values["powers"], [1.0, 0.5, 0.25, 0.125])
+    assert values["ys"].dtype == values["powers"].dtype == np.float64
+    expected = stats.norm.logpdf(0.5) + stats.norm.logpdf([2.0, 5.0, 1.0], [2.5, 5.25, 0.625], 1.0).sum()
+    logp, gradient = compiled.log_density_and_gradient(np.array([0.5]))
+    assert np.isclose(logp, expected) and np.all(np.isfinite(gradient))
+    h = 1e-6
+    numeric = (compiled.log_density(np.array([0.5 + h])) - compiled.log_density(np.array([0.5 - h]))) / (2 * h)
+    assert np.isclose(gradient[0], numeric, rtol=1e-5)
+    assert compiled.run_nuts(NUTSSettings(draws=10, tune=10, chains=1, random_seed=SEED), lambda chunk: True).completed
+
+
+def test_an_observed_expression_of_latents_is_its_log_density(adapter):
+    def model():
+        mu = sample("mu", Normal(0.0, 1.0))
+        s = sample("s", HalfNormal(1.0))
+        sample("err", Normal(0.0, s), obs=np.array([0.3, -0.4, 1.2]) - mu)
+
+    compiled = adapter.compile(Model(model))
+    x = compiled.unconstrain({"mu": 0.2, "s": 0.8})
+    residual = np.array([0.3, -0.4, 1.2]) - 0.2
+    expected = (stats.norm.logpdf(0.2) + stats.halfnorm.logpdf(0.8) + np.log(0.8)
+                + stats.norm.logpdf(residual, 0.0, 0.8).sum())
+    assert np.isclose(compiled.log_density(x), expected)
+    assert np.isclose(compiled.site_log_densities(x)["err"], stats.norm.logpdf(residual, 0.0, 0.8).sum())

@@ -383,8 +383,11 @@ class PyMCCompiledModel:
         check_strategy(strategy)
         rng = np.random.default_rng(random_seed)
         if strategy == "prior":
+            seed = int(rng.integers(2**30))
+            if self._ordered_latents:
+                return self._sorted_prior_point(seed)
             with _no_c_compilation():
-                return self._flatten(self._initial_point_fn("prior")(int(rng.integers(2**30))))
+                return self._flatten(self._initial_point_fn("prior")(seed))
         if strategy == "median":
             return self._median.copy()
         for _ in range(10):
@@ -392,6 +395,42 @@ class PyMCCompiledModel:
             if np.isfinite(self.log_density(x)):
                 break
         return x
+
+    @_lazy
+    def _ordered_latents(self) -> tuple[str, ...]:
+        """Latents on PyMC's ordered transform (alone or chained after log)."""
+        from pymc.distributions.transforms import Ordered
+        from pymc.logprob.transforms import ChainedTransform
+
+        names = []
+        for rv in self._latents:
+            transform = self.model.rvs_to_transforms.get(rv)
+            parts = transform.transform_list if isinstance(transform, ChainedTransform) else [transform]
+            if any(isinstance(part, Ordered) for part in parts):
+                names.append(rv.name)
+        return tuple(names)
+
+    @_lazy
+    def _prior_draw_fn(self) -> Any:
+        """The latents' joint prior draw, constrained (as ``pm.draw`` compiles it, once)."""
+        from pymc.pytensorf import compile as compile_pymc
+
+        return compile_pymc([], list(self._latents), mode=_preflight_mode())
+
+    def _sorted_prior_point(self, seed: int) -> np.ndarray:
+        """A prior draw with each ordered latent sorted along its last axis. A prior draw of an
+        ``ordered=True`` vector is the family's, unsorted, where the ordered transform is NaN (and
+        PyMC's own prior initial point transforms it before anything could sort it)."""
+        from pymc.pytensorf import find_rng_nodes, reseed_rngs
+
+        function = self._prior_draw_fn
+        reseed_rngs(find_rng_nodes(function.maker.fgraph.inputs), seed)
+        with _no_c_compilation(), np.errstate(all="ignore"):
+            draws = function()
+        values = {rv.name: np.asarray(v) for rv, v in zip(self._latents, draws)}
+        for name in self._ordered_latents:
+            values[name] = np.sort(values[name], axis=-1)
+        return self.unconstrain(values)
 
     @_lazy
     def _median(self) -> np.ndarray:
