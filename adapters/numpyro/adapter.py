@@ -99,6 +99,7 @@ class NumPyroAdapter:
             compiled.sites = _native_sites(model_trace, fixes, noncentered, parameter_inputs(numpyro_model, model_trace))
             compiled._layout(model_trace)
             compiled._name_dims(model_trace)
+            compiled.hidden = frozenset(f"{n}_decentered" for n in noncentered)
         return compiled
 
 

@@ -55,6 +55,9 @@ class NumPyroCompiledModel:
         self.dimension = 0
         self._jitted: dict[str, Callable] = {}
         self._dims: dict[str, list[str]] = {}  # site -> dimension names, as az.from_numpyro infers them
+        #: latents Resilient added (``<name>_decentered`` of a native site it non-centred): sampled, but kept out
+        #: of the draws, so the posterior has the variables the user's model has, as az.from_numpyro gives them
+        self.hidden: frozenset[str] = frozenset()
         self._runners: dict[tuple, _Runner] = {}
 
     # -- set-up -------------------------------------------------------------------------------
@@ -452,7 +455,7 @@ class NumPyroCompiledModel:
             chains=tuple(range(chains)),
             start=start,
             warmup=warmup,
-            posterior={name: np.asarray(value)[:, :n] for name, value in posterior.items()},
+            posterior={name: np.asarray(value)[:, :n] for name, value in posterior.items() if name not in self.hidden},
             sample_stats=sample_stats,
             state=new_state,
         )
