@@ -1,4 +1,5 @@
-"""The ``resilient`` command: ``preflight``, ``sample`` and ``report``. Thin: parses, then calls the library."""
+"""The ``resilient`` command: ``preflight``, ``sample``, ``report``, ``sample-many`` and ``sbc``. Thin: parses,
+then calls the library."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ examples:
   resilient preflight examples/pathologies.py:motivating --backend both
   resilient sample examples/reference_models.py:blr --data blr.json --out run.nc --report report/
   resilient report run.nc --out report/ --format html,md,json
+  resilient sample-many model.py:fn --datasets data.jsonl --out fits/ [--scheduler tcp://host:8786]
+  resilient sbc examples/sbc_models.py:normal --simulations 200 --out sbc/ [--scheduler tcp://host:8786]
 
 exit codes: 0 ok, 1 a blocking problem (or a failed verdict), 2 usage error, 3 warnings with --strict
 """
@@ -198,12 +201,145 @@ def command_report(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reference(spec: str) -> tuple[str, Any, dict]:
+    """``path.py[:name]`` -> a reference workers can load (``/abs/path.py:name``), the model, its module data."""
+    model, module_data = load_model(spec)
+    path_text, _, name = spec.partition(":")
+    if not name:
+        name = getattr(model, "__name__", None) or next(
+            (key for key, value in vars(sys.modules[getattr(model, "__module__", "")]).items() if value is model), "")
+    return f"{Path(path_text).resolve()}:{name}", model, module_data
+
+
+def _array(values: list) -> Any:
+    """A JSON list as a numpy array; ``null`` in a numeric list is NaN (missing data, which preflight names)."""
+    import numpy as np
+
+    array = np.asarray(values)
+    if array.dtype == object:
+        try:
+            return np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            return array
+    return array
+
+
+def read_datasets(path: str) -> tuple[list[dict], list[str] | None]:
+    """A JSON Lines file: one JSON object of keyword arguments per line (an ``"_id"`` key names the fit)."""
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"data sets file {path!r} does not exist. Give a JSON Lines file: one JSON object per line.")
+    datasets, ids = [], []
+    with file.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UsageError(f"{path}, line {number}: not valid JSON: {error}.") from error
+            if not isinstance(raw, dict):
+                raise UsageError(f"{path}, line {number}: each line must be a JSON object of argument names to values.")
+            ids.append(raw.pop("_id", None))
+            datasets.append({k: _array(v) if isinstance(v, list) else v for k, v in raw.items()})
+    if not datasets:
+        raise UsageError(f"{path} holds no data set.")
+    named = [i for i in ids if i is not None]
+    if named and len(named) != len(ids):
+        raise UsageError(f"{path}: give every line an \"_id\" or none.")
+    return datasets, ([str(i) for i in ids] if named else None)
+
+
+def _print_failures(console: Any, rows: list[dict], limit: int = 10) -> None:
+    for row in rows[:limit]:
+        console.print(f"  {row['fit_id']}: {row['status']}: {row['reason'][:300]}")
+    if len(rows) > limit:
+        console.print(f"  ... and {len(rows) - limit} more (summary.csv has them all)")
+
+
+def command_sample_many(options: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from resilient.many import sample_many
+
+    console = Console(width=140, stderr=True)
+    reference, model, module_data = _reference(options.model)
+    datasets, ids = read_datasets(options.datasets)
+    datasets = [_model_arguments(model, {**module_data, **data}) for data in datasets]
+    result = sample_many(
+        reference, datasets, out=options.out, backend=options.backend, client=options.scheduler,
+        workers=options.workers, draws=options.draws, tune=options.tune, chains=options.chains,
+        target_accept=options.target_accept, random_seed=options.seed, time_budget=options.time_budget,
+        max_attempts=options.max_attempts, keep_draws=options.keep_draws, ids=ids, progressbar=not options.quiet,
+        progress_lines=not options.quiet, fit_timeout="auto" if options.fit_timeout is None else options.fit_timeout)
+    counts = ", ".join(f"{count} {status}" for status, count in result.counts.items() if count)
+    console.print(f"{sum(result.counts.values())} fits in {options.out} ({counts}); {result.skipped} were already done")
+    failures = result.failed
+    _print_failures(console, failures)
+    return EXIT_FAIL if failures else EXIT_OK
+
+
+def command_sbc(options: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from resilient.sbc import sbc
+
+    console = Console(width=140, stderr=True)
+    reference, model, module_data = _reference(options.model)
+    data = _model_arguments(model, {**module_data, **read_data(options.data)})
+    simulator = _reference(options.simulator)[0] if options.simulator else None
+    result = sbc(
+        reference, options.simulations, data=data, simulator=simulator, observed=options.observed,
+        var_names=options.var_names, backend=options.backend, draws=options.draws, tune=options.tune,
+        chains=options.chains, rank_draws=options.rank_draws, prob=options.prob, target_accept=options.target_accept,
+        random_seed=options.seed, time_budget=options.time_budget, max_attempts=options.max_attempts,
+        out=options.out, client=options.scheduler, workers=options.workers, keep_draws=options.keep_draws,
+        progressbar=not options.quiet, progress_lines=not options.quiet, fit_timeout="auto" if options.fit_timeout is None else options.fit_timeout)
+    for check in result.checks:
+        p_value = "" if check.p_value is None else f", p = {check.p_value:.4f}"
+        console.print(f"  {check.parameter}: {check.verdict} ({check.fits} fits{p_value}){' - ' + check.shape if check.shape else ''}")
+    if result.dropped:
+        console.print(f"{len(result.dropped)} of {result.simulations} fits were dropped from the ranks:")
+        _print_failures(console, result.dropped)
+    console.print(f"verdict: [bold]{result.verdict}[/]; report: {result.report}")
+    if result.verdict == "fail":
+        return EXIT_FAIL
+    if result.verdict in ("warn", "n/a") and options.strict:
+        return EXIT_WARN
+    return EXIT_OK
+
+
+def _add_many_options(command: argparse.ArgumentParser, draws: int, tune: int, chains: int) -> None:
+    command.add_argument("--out", required=True, help="output folder (a rerun into it skips finished fits)")
+    command.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local "
+                                             "cluster on this machine)")
+    command.add_argument("--workers", type=int, help="worker processes of the local cluster (default: one per core)")
+    command.add_argument("--backend", choices=["numpyro", "pymc"], default=None,
+                         help="backend for a shared-API model (default numpyro; native models use their own)")
+    command.add_argument("--draws", type=int, default=draws)
+    command.add_argument("--tune", type=int, default=tune)
+    command.add_argument("--chains", type=int, default=chains)
+    command.add_argument("--target-accept", type=float, default=0.8)
+    command.add_argument("--seed", type=int, default=0, help="run seed (fit i's seed derives from it and i)")
+    command.add_argument("--time-budget", type=float, default=None, help="seconds per fit")
+    command.add_argument("--max-attempts", type=int, default=None, help="attempts per fit")
+    command.add_argument("--fit-timeout", type=float, default=None,
+                         help="seconds after which a running fit's worker is restarted and the fit recorded lost "
+                              "(default: max(600, 3 x --time-budget), or an hour without a budget)")
+    command.add_argument("--keep-draws", action=argparse.BooleanOptionalAction, default=True,
+                         help="write each fit's draws to OUT/fits/ (default) or only its summary row")
+    command.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resilient", description="Preflight, sample and report Bayesian models on NumPyro and PyMC.",
         epilog=EPILOG_MAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="resilient 0.1.0")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{preflight,sample,report}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{preflight,sample,report,sample-many,sbc}")
 
     pre = commands.add_parser(
         "preflight", help="check a model's log density and gradient; fix unstable constructions",
@@ -261,6 +397,47 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="report", help="folder for the report files (default report/)")
     rep.add_argument("--format", default="html,md,json", help="comma-separated: html, md, json")
     rep.set_defaults(handler=command_report)
+
+    many = commands.add_parser(
+        "sample-many", help="one resilient fit per data set, on a local or a Dask cluster",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fit the model to each data set of a JSON Lines file (one object of keyword arguments per "
+                    "line; an \"_id\" key names the fit) on dask.distributed. Each fit's draws go to OUT/fits/, "
+                    "one row per fit to OUT/summary.csv as it finishes; run again into OUT to skip finished fits.",
+        epilog="examples:\n  resilient sample-many model.py:per_site --datasets sites.jsonl --out sites/\n"
+               "  resilient sample-many model.py --datasets d.jsonl --out fits/ --scheduler tcp://10.0.0.5:8786 "
+               "--time-budget 120\n\n"
+               "exit codes: 0 every fit ok, 1 some fit failed or was lost (listed), 2 usage error")
+    many.add_argument("model", help="MODEL.py or MODEL.py:NAME (workers load it from this path)")
+    many.add_argument("--datasets", required=True, help="JSON Lines file: one object of keyword arguments per line")
+    _add_many_options(many, draws=1000, tune=1000, chains=4)
+    many.set_defaults(handler=command_sample_many)
+
+    calibrate = commands.add_parser(
+        "sbc", help="simulation-based calibration of a model and its sampler",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw parameters and data from the prior, fit each simulated data set, and test that the "
+                    "ranks of the true values are uniform (ECDF inside a simultaneous band). Writes "
+                    "OUT/sbc.html, sbc.json, ranks.csv, summary.csv and the fits.",
+        epilog="examples:\n  resilient sbc examples/sbc_models.py:normal --simulations 200 --out sbc/\n"
+               "  resilient sbc model.py:fn --data covariates.json --simulations 500 --out sbc/ "
+               "--scheduler tcp://10.0.0.5:8786\n"
+               "  resilient sbc examples/sbc_models.py:normal_narrow --simulator examples/sbc_models.py:normal "
+               "--simulations 100 --out miscalibrated/\n\n"
+               "exit codes: 0 calibrated, 1 a parameter fails its band, 2 usage error, 3 with --strict: fits were "
+               "dropped")
+    calibrate.add_argument("model", help="MODEL.py or MODEL.py:NAME; observed arguments must default to None")
+    calibrate.add_argument("--simulations", type=int, default=100)
+    calibrate.add_argument("--data", help="JSON file of the arguments that are not simulated (covariates, sizes)")
+    calibrate.add_argument("--simulator", help="MODEL.py:NAME that simulates the data (default: the model)")
+    calibrate.add_argument("--observed", nargs="+", help="the simulated sites handed to the fit as data "
+                                                         "(default: the arguments left out of --data)")
+    calibrate.add_argument("--var-names", nargs="+", help="parameters to check (default: all)")
+    calibrate.add_argument("--rank-draws", type=int, default=99, help="thinned draws each rank is taken among")
+    calibrate.add_argument("--prob", type=float, default=0.99, help="simultaneous band level (default 0.99)")
+    calibrate.add_argument("--strict", action="store_true", help="exit 3 when fits were dropped")
+    _add_many_options(calibrate, draws=500, tune=500, chains=2)
+    calibrate.set_defaults(handler=command_sbc)
     return parser
 
 

@@ -371,8 +371,8 @@ def _sample(sampler: Any, job: FitJob, row: dict[str, Any]) -> Any:
     row["status"] = _RUN_STATUS.get(run_info.get("status", "ok"), "failed")
     row["attempts"] = len(record.read_attempts(data))
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    if row["status"] != "ok":
-        row["reason"] = (run_info.get("message") or "") + (f" | {notes[-1]}" if notes else "")
+    if row["status"] != "ok":  # the loop's warning says it all when there is one; else the run's message
+        row["reason"] = " ".join((notes[-1] if notes else run_info.get("message") or "").split())[:2000]
     return data
 
 
@@ -706,11 +706,8 @@ class FitRunner:
             self.running[fit_id] = (message.get("worker", ""), time.monotonic())
 
     def run(self, jobs: Iterable[FitJob], progress: Progress) -> Progress:
-        from distributed import as_completed
-
         self.client.subscribe_topic(self.topic, self._on_event)
         pending: dict[Any, FitJob] = {}
-        queue = as_completed([], with_results=False)
         source: Iterator[FitJob] = iter(jobs)
         exhausted = False
         no_workers_since: float | None = None
@@ -729,10 +726,9 @@ class FitRunner:
                     future = self.client.submit(run_fit, job, key=f"resilient-fit-{self.topic}-{job.fit_id}",
                                                 pure=False)
                     pending[future] = job
-                    queue.add(future)
                 if not pending:
                     break
-                finished = queue.next_batch(block=False)
+                finished = [future for future in pending if future.done()]  # a few futures: polling is cheap
                 for future in finished:
                     job = pending.pop(future)
                     self._record(future, job, progress)
@@ -741,8 +737,9 @@ class FitRunner:
                     time.sleep(self.poll)
                     no_workers_since = self._check_workers(no_workers_since)
                     self._check_timeouts(pending, progress)
+                in_flight = {j.fit_id for j in pending.values()}
                 with self._lock:
-                    progress.running = len([f for f in self.running if f in {j.fit_id for j in pending.values()}])
+                    progress.running = sum(1 for fit_id in self.running if fit_id in in_flight)
                 if self.bar is not None:
                     self.bar.update()
         finally:
@@ -911,6 +908,18 @@ def manifest_of(kind: str, spec: ModelSpec, backend: str | None, run: Mapping[st
             "policy": asdict(run["policy"]), "random_seed": int(random_seed), **extra}
 
 
+def resolve_fit_timeout(fit_timeout: float | str | None, policy: Policy) -> float | None:
+    """Seconds after which a running fit counts as stuck: ``"auto"`` is ``max(600, 3 * time_budget)``
+    with a time budget and an hour without."""
+    if fit_timeout == "auto":
+        return max(600.0, 3.0 * policy.time_budget) if policy.time_budget else 3600.0
+    if fit_timeout is None:
+        return None
+    if isinstance(fit_timeout, str) or isinstance(fit_timeout, bool) or not fit_timeout > 0:
+        raise ResilientError(f"`fit_timeout` must be a positive number of seconds, None or 'auto', got {fit_timeout!r}.")
+    return float(fit_timeout)
+
+
 def execute(jobs: Iterable[FitJob], store: FitStore, *, total: int | None, client: Any, workers: int | None,
             progressbar: bool, progress_lines: bool, description: str, fit_timeout: float | None,
             worker_timeout: float, max_in_flight: int | None) -> Progress:
@@ -935,7 +944,7 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
                 random_seed: int = 0, policy: Policy | None = None, time_budget: float | None = None,
                 max_attempts: int | None = None, fix: bool = True, float32: bool = False, keep_draws: bool = True,
                 ids: Sequence[str] | None = None, progressbar: bool = True, progress_lines: bool = False,
-                fit_timeout: float | None = None, worker_timeout: float = 120.0,
+                fit_timeout: float | str | None = "auto", worker_timeout: float = 120.0,
                 max_in_flight: int | None = None) -> ManyResult:
     """One resilient fit per data set, on dask.distributed; results stream to ``out`` as they finish.
 
@@ -956,12 +965,15 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     A fit that fails its policy is a ``failed`` row with its reason; a fit whose worker dies is run
     again by Dask on another worker (up to ``distributed.scheduler.allowed-failures`` times, then a
     ``lost`` row). ``fit_timeout`` (seconds): a fit running longer has its worker restarted and is
-    recorded ``lost``; no connected worker for ``worker_timeout`` seconds stops the run with an error.
+    recorded ``lost``; ``"auto"`` (default) is ``max(600, 3 * time_budget)`` with a time budget and one hour
+    without (the loop itself stops at the budget; the watchdog is for a fit stuck outside it, e.g. in a
+    crashed child process); no connected worker for ``worker_timeout`` seconds stops the run with an error.
     """
     spec = ModelSpec.of(model)
     run = run_settings(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                        max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                        max_attempts=max_attempts, fix=fix, float32=float32)
+    resolve_fit_timeout(fit_timeout, run["policy"])
     id_list = list(ids) if ids is not None else None
     if id_list is not None and len(set(id_list)) != len(id_list):
         raise ResilientError("`ids` must be unique: each names one fit's file and row.")
@@ -980,7 +992,8 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
 
     started = time.monotonic()
     progress = execute(jobs(), store, total=total, client=client, workers=workers, progressbar=progressbar,
-                       progress_lines=progress_lines, description=f"fits of {spec.name}", fit_timeout=fit_timeout,
+                       progress_lines=progress_lines, description=f"fits of {spec.name}",
+                       fit_timeout=resolve_fit_timeout(fit_timeout, run["policy"]),
                        worker_timeout=worker_timeout, max_in_flight=max_in_flight)
     counts = {status: 0 for status in FIT_STATUSES}
     for row in read_summary(out):

@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHOLOGIES = str(ROOT / "examples" / "pathologies.py")
+SBC_MODELS = str(ROOT / "examples" / "sbc_models.py")
 
 
 def resilient_cli(*args, cwd=None):
@@ -20,7 +21,7 @@ def test_help_lists_commands_and_examples():
     result = resilient_cli("--help")
     assert result.returncode == 0
     assert "preflight" in result.stdout and "examples:" in result.stdout
-    for command in ("preflight", "sample", "report"):
+    for command in ("preflight", "sample", "report", "sample-many", "sbc"):
         sub = resilient_cli(command, "--help")
         assert sub.returncode == 0 and "examples:" in sub.stdout and "exit codes" in sub.stdout
 
@@ -71,3 +72,34 @@ def test_sample_then_report(tmp_path):
     assert (tmp_path / "again" / "report.md").is_file() and not (tmp_path / "again" / "report.html").exists()
     bad = resilient_cli("report", str(run), "--format", "pdf")
     assert bad.returncode == 2 and "--format must list some of html, md, json" in bad.stderr
+
+
+def test_many_fit_commands_refuse_bad_input_with_exit_2(tmp_path):
+    missing = resilient_cli("sample-many", f"{SBC_MODELS}:normal", "--datasets", str(tmp_path / "none.jsonl"),
+                            "--out", str(tmp_path / "out"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"N": 5, "y": [1, 2, 3, 4, 5]}\n[1, 2]\n')
+    result = resilient_cli("sample-many", f"{SBC_MODELS}:normal", "--datasets", str(bad), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "line 2: each line must be a JSON object" in result.stderr
+    assert resilient_cli("sbc", "no/such/model.py", "--out", str(tmp_path / "s")).returncode == 2
+    assert resilient_cli("sbc", f"{SBC_MODELS}:normal").returncode == 2  # --out is required
+
+
+@pytest.mark.numpyro
+@pytest.mark.slow  # a local cluster starts and fits three data sets: about 20 s
+def test_sample_many_through_the_cli(tmp_path):
+    datasets = tmp_path / "sites.jsonl"
+    datasets.write_text("\n".join(json.dumps(line) for line in (
+        {"_id": "north", "y": [0.1, 0.5, -0.2, 0.3, 0.0]},
+        {"_id": "south", "y": [None, 0.5, -0.2, 0.3, 0.0]},  # null -> NaN: preflight refuses it
+        {"_id": "east", "y": [1.1, 1.5, 0.8, 1.3, 1.0]})) + "\n")
+    out = tmp_path / "fits"
+    result = resilient_cli("sample-many", f"{SBC_MODELS}:normal", "--datasets", str(datasets), "--out", str(out),
+                           "--workers", "2", "--draws", "200", "--tune", "200", "--chains", "2")
+    assert result.returncode == 1, result.stderr  # one fit failed: listed, with its reason
+    assert "south: failed: PreflightError" in result.stderr and "2 ok, 1 failed" in result.stderr
+    assert (out / "fits" / "north.nc").is_file() and (out / "fits" / "east.nc").is_file()
+    again = resilient_cli("sample-many", f"{SBC_MODELS}:normal", "--datasets", str(datasets), "--out", str(out),
+                          "--workers", "1", "--draws", "200", "--tune", "200", "--chains", "2")
+    assert again.returncode == 1 and "3 were already done" in again.stderr

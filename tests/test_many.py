@@ -19,7 +19,13 @@ from resilient.many import (
     worker_environment,
 )
 
-RUN = {"draws": 100, "tune": 100, "chains": 2}
+RUN = {"draws": 100, "tune": 100, "chains": 2, "fit_timeout": 120}
+
+
+def napping(N, y=None, nap=0.0):
+    """:func:`examples.sbc_models.normal` after ``nap`` seconds of sleep (a fit stuck outside the loop)."""
+    time.sleep(nap)
+    sbc_models.normal(N, y)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +76,7 @@ def test_fits_stream_to_disk_failures_are_rows_and_a_rerun_skips_them(client, tm
 
     with pytest.raises(ResilientError, match="holds a run with other settings"):
         sample_many(sbc_models.normal, datasets, out=out, client=client, random_seed=3, progressbar=False,
-                    draws=200, tune=100, chains=2)
+                    **{**RUN, "draws": 200})
 
 
 def test_a_truncated_row_left_by_a_killed_run_is_dropped_and_its_fit_runs_again(tmp_path):
@@ -192,3 +198,18 @@ def test_a_worker_killed_mid_fit_loses_only_that_fit_which_runs_again(client, tm
     assert result.counts["ok"] == 8
     rerun = [row for row in rows if int(row["starts"]) >= 2]
     assert rerun and all("died while running this fit" in row["reason"] for row in rerun)
+
+
+@pytest.mark.slow
+@pytest.mark.numpyro
+def test_a_stuck_fit_is_recorded_lost_after_fit_timeout_and_the_batch_goes_on(client, tmp_path):
+    first, second = sbc_models.datasets(2, seed=6)
+    started = time.monotonic()
+    result = sample_many(napping, [first, {**second, "nap": 600.0}], out=tmp_path, client=client,
+                         progressbar=False, **{**RUN, "fit_timeout": 30})
+    assert time.monotonic() - started < 120
+    rows = {row["fit_id"]: row for row in _rows(tmp_path)}
+    assert rows["fit-00000"]["status"] == "ok"
+    assert rows["fit-00001"]["status"] == "lost" and "ran past fit_timeout=30 s" in rows["fit-00001"]["reason"]
+    assert result.counts == {"ok": 1, "exhausted": 0, "budget": 0, "failed": 0, "lost": 1}
+    client.wait_for_workers(2, timeout=60)  # the stuck worker was restarted

@@ -1,0 +1,140 @@
+"""Fits per minute: ``resilient.sample_many`` on 1 and 2 local Dask workers against sequential loops of
+``numpyro.infer.MCMC`` and ``pm.sample`` over the same data sets, and a sequential ``resilient.sample`` loop.
+
+    python benchmarks/many.py                 # 24 data sets, every side, writes benchmarks/results/many-<date>.json
+    python benchmarks/many.py --fits 8 --sides numpyro-mcmc resilient-numpyro-2
+
+Each side runs in its own interpreter (no compiled code or imports carried over between sides) on the same
+data sets (``examples.sbc_models.datasets``: ``mu ~ Normal(0, 1)``, ``sigma ~ HalfNormal(1)``, N
+observations) with the same draws, warm-up and chains. The clock starts after the imports and before the
+first fit, so each side pays its compiles; the Dask sides include starting the LocalCluster and the
+workers' own imports. Fits per minute = fits / wall seconds * 60.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDES = {
+    "numpyro-mcmc": "sequential MCMC(NUTS).run per data set (jit_model_args=False, NumPyro's default: recompiles)",
+    "numpyro-mcmc-jit-args": "sequential MCMC(NUTS, jit_model_args=True).run: NumPyro compiles once",
+    "pymc-sample": "sequential pm.sample per data set (model built per data set)",
+    "resilient-sample-numpyro": "sequential resilient.sample per data set, one process (NumPyro)",
+    "resilient-numpyro-1": "resilient.sample_many, LocalCluster with 1 worker (NumPyro)",
+    "resilient-numpyro-2": "resilient.sample_many, LocalCluster with 2 workers (NumPyro)",
+    "resilient-pymc-1": "resilient.sample_many, LocalCluster with 1 worker (PyMC)",
+    "resilient-pymc-2": "resilient.sample_many, LocalCluster with 2 workers (PyMC)",
+}
+
+
+def run_side(side: str, fits: int, n: int, draws: int, tune: int, chains: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from examples import sbc_models
+
+    datasets = sbc_models.datasets(fits, N=n, seed=0)
+    extra: dict = {}
+    if side.startswith("numpyro-mcmc"):
+        import jax
+        import numpyro
+        from numpyro.infer import MCMC, NUTS
+
+        numpyro.enable_x64()
+        mcmc = MCMC(NUTS(sbc_models.normal_numpyro), num_warmup=tune, num_samples=draws, num_chains=chains,
+                    chain_method="vectorized", progress_bar=False, jit_model_args=side.endswith("jit-args"))
+        started = time.perf_counter()
+        for index, data in enumerate(datasets):
+            mcmc.run(jax.random.PRNGKey(index), **data)
+            jax.block_until_ready(mcmc.get_samples())
+    elif side == "pymc-sample":
+        import pymc as pm
+
+        started = time.perf_counter()
+        for index, data in enumerate(datasets):
+            with sbc_models.normal_pymc(**data):
+                pm.sample(draws=draws, tune=tune, chains=chains, random_seed=index, progressbar=False,
+                          compute_convergence_checks=False)
+    elif side == "resilient-sample-numpyro":
+        import warnings
+
+        import resilient
+
+        started = time.perf_counter()
+        for index, data in enumerate(datasets):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                resilient.sample(sbc_models.normal, backend="numpyro", draws=draws, tune=tune, chains=chains,
+                                 random_seed=index, progressbar=False, **data)
+    else:
+        from resilient.many import sample_many
+
+        _, backend, workers = side.split("-")
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as out:
+            result = sample_many(sbc_models.normal, datasets, out=out, backend=backend, workers=int(workers),
+                                 draws=draws, tune=tune, chains=chains, progressbar=False)
+            summary = result.summary
+            extra = {"counts": result.counts, "compile": summary["compile"].value_counts().to_dict(),
+                     "median_fit_seconds": float(summary["seconds"].median())}
+    seconds = time.perf_counter() - started
+    return {"side": side, "fits": fits, "seconds": round(seconds, 2), "fits_per_minute": round(fits / seconds * 60, 1),
+            **extra}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fits", type=int, default=24)
+    parser.add_argument("--n", type=int, default=20, help="observations per data set")
+    parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--tune", type=int, default=500)
+    parser.add_argument("--chains", type=int, default=2)
+    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
+    parser.add_argument("--side", help=argparse.SUPPRESS)  # internal: run one side in this process
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    options = parser.parse_args(argv)
+    settings = {k: getattr(options, k) for k in ("fits", "n", "draws", "tune", "chains")}
+    if options.side:
+        print(json.dumps(run_side(options.side, **settings)))
+        return 0
+    rows = []
+    for side in options.sides:
+        command = [sys.executable, __file__, "--side", side] + [f"--{k}={v}" for k, v in settings.items()]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=ROOT,
+                              env={**os.environ, "CI": "true"})
+        if done.returncode != 0:
+            print(f"{side} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{side}: {row['seconds']} s, {row['fits_per_minute']} fits/min", flush=True)
+    import numpy
+    import numpyro
+    import pymc
+
+    import distributed
+
+    record = {"date": str(date.today()), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "versions": {"python": platform.python_version(), "numpyro": numpyro.__version__,
+                           "pymc": pymc.__version__, "distributed": distributed.__version__,
+                           "numpy": numpy.__version__},
+              "settings": settings, "rows": rows}
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"many-{record['date']}.json").write_text(json.dumps(record, indent=2))
+    print(f"\n| side | what | wall s | fits/min |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['side']} | {SIDES[row['side']]} | {row['seconds']} | {row['fits_per_minute']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
