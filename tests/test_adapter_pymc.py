@@ -935,3 +935,35 @@ def test_an_observed_expression_of_latents_is_its_log_density(adapter):
                 + stats.norm.logpdf(residual, 0.0, 0.8).sum())
     assert np.isclose(compiled.log_density(x), expected)
     assert np.isclose(compiled.site_log_densities(x)["err"], stats.norm.logpdf(residual, 0.0, 0.8).sum())
+
+
+def test_terms_of_literal_parameters_are_computed_in_float64(adapter):
+    """PyTensor makes a Python 3.0 a float32 constant; records' literal parameters reach PyMC as
+    64-bit NumPy scalars, so a term of literals only matches scipy to double precision."""
+    def model():
+        sample("g", Gamma(2.0, 3.0), obs=np.asarray(1.7))
+        sample("p", Poisson(3.0), obs=np.asarray(4))
+        sample("b", Beta(2.0, 3.0), obs=np.asarray(0.3))
+        sample("n", Binomial(10, 0.5), obs=np.asarray(4))
+
+    terms = adapter.compile(Model(model)).site_log_densities(np.zeros(0))
+    expected = {"g": stats.gamma.logpdf(1.7, 2.0, scale=1 / 3.0), "p": stats.poisson.logpmf(4, 3.0),
+                "b": stats.beta.logpdf(0.3, 2.0, 3.0), "n": stats.binom.logpmf(4, 10, 0.5)}
+    for name, value in expected.items():
+        assert np.isclose(terms[name], value, rtol=1e-12, atol=0), (name, terms[name], value)
+
+
+def test_a_deterministic_of_a_deterministic_keeps_both_names(adapter):
+    """PyMC 6.4's freeze_model lists `d` twice and `e` nowhere for Deterministic("e", d) (as after
+    LKJCholeskyCov(compute_corr=True) + Deterministic("corr", corr)); the adapter keeps the model
+    unfrozen then, so every variable reaches the posterior under its own name."""
+    import pymc as pm
+
+    with pm.Model() as model:
+        a = pm.Normal("a")
+        d = pm.Deterministic("d", 2 * a)
+        pm.Deterministic("e", d)
+    compiled = adapter.compile(NativeModel("pymc", model))
+    assert compiled.posterior_names == ("a", "d", "e")
+    values = compiled.constrain(np.array([0.3]))
+    assert np.isclose(values["d"], 0.6) and np.isclose(values["e"], 0.6)

@@ -74,6 +74,18 @@ def _frozen(model: Any) -> Any:
         return model
     try:
         with _no_c_compilation():
-            return freeze_model(model)
+            frozen = freeze_model(model)
     except (TypeError, ValueError, NotImplementedError):
         return model
+    if not _same_names(model, frozen):
+        # PyMC 6.4's freeze_model merges a Deterministic of a Deterministic into it
+        # (pm.Deterministic("corr", chol_corr) after LKJCholeskyCov(compute_corr=True): the frozen
+        # model lists `chol_corr` twice and `corr` nowhere), which would drop variables.
+        return model
+    return frozen
+
+
+def _same_names(model: Any, frozen: Any) -> bool:
+    """Whether ``frozen`` lists the same variables, by name, as ``model``."""
+    groups = ("free_RVs", "observed_RVs", "deterministics", "potentials")
+    return all([v.name for v in getattr(model, g)] == [v.name for v in getattr(frozen, g)] for g in groups)

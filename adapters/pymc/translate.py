@@ -12,9 +12,14 @@ from resilient.adapters.pymc.math import PYTENSOR_MATH
 
 
 def _param(value: Any) -> Any:
+    """A record's parameter for PyMC. A Python number becomes a 64-bit NumPy scalar: PyTensor
+    would make ``3.0`` a float32 constant (its float autocast), and a term of literal parameters
+    only (``log 3``, ``lgamma(2)``) would then be computed in float32, ~1e-7 relative off."""
     if isinstance(value, (list, tuple)):
         return np.asarray(value)
-    return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return np.float64(value) if isinstance(value, float) else np.int64(value)
 
 
 def _base_dist(dist: Distribution) -> Any:
