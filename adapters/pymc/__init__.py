@@ -24,6 +24,15 @@ Choices documented here because the contract leaves them to the adapter:
   ``TruncatedNormal`` for Normals), so ``stable`` needs nothing more. PyMC also gives an
   infinite bound an ``Interval`` transform that degenerates to a log/identity transform,
   so the motivating model's gradient is finite on this backend even without the rewrite.
+* ``factor`` is a ``pm.Potential``; ``ordered=True`` is PyMC's ``ordered`` transform (chained after
+  log for a positive family) with an increasing initial value; ``Mixture`` is ``pm.Mixture``;
+  ``scan`` is ``pytensor.scan`` with ``jax.lax.scan``'s contract; an ``obs=`` that is a graph of
+  latents (``obs=y - mu``) is a ``pm.Potential`` of the record's log density there, as on NumPyro.
+  Literal parameters are 64-bit (PyTensor would make a Python ``3.0`` float32).
+* Initial points reach ``pm.sample`` unconstrained by value-variable name where PyMC can turn
+  them back, constrained by the variable's name where it cannot (ZeroSumNormal, LKJCholeskyCov,
+  a bound that is another latent). ``datatree_layout()`` gives ``pm.sample``'s coords, dims and
+  ``constant_data``; chunks carry every per-draw NUTS statistic PyMC reports, under its names.
 * Native models are used as built: ``noncentered`` and ``float32`` are not applied to a
   ``pm.Model`` (``fix`` needs nothing: PyMC already handles infinite bounds and far tails), and
   ``float32`` is not applied to shared-API models either: PyMC runs in float64. What was not
