@@ -149,8 +149,8 @@ NONCENTERABLE: dict[str, tuple[str | None, str, str]] = {
 
 def can_noncenter(dist: Any) -> bool:
     """A location-scale record whose location or scale is another variable (not a literal)."""
-    if not isinstance(dist, Distribution) or dist.family not in NONCENTERABLE:
-        return False
+    if not isinstance(dist, Distribution) or dist.family not in NONCENTERABLE or dist.ordered:
+        return False  # an ordered vector non-centred would lose its ordering
     location, scale, _ = NONCENTERABLE[dist.family]
     return not is_literal(dist.params[scale]) or (location is not None and not is_literal(dist.params[location]))
 
