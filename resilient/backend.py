@@ -23,7 +23,7 @@ __all__ = [
     "available_backends", "STAT_NAMES",
 ]
 
-#: sample_stats every adapter reports per draw, with ArviZ's names.
+#: sample_stats every adapter reports per draw, with ArviZ's names (an adapter may add its backend's others).
 STAT_NAMES = ("diverging", "tree_depth", "n_steps", "energy", "lp", "acceptance_rate", "step_size")
 
 

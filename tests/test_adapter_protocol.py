@@ -67,7 +67,7 @@ def test_run_nuts_delivers_chunks_with_the_standard_statistics(backend, compiled
     post = [c for c in chunks if not c.warmup]
     per_chain = {}
     for chunk in post:
-        assert set(chunk.sample_stats) == set(STAT_NAMES)
+        assert set(STAT_NAMES) <= set(chunk.sample_stats)  # the standard ones; a backend may add its own
         assert chunk.posterior["theta"].shape[1:] == (chunk.size, 8)
         assert chunk.sample_stats["diverging"].dtype == bool
         for chain in chunk.chains:

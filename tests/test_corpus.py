@@ -46,30 +46,10 @@ SAMPLE_DIMS = ("chain", "draw")
 
 # --- which tests fail today, and why (one line each; details in tests/corpus/FINDINGS.md) -------------
 
-DIMS = "coords/dims dropped: every dim becomes <var>_dim_<i>"
-CONSTANT_DATA = "constant_data (the model's pm.Data) missing"
-SUMMARY_ROWS = "az.summary rows are labelled by position (e.g. beta[0]), theirs by coordinate (beta[age]): coords dropped"
 NO_LOG_LIKELIHOOD = "no log_likelihood group and no way to ask for one on NumPyro, so az.loo(ours) cannot run"
-INITVALS = "the PyMC adapter's initvals (transformed names, numpy values) go through transform.backward: "
-ZERO_SUM = INITVALS + "AttributeError: 'int' object has no attribute 'astype' (ZeroSumTransform.extend_axis)"
-LKJ = INITVALS + "IndexError: only integers, slices ... are valid indices (CholeskyCovPack.backward)"
-DEPENDENT = INITVALS + "ValueError: Initial value of b depends on other random variables"
 DISCRETE = "DiscreteLatentError: Site `switchpoint` is a discrete latent variable; NUTS needs every latent"
 XFAIL: dict[tuple[str, str], str] = {
-    **{(aspect, "pymc:zero_sum_effects"): ZERO_SUM for aspect in ("posterior", "structure", "downstream")},
-    **{(aspect, "pymc:lkj_mvnormal"): LKJ for aspect in ("posterior", "structure", "downstream")},
-    **{(aspect, "pymc:dependent_bounds"): DEPENDENT for aspect in ("posterior", "structure", "downstream")},
     **{(aspect, "pymc:switchpoint"): DISCRETE for aspect in ("posterior", "structure", "downstream")},
-    ("structure", "pymc:radon_varying_intercept"): f"{CONSTANT_DATA}; {DIMS}",
-    ("structure", "pymc:linear_regression_data"): CONSTANT_DATA,
-    ("structure", "pymc:logistic_regression_dims"): f"{CONSTANT_DATA}; {DIMS}",
-    ("structure", "pymc:potential_soft_constraint"): DIMS,
-    ("structure", "pymc:normal_mixture"): DIMS,
-    ("structure", "pymc:gaussian_random_walk"): DIMS,
-    ("downstream", "pymc:radon_varying_intercept"): SUMMARY_ROWS,
-    ("downstream", "pymc:logistic_regression_dims"): SUMMARY_ROWS,
-    ("downstream", "pymc:potential_soft_constraint"): SUMMARY_ROWS,
-    ("downstream", "pymc:normal_mixture"): SUMMARY_ROWS,
     **{("downstream", f"numpyro:{name}"): NO_LOG_LIKELIHOOD for name in numpyro_models.CASES},
 }
 
@@ -353,9 +333,6 @@ def test_pymc_downstream_calls_work_as_on_theirs(name):
 
 
 @pytest.mark.pymc
-@pytest.mark.xfail(strict=True, reason="sample_stats has 7 of PyMC NUTS's 18 fields: no divergences, energy_error, "
-                   "index_in_trajectory, largest_eigval, max_energy_error, perf_counter_diff, perf_counter_start, "
-                   "process_time_diff, reached_max_treedepth, smallest_eigval, step_size_bar")
 def test_pymc_sample_stats_has_pymc_fields():
     """The sample_stats fields of PyMC's own NUTS (the engine Resilient runs) are all in ours.
 
