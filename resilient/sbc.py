@@ -683,7 +683,7 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
             for index in range(simulations))
     execute(jobs, store, total=simulations, client=client, workers=workers, progressbar=progressbar,
             progress_lines=progress_lines, description=f"SBC of {spec.name}", fit_timeout=timeout,
-            worker_timeout=worker_timeout, max_in_flight=None)
+            worker_timeout=worker_timeout, max_in_flight=None, devices=run["chains"])
     result = analyse(out, prob=prob, requested=simulations)
     result.settings.update(simulations=simulations, rank_draws=rank_draws, simulator=simulator_spec.key,
                            observed=observed_map)

@@ -34,7 +34,7 @@ def client():
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           host="127.0.0.1", env=worker_environment(1))
+                           host="127.0.0.1", env=worker_environment(1, 2))
     client = Client(cluster)
     try:
         client.wait_for_workers(2, timeout=60)

@@ -129,7 +129,7 @@ def client():
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           host="127.0.0.1", env=worker_environment(1))
+                           host="127.0.0.1", env=worker_environment(1, 2))
     client = Client(cluster)
     try:
         client.wait_for_workers(2, timeout=60)
@@ -222,7 +222,7 @@ def test_cli_sbc_on_a_subprocess_cluster_survives_a_killed_worker(tmp_path):
     from distributed import Client
 
     python = sys.executable
-    env = {**os.environ, **worker_environment(1), "CI": "true"}
+    env = {**os.environ, **worker_environment(1, 2), "CI": "true"}
     scheduler_file = tmp_path / "scheduler.json"
     out = tmp_path / "sbc"
     processes: list[subprocess.Popen] = []
