@@ -536,6 +536,7 @@ def plated_model(group, y=None):
         numpyro.sample("y", dist.Normal(alpha[group], 1.0), obs=y)
 
 
+@pytest.mark.slow  # a raw MCMC run and a resilient run of one model
 def test_native_datatree_names_dims_after_plates_as_from_numpyro(adapter):
     import arviz_base
     from numpyro.infer import MCMC, NUTS

@@ -34,6 +34,7 @@ def regression(x, y):
 
 @pytest.mark.numpyro
 @pytest.mark.pymc
+@pytest.mark.slow  # two full runs, one per backend
 def test_a_shared_api_regression_means_the_same_on_both_backends():
     rng = np.random.default_rng(3)
     x = rng.normal(size=40)
