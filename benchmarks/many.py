@@ -30,6 +30,9 @@ SIDES = {
     "numpyro-mcmc-jit-args": "sequential MCMC(NUTS, jit_model_args=True).run: NumPyro compiles once",
     "pymc-sample": "sequential pm.sample per data set (model built per data set)",
     "resilient-sample-numpyro": "sequential resilient.sample per data set, one process (NumPyro)",
+    "reuse-numpyro": "one resilient.compile, then .sample 24 times on the first data set, one process: the "
+                     "ceiling compile-once (an adapter's with_data) could reach",
+    "reuse-pymc": "as reuse-numpyro, on PyMC",
     "resilient-numpyro-1": "resilient.sample_many, LocalCluster with 1 worker (NumPyro)",
     "resilient-numpyro-2": "resilient.sample_many, LocalCluster with 2 workers (NumPyro)",
     "resilient-pymc-1": "resilient.sample_many, LocalCluster with 1 worker (PyMC)",
@@ -79,6 +82,17 @@ def run_side(side: str, fits: int, n: int, draws: int, tune: int, chains: int) -
                 warnings.simplefilter("ignore")
                 resilient.sample(sbc_models.normal, backend="numpyro", draws=draws, tune=tune, chains=chains,
                                  random_seed=index, progressbar=False, **data)
+    elif side.startswith("reuse-"):
+        import warnings
+
+        import resilient
+
+        started = time.perf_counter()
+        sampler = resilient.compile(sbc_models.normal, backend=side.split("-")[1], **datasets[0])
+        for index in range(fits):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sampler.sample(draws=draws, tune=tune, chains=chains, random_seed=index, progressbar=False)
     else:
         from resilient.many import sample_many
 

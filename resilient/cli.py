@@ -203,7 +203,12 @@ def command_report(options: argparse.Namespace) -> int:
 
 def _reference(spec: str) -> tuple[str, Any, dict]:
     """``path.py[:name]`` -> a reference workers can load (``/abs/path.py:name``), the model, its module data."""
+    from resilient.resolve import is_pymc_model
+
     model, module_data = load_model(spec)
+    if is_pymc_model(model):
+        raise UsageError(f"{spec} is a pm.Model, which holds one data set. Many fits need a function that builds "
+                         "and returns the pm.Model from its arguments (def model(x, y=None): ...).")
     path_text, _, name = spec.partition(":")
     if not name:
         name = getattr(model, "__name__", None) or next(

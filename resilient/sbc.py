@@ -442,7 +442,7 @@ class SBCResult:
         """``ranks.csv`` of the fits used, as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(_used_rank_rows(self.out)[0])
+        return pd.DataFrame(_used_rank_rows(self.out, self.simulations)[0])
 
     @property
     def summary(self) -> Any:
@@ -463,11 +463,13 @@ def _count_by(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, int]:
     return counts
 
 
-def _used_rank_rows(out: Path) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[dict[str, str]]]:
-    """Rank rows of the fits that were accepted, the summary rows of the fits that were not, and all."""
+def _used_rank_rows(out: Path, simulations: int | None = None
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, str]], list[dict[str, str]]]:
+    """Rank rows of the fits that were accepted, the summary rows of the fits that were not, and all
+    (only simulations ``0..simulations-1`` when given: a folder may hold a longer earlier run)."""
     from resilient.many import _read_rows
 
-    summary = read_summary(out)
+    summary = [row for row in read_summary(out) if simulations is None or int(row["index"]) < simulations]
     ok = {row["fit_id"] for row in summary if row["status"] == "ok"}
     dropped = [{"fit_id": r["fit_id"], "index": r["index"], "status": r["status"], "reason": r["reason"]}
                for r in summary if r["status"] != "ok"]
@@ -499,7 +501,7 @@ def analyse(out: str | os.PathLike, *, prob: float = 0.99, simulations: int = 10
     if not (out / "summary.csv").is_file():
         raise ResilientError(f"{out} holds no SBC run (no summary.csv). Run resilient.sbc(..., out={str(out)!r}).")
     manifest = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
-    used, dropped, summary = _used_rank_rows(out)
+    used, dropped, summary = _used_rank_rows(out, requested)
     by_parameter: dict[str, list[dict[str, Any]]] = {}
     for row in used:
         by_parameter.setdefault(row["parameter"], []).append(row)
@@ -687,7 +689,6 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
     result = analyse(out, prob=prob, requested=simulations)
     result.settings.update(simulations=simulations, rank_draws=rank_draws, simulator=simulator_spec.key,
                            observed=observed_map)
-    result.dropped = [r for r in result.dropped if int(r["index"]) < simulations]
     if report:
         write_sbc_report(result)
     return result
