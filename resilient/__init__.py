@@ -16,11 +16,13 @@ from resilient.errors import (
 from resilient.model import Model, deterministic, factor
 from resilient.policy import Policy
 from resilient.sampling import CompiledSampler, compile, sample
+from resilient.many import sample_many
+from resilient.sbc import sbc  # the function; `from resilient.sbc import ...` still reaches the module
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "compile", "preflight", "check_agreement", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "factor",
+    "sample", "compile", "sample_many", "sbc", "preflight", "check_agreement", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "factor",
     "math", "model", "distributions", "Model", "Policy", "CompiledSampler",
     "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed", "SamplerError",
     "ResilientWarning", "UnsupportedModelError", "BackendUnavailableError", "__version__",
