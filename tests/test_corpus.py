@@ -234,7 +234,9 @@ def pymc_run(name: str) -> dict:
         model = _quietly(case.build)  # (missing values: PyMC's ImputationWarning)
         options = dict(tune=case.tune, chains=case.chains, random_seed=SEED, progressbar=False)
         started = time.perf_counter()
-        theirs = _quietly(pm.sample, case.draws, model=model, **options)
+        # PyMC's own NUTS, named: pm.sample takes nutpie when it is installed, and the reference must not
+        # change with what else the machine has.
+        theirs = _quietly(pm.sample, case.draws, model=model, nuts_sampler="pymc", **options)
         raw_seconds = time.perf_counter() - started
         started = time.perf_counter()
         with model:

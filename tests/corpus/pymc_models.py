@@ -61,7 +61,8 @@ def _radon_new_data():
 
 
 @case(shape="coords/dims, pm.Data + set_data + sample_posterior_predictive(predictions=True), "
-            "non-centred hierarchy with a dims'd Deterministic", new_data=_radon_new_data)
+            "non-centred hierarchy with a dims'd Deterministic", new_data=_radon_new_data,
+      draws=600, tune=600)  # sigma_a of five counties mixes slowly: R-hat 1.02-1.05 at 300 draws
 def radon_varying_intercept():
     """The radon varying-intercept model (PyMC's multilevel modelling notebook), non-centred."""
     import pymc as pm
@@ -177,18 +178,20 @@ def normal_mixture():
     return model
 
 
-@case(shape="GaussianRandomWalk with init_dist and dims over time", draws=600, tune=600)  # sigma mixes slowly
+@case(shape="GaussianRandomWalk with init_dist and dims over time", draws=600, tune=600)
 def gaussian_random_walk():
+    """A random walk seen through little noise, with a step scale kept off zero (a HalfNormal step scale
+    makes a funnel that PyMC's NUTS crosses only with luck: R-hat 1.01-2.2 over seeds, measured)."""
     import pymc as pm
 
     rng = np.random.default_rng(107)
     T = 25
     level = np.cumsum(rng.normal(0, 0.3, T))
-    y = level + rng.normal(0, 0.5, T)
+    y = level + rng.normal(0, 0.2, T)
     with pm.Model(coords={"time": np.arange(T)}) as model:
-        sigma = pm.HalfNormal("sigma", 0.5)
+        sigma = pm.LogNormal("sigma", np.log(0.3), 0.4)
         x = pm.GaussianRandomWalk("x", sigma=sigma, init_dist=pm.Normal.dist(0, 1), dims="time")
-        pm.Normal("y", x, 0.5, observed=y, dims="time")
+        pm.Normal("y", x, 0.2, observed=y, dims="time")
     return model
 
 
