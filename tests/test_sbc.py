@@ -160,9 +160,9 @@ def test_a_small_sbc_run_writes_ranks_summary_and_report(client, tmp_path):
 @pytest.mark.pymc
 def test_a_calibrated_model_passes(client, tmp_path):
     """Simulator and fitted model agree: no parameter leaves its 99% band (false alarm <= 1% each)."""
-    result = sbc(sbc_models.normal, 80, data={"N": 5}, backend="pymc", random_seed=5, out=tmp_path, client=client,
+    result = sbc(sbc_models.normal, 60, data={"N": 5}, backend="pymc", random_seed=5, out=tmp_path, client=client,
                  progressbar=False, **FAST)
-    assert result.used == 80 and not result.dropped
+    assert result.used == 60 and not result.dropped
     assert [(c.parameter, c.verdict) for c in result.checks] == [("mu", "pass"), ("sigma", "pass")]
     assert result.verdict == "pass"
 
