@@ -1,5 +1,5 @@
-"""The ``resilient`` command: ``preflight``, ``sample``, ``report``, ``sample-many`` and ``sbc``. Thin: parses,
-then calls the library."""
+"""The ``resilient`` command: ``preflight``, ``sample``, ``report``, ``sample-many``, ``sbc`` and
+``check-agreement``. Thin: parses, then calls the library."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ examples:
   resilient report run.nc --out report/ --format html,md,json
   resilient sample-many model.py:fn --datasets data.jsonl --out fits/ [--scheduler tcp://host:8786]
   resilient sbc examples/sbc_models.py:normal --simulations 200 --out sbc/ [--scheduler tcp://host:8786]
+  resilient check-agreement examples/garch.py:garch --json agreement.json
 
 exit codes: 0 ok, 1 a blocking problem (or a failed verdict), 2 usage error, 3 warnings with --strict
 """
@@ -316,6 +317,58 @@ def command_sbc(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def command_check_agreement(options: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from resilient.agreement import check_agreement
+    from resilient.resolve import is_pymc_model
+
+    model, module_data = load_model(options.model)
+    if is_pymc_model(model) or not callable(model) or len(_backends("both", model)) < 2:
+        raise UsageError(f"{options.model} is a native {_backends('both', model)[0]} model; check-agreement runs "
+                         "one shared-API model (resilient.model.sample) on both NumPyro and PyMC.")
+    data = _model_arguments(model, {**module_data, **read_data(options.data)})
+    try:
+        result = check_agreement(model, draws=options.draws, tune=options.tune, chains=options.chains,
+                                 random_seed=options.seed, family_alpha=options.alpha,
+                                 target_accept=options.target_accept, time_budget=options.time_budget,
+                                 max_attempts=options.max_attempts, progressbar=not options.quiet, **data)
+    except SamplingFailed as failure:
+        print(f"resilient check-agreement: {failure}", file=sys.stderr)
+        return EXIT_FAIL
+    except (ModelError, UnsupportedModelError) as error:  # the model, not the translation: no verdict to give
+        print(f"resilient check-agreement: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    a, b = result.backends
+    table = Table(title=f"Agreement of {options.model} on {a} and {b}")
+    for column in ("parameter", f"mean {a}", f"mean {b}", "difference", "z (mean)", f"sd {a}", f"sd {b}",
+                   "z (sd)", "verdict"):
+        table.add_column(column, justify="left" if column in ("parameter", "verdict") else "right")
+    for p in result.parameters:
+        table.add_row(p.name, f"{p.means[0]:.4g}", f"{p.means[1]:.4g}", f"{p.means[0] - p.means[1]:+.3g}",
+                      f"{p.z_mean:+.2f}", f"{p.sds[0]:.4g}", f"{p.sds[1]:.4g}", f"{p.z_sd:+.2f}",
+                      p.verdict if p.verdict == "agree" else f"[bold red]{p.verdict}")
+    console = Console(width=140)
+    console.print(table)
+    console.print(f"z = difference / sqrt(MCSE_{a}^2 + MCSE_{b}^2); |z| above {result.critical_z:.2f} differs "
+                  f"(Bonferroni over {2 * len(result.parameters)} comparisons, family-wise false-alarm rate "
+                  f"{result.family_alpha:g}).")
+    console.print(f"verdict: [bold]{'agree' if result.ok else 'differ: ' + ', '.join(result.differing)}")
+    if options.json:
+        document = {
+            "model": options.model, "backends": list(result.backends), "ok": result.ok,
+            "critical_z": result.critical_z, "family_alpha": result.family_alpha, "differing": result.differing,
+            "settings": {"draws": options.draws, "tune": options.tune, "chains": options.chains, "seed": options.seed},
+            "parameters": [{"name": p.name, "means": list(p.means), "difference": p.means[0] - p.means[1],
+                            "sds": list(p.sds), "z_mean": p.z_mean, "z_sd": p.z_sd, "verdict": p.verdict}
+                           for p in result.parameters],
+        }
+        Path(options.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(options.json).write_text(json.dumps(document, indent=2) + "\n")
+    return EXIT_OK if result.ok else EXIT_FAIL
+
+
 def _add_many_options(command: argparse.ArgumentParser, draws: int, tune: int, chains: int) -> None:
     command.add_argument("--out", required=True, help="output folder (a rerun into it skips finished fits)")
     command.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (default: a local "
@@ -344,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG_MAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="resilient 0.1.0")
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{preflight,sample,report,sample-many,sbc}")
+                                     metavar="{preflight,sample,report,sample-many,sbc,check-agreement}")
 
     pre = commands.add_parser(
         "preflight", help="check a model's log density and gradient; fix unstable constructions",
@@ -443,6 +496,31 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--strict", action="store_true", help="exit 3 when fits were dropped")
     _add_many_options(calibrate, draws=500, tune=500, chains=2)
     calibrate.set_defaults(handler=command_sbc)
+
+    agree = commands.add_parser(
+        "check-agreement", help="run a shared-API model on NumPyro and PyMC and compare the posteriors",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Sample one shared-API model on both backends and compare each scalar parameter's mean and "
+                    "sd, each difference measured in the two runs' combined Monte Carlo standard errors; the "
+                    "critical |z| holds the family-wise false-alarm rate at --alpha (Bonferroni).",
+        epilog="examples:\n  resilient check-agreement examples/garch.py:garch\n"
+               "  resilient check-agreement model.py:fn --data data.json --draws 2000 --json agreement.json\n\n"
+               "exit codes: 0 every parameter agrees, 1 some parameter differs (or a run failed), 2 usage or "
+               "model error")
+    agree.add_argument("model", help="MODEL.py or MODEL.py:NAME (a shared-API function)")
+    agree.add_argument("--data", help="JSON file of the model function's keyword arguments")
+    agree.add_argument("--draws", type=int, default=2000)
+    agree.add_argument("--tune", type=int, default=1000)
+    agree.add_argument("--chains", type=int, default=4)
+    agree.add_argument("--target-accept", type=float, default=0.8)
+    agree.add_argument("--seed", type=int, default=0, help="random seed (both backends)")
+    agree.add_argument("--alpha", type=float, default=0.01,
+                       help="family-wise false-alarm rate of the comparison (default 0.01)")
+    agree.add_argument("--time-budget", type=float, default=None, help="seconds per backend")
+    agree.add_argument("--max-attempts", type=int, default=None)
+    agree.add_argument("--json", help="write the comparison to this JSON file")
+    agree.add_argument("--quiet", action="store_true", help="no progress bar")
+    agree.set_defaults(handler=command_check_agreement)
     return parser
 
 
