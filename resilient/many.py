@@ -186,9 +186,10 @@ class FitJob:
 
 #: per worker process: compiled samplers by (model, backend, options, data), least recently used first.
 _SAMPLERS: "OrderedDict[tuple, Any]" = OrderedDict()
-#: per worker process: the first sampler compiled for (model, backend, options), whose compiled model
-#: ``with_data`` is asked for the next data sets.
-_BASES: dict[tuple, Any] = {}
+#: per worker process: the samplers compiled (not derived by ``with_data``) for (model, backend, options),
+#: newest first, at most ``_CACHE_SIZE``: their compiled models' ``with_data`` is asked for the next data
+#: sets (several, for data sets of a few different shapes).
+_BASES: dict[tuple, list] = {}
 _CACHE_SIZE = 4
 _CACHE_LOCK = threading.Lock()
 
@@ -222,7 +223,10 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
     ``how`` is ``"reused"`` (this data set was compiled before in this process), ``"first"`` (the
     first compile of this model here), ``"with-data"`` (the first compile's
     ``compiled.with_data(args, kwargs)`` gave the model for the new data: compile once, sample many)
-    or ``"recompiled"`` (no adapter ``with_data``, or it refused the data set: compiled again).
+    or ``"recompiled"`` (no adapter ``with_data``, or it refused the data set: compiled again). The
+    NumPyro adapter's ``with_data`` reuses the jitted programs for data arrays of the same shapes and
+    dtypes and the same other arguments; the last few compiled bases are asked, so data sets of a few
+    shapes each compile once.
     """
     from resilient.model import Model, NativeModel
     from resilient.resolve import default_backend, resolve_model
@@ -235,29 +239,33 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
         if key in _SAMPLERS:
             _SAMPLERS.move_to_end(key)
             return _SAMPLERS[key], "reused", time.perf_counter() - started
-        base = _BASES.get(key[:3])
+        bases = list(_BASES.get(key[:3], ()))
     function = spec.load()
     resolved = resolve_model(function, (), dict(data), fix=fix, float32=float32)
     name = default_backend(resolved, backend)
     sampler = None
-    how = "first" if base is None else "recompiled"
-    compiled_base = base.compiled if base is not None else None
+    how = "recompiled" if bases else "first"
     # with_data takes the model function's data; a PyMC builder's arguments are not the pm.Model's data
     takes_data = isinstance(resolved, Model) or (isinstance(resolved, NativeModel) and resolved.backend == "numpyro")
-    if compiled_base is not None and takes_data and hasattr(compiled_base, "with_data"):
+    for base in bases if takes_data else ():
+        if not hasattr(base.compiled, "with_data"):
+            break
         try:
-            compiled = compiled_base.with_data(tuple(resolved.args), dict(resolved.kwargs))
-        except (NotImplementedError, ValueError, TypeError):
-            compiled = None  # e.g. new shapes the compiled code cannot take: compile instead
-        if compiled is not None:
-            sampler = CompiledSampler(resolved, name)
-            sampler.cache[(name, resolved)] = compiled
-            how = "with-data"
+            compiled = base.compiled.with_data(tuple(resolved.args), dict(resolved.kwargs))
+        except NotImplementedError:
+            break  # the adapter cannot for this model: compile
+        except Exception:  # noqa: BLE001 - another program (new shapes) or bad data: the next base, or compile (which reports it)
+            continue
+        sampler = CompiledSampler(resolved, name)
+        sampler.cache[(name, resolved)] = compiled
+        how = "with-data"
+        break
     if sampler is None:
         sampler = CompiledSampler(resolved, name)
         sampler.compiled  # noqa: B018  (compile now, so the time is counted here)
     with _CACHE_LOCK:
-        _BASES.setdefault(key[:3], sampler)
+        if how != "with-data":
+            _BASES[key[:3]] = [sampler, *_BASES.get(key[:3], ())][:_CACHE_SIZE]
         _SAMPLERS[key] = sampler
         while len(_SAMPLERS) > _CACHE_SIZE:
             _SAMPLERS.popitem(last=False)

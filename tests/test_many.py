@@ -152,19 +152,135 @@ def test_with_data_contract_is_called_with_the_model_functions_arguments(monkeyp
 
 
 @pytest.mark.numpyro
-def test_adapters_with_data_reuses_the_compiled_model():
-    """Compile once, sample many: runs once an adapter implements ``CompiledModel.with_data``."""
+def test_sampler_for_derives_each_data_set_from_a_base_of_its_shape(monkeypatch):
+    """With the NumPyro adapter's own ``with_data``: the first data set compiles, the next of the same shape is
+    derived, one of a new ``N`` compiles again and becomes a second base, and both shapes are then derived."""
+    from resilient import many
+
+    monkeypatch.setattr(many, "_SAMPLERS", many.OrderedDict())
+    monkeypatch.setattr(many, "_BASES", {})
+    spec = ModelSpec.of(sbc_models.normal)
+    five = sbc_models.datasets(3, N=5, seed=7)
+    six = sbc_models.datasets(2, N=6, seed=8)
+    hows = [sampler_for(spec, "numpyro", data)[1] for data in (five[0], five[1], six[0], five[2], six[1])]
+    assert hows == ["first", "with-data", "recompiled", "with-data", "with-data"]
+    sampler, _, _ = sampler_for(spec, "numpyro", six[1])
+    assert np.array_equal(sampler.compiled.observed_data()["y"], six[1]["y"])
+
+
+_TRACED_CALLS = []
+
+
+def counting_numpyro(N, y=None, x=None):
+    """A native NumPyro regression that counts the calls in which its data are traced (jax retraced it)."""
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+
+    if isinstance(y, jax.core.Tracer):
+        _TRACED_CALLS.append(N)
+    a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    with numpyro.plate("N", N):
+        numpyro.sample("y", dist.Normal(a + b * x, sigma), obs=y)
+
+
+def _regression(seed, N=6):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=N)
+    return {"N": N, "x": x, "y": 0.5 + 2.0 * x + rng.normal(scale=0.3, size=N)}
+
+
+@pytest.mark.numpyro
+@pytest.mark.parametrize("model", [sbc_models.normal, sbc_models.normal_numpyro, counting_numpyro])
+def test_adapters_with_data_reuses_the_compiled_model(model):
+    """Compile once, sample many: ``with_data`` gives exactly the log density, gradient, per-site terms and
+    NUTS draws of a model compiled afresh on the new data (the same XLA programs), shared-API and native."""
     import resilient
 
-    sampler = resilient.compile(sbc_models.normal, backend="numpyro", **sbc_models.datasets(1)[0])
-    if not hasattr(sampler.compiled, "with_data"):
-        pytest.skip("no adapter implements CompiledModel.with_data(args, kwargs) yet: sample_many compiles each "
-                    "data set again (the 'recompiled' rows of summary.csv)")
-    other = sbc_models.datasets(2, seed=5)[1]
+    first, other = (_regression(1), _regression(2)) if model is counting_numpyro else sbc_models.datasets(2, seed=5)
+    sampler = resilient.compile(model, backend="numpyro", **first)
     moved = sampler.compiled.with_data((), other)
-    fresh = resilient.compile(sbc_models.normal, backend="numpyro", **other).compiled
-    x = np.linspace(-0.5, 0.5, fresh.dimension)
-    assert moved.log_density(x) == pytest.approx(fresh.log_density(x), rel=1e-10)
+    fresh = resilient.compile(model, backend="numpyro", **other).compiled
+    for x in (np.linspace(-0.5, 0.5, fresh.dimension), np.full(fresh.dimension, 0.3)):
+        assert moved.log_density_and_gradient(x)[0] == fresh.log_density_and_gradient(x)[0]
+        assert np.array_equal(moved.log_density_and_gradient(x)[1], fresh.log_density_and_gradient(x)[1])
+        assert moved.site_log_densities(x) == fresh.site_log_densities(x)
+        assert moved.log_density(x) != sampler.compiled.log_density(x)  # the new data, not the first
+    assert np.array_equal(moved.observed_data()["y"], np.asarray(other["y"]))
+    run = {"draws": 30, "tune": 30, "chains": 2, "random_seed": 3, "progressbar": False, "preflight": False,
+           "max_attempts": 1}
+    again = resilient.compile(model, backend="numpyro", **other)
+    again.cache[(again.backend, again.model)] = moved
+    with _no_check():
+        draws_moved = again.sample(**run).posterior
+        draws_fresh = resilient.compile(model, backend="numpyro", **other).sample(**run).posterior
+    for name in draws_fresh.data_vars:
+        assert np.array_equal(draws_moved[name].values, draws_fresh[name].values), name
+
+
+class _no_check:
+    """Lets the short runs' diagnostics warnings pass (they are not what is tested)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings()
+        self._catch.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+
+
+@pytest.mark.numpyro
+def test_with_data_does_not_trace_again_and_refuses_what_needs_another_program():
+    """Same shapes: no new trace of the model under jax (the traced calls are counted by the model itself)
+    and one entry in the jitted program's cache. New shapes, another ``N`` or a missing array: ValueError;
+    a model that uses its data's values in Python keeps them as constants: NotImplementedError."""
+    import resilient
+    from resilient.distributions import HalfNormal, Normal, Truncated
+    from resilient.model import sample
+
+    compiled = resilient.compile(counting_numpyro, backend="numpyro", **_regression(1)).compiled
+    x = np.full(compiled.dimension, 0.1)
+    compiled.log_density(x)
+    traced = len(_TRACED_CALLS)
+    assert traced >= 1
+    moved = [compiled.with_data((), _regression(seed)) for seed in (2, 3, 4)]
+    values = {m.log_density(x) for m in moved}
+    assert len(values) == 3 and len(_TRACED_CALLS) == traced
+    assert compiled._programs["value_and_grad"]._cache_size() == 1
+    with pytest.raises(ValueError, match="shape"):
+        compiled.with_data((), {**_regression(2), "x": np.zeros(7), "y": np.zeros(7)})
+    with pytest.raises(ValueError, match="non-array argument is 7"):
+        compiled.with_data((), _regression(2, N=7))
+    with pytest.raises(ValueError, match="structure"):
+        compiled.with_data((), {**_regression(2), "y": None})
+
+    def python_uses_values(y):
+        mu = sample("mu", Normal(0, 1))
+        sample("y", Normal(mu, float(np.std(y)), shape=len(y)), obs=y)
+
+    constant = resilient.compile(python_uses_values, backend="numpyro", y=np.array([0.0, 1.0, 3.0])).compiled
+    with pytest.raises(NotImplementedError, match="constants"):
+        constant.with_data((), {"y": np.array([0.0, 2.0, 5.0])})
+    fresh = resilient.compile(python_uses_values, backend="numpyro", y=np.array([0.0, 2.0, 5.0])).compiled
+    assert constant.log_density(np.zeros(1)) != fresh.log_density(np.zeros(1))
+
+    def bounded(lower, y):
+        scale = sample("scale", HalfNormal(1))
+        v = sample("v", Truncated(Normal(0, scale, shape=2), lower=lower))
+        sample("y", Normal(v, 1), obs=y)
+
+    finite = resilient.compile(bounded, backend="numpyro", lower=np.array([0.5, 1.0]), y=np.ones(2)).compiled
+    with pytest.raises(ValueError, match="rewrites differ"):  # an infinite bound is dropped: another program
+        finite.with_data((), {"lower": np.array([-np.inf, -np.inf]), "y": np.ones(2)})
+    point = np.array([0.2, -0.3, 0.4])
+    assert finite.with_data((), {"lower": np.array([0.2, 0.1]), "y": np.ones(2)}).log_density(point) == (
+        resilient.compile(bounded, backend="numpyro", lower=np.array([0.2, 0.1]), y=np.ones(2)).compiled
+        .log_density(point))
 
 
 @pytest.mark.slow

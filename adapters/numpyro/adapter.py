@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from resilient.adapters.common import require_native
 
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
 from numpyro import handlers
 from resilient.errors import ModelError, ResilientError, UnsupportedModelError
 from resilient.model import Model, NativeModel, Site, Trace, data_arguments
-from resilient.adapters.numpyro.compiled import NumPyroCompiledModel
-from resilient.adapters.numpyro.native import _NativeFixes, _native_sites, parameter_inputs, reparam_config
+from resilient.adapters.numpyro.compiled import DataArguments, NumPyroCompiledModel
+from resilient.adapters.numpyro.native import _NativeFixes, _native_sites, fixed_constants, parameter_inputs, reparam_config
 from resilient.adapters.numpyro.runner import CHAIN_METHODS
 from resilient.adapters.numpyro.translate import _SharedHandler
 
@@ -35,31 +36,38 @@ class NumPyroAdapter:
 
     def compile(self, model: Any) -> NumPyroCompiledModel:
         if isinstance(model, Model):
-            return self._compile_shared(model)
-        if isinstance(model, NativeModel):
+            compiled = self._compile_shared(model)
+        elif isinstance(model, NativeModel):
             require_native(model, "numpyro")
             if not callable(model.model):
                 raise UnsupportedModelError(
                     f"A native NumPyro model must be a function, got {type(model.model).__name__}."
                 )
-            return self._compile_native(model)
+            compiled = self._compile_native(model)
+        else:
+            compiled = None
+        if compiled is not None:
+            compiled._rebuild = lambda args, kwargs: self.compile(model.with_options(args=args, kwargs=kwargs))
+            return compiled
         raise UnsupportedModelError(
             f"The NumPyro backend compiles resilient.Model or NativeModel(backend='numpyro'), "
             f"got {type(model).__name__}."
         )
 
     def _compile_shared(self, model: Model) -> NumPyroCompiledModel:
-        args, kwargs = data_arguments(model.args, model.kwargs)
-        model = model.with_options(args=args, kwargs=kwargs)
+        arguments = DataArguments(*data_arguments(model.args, model.kwargs))
         handler = _SharedHandler()
         recorded: dict[str, dict[str, Site]] = {}
 
-        def numpyro_model() -> None:
-            sites = Trace(model, handler).run()
+        def numpyro_model(data: tuple) -> None:
+            args, kwargs = arguments.join(data)
+            sites = Trace(model.with_options(args=args, kwargs=kwargs), handler).run()
             recorded.setdefault("sites", sites)
+            recorded["last"] = sites
 
         compiled = NumPyroCompiledModel(numpyro_model, float32=model.float32, chain_method=self.chain_method,
-                                        name=model.name)
+                                        name=model.name, arguments=arguments)
+        compiled._site_records = lambda: recorded.get("last", {})
         with compiled.precision():
             model_trace = _run_model(compiled)
             compiled.sites = dict(recorded.get("sites", {}))
@@ -67,10 +75,11 @@ class NumPyroAdapter:
         return compiled
 
     def _compile_native(self, model: NativeModel) -> NumPyroCompiledModel:
-        args, kwargs = _on_device(*data_arguments(model.args, model.kwargs), float32=model.float32)
+        arguments = DataArguments(*_on_device(*data_arguments(model.args, model.kwargs), float32=model.float32))
         user_fn = model.model
 
-        def numpyro_model() -> Any:
+        def numpyro_model(data: tuple) -> Any:
+            args, kwargs = arguments.join(data)
             return user_fn(*args, **kwargs)
 
         fixes = _NativeFixes(numpyro_model, fix=model.fix)
@@ -79,7 +88,7 @@ class NumPyroAdapter:
         if noncentered:
             model_fn = handlers.reparam(fixes, config=reparam_config(noncentered))
         compiled = NumPyroCompiledModel(model_fn, float32=model.float32, chain_method=self.chain_method,
-                                        name=model.name)
+                                        name=model.name, arguments=arguments)
         with compiled.precision():
             try:
                 fixes.start_learning(1)
@@ -96,7 +105,9 @@ class NumPyroAdapter:
                     f"name. Its latent sites are: {', '.join(latent) or 'none'}.",
                     site=missing[0],
                 )
-            compiled.sites = _native_sites(model_trace, fixes, noncentered, parameter_inputs(numpyro_model, model_trace))
+            inputs = parameter_inputs(partial(numpyro_model, arguments.values), model_trace)
+            compiled.sites = _native_sites(model_trace, fixes, noncentered, inputs)
+            compiled._fixed_by = fixed_constants(fixes)
             compiled._layout(model_trace)
             compiled._name_dims(model_trace)
             compiled.hidden = frozenset(f"{n}_decentered" for n in noncentered)

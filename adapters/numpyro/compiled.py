@@ -22,7 +22,7 @@ from numpyro.infer.initialization import init_to_median, init_to_sample, init_to
 from numpyro.infer.util import constrain_fn, potential_energy
 from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
 from resilient.model import Site
-from resilient.adapters.numpyro.native import _is_real, _is_unit
+from resilient.adapters.numpyro.native import _is_real, _is_unit, _unwrap
 from resilient.adapters.numpyro.runner import CHAIN_METHODS, _NoProgress, _Runner, _jax_failure, _progress, _resume_iteration
 
 
@@ -41,8 +41,12 @@ class NumPyroCompiledModel:
 
     backend = "numpyro"
 
-    def __init__(self, model_fn: Callable, *, float32: bool, chain_method: str | None, name: str) -> None:
+    def __init__(self, model_fn: Callable, *, float32: bool, chain_method: str | None, name: str,
+                 arguments: "DataArguments | None" = None) -> None:
+        #: the model as a function of one argument: the data arrays of ``arguments`` (a tuple)
         self._model_fn = model_fn
+        self._arguments = arguments
+        self._data: tuple = arguments.values if arguments is not None else ()
         self.float32 = float32
         self.name = name
         self._chain_method = chain_method
@@ -53,12 +57,23 @@ class NumPyroCompiledModel:
         self._blocks: dict[str, slice] = {}
         self.latent_names: tuple[str, ...] = ()
         self.dimension = 0
-        self._jitted: dict[str, Callable] = {}
+        self._bound: dict[str, Callable] = {}
         self._dims: dict[str, list[str]] = {}  # site -> dimension names, as az.from_numpyro infers them
         #: latents Resilient added (``<name>_decentered`` of a native site it non-centred): sampled, but kept out
         #: of the draws, so the posterior has the variables the user's model has, as az.from_numpyro gives them
         self.hidden: frozenset[str] = frozenset()
         self._runners: dict[tuple, _Runner] = {}
+        #: jitted programs by name; shared with the models :meth:`with_data` makes
+        self._programs: dict[str, Callable] = {}
+        #: True: the programs take the data arrays as arguments; False: the data are constants in them
+        #: (decided on first use by :meth:`_takes_data`)
+        self._traced: bool | None = None
+        self._structure: tuple = ()
+        #: what else fixes the program beyond the arguments and the structure (native: the learned literals)
+        self._fixed_by: Any = None
+        self._site_records: Callable[[], Mapping[str, Site]] = lambda: self.sites
+        #: ``(args, kwargs) -> a model compiled on them``, set by the adapter: what :meth:`with_data` builds on
+        self._rebuild: Callable[[tuple, dict], "NumPyroCompiledModel"] | None = None
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -78,7 +93,7 @@ class NumPyroCompiledModel:
         """A concrete trace at a seeded uniform(-2, 2) point: shapes and sites, no validity search."""
         seeded = handlers.seed(self._model_fn, rng_seed=seed)
         substituted = handlers.substitute(seeded, substitute_fn=init_to_uniform(radius=2))
-        return handlers.trace(substituted).get_trace()
+        return handlers.trace(substituted).get_trace(self._data)
 
     def _layout(self, model_trace: dict) -> None:
         start = 0
@@ -103,6 +118,7 @@ class NumPyroCompiledModel:
             for name, site in model_trace.items()
             if site["type"] == "sample" and site["is_observed"] and not _is_unit(site)
         }
+        self._structure = _structure(model_trace, self._site_records())
 
     def _name_dims(self, model_trace: dict) -> None:
         """Dimension names as ``az.from_numpyro`` infers them (``arviz_base.io_numpyro.infer_dims``): each
@@ -147,13 +163,13 @@ class NumPyroCompiledModel:
 
     # -- pure functions of x (jax-traceable) ---------------------------------------------------
 
-    def _potential(self, x: Any) -> Any:
-        return potential_energy(self._model_fn, (), {}, self.unravel(x))
+    def _potential(self, data: tuple, x: Any) -> Any:
+        return potential_energy(self._model_fn, (data,), {}, self.unravel(x))
 
-    def _log_density(self, x: Any) -> Any:
-        return -self._potential(x)
+    def _log_density(self, data: tuple, x: Any) -> Any:
+        return -self._potential(data, x)
 
-    def _site_terms(self, x: Any) -> dict[str, Any]:
+    def _site_terms(self, data: tuple, x: Any) -> dict[str, Any]:
         params = self.unravel(x)
         log_jacobians: dict[str, Any] = {}
 
@@ -174,7 +190,7 @@ class NumPyroCompiledModel:
             log_jacobians[name] = jnp.sum(log_det)
             return value
 
-        model_trace = handlers.trace(handlers.substitute(self._model_fn, substitute_fn=substitute_fn)).get_trace()
+        model_trace = handlers.trace(handlers.substitute(self._model_fn, substitute_fn=substitute_fn)).get_trace(data)
         terms = {}
         for name, site in model_trace.items():
             if site["type"] != "sample":
@@ -185,13 +201,13 @@ class NumPyroCompiledModel:
             terms[name] = jnp.sum(log_prob) + log_jacobians.get(name, 0.0)
         return terms
 
-    def _constrain(self, x: Any) -> dict[str, Any]:
-        return constrain_fn(self._model_fn, (), {}, self.unravel(x), return_deterministic=True)
+    def _constrain(self, data: tuple, x: Any) -> dict[str, Any]:
+        return constrain_fn(self._model_fn, (data,), {}, self.unravel(x), return_deterministic=True)
 
-    def _initial(self, strategy: str, key: Any) -> Any:
+    def _initial(self, strategy: str, data: tuple, key: Any) -> Any:
         seeded = handlers.seed(self._model_fn, rng_seed=key)
         substituted = handlers.substitute(seeded, substitute_fn=_STRATEGIES[strategy]())
-        model_trace = handlers.trace(substituted).get_trace()
+        model_trace = handlers.trace(substituted).get_trace(data)
         parts = []
         for name in self.latent_names:
             site = model_trace[name]
@@ -202,8 +218,8 @@ class NumPyroCompiledModel:
             return jnp.zeros((0,))
         return jnp.concatenate(parts).astype(jnp.result_type(float))
 
-    def _unconstrain(self, values: Mapping[str, Any]) -> Any:
-        model_trace = handlers.trace(handlers.substitute(self._model_fn, data=dict(values))).get_trace()
+    def _unconstrain(self, data: tuple, values: Mapping[str, Any]) -> Any:
+        model_trace = handlers.trace(handlers.substitute(self._model_fn, data=dict(values))).get_trace(data)
         parts = []
         for name in self.latent_names:
             site = model_trace[name]
@@ -213,29 +229,117 @@ class NumPyroCompiledModel:
         return jnp.concatenate(parts) if parts else jnp.zeros((0,))
 
     def _function(self, name: str) -> Callable:
-        if name not in self._jitted:
-            if name == "value_and_grad":
-                function = jax.value_and_grad(self._log_density)
-            elif name == "site_terms":
-                function = self._site_terms
-            elif name == "site_gradients":
-                # One reverse pass per site, not a Jacobian of all terms: there a zero cotangent
-                # times another site's NaN partial would spread that NaN to every row.
-                def gradients(x):
-                    names = tuple(self._site_terms(x))
-                    return {site: jax.grad(lambda y, site=site: self._site_terms(y)[site])(x) for site in names}
+        """The jitted program ``name`` as a function of its one argument, on this model's data."""
+        if name not in self._bound:
+            traced = self._takes_data()
+            program = self._programs.get(name) if traced else None
+            if program is None:
+                program = self._program(name, traced)
+                if traced:
+                    self._programs[name] = program
+            self._bound[name] = partial(program, self._data) if traced else program
+        return self._bound[name]
 
-                function = gradients
-            elif name == "constrain":
-                function = self._constrain
-            elif name.startswith("initial:"):
-                function = partial(self._initial, name.split(":", 1)[1])
-            elif name == "unconstrain":
-                function = self._unconstrain
-            else:  # pragma: no cover - internal names only
-                raise KeyError(name)
-            self._jitted[name] = jax.jit(function)
-        return self._jitted[name]
+    def _program(self, name: str, traced: bool) -> Callable:
+        """``jax.jit`` of the pure function ``name`` of ``(data, argument)``; with ``traced`` False the
+        data are closed over (constants in the program) and it takes the argument alone."""
+        if name == "value_and_grad":
+            function = jax.value_and_grad(self._log_density, argnums=1)
+        elif name == "site_terms":
+            function = self._site_terms
+        elif name == "site_gradients":
+            # One reverse pass per site, not a Jacobian of all terms: there a zero cotangent
+            # times another site's NaN partial would spread that NaN to every row.
+            def gradients(data, x):
+                names = tuple(self._site_terms(data, x))
+                return {site: jax.grad(lambda y, site=site: self._site_terms(data, y)[site])(x) for site in names}
+
+            function = gradients
+        elif name == "constrain":
+            function = self._constrain
+        elif name.startswith("initial:"):
+            function = partial(self._initial, name.split(":", 1)[1])
+        elif name == "unconstrain":
+            function = self._unconstrain
+        else:  # pragma: no cover - internal names only
+            raise KeyError(name)
+        if traced:
+            return jax.jit(function)
+        data = self._data
+        return jax.jit(lambda argument: function(data, argument))
+
+    # -- data as arguments --------------------------------------------------------------------
+
+    def _takes_data(self) -> bool:
+        """Whether the programs take the data arrays as arguments (so :meth:`with_data` can reuse them),
+        decided once. They can where a trace with the arrays abstract (shapes and dtypes only) runs and
+        gives the model the same structure as the compile-time trace with their values: the same
+        distributions, supports, shapes and rewrites. A model that uses its data's values in Python
+        (``int(n.max())``, ``if y.min() > 0``) or whose rewrites depend on them (a truncation bound given as
+        data: is it infinite?) keeps its data as constants, as every model did before."""
+        if self._traced is None:
+            self._traced = not self._data or self._abstract_structure() == self._structure
+        return self._traced
+
+    def _abstract_structure(self) -> tuple | None:
+        found: list[tuple] = []
+
+        def run(data: tuple) -> Any:
+            seeded = handlers.seed(self._model_fn, rng_seed=0)
+            substituted = handlers.substitute(seeded, substitute_fn=init_to_uniform(radius=2))
+            found.append(_structure(handlers.trace(substituted).get_trace(data), self._site_records()))
+            return jnp.zeros(())
+
+        try:
+            with self.precision():
+                jax.eval_shape(run, self._data)
+        except Exception:  # noqa: BLE001 - any failure with abstract data: keep the data as constants
+            return None
+        return found[0] if found else None
+
+    def with_data(self, args: tuple, kwargs: Mapping[str, Any]) -> "NumPyroCompiledModel":
+        """This model on another data set (the model function's ``args`` and ``kwargs``), reusing the jitted
+        programs (log density, gradient, per-site terms, initial points, the NUTS chunks): compile once,
+        sample many. The new data set is traced in Python (no XLA compile; sites, layout and rewrites are its
+        own) and must give the same program: the same structure, the same non-array arguments, and arrays of
+        the same shapes and dtypes (jax would compile new shapes again, and the latents' layout can depend on
+        them).
+
+        Raises ``NotImplementedError`` where this model's programs hold its data as constants (see
+        :meth:`_takes_data`) and ``ValueError`` naming the difference where the new data set needs another
+        program: compile that data set instead (``sample_many`` does)."""
+        if self._rebuild is None or self._arguments is None:
+            raise NotImplementedError(f"The model {self.name!r} was compiled without a way to take new data.")
+        if not self._takes_data():
+            raise NotImplementedError(
+                f"The model {self.name!r} uses its data's values while it is traced (as Python numbers, in control "
+                "flow or in a rewrite's decision), so its compiled programs hold them as constants: compile each "
+                "data set."
+            )
+        other = self._rebuild(tuple(args), dict(kwargs))
+        reason = self._difference(other)
+        if reason is not None:
+            raise ValueError(f"The new data set needs another compiled program for {self.name!r}: {reason}.")
+        other._traced = True
+        other._programs = self._programs
+        other._runners = self._runners
+        return other
+
+    def _difference(self, other: "NumPyroCompiledModel") -> str | None:
+        """Why ``other`` (the same model on other data) cannot run this model's programs, or None."""
+        reason = self._arguments.difference(other._arguments) if other._arguments is not None else "no arguments"
+        if reason is not None:
+            return reason
+        if (self.float32, self._chain_method, self.hidden) != (other.float32, other._chain_method, other.hidden):
+            return "the precision, chain method or non-centred sites differ"
+        if (self.latent_names, self._unconstrained_shapes) != (other.latent_names, other._unconstrained_shapes):
+            return "the latent variables or their shapes differ"
+        if self._structure != other._structure:
+            return "the sites' distributions, supports, shapes or rewrites differ"
+        if self._fixed_by != other._fixed_by:
+            return "a constant the rewrites use (a truncation bound) differs"
+        return None
+
 
     # -- CompiledModel ------------------------------------------------------------------------
 
@@ -314,20 +418,22 @@ class NumPyroCompiledModel:
                     return runner
         tune = settings.tune
 
-        def kernel_from(rng_key, z, target):
+        traced = self._takes_data()
+
+        def kernel_from(rng_key, z, target, data):
             """A NUTS kernel for ``target`` (traced) and its first state. NumPyro builds the
             sampling step, with the target inside its warm-up adaptation, in ``init``; the
             chunk function calls it in its own trace and uses only that step (XLA drops the
-            rest), so a new target reuses the compiled code."""
-            kernel = NUTS(potential_fn=self._potential, target_accept_prob=target,
+            rest), so a new target reuses the compiled code (and new data, where they are arguments)."""
+            kernel = NUTS(potential_fn=partial(self._potential, data), target_accept_prob=target,
                           max_tree_depth=settings.max_tree_depth)
             return kernel, kernel.init(rng_key, tune, init_params=z, model_args=(), model_kwargs={})
 
-        def init_one(rng_key, z, target):
-            return kernel_from(rng_key, z, target)[1]
+        def init_one(rng_key, z, target, data):
+            return kernel_from(rng_key, z, target, data)[1]
 
-        def chunk_one(state, n, target):
-            kernel, _ = kernel_from(state.rng_key, state.z, target)
+        def chunk_one(state, n, target, data):
+            kernel, _ = kernel_from(state.rng_key, state.z, target, data)
 
             def step(current):
                 return kernel.sample(current, (), {})
@@ -339,17 +445,22 @@ class NumPyroCompiledModel:
                 return new, (new.z, stats)
 
             state, (zs, stats) = lax.scan(body, state, jnp.arange(length))
-            posterior = jax.vmap(self._constrain)(zs)
+            posterior = jax.vmap(partial(self._constrain, data))(zs)
             return state, posterior, stats
 
+        if not traced:
+            data = self._data
+            init_one = partial(lambda _init, k, z, t: _init(k, z, t, data), init_one)
+            chunk_one = partial(lambda _chunk, s, n, t: _chunk(s, n, t, data), chunk_one)
+        shared = (None,) if traced else ()
         if method == "parallel":
             devices = jax.local_devices()[: settings.chains]
-            init = jax.pmap(init_one, in_axes=(0, 0, None), devices=devices)
-            chunk = jax.pmap(chunk_one, in_axes=(0, None, None), devices=devices)
+            init = jax.pmap(init_one, in_axes=(0, 0, None, *shared), devices=devices)
+            chunk = jax.pmap(chunk_one, in_axes=(0, None, None, *shared), devices=devices)
         else:
-            init = jax.jit(jax.vmap(init_one, in_axes=(0, 0, None)))
-            chunk = jax.jit(jax.vmap(chunk_one, in_axes=(0, None, None)))
-        runner = _Runner(init, chunk, length)
+            init = jax.jit(jax.vmap(init_one, in_axes=(0, 0, None, *shared)))
+            chunk = jax.jit(jax.vmap(chunk_one, in_axes=(0, None, None, *shared)))
+        runner = _Runner(init, chunk, length, traced)
         self._runners[key] = runner
         return runner
 
@@ -423,7 +534,7 @@ class NumPyroCompiledModel:
         chains = settings.chains
         points, searched = self._starting_points(settings, seed)
         keys = jax.random.split(jax.random.PRNGKey(seed % 2**32), chains)
-        state = jax.device_get(runner.init(keys, jnp.asarray(points.astype(self.dtype)), target))
+        state = jax.device_get(runner.start(keys, jnp.asarray(points.astype(self.dtype)), target, self._data))
         if searched:  # like NumPyro: retry chains whose start has a non-finite density or gradient
             for attempt in range(1, 20):
                 valid = np.isfinite(state.potential_energy) & np.all(np.isfinite(state.z_grad), axis=-1)
@@ -432,12 +543,12 @@ class NumPyroCompiledModel:
                 retry = np.random.SeedSequence([seed, attempt]).generate_state(chains)
                 for chain in np.flatnonzero(~valid):
                     points[chain] = self.initial_point("default", int(retry[chain]))
-                state = jax.device_get(runner.init(keys, jnp.asarray(points.astype(self.dtype)), target))
+                state = jax.device_get(runner.start(keys, jnp.asarray(points.astype(self.dtype)), target, self._data))
         return state
 
     def _chunk(self, runner: _Runner, state: Any, n: int, start: int, warmup: bool,
                chains: int, target: np.ndarray) -> tuple[Any, Chunk]:
-        new_state, posterior, stats = jax.device_get(runner.chunk(state, np.int32(n), target))
+        new_state, posterior, stats = jax.device_get(runner.step(state, np.int32(n), target, self._data))
         potential, energy, num_steps, accept_prob, diverging, step_size = (s[:, :n] for s in stats)
         num_steps = np.asarray(num_steps, dtype=np.int64)
         tree_depth = np.where(num_steps > 0, np.floor(np.log2(np.maximum(num_steps, 1))).astype(np.int64) + 1, 0)
@@ -460,3 +571,95 @@ class NumPyroCompiledModel:
             state=new_state,
         )
         return new_state, chunk
+
+
+def _is_data_array(value: Any) -> bool:
+    """A numeric NumPy or jax array of one or more dimensions: data a program can take as an argument.
+    Numbers and 0-d arrays stay constants: they set shapes (``N``) and scales the rewrites read."""
+    if not isinstance(value, (np.ndarray, jax.Array)) or isinstance(value, jax.core.Tracer):
+        return False
+    return np.dtype(value.dtype).kind in "biuf" and np.ndim(value) >= 1
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal constants: same type and value (arrays: dtype, shape and values; NaN equals NaN)."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (np.ndarray, np.generic, jax.Array, float, complex)):
+        x, y = np.asarray(a), np.asarray(b)
+        return x.dtype == y.dtype and x.shape == y.shape and bool(
+            np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - no equality (an array-like object): not known to be the same
+        return False
+
+
+class DataArguments:
+    """A model function's arguments split in two: its data arrays (:func:`_is_data_array`), which the jitted
+    programs take as arguments, and the rest (numbers, strings, ``None``, 0-d arrays, other objects),
+    which stay constants of the programs."""
+
+    def __init__(self, args: tuple, kwargs: Mapping[str, Any]) -> None:
+        leaves, self.treedef = jax.tree_util.tree_flatten((tuple(args), dict(kwargs)))
+        self.positions = tuple(i for i, leaf in enumerate(leaves) if _is_data_array(leaf))
+        self.values = tuple(leaves[i] for i in self.positions)
+        self.constants = tuple(leaf for i, leaf in enumerate(leaves) if i not in self.positions)
+
+    def join(self, values: tuple) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` with ``values`` (concrete or traced) in the data arrays' places."""
+        arrays, constants = iter(values), iter(self.constants)
+        positions = set(self.positions)
+        count = len(self.positions) + len(self.constants)
+        leaves = [next(arrays) if i in positions else next(constants) for i in range(count)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def difference(self, other: "DataArguments") -> str | None:
+        """What differs between two data sets for a program compiled on one of them, or None."""
+        if self.treedef != other.treedef or self.positions != other.positions:
+            return "the arguments differ in their structure (names, nesting, None, which are arrays)"
+        for mine, theirs in zip(self.constants, other.constants):
+            if not _same(mine, theirs):
+                return f"a non-array argument is {theirs!r}, not {mine!r}"
+        for mine, theirs in zip(self.values, other.values):
+            if (np.shape(mine), np.dtype(mine.dtype)) != (np.shape(theirs), np.dtype(theirs.dtype)):
+                return (f"a data array has shape {np.shape(theirs)} and dtype {np.dtype(theirs.dtype)}, "
+                        f"not {np.shape(mine)} and {np.dtype(mine.dtype)}")
+        return None
+
+
+def _distribution_structure(d: Any) -> tuple:
+    """A distribution's type, support, shapes and which truncation bounds it has, wrappers unwrapped."""
+    inner, _ = _unwrap(d)
+    support = d.support
+    parts = [type(d).__name__, type(inner).__name__, type(support).__name__,
+             type(getattr(support, "base_constraint", None)).__name__,
+             tuple(d.batch_shape), tuple(d.event_shape),
+             tuple(getattr(inner, bound, "-") is None for bound in ("low", "high"))]
+    base = getattr(inner, "base_dist", None)
+    if base is not None:
+        parts.append(_distribution_structure(base))
+    for component in getattr(inner, "component_distributions", None) or ():
+        parts.append(_distribution_structure(component))
+    return tuple(parts)
+
+
+def _structure(model_trace: Mapping[str, dict], sites: Mapping[str, Site]) -> tuple:
+    """What the program of a model depends on besides its data values: per site its kind, distribution
+    structure and value shape, and per resilient site the rewrites applied."""
+    parts: list[tuple] = []
+    for name, site in model_trace.items():
+        value = site.get("value")
+        shape = tuple(jnp.shape(value)) if value is not None and not callable(value) else None
+        if site["type"] == "sample":
+            parts.append((name, "sample", bool(site["is_observed"]), _distribution_structure(site["fn"]), shape))
+        elif site["type"] == "plate":
+            parts.append((name, "plate", tuple(a if isinstance(a, (int, type(None))) else "?" for a in site["args"])))
+        else:
+            parts.append((name, site["type"], shape))
+    for name, record in sites.items():
+        parts.append((name, record.kind, record.noncentered, tuple(r.rule for r in record.rewrites),
+                      type(record.used).__name__))
+    return tuple(parts)

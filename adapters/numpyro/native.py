@@ -284,6 +284,16 @@ class _NativeFixes(Messenger):
             self._names[id(msg["value"])] = msg["name"]
 
 
+def fixed_constants(fixes: _NativeFixes) -> tuple:
+    """The values the rewrites fixed into a native model's program: per site, the constant parameters
+    (learned from its compile-time traces) that replace the traced ones, and whether it is rewritten."""
+    return tuple(
+        (name, bool(notes.rewrites), None if notes.literals is None else tuple(
+            (key, value.shape, value.tobytes()) for key, value in sorted(notes.literals.items())))
+        for name, notes in sorted(fixes.notes.items())
+    )
+
+
 def _is_unit(site: dict) -> bool:
     return type(site.get("fn")).__name__ == "Unit"
 

@@ -17,11 +17,20 @@ CHAIN_METHODS = ("parallel", "vectorized")
 @dataclass
 class _Runner:
     """NUTS's compiled init and chunk functions, reused across runs. Both take the target
-    acceptance as an argument, so the loop's ``target_accept`` ladder does not recompile."""
+    acceptance as an argument, so the loop's ``target_accept`` ladder does not recompile, and with
+    ``takes_data`` the model's data arrays, so a model on another data set of the same shapes
+    (``with_data``) does not either."""
 
     init: Callable
     chunk: Callable
     length: int
+    takes_data: bool = False
+
+    def start(self, keys: Any, z: Any, target: Any, data: tuple) -> Any:
+        return self.init(keys, z, target, data) if self.takes_data else self.init(keys, z, target)
+
+    def step(self, state: Any, n: Any, target: Any, data: tuple) -> Any:
+        return self.chunk(state, n, target, data) if self.takes_data else self.chunk(state, n, target)
 
 
 def _resume_iteration(state: Any, chains: int, dimension: int) -> int:
