@@ -3,6 +3,7 @@
 
     python benchmarks/many.py                 # 24 data sets, every side, writes benchmarks/results/many-<date>.json
     python benchmarks/many.py --fits 8 --sides numpyro-mcmc resilient-numpyro-2
+    python benchmarks/many.py --sides resilient-numpyro-1 with-data-numpyro --tag with-data   # many-<date>-with-data.json
 
 Each side runs in its own interpreter (no compiled code or imports carried over between sides) on the same
 data sets (``examples.sbc_models.datasets``: ``mu ~ Normal(0, 1)``, ``sigma ~ HalfNormal(1)``, N
@@ -33,6 +34,8 @@ SIDES = {
     "reuse-numpyro": "one resilient.compile, then .sample 24 times on the first data set, one process: the "
                      "ceiling compile-once (an adapter's with_data) could reach",
     "reuse-pymc": "as reuse-numpyro, on PyMC",
+    "with-data-numpyro": "one resilient.compile on the first data set, then compiled.with_data and .sample per "
+                         "data set, one process (NumPyro): compile once, sample many, without Dask",
     "resilient-numpyro-1": "resilient.sample_many, LocalCluster with 1 worker (NumPyro)",
     "resilient-numpyro-2": "resilient.sample_many, LocalCluster with 2 workers (NumPyro)",
     "resilient-pymc-1": "resilient.sample_many, LocalCluster with 1 worker (PyMC)",
@@ -93,6 +96,19 @@ def run_side(side: str, fits: int, n: int, draws: int, tune: int, chains: int) -
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sampler.sample(draws=draws, tune=tune, chains=chains, random_seed=index, progressbar=False)
+    elif side == "with-data-numpyro":
+        import warnings
+
+        import resilient
+
+        started = time.perf_counter()
+        first = resilient.compile(sbc_models.normal, backend="numpyro", **datasets[0])
+        for index, data in enumerate(datasets):
+            sampler = resilient.compile(sbc_models.normal, backend="numpyro", **data)
+            sampler.cache[(sampler.backend, sampler.model)] = first.compiled.with_data((), data)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sampler.sample(draws=draws, tune=tune, chains=chains, random_seed=index, progressbar=False)
     else:
         from resilient.many import sample_many
 
@@ -119,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=list(SIDES))
     parser.add_argument("--side", help=argparse.SUPPRESS)  # internal: run one side in this process
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--tag", default="", help="appended to the result file's name: many-<date>-<tag>.json")
     options = parser.parse_args(argv)
     settings = {k: getattr(options, k) for k in ("fits", "n", "draws", "tune", "chains")}
     if options.side:
@@ -150,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
               "settings": settings, "rows": rows}
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"many-{record['date']}.json").write_text(json.dumps(record, indent=2))
+    name = f"many-{record['date']}" + (f"-{options.tag}" if options.tag else "")
+    (out / f"{name}.json").write_text(json.dumps(record, indent=2))
     print("\n| side | what | wall s | fits/min | load before/after |\n|---|---|---|---|---|")
     for row in rows:
         load = "/".join(str(x) for x in row["load_average_1min"])
