@@ -91,6 +91,7 @@ def raw_pymc(name, data, draws, tune, chains, seed=SEED):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = pm.sample(draws, tune=tune, chains=chains, cores=min(chains, os.cpu_count() or 1), random_seed=seed,
+                           nuts_sampler="pymc",
                            progressbar=False, compute_convergence_checks=False, model=model)
     seconds = time.perf_counter() - start
     return (seconds, posterior_dict(result), float(result.sample_stats["diverging"].values.mean()),
@@ -107,7 +108,7 @@ def with_resilient(backend, name, data, draws, tune, chains, native=True, seed=S
                                       random_seed=seed, progressbar=False, **data)
         else:
             result = resilient.sample(model=pymc_model(name, data), draws=draws, tune=tune, chains=chains,
-                                      random_seed=seed, progressbar=False)
+                                      random_seed=seed, progressbar=False, engine="pymc")
     seconds = time.perf_counter() - start
     attempts = record.read_attempts(result)
     split = {key: sum(a.get(key, 0.0) or 0.0 for a in attempts)

@@ -33,8 +33,9 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "step": ("refused", "Resilient runs NUTS on every continuous variable; call pm.sample for other step methods"),
     "var_names": ("honoured", "only these variables are kept in the posterior group (diagnostics during the run see "
                               "them all)"),
-    "nuts_sampler": ("honoured", "'pymc' and 'numpyro' choose the backend for shared-API models; a pm.Model runs on "
-                                 "PyMC ('pymc'), other engines are refused with the reason"),
+    "nuts_sampler": ("honoured", "the engine: 'pymc', 'nutpie' (a pm.Model or a shared-API model) or 'numpyro' "
+                                 "(shared-API models); same as `engine=`, whose default 'auto' picks one per model "
+                                 "and says why; 'blackjax' is refused"),
     "initvals": ("honoured", "one dict or one per chain, constrained values by variable name"),
     "init": ("ignored", "each backend warms up with its own NUTS adaptation (diagonal mass matrix); the loop picks "
                         "initial points itself (backend default, then uniform(-2, 2), then prior draws)"),
@@ -55,7 +56,7 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "mp_ctx": ("ignored", "PyMC workers are started by Resilient's own context (so they die with a killed parent)"),
     "blas_cores": ("ignored", "BLAS threads are left as the environment sets them"),
     "model": ("honoured", "a pm.Model, or the one in the `with` context"),
-    "backend": ("refused", "resilient.sample's own `backend` names the engine ('numpyro' or 'pymc'), so PyMC's trace "
+    "backend": ("refused", "resilient.sample's own `backend` names the model's language ('numpyro' or 'pymc'), so PyMC's trace "
                            "backends cannot be passed; finished draws go to disk with checkpoint="),
     "compile_kwargs": ("ignored", "the compiled functions are PyMC's own frozen-model ones"),
     "target_accept": ("honoured", "NUTS target acceptance (also inside nuts={...}); the loop may raise it"),

@@ -43,6 +43,7 @@ class NUTSSettings:
     deadline: float | None = None
     progressbar: bool = False
     resume_state: Any = None  # from a previous Chunk.state (NumPyro only)
+    mass_matrix: str = "diag"  # "low_rank": nutpie's low-rank adaptation (other engines adapt a diagonal)
 
 
 @dataclass
@@ -134,6 +135,7 @@ class Adapter(Protocol):
 ADAPTERS: dict[str, tuple[str, str, str]] = {
     "numpyro": ("resilient.adapters.numpyro", "NumPyroAdapter", "numpyro"),
     "pymc": ("resilient.adapters.pymc", "PyMCAdapter", "pymc"),
+    "nutpie": ("resilient.adapters.nutpie", "NutpieAdapter", "nutpie"),
 }
 
 

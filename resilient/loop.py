@@ -36,6 +36,7 @@ class LoopState:
     target_accept: float
     init_strategy: str = "default"
     used: frozenset[Remedy] = frozenset()
+    mass_matrix: str = "diag"
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def noncentering_candidates(model: Model | NativeModel, sites: Mapping[str, Any]
 _LADDERS: dict[str, tuple[Remedy, ...]] = {
     "divergences": ("noncenter", "target_accept", "float64", "other_backend"),
     "initialization": ("reinitialize", "float64", "target_accept", "other_backend"),
-    "tree-depth": ("reinitialize", "noncenter", "target_accept", "other_backend"),
+    "tree-depth": ("reinitialize", "noncenter", "low_rank", "target_accept", "other_backend"),
 }
 for _failure in ("non-finite", "stuck", "no-draws", "sampler-error"):
     _LADDERS[_failure] = _LADDERS["initialization"]
@@ -145,13 +146,18 @@ _LADDERS["convergence"] = _LADDERS["tree-depth"]
 
 
 def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candidates: Sequence[str] = (),
-                  float32_in_effect: bool = False, other_backends: Sequence[str] = ()) -> Decision:
+                  float32_in_effect: bool = False, other_backends: Sequence[str] = (),
+                  mass_matrices: Sequence[str] = ("diag",)) -> Decision:
     """The next remedy that fits ``failure`` and is not used up: a pure function of its arguments.
 
     ``candidates``: sites the adapter can non-centre (:func:`noncentering_candidates`);
     ``float32_in_effect``: the compiled model really runs in float32 (float64 is only a remedy then);
-    ``other_backends``: installed backends this model can move to (none for a native model).
+    ``other_backends``: installed engines this model can move to (a native model only to those that
+    run its own language: a pm.Model moves between PyMC's NUTS and nutpie);
+    ``mass_matrices``: what the current engine adapts (``"low_rank"``: nutpie).
     """
+    from resilient.engine import modelling_backend
+
     for remedy in _LADDERS.get(failure, _LADDERS["convergence"]):
         if remedy not in policy.remedies:
             continue
@@ -171,12 +177,18 @@ def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candida
             model = state.model.with_options(noncentered=frozenset(state.model.noncentered) | set(candidates))
             return Decision(remedy, f"non-centred {', '.join(candidates)} (sampled as loc + scale * raw)",
                             replace(state, model=model, used=state.used | {remedy}))
+        if remedy == "low_rank" and "low_rank" in mass_matrices and state.mass_matrix != "low_rank":
+            return Decision(remedy, "low-rank mass matrix adaptation (nutpie)",
+                            replace(state, mass_matrix="low_rank", used=state.used | {remedy}))
         if remedy == "float64" and float32_in_effect:
             return Decision(remedy, "switched to float64",
                             replace(state, model=state.model.with_options(float32=False), used=state.used | {remedy}))
-        if remedy == "other_backend" and other_backends and not isinstance(state.model, NativeModel):
-            return Decision(remedy, f"switched to the {other_backends[0]} backend",
-                            replace(state, backend=other_backends[0], used=state.used | {remedy}))
+        if remedy == "other_backend":
+            movable = [b for b in other_backends if not isinstance(state.model, NativeModel)
+                       or modelling_backend(b) == state.model.backend]
+            if movable:
+                return Decision(remedy, f"switched to the {movable[0]} engine",
+                                replace(state, backend=movable[0], mass_matrix="diag", used=state.used | {remedy}))
     return Decision(None, "no remedy left that fits this failure", state)
 
 
@@ -185,7 +197,8 @@ def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any) -
     return choose_remedy(
         failure, state, policy, candidates=noncentering_candidates(state.model, compiled.sites),
         float32_in_effect=bool(state.model.float32) and "float32" not in getattr(compiled, "ignored_options", ()),
-        other_backends=[b for b in available_backends() if b != state.backend])
+        other_backends=[b for b in available_backends() if b != state.backend],
+        mass_matrices=("diag", "low_rank") if state.backend == "nutpie" else ("diag",))
 
 
 #: failures after which the draws exist and are a valid (if poor) Markov chain: worth returning at the cap.
@@ -263,7 +276,8 @@ class _Progress:
 
 def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, policy: Policy, *,
              preflight: bool = True, checkpoint: Any = None, progressbar: bool = True,
-             compile_cache: dict | None = None, warn: Callable[[str], None] | None = None) -> Any:
+             compile_cache: dict | None = None, warn: Callable[[str], None] | None = None,
+             engine_reason: str | None = None) -> Any:
     """Preflight, then attempts until one is accepted or a cap is hit. Returns a DataTree."""
     from resilient import record
     from resilient.checks import check_compiled, run_preflight
@@ -275,7 +289,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
     attempts: list[Attempt] = []
     report = None
     seed = settings.random_seed if settings.random_seed is not None else int(np.random.default_rng().integers(2**31))
-    state = LoopState(model, backend, settings.target_accept)
+    state = LoopState(model, backend, settings.target_accept, mass_matrix=settings.mass_matrix)
     last_data = None
     usable: list[tuple[tuple[float, ...], int, Any]] = []  # statistically failed attempts: (badness, number, data)
     next_remedy: str | None = None
@@ -299,7 +313,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
     def finish(data: Any, status: str, message: str) -> Any:
         run_info = {"backend": state.backend, "model": model.name, "status": status, "message": message,
                     "time_budget": policy.time_budget, "seconds": time.monotonic() - start,
-                    "random_seed": seed, "max_tree_depth": settings.max_tree_depth}
+                    "random_seed": seed, "max_tree_depth": settings.max_tree_depth,
+                    **({"engine_reason": engine_reason} if engine_reason else {})}
         if data is not None:
             record.attach(data, preflight=report, attempts=attempts, run=run_info)
             if checkpoint is not None:
@@ -319,6 +334,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             "target_accept": state.target_accept, "init": state.init_strategy,
             "float32": bool(state.model.float32), "noncentered": sorted(state.model.noncentered),
             "random_seed": attempt_seed,
+            **({"mass_matrix": state.mass_matrix} if state.backend == "nutpie" else {}),
+            **({"engine_reason": engine_reason} if number == 1 and engine_reason else {}),
         }
         compile_start = time.monotonic()
         try:
@@ -356,6 +373,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             return True
 
         run_settings = replace(settings, target_accept=state.target_accept, random_seed=attempt_seed,
+                               mass_matrix=state.mass_matrix,
                                initial_points=initial, deadline=deadline, chunk_size=policy.chunk_size,
                                progressbar=False)
         crash: SamplerError | None = None

@@ -29,11 +29,14 @@ class CompiledSampler:
 
     Made by :func:`compile`; :meth:`sample` takes :func:`sample`'s run arguments. Remedies that
     change the model (non-centring, float64) compile their variant once and keep it too.
+    ``backend`` is the language the model is in ("numpyro" or "pymc"); ``engine`` what runs NUTS
+    ("auto": chosen per run by :func:`resilient.engine.choose_engine`).
     """
 
     model: Model | NativeModel
     backend: str
     cache: dict = field(default_factory=dict, repr=False)
+    engine: str = "auto"
 
     @property
     def compiled(self) -> Any:
@@ -56,7 +59,7 @@ class CompiledSampler:
                progressbar: bool = True, preflight: bool = True, max_tree_depth: int = 10,
                policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
                checkpoint: str | None = None, resume: str | None = None,
-               var_names: Sequence[str] | None = None) -> Any:
+               var_names: Sequence[str] | None = None, mass_matrix: str = "diag") -> Any:
         """Preflight and the resilient NUTS loop; an ArviZ DataTree. Arguments as for :func:`sample`;
         ``var_names`` keeps only those variables in the posterior group."""
         from resilient.checkpoint import Checkpoint, read_state
@@ -74,21 +77,47 @@ class CompiledSampler:
         overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
         policy = policy.replace(**overrides) if overrides else policy
         resume_state = read_state(resume) if resume is not None else None
+        choice = self.choose_engine(draws=draws, tune=tune, chains=chains)
+        if mass_matrix not in ("diag", "low_rank"):
+            raise ResilientError(f"`mass_matrix` must be 'diag' or 'low_rank', got {mass_matrix!r}.")
+        if mass_matrix != "diag" and choice.engine != "nutpie":
+            raise ResilientError(f"mass_matrix={mass_matrix!r} is nutpie's; the engine here is {choice.engine!r} "
+                                 f"({choice.reason}). Pass engine='nutpie' (a PyMC or shared-API model).")
         settings = NUTSSettings(draws=draws, tune=0 if resume_state is not None else tune, chains=chains,
                                 target_accept=float(target_accept), random_seed=random_seed,
-                                max_tree_depth=max_tree_depth, resume_state=resume_state)
+                                max_tree_depth=max_tree_depth, resume_state=resume_state, mass_matrix=mass_matrix)
         if initvals is not None:
             settings = replace(settings, initial_points=self._initial_points(initvals, chains))
         store = None
         if checkpoint is not None or resume is not None:
             store = Checkpoint(checkpoint or resume, fresh=resume is None, meta={
-                "model": self.model.name, "backend": self.backend, "draws": draws, "tune": tune, "chains": chains,
+                "model": self.model.name, "backend": choice.engine, "draws": draws, "tune": tune, "chains": chains,
                 "target_accept": target_accept, "random_seed": random_seed})
-        data = run_loop(self.model, self.backend, settings, policy, preflight=preflight and resume is None,
-                        checkpoint=store, progressbar=progressbar, compile_cache=self.cache)
+        data = run_loop(self.model, choice.engine, settings, policy, preflight=preflight and resume is None,
+                        checkpoint=store, progressbar=progressbar, compile_cache=self.cache,
+                        engine_reason=choice.reason)
         if keep is not None and data is not None:
             data["posterior"] = data["posterior"].to_dataset()[keep]
         return data
+
+    def choose_engine(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4) -> Any:
+        """The engine for a run of this size (:class:`resilient.engine.EngineChoice`); a nutpie choice
+        wraps the PyMC compiled model, compiled once for both."""
+        from resilient.engine import choose_engine
+
+        if self.engine == "auto" and self.backend == "pymc":
+            from resilient.engine import installed
+
+            compiled = self.compiled if installed("nutpie") else None
+        else:
+            compiled = None
+        choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
+                               compiled_pymc=compiled, draws=draws, tune=tune, chains=chains)
+        if choice.engine == "nutpie" and ("nutpie", self.model) not in self.cache:
+            from resilient.adapters.nutpie import NutpieCompiledModel
+
+            self.cache[("nutpie", self.model)] = NutpieCompiledModel(self.compiled)
+        return choice
 
     def _checked_var_names(self, var_names: Sequence[str] | None) -> list[str] | None:
         if var_names is None:
@@ -123,27 +152,30 @@ class CompiledSampler:
         return np.stack(points)
 
 
-def compile(model: Any = None, *args: Any, backend: str | None = None, fix: bool = True, float32: bool = False,
-            **kwargs: Any) -> CompiledSampler:
+def compile(model: Any = None, *args: Any, backend: str | None = None, engine: str = "auto", fix: bool = True,
+            float32: bool = False, **kwargs: Any) -> CompiledSampler:
     """Compile ``model`` once for ``backend``; sample it many times with ``.sample(...)``.
 
     ``model`` and its data (``*args``/``**kwargs``) are as for :func:`sample`.
     """
+    from resilient.engine import resolve_engine
     from resilient.resolve import default_backend, resolve_model
 
+    engine, backend = resolve_engine(engine, None, backend)
     resolved = resolve_model(model, args, kwargs, fix=fix, float32=float32)
-    sampler = CompiledSampler(resolved, default_backend(resolved, backend))
+    sampler = CompiledSampler(resolved, default_backend(resolved, backend), engine=engine)
     sampler.compiled  # noqa: B018  (compile now: the caller asked for it)
     return sampler
 
 
-def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int = 1000, tune: int = 1000,
+def sample(model: Any = None, *args: Any, backend: str | None = None, engine: str = "auto", draws: int = 1000,
+           tune: int = 1000,
            chains: int = 4, target_accept: float = 0.8, random_seed: int | None = None,
            initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, progressbar: bool = True,
            preflight: bool = True, fix: bool = True, float32: bool = False, max_tree_depth: int = 10,
            policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
            checkpoint: str | None = None, resume: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
-           **kwargs: Any) -> Any:
+           mass_matrix: str = "diag", **kwargs: Any) -> Any:
     """Run preflight and the resilient NUTS loop; return an ArviZ DataTree.
 
     ``model`` is a shared-API model function (data as ``*args`` / ``**kwargs`` or
@@ -153,13 +185,17 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int
     ``random_seed``, ``initvals`` and ``progressbar`` mean what they mean in ``pm.sample``.
     ``time_budget`` (seconds for the whole call) and ``max_attempts`` override the
     :class:`~resilient.policy.Policy`; ``checkpoint`` is a folder where finished draws are
-    written as they finish; ``resume`` continues a NumPyro run from such a folder. The preflight
+    written as they finish; ``resume`` continues a NumPyro run from such a folder. ``engine``
+    (or pm.sample's ``nuts_sampler``) is what runs NUTS: ``"auto"`` (the one expected to finish
+    first, with the reason in the run record), ``"numpyro"``, ``"pymc"`` or ``"nutpie"``;
+    ``mass_matrix="low_rank"`` asks nutpie for its low-rank adaptation. The preflight
     report and the attempt log are in the result's attributes (:mod:`resilient.record`).
 
     Sites inside a model are declared with :func:`resilient.model.sample`; calling this one
     with a site name still works but is deprecated.
     """
     from resilient.context import inside_model
+    from resilient.engine import resolve_engine
 
     if isinstance(model, str) and inside_model():
         return _declare_site_deprecated(model, *args, **kwargs)
@@ -175,23 +211,24 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, draws: int
     nuts = nuts_options(pm_kwargs)
     target_accept = nuts.get("target_accept", target_accept)
     max_tree_depth = nuts.get("max_tree_depth", max_tree_depth)
-    backend = _engine(pm_kwargs.get("nuts_sampler"), backend)
+    engine, backend = resolve_engine(engine, pm_kwargs.get("nuts_sampler"), backend)
     var_names = pm_kwargs.get("var_names")
     tune = 1000 if tune is None else tune
     chains = 4 if chains is None else chains
     if isinstance(model, CompiledSampler):
-        if args or data_kwargs or backend not in (None, model.backend):
+        if args or data_kwargs or backend not in (None, model.backend) or engine not in ("auto", model.engine):
             raise ResilientError(
                 "A compiled model carries its data and backend: pass only run arguments (draws, chains, ...) "
                 "to resilient.sample(compiled, ...), or compile again with other data.")
         sampler = model
     else:
         resolved = resolve_model(model, args, data_kwargs, fix=fix, float32=float32)
-        sampler = CompiledSampler(resolved, default_backend(resolved, backend))
+        sampler = CompiledSampler(resolved, default_backend(resolved, backend), engine=engine)
     return sampler.sample(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                           random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
                           max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
-                          max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names)
+                          max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names,
+                          mass_matrix=mass_matrix)
 
 
 def _split_pm_sample_arguments(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -206,18 +243,6 @@ def _split_pm_sample_arguments(model: Any, kwargs: Mapping[str, Any]) -> tuple[d
             takes = set()
     pm_kwargs = {k: v for k, v in kwargs.items() if k in PM_SAMPLE_ARGUMENTS and k not in takes}
     return pm_kwargs, {k: v for k, v in kwargs.items() if k not in pm_kwargs}
-
-
-def _engine(nuts_sampler: str | None, backend: str | None) -> str | None:
-    """pm.sample's ``nuts_sampler`` as a backend name (it must agree with ``backend`` when both are given)."""
-    if nuts_sampler is None:
-        return backend
-    if nuts_sampler not in ("pymc", "numpyro"):
-        raise ResilientError(f"nuts_sampler={nuts_sampler!r} is not an engine Resilient runs; it runs 'pymc' and "
-                             "'numpyro'. Call pm.sample directly for others.")
-    if backend is not None and backend != nuts_sampler:
-        raise ResilientError(f"nuts_sampler={nuts_sampler!r} and backend={backend!r} disagree; give one of them.")
-    return nuts_sampler
 
 
 def _declare_site_deprecated(name: str, *args: Any, **kwargs: Any) -> Any:

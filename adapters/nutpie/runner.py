@@ -1,0 +1,221 @@
+"""nutpie's non-blocking sampler under a deadline: finished draws handed over in chunks, stops kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
+from resilient.errors import SamplerError
+
+if TYPE_CHECKING:
+    from resilient.adapters.nutpie.compiled import NutpieCompiledModel
+
+#: nutpie's statistic for each of :data:`resilient.backend.STAT_NAMES`.
+STAT_SOURCES = {
+    "diverging": "diverging",
+    "tree_depth": "depth",
+    "n_steps": "n_steps",
+    "energy": "energy",
+    "lp": "logp",
+    "acceptance_rate": "mean_tree_accept",
+    "step_size": "step_size",
+}
+_STAT_DTYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
+#: nutpie statistics not passed on: the warm-up flag (a chunk says it) and per-draw text.
+_SKIPPED = {"tuning", "divergence_message"}
+#: seconds between looks at the trace while nutpie samples.
+POLL_SECONDS = 0.5
+MASS_MATRICES = ("diag", "low_rank")
+
+
+class _Starts:
+    """nutpie's ``initial_point_func``: each call (one per chain start or retry) takes the next of the
+    points the loop chose, in nutpie's layout."""
+
+    def __init__(self, points: np.ndarray) -> None:
+        self.points = points
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, seed: Any = None) -> np.ndarray:
+        with self.lock:
+            row = self.points[self.calls % len(self.points)]
+            self.calls += 1
+        return row.copy()
+
+
+class _Feeder:
+    """Cuts each chain's finished draws (warm-up first) into chunks for ``on_chunk``.
+
+    nutpie's trace pads chains that are behind with NaN; a chain's finished draws are those with a
+    finite step size.
+    """
+
+    def __init__(self, model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> None:
+        self.names = model.posterior_names
+        self.settings = settings
+        self.on_chunk = on_chunk
+        self.size = max(1, int(settings.chunk_size))
+        chains = int(settings.chains)
+        self.sent = {(c, w): 0 for c in range(chains) for w in (True, False)}
+        self.stopped = False
+        self.warmup_ended: float | None = None
+
+    def feed(self, trace: Any, final: bool) -> bool:
+        """Hand over the complete chunks in ``trace`` (all finished draws when ``final``); ``False``
+        once ``on_chunk`` asked to stop."""
+        groups = set(trace.children) if trace is not None else set()
+        for chain in range(int(self.settings.chains)):
+            for warmup, values, stats in ((True, "warmup_posterior", "warmup_sample_stats"),
+                                          (False, "posterior", "sample_stats")):
+                if stats not in groups or values not in groups:
+                    continue
+                stat_set = trace[stats].to_dataset()
+                available = _finished(stat_set, chain)
+                if not warmup and available and self.warmup_ended is None:
+                    self.warmup_ended = time.monotonic()
+                while not self.stopped:
+                    start = self.sent[(chain, warmup)]
+                    count = available - start
+                    if count <= 0 or (count < self.size and not final):
+                        break
+                    count = min(count, self.size)
+                    self._send(trace[values].to_dataset(), stat_set, chain, warmup, start, count)
+                if warmup and self.sent[(chain, True)] < min(available, int(self.settings.tune)):
+                    break  # this chain's warm-up is not all handed over: its draws wait
+        return not self.stopped
+
+    def _send(self, values: Any, stats: Any, chain: int, warmup: bool, start: int, count: int) -> None:
+        span = slice(start, start + count)
+        posterior = {name: np.asarray(values[name].values[chain, span])[None] for name in self.names}
+        sample_stats = {
+            name: np.asarray(stats[source].values[chain, span], dtype=_STAT_DTYPES.get(name, np.float64))[None]
+            for name, source in STAT_SOURCES.items()
+        }
+        for name in stats.data_vars:
+            if name in _SKIPPED or name in STAT_SOURCES.values():
+                continue
+            array = np.asarray(stats[name].values[chain, span])
+            if array.dtype.kind in "biuf" and array.ndim == 1:
+                sample_stats[str(name)] = array[None]
+        chunk = Chunk(chains=(chain,), start=start, warmup=warmup, posterior=posterior, sample_stats=sample_stats)
+        self.sent[(chain, warmup)] = start + count
+        try:
+            keep_going = self.on_chunk(chunk)
+        except BaseException:
+            self.stopped = True
+            raise
+        if keep_going is False:
+            self.stopped = True
+
+    def delivered(self, warmup: bool) -> dict[int, int]:
+        return {c: n for (c, w), n in self.sent.items() if w == warmup}
+
+
+def _finished(stats: Any, chain: int) -> int:
+    step = np.asarray(stats["step_size"].values[chain], dtype=np.float64)
+    finite = np.isfinite(step)
+    return int(finite.size if finite.all() else np.argmin(finite))
+
+
+def _quietly(method: Callable, **kwargs: Any) -> Any:
+    """One of the sampler's calls that convert its trace to a DataTree, without ArviZ's conventions
+    warnings (a partial trace can have fewer draws than chains)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return method(**kwargs)
+
+
+def _seed(settings: NUTSSettings) -> int:
+    if settings.random_seed is None:
+        return int(np.random.default_rng().integers(2**31))
+    return int(settings.random_seed)
+
+
+def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
+    """nutpie's NUTS in the background, polled every :data:`POLL_SECONDS` (or until the deadline)."""
+    import nutpie
+
+    if settings.resume_state is not None:
+        raise NotImplementedError("The nutpie engine cannot resume a run: start a new one (e.g. from the last draws).")
+    mass_matrix = getattr(settings, "mass_matrix", "diag")
+    if mass_matrix not in MASS_MATRICES:
+        raise ValueError(f"nutpie's mass matrix must be one of {MASS_MATRICES}, got {mass_matrix!r}.")
+    if int(settings.tune) < 1:
+        raise ValueError("nutpie needs at least one warm-up draw (tune >= 1): with tune=0 its Rust sampler "
+                         "panics (nuts-rs 0.18 asserts early_end < num_tune). Use tune >= 1 or engine='pymc'.")
+    chains = int(settings.chains)
+    cores = max(1, min(chains, model.cores or os.cpu_count() or 1))
+    compiled = model.nutpie_model
+    if settings.initial_points is not None:
+        points = np.asarray(settings.initial_points, dtype=np.float64)
+        if points.shape != (chains, model.dimension):
+            raise ValueError(f"initial_points must have shape (chains, dimension) = ({chains}, {model.dimension}), "
+                             f"got {points.shape}.")
+        compiled = dataclasses.replace(compiled, initial_point_func=_Starts(np.ascontiguousarray(points[:, model.order])))
+    feeder = _Feeder(model, settings, on_chunk)
+    started = time.monotonic()
+    sampler = nutpie.sample(
+        compiled, draws=int(settings.draws), tune=int(settings.tune), chains=chains, cores=cores,
+        seed=_seed(settings), save_warmup=True, progress_bar=bool(settings.progressbar), blocking=False,
+        adaptation=mass_matrix, target_accept=float(settings.target_accept), maxdepth=int(settings.max_tree_depth),
+    )
+    reason = ""
+    done = False
+    try:
+        while True:
+            remaining = None if settings.deadline is None else settings.deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                reason = "deadline"
+                feeder.feed(_quietly(sampler.abort), final=True)
+                done = True
+                break
+            try:
+                trace = _quietly(sampler.wait, timeout=POLL_SECONDS if remaining is None else min(POLL_SECONDS, remaining))
+            except TimeoutError:
+                if not feeder.feed(_quietly(sampler.inspect), final=False):
+                    reason = "stopped"
+                    break
+                continue
+            feeder.feed(trace, final=True)
+            done = True
+            break
+    except KeyboardInterrupt:
+        reason = "interrupted"
+        feeder.feed(_quietly(sampler.abort), final=True)
+        done = True
+    except BaseException as error:
+        if not isinstance(error, (RuntimeError, ValueError)) and type(error).__name__ != "PanicException":
+            raise
+        if not feeder.stopped:
+            try:
+                feeder.feed(_quietly(sampler.inspect), final=True)
+            except Exception:  # noqa: BLE001 - the sampler's own error is the one to report
+                pass
+        raise SamplerError(f"nutpie stopped with {type(error).__name__}: {error}", backend="nutpie",
+                           kind="numerical" if "logp" in str(error).lower() or "energy" in str(error).lower()
+                           else "crash") from error
+    finally:
+        if not done:
+            sampler.cancel()
+    finished = time.monotonic()
+    if feeder.stopped and not reason:
+        reason = "stopped"
+    drawn, warm = feeder.delivered(False), feeder.delivered(True)
+    complete = not reason and all(drawn[c] == settings.draws and warm[c] == settings.tune for c in range(chains))
+    warmup_end = feeder.warmup_ended or finished
+    return NUTSRun(
+        completed=complete,
+        reason="" if complete else (reason or "interrupted"),
+        warmup_seconds=max(0.0, warmup_end - started),
+        sampling_seconds=max(0.0, finished - warmup_end),
+        extra={"engine": "nutpie", "cores": cores, "mass_matrix": mass_matrix, "draws_delivered": drawn,
+               "warmup_draws_delivered": warm, "nutpie_compile_seconds": model.compile_seconds},
+    )

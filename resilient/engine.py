@@ -1,0 +1,131 @@
+"""Which engine samples a model: ``engine="auto"`` picks, per model, the one expected to reach the
+effective draws first among those installed; ``engine=`` / ``nuts_sampler=`` choose by hand.
+
+An engine is what runs NUTS; a backend is the language a model is written in. NumPyro models
+run on NumPyro's NUTS. PyMC models (and shared-API models sent to PyMC) run on PyMC's NUTS or on
+nutpie (Rust NUTS over a Numba-compiled log density). nutpie takes about 3 s to compile a model
+with Numba and then spends no Python time per leapfrog step; PyMC's NUTS starts in about 1 s and
+spends about 40 us of Python per step on top of the gradient (both measured on a 2-core machine:
+``benchmarks/engines.py``). ``auto`` times the gradient and compares the two expected totals.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from resilient.errors import BackendUnavailableError, ResilientError
+
+__all__ = ["ENGINES", "MODELLING", "EngineChoice", "choose_engine", "modelling_backend"]
+
+#: engine -> the backend (modelling language) whose models it runs.
+MODELLING: dict[str, str] = {"numpyro": "numpyro", "pymc": "pymc", "nutpie": "pymc"}
+ENGINES = ("auto", *MODELLING)
+
+#: measured constants of the estimate (seconds), see the module docstring.
+NUMBA_COMPILE_SECONDS = 3.0
+PYMC_START_SECONDS = 1.0
+PYMC_STEP_OVERHEAD_SECONDS = 40e-6
+#: leapfrog steps per draw assumed before sampling (tree depth 3).
+STEPS_PER_DRAW = 8
+
+
+def modelling_backend(engine: str) -> str:
+    return MODELLING.get(engine, engine)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    backend: str  # the modelling backend: "numpyro" or "pymc"
+    engine: str  # what runs NUTS: "numpyro", "pymc" or "nutpie"
+    reason: str
+
+
+def resolve_engine(engine: str | None, nuts_sampler: str | None, backend: str | None) -> tuple[str, str | None]:
+    """``(engine, backend)`` from the three ways to say it; a clear error where they disagree."""
+    engine = "auto" if engine is None else engine
+    if nuts_sampler is not None:
+        if nuts_sampler not in MODELLING:
+            raise ResilientError(f"nuts_sampler={nuts_sampler!r} is not an engine Resilient runs; it runs "
+                                 f"{', '.join(repr(e) for e in MODELLING)}. Call pm.sample directly for others.")
+        if engine not in ("auto", nuts_sampler):
+            raise ResilientError(f"nuts_sampler={nuts_sampler!r} and engine={engine!r} disagree; give one of them.")
+        engine = nuts_sampler
+    if engine not in ENGINES:
+        raise ResilientError(f"`engine` must be one of {', '.join(repr(e) for e in ENGINES)}, got {engine!r}.")
+    if backend == "nutpie":  # a backend of its own name would only confuse: it is the PyMC language's engine
+        if engine not in ("auto", "nutpie"):
+            raise ResilientError(f"backend='nutpie' and engine={engine!r} disagree; give one of them.")
+        engine, backend = "nutpie", "pymc"
+    if backend is not None and backend not in ("numpyro", "pymc"):
+        raise BackendUnavailableError(f"`backend` must be one of 'numpyro', 'pymc', got {backend!r} (the model's "
+                                      "language; engines are chosen with `engine=`).")
+    if engine != "auto":
+        implied = MODELLING[engine]
+        if backend is not None and backend != implied:
+            said = f"nuts_sampler={nuts_sampler!r}" if nuts_sampler is not None else f"engine={engine!r}"
+            raise ResilientError(f"{said} and backend={backend!r} disagree: {engine} runs {implied} models. Give "
+                                 "one of them.")
+        backend = implied
+    return engine, backend
+
+
+def installed(engine: str) -> bool:
+    return importlib.util.find_spec(engine) is not None
+
+
+def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any = None, draws: int = 1000,
+                  tune: int = 1000, chains: int = 4, cores: int | None = None) -> EngineChoice:
+    """The engine for a model written for ``backend``. ``engine`` is ``"auto"`` or a checked name;
+    ``compiled_pymc`` (the PyMC adapter's compiled model) lets ``auto`` time the gradient."""
+    if engine != "auto":
+        if not installed(engine):
+            raise ResilientError(f"engine={engine!r} needs the `{engine}` package, which is not installed: "
+                                 f"`pip install {engine}`, or engine='auto'.")
+        return EngineChoice(backend, engine, f"asked for ({engine})")
+    if backend == "numpyro":
+        what = "a NumPyro model" if native else "a shared-API model on the NumPyro backend"
+        return EngineChoice(backend, "numpyro", f"auto: NumPyro's NUTS, the one engine here for {what}")
+    if not installed("nutpie"):
+        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie is not installed: `pip install nutpie`)")
+    if tune < 1:
+        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie needs at least one warm-up draw)")
+    if compiled_pymc is None:
+        return EngineChoice(backend, "nutpie", "auto: nutpie (no gradient timing available)")
+    gradient = _gradient_seconds(compiled_pymc)
+    if gradient is None:
+        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (the gradient could not be timed at the initial "
+                                             "point; nutpie would compile for nothing if the model fails)")
+    parallel = max(1, min(chains, cores or os.cpu_count() or 1))
+    steps = chains * (tune + draws) * STEPS_PER_DRAW / parallel
+    pymc_seconds = PYMC_START_SECONDS + steps * (gradient + PYMC_STEP_OVERHEAD_SECONDS)
+    nutpie_seconds = NUMBA_COMPILE_SECONDS + steps * gradient
+    pick = "nutpie" if nutpie_seconds < pymc_seconds else "pymc"
+    return EngineChoice(backend, pick, (
+        f"auto: {'nutpie' if pick == 'nutpie' else 'PyMC' + chr(39) + 's NUTS'}, expected {min(pymc_seconds, nutpie_seconds):.1f} s "
+        f"against {max(pymc_seconds, nutpie_seconds):.1f} s ({chains} x {tune + draws} draws at an assumed "
+        f"{STEPS_PER_DRAW} steps each on {parallel} core(s); gradient {gradient * 1e6:.0f} us; nutpie compiles in "
+        f"about {NUMBA_COMPILE_SECONDS:.0f} s, PyMC's NUTS adds about {PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us "
+        "a step)"))
+
+
+def _gradient_seconds(compiled: Any, repeats: int = 20) -> float | None:
+    """Median seconds of one log density and gradient at the backend's initial point (compiled first)."""
+    import numpy as np
+
+    try:
+        x = np.asarray(compiled.initial_point("default", 0), float)
+        value, _ = compiled.log_density_and_gradient(x)
+    except Exception:  # noqa: BLE001 - a model that cannot be evaluated is preflight's to report
+        return None
+    if not np.isfinite(value):
+        return None
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        compiled.log_density_and_gradient(x)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))

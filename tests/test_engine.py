@@ -1,0 +1,207 @@
+"""The nutpie engine behind the adapter contract, and how an engine is chosen (issue #14).
+
+One small PyMC model is compiled for nutpie once (Numba, a few seconds) and shared by the tests.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from resilient.backend import STAT_NAMES, NUTSSettings, get_adapter
+from resilient.engine import choose_engine, resolve_engine
+from resilient.errors import ResilientError
+from resilient.loop import LoopState, choose_remedy
+from resilient.model import Model, NativeModel
+from resilient.policy import Policy
+
+pytestmark = pytest.mark.pymc
+nutpie = pytest.importorskip("nutpie", reason="nutpie is a dependency; this checkout's venv lacks it")
+
+SEED = 20261128
+Y = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
+SIGMA = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
+
+
+def _schools():
+    import pymc as pm
+
+    with pm.Model(coords={"school": list("ABCDEFGH")}) as model:
+        mu = pm.Normal("mu", 0, 5)
+        tau = pm.HalfCauchy("tau", 5)
+        z = pm.Normal("z", 0, 1, dims="school")
+        theta = pm.Deterministic("theta", mu + tau * z, dims="school")
+        pm.Normal("y", theta, SIGMA, observed=Y, dims="school")
+    return model
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """The same pm.Model compiled by the PyMC adapter and by the nutpie adapter."""
+    model = _schools()
+    return get_adapter("pymc").compile(model), get_adapter("nutpie").compile(model)
+
+
+def _run(compiled, settings, on_chunk=None):
+    chunks = []
+
+    def collect(chunk):
+        chunks.append(chunk)
+        return True if on_chunk is None else on_chunk(chunk)
+
+    return compiled.run_nuts(settings, collect), chunks
+
+
+def test_preflight_sees_the_log_density_nutpie_samples_and_it_is_pymcs(pair):
+    pymc, nutpie_model = pair
+    assert nutpie_model.backend == "nutpie" and nutpie_model.latent_names == pymc.latent_names
+    rng = np.random.default_rng(SEED)
+    for _ in range(5):
+        x = rng.normal(size=pymc.dimension)
+        value, gradient = nutpie_model.log_density_and_gradient(x)
+        expected_value, expected_gradient = pymc.log_density_and_gradient(x)
+        np.testing.assert_allclose(value, expected_value, rtol=1e-12)
+        np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-10, atol=1e-12)
+    start = nutpie_model.initial_point("default", 3)
+    assert start.shape == (pymc.dimension,) and np.isfinite(nutpie_model.log_density(start))
+
+
+def test_draws_reach_on_chunk_per_chain_warm_up_first_in_chunk_size_pieces(pair):
+    outcome, chunks = _run(pair[1], NUTSSettings(draws=250, tune=120, chains=2, random_seed=SEED, chunk_size=100))
+    assert outcome.completed and outcome.reason == ""
+    for chain in (0, 1):
+        mine = [c for c in chunks if c.chains == (chain,)]
+        assert [(c.warmup, c.start, c.size) for c in mine] == [
+            (True, 0, 100), (True, 100, 20), (False, 0, 100), (False, 100, 100), (False, 200, 50)]
+    last = chunks[-1]
+    assert set(STAT_NAMES) <= set(last.sample_stats) and last.sample_stats["diverging"].dtype == bool
+    assert set(last.posterior) == {"mu", "tau", "z", "theta"} and last.posterior["z"].shape == (1, 50, 8)
+    assert np.all(np.isfinite(last.sample_stats["lp"])) and np.all(last.posterior["tau"] > 0)
+
+
+def test_chains_start_at_the_points_the_loop_chose(pair):
+    pymc, nutpie_model = pair
+    values = pymc.constrain(pymc.initial_point("default", 0))
+    x = pymc.unconstrain({**{k: values[k] for k in pymc.latent_names}, "mu": np.array(40.0)})
+    # One warm-up draw and one draw, trees of depth 1: two leapfrog steps from the start.
+    outcome, chunks = _run(nutpie_model, NUTSSettings(draws=1, tune=1, chains=2, random_seed=SEED, max_tree_depth=1,
+                                                      initial_points=np.stack([x, x])))
+    mus = [float(c.posterior["mu"][0, 0]) for c in chunks if not c.warmup]
+    assert len(mus) == 2 and all(abs(mu - 40.0) < 5.0 for mu in mus), mus
+
+
+def test_a_deadline_aborts_nutpie_and_keeps_the_finished_draws(pair):
+    started = time.monotonic()
+    outcome, chunks = _run(pair[1], NUTSSettings(draws=10**8, tune=100, chains=2, random_seed=SEED, chunk_size=500,
+                                                 deadline=started + 2.0))
+    assert time.monotonic() - started < 2.0 + 10.0  # the bound: aborted at the deadline, not after 10^8 draws
+    assert not outcome.completed and outcome.reason == "deadline"
+    for chain in (0, 1):
+        drawn = sum(c.size for c in chunks if c.chains == (chain,) and not c.warmup)
+        assert drawn == outcome.extra["draws_delivered"][chain] > 0
+
+
+def test_on_chunk_returning_false_stops_it_and_nothing_follows(pair):
+    outcome, chunks = _run(pair[1], NUTSSettings(draws=10**7, tune=50, chains=1, random_seed=SEED, chunk_size=25),
+                           on_chunk=lambda chunk: False)
+    assert outcome.reason == "stopped" and len(chunks) == 1
+
+
+def test_ctrl_c_is_reported_as_interrupted_with_the_draws_kept(pair):
+    handler = signal.getsignal(signal.SIGINT)
+    main = threading.main_thread().ident
+    timer = threading.Timer(1.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    try:
+        outcome, chunks = _run(pair[1], NUTSSettings(draws=10**8, tune=50, chains=1, random_seed=SEED, chunk_size=200))
+    finally:
+        timer.cancel()
+    assert not outcome.completed and outcome.reason == "interrupted"
+    assert sum(c.size for c in chunks if not c.warmup) == outcome.extra["draws_delivered"][0] > 0
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_low_rank_mass_matrix_is_passed_to_nutpie(pair):
+    outcome, chunks = _run(pair[1], NUTSSettings(draws=50, tune=60, chains=1, random_seed=SEED, mass_matrix="low_rank"))
+    assert outcome.completed and outcome.extra["mass_matrix"] == "low_rank"
+    with pytest.raises(ValueError, match="low_rank"):
+        _run(pair[1], NUTSSettings(draws=5, tune=5, chains=1, mass_matrix="dense"))
+    with pytest.raises(ValueError, match="tune >= 1"):
+        _run(pair[1], NUTSSettings(draws=5, tune=0, chains=1))
+
+
+def test_resilient_sample_on_nutpie_looks_like_pm_sample_and_records_the_engine():
+    import resilient
+    from resilient import record
+
+    result = resilient.sample(_schools(), nuts_sampler="nutpie", draws=300, tune=300, chains=2, random_seed=SEED,
+                              progressbar=False)
+    run = record.read_run(result)
+    assert run["backend"] == "nutpie" and run["engine_reason"] == "asked for (nutpie)"
+    assert record.read_attempts(result)[0]["settings"]["mass_matrix"] == "diag"
+    assert result.posterior["theta"].dims == ("chain", "draw", "school")
+    assert result.posterior.sizes["draw"] == 300 and set(STAT_NAMES) <= set(result.sample_stats.data_vars)
+
+
+def test_auto_picks_by_expected_time_and_says_why():
+    import resilient
+
+    sampler = resilient.compile(_schools())
+    short = sampler.choose_engine(draws=100, tune=100, chains=2)
+    long = sampler.choose_engine(draws=10**6, tune=1000, chains=4)
+    assert short.engine == "pymc" and long.engine == "nutpie"
+    for choice in (short, long):
+        assert choice.reason.startswith("auto: ") and "expected" in choice.reason and "gradient" in choice.reason
+
+
+def test_auto_without_nutpie_uses_pymc_and_says_why(monkeypatch):
+    import resilient.engine as engine
+
+    monkeypatch.setattr(engine, "installed", lambda name: name != "nutpie")
+    choice = engine.choose_engine("auto", "pymc", native=True)
+    assert choice.engine == "pymc" and "nutpie is not installed" in choice.reason
+    assert engine.choose_engine("auto", "numpyro", native=True).engine == "numpyro"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"engine": "nutpie", "nuts_sampler": None, "backend": "numpyro"}, "engine='nutpie' and backend='numpyro' disagree: nutpie runs pymc models"),
+    ({"engine": "auto", "nuts_sampler": "blackjax", "backend": None}, "nuts_sampler='blackjax' is not an engine"),
+    ({"engine": "pymc", "nuts_sampler": "nutpie", "backend": None}, "disagree"),
+    ({"engine": "stan", "nuts_sampler": None, "backend": None}, "`engine` must be one of"),
+])
+def test_engine_arguments_that_disagree_are_refused_by_name(kwargs, message):
+    with pytest.raises(ResilientError, match=message.replace("(", r"\(")):
+        resolve_engine(kwargs["engine"], kwargs["nuts_sampler"], kwargs["backend"])
+
+
+def test_engine_arguments_resolve_to_engine_and_backend():
+    assert resolve_engine("auto", None, None) == ("auto", None)
+    assert resolve_engine("auto", "nutpie", None) == ("nutpie", "pymc")
+    assert resolve_engine("auto", None, "nutpie") == ("nutpie", "pymc")
+    assert resolve_engine("numpyro", None, None) == ("numpyro", "numpyro")
+
+
+def test_a_low_rank_mass_matrix_on_an_engine_without_one_is_refused():
+    import resilient
+
+    with pytest.raises(ResilientError, match="mass_matrix='low_rank' is nutpie's"):
+        resilient.sample(_schools(), engine="pymc", mass_matrix="low_rank", draws=10, tune=10, chains=1,
+                         progressbar=False)
+
+
+def test_the_low_rank_rung_and_engine_switches_only_where_they_change_something():
+    policy = Policy(remedies=("low_rank", "other_backend"))
+    on_nutpie = LoopState(NativeModel("pymc", object()), "nutpie", 0.8)
+    decision = choose_remedy("tree-depth", on_nutpie, policy, mass_matrices=("diag", "low_rank"))
+    assert decision.remedy == "low_rank" and decision.state.mass_matrix == "low_rank"
+    assert choose_remedy("tree-depth", on_nutpie, policy, mass_matrices=("diag",),
+                         other_backends=["numpyro"]).remedy is None  # a pm.Model cannot move to NumPyro
+    on_pymc = LoopState(NativeModel("pymc", object()), "pymc", 0.8)
+    moved = choose_remedy("tree-depth", on_pymc, policy, other_backends=["numpyro", "nutpie"])
+    assert moved.remedy == "other_backend" and moved.state.backend == "nutpie"
+    shared = LoopState(Model(lambda: None), "numpyro", 0.8)
+    assert choose_remedy("tree-depth", shared, policy, other_backends=["pymc"]).state.backend == "pymc"
