@@ -620,7 +620,7 @@ class _Stall:
 
 
 @pytest.mark.filterwarnings("ignore:Numba will use object mode")
-@pytest.mark.parametrize("chains", [1, 2])  # one chain: in this process; two: in worker processes
+@pytest.mark.parametrize("chains", [1, pytest.param(2, marks=pytest.mark.slow)])  # 1: in this process; 2: in workers
 def test_a_deadline_interrupts_a_step_that_never_ends(adapter, chains):
     started = time.monotonic()
     with pm.Model() as model:

@@ -51,6 +51,7 @@ def test_preflight_exit_codes_and_json():
 
 @pytest.mark.numpyro
 @pytest.mark.pymc
+@pytest.mark.slow  # two interpreters; test_preflight_exit_codes_and_json covers the CLI by default
 def test_preflight_on_both_backends():
     result = resilient_cli("preflight", f"{PATHOLOGIES}:mirrored", "--backend", "both", "--json")
     assert result.returncode == 0, result.stderr

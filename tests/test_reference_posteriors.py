@@ -9,9 +9,15 @@ from tests.reference_checks import mismatches
 
 #: PyMC compiles each model for ~10 s: one of its six runs by default, all six in CI (marked slow).
 FAST_ON_PYMC = {"eight_schools-eight_schools_noncentered"}
-CASES = [pytest.param(name, "numpyro", marks=pytest.mark.numpyro) for name in reference_models.NAMES] + [
+#: earnings needs the longest NumPyro run (5 s warm); CI runs it.
+SLOW_ON_NUMPYRO = {"earnings-logearn_height"}
+CASES = [pytest.param(name, "numpyro", marks=[pytest.mark.numpyro] + ([pytest.mark.slow] if name in SLOW_ON_NUMPYRO
+                                                                      else [])) for name in reference_models.NAMES] + [
     pytest.param(name, "pymc", marks=[pytest.mark.pymc] + ([] if name in FAST_ON_PYMC else [pytest.mark.slow]))
     for name in reference_models.NAMES
+] + [
+    # Shared-API models through the PyMC translation, sampled by nutpie (backend="nutpie" is engine="nutpie").
+    pytest.param(name, "nutpie", marks=[pytest.mark.pymc, pytest.mark.slow]) for name in reference_models.NAMES
 ]
 
 

@@ -140,6 +140,7 @@ def client():
 
 
 @pytest.mark.pymc
+@pytest.mark.slow  # 7-8 s and a cluster start; the default suite keeps test_many's cluster tests
 def test_a_small_sbc_run_writes_ranks_summary_and_report(client, tmp_path):
     result = sbc(sbc_models.normal, 6, data={"N": 5}, backend="pymc", random_seed=2, out=tmp_path, client=client,
                  progressbar=False, **FAST)
