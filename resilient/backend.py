@@ -139,8 +139,15 @@ ADAPTERS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _importable(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a sys.modules entry of None: hidden, as if not installed
+        return False
+
+
 def available_backends() -> list[str]:
-    return [name for name, (_, _, package) in ADAPTERS.items() if importlib.util.find_spec(package)]
+    return [name for name, (_, _, package) in ADAPTERS.items() if _importable(package)]
 
 
 def get_adapter(name: str, **options: Any) -> Adapter:
@@ -150,7 +157,7 @@ def get_adapter(name: str, **options: Any) -> Adapter:
             f"`backend` must be one of {', '.join(repr(n) for n in ADAPTERS)}, got {name!r}."
         )
     module_name, attribute, package = ADAPTERS[name]
-    if importlib.util.find_spec(package) is None:
+    if not _importable(package):
         raise BackendUnavailableError(
             f"Backend {name!r} needs the `{package}` package, which is not installed. "
             f"Install it with `pip install resilient[{name}]` or `pip install {package}`."

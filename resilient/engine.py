@@ -74,7 +74,11 @@ def resolve_engine(engine: str | None, nuts_sampler: str | None, backend: str | 
 
 
 def installed(engine: str) -> bool:
-    return importlib.util.find_spec(engine) is not None
+    """Whether ``engine``'s package can be imported (a ``sys.modules`` entry of ``None`` hides it)."""
+    try:
+        return importlib.util.find_spec(engine) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any = None, draws: int = 1000,

@@ -158,6 +158,34 @@ def test_auto_picks_by_expected_time_and_says_why():
         assert choice.reason.startswith("auto: ") and "expected" in choice.reason and "gradient" in choice.reason
 
 
+def test_without_nutpie_installed_resilient_samples_on_pymc_and_says_which_engine(tmp_path):
+    """A user without nutpie: sys.modules["nutpie"] = None makes `import nutpie` fail as if absent."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "without_nutpie.py"
+    script.write_text(
+        "import sys, json\n"
+        "sys.modules['nutpie'] = None\n"
+        "import numpy as np, pymc as pm, resilient\n"
+        "from resilient import record\n"
+        "with pm.Model() as m:\n"
+        "    x = pm.Normal('x', 0, 1)\n"
+        "data = resilient.sample(m, draws=50, tune=50, chains=2, random_seed=1, progressbar=False)\n"
+        "run = record.read_run(data)\n"
+        "print(json.dumps({'engine': run['backend'], 'reason': run['engine_reason'], 'draws': data.posterior.sizes['draw']}))\n"
+        "try:\n"
+        "    resilient.sample(m, engine='nutpie', draws=5, tune=5, chains=1, progressbar=False)\n"
+        "except resilient.ResilientError as error:\n"
+        "    print(json.dumps({'error': str(error)}))\n")
+    process = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    lines = [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert lines[0]["engine"] == "pymc" and "nutpie is not installed" in lines[0]["reason"] and lines[0]["draws"] == 50
+    assert "engine='nutpie' needs the `nutpie` package, which is not installed" in lines[1]["error"]
+
+
 def test_auto_without_nutpie_uses_pymc_and_says_why(monkeypatch):
     import resilient.engine as engine
 
