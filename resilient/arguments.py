@@ -14,7 +14,8 @@ import numpy as np
 
 from resilient.errors import ResilientError
 
-__all__ = ["PM_SAMPLE_ARGUMENTS", "Fate", "normalise_seed", "nuts_options", "refuse_unsupported", "markdown_table"]
+__all__ = ["PM_SAMPLE_ARGUMENTS", "Fate", "normalise_seed", "nuts_options", "idata_options", "refuse_unsupported",
+           "markdown_table"]
 
 Fate = Literal["honoured", "ignored", "refused"]
 
@@ -49,7 +50,9 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "keep_warning_stat": ("ignored", "sample stats are plain arrays"),
     "return_inferencedata": ("honoured", "True (the default) returns an ArviZ DataTree; False is refused: there is "
                                          "no MultiTrace"),
-    "idata_kwargs": ("refused", "not yet: compute what you need on the result (pm.compute_log_likelihood)"),
+    "idata_kwargs": ("honoured", "only `{\"log_likelihood\": True/False}` (same as `log_likelihood=`): adds the "
+                                 "log_likelihood group az.loo and az.compare read, on every backend (default: NumPyro "
+                                 "models yes, PyMC models no); other keys are refused with their names"),
     "nuts_sampler_kwargs": ("refused", "engine options other than target_accept and max_treedepth are not passed on"),
     "callback": ("refused", "draws are handed over per chunk, not per draw; use checkpoint= to see them as they "
                             "finish"),
@@ -93,6 +96,31 @@ def nuts_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     if "max_treedepth" in kwargs:
         options["max_tree_depth"] = kwargs.pop("max_treedepth")
     return options
+
+
+#: the ``idata_kwargs={...}`` keys Resilient honours.
+_IDATA_KEYS = ("log_likelihood",)
+
+
+def idata_options(kwargs: dict[str, Any], log_likelihood: bool | None = None) -> bool | None:
+    """Pop ``idata_kwargs={...}`` from pm.sample-style kwargs; the ``log_likelihood`` choice it and the
+    argument of that name make together (None: the backend's default)."""
+    options = kwargs.pop("idata_kwargs", None) or {}
+    if not isinstance(options, Mapping):
+        raise ResilientError(f"`idata_kwargs` must be a dict, got {type(options).__name__}.")
+    unknown = sorted(set(options) - set(_IDATA_KEYS))
+    if unknown:
+        raise ResilientError(f"idata_kwargs={{...}} keys {unknown} are not passed on by resilient.sample; it takes "
+                             f"{', '.join(_IDATA_KEYS)}.")
+    asked = options.get("log_likelihood")
+    for value in (asked, log_likelihood):
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise ResilientError(f"`log_likelihood` must be True, False or None, got {value!r}.")
+    if asked is not None and log_likelihood is not None and bool(asked) != bool(log_likelihood):
+        raise ResilientError(f"log_likelihood={log_likelihood!r} and idata_kwargs={{'log_likelihood': {asked!r}}} "
+                             "disagree: give one.")
+    chosen = log_likelihood if log_likelihood is not None else asked
+    return None if chosen is None else bool(chosen)
 
 
 def normalise_seed(seed: Any, chains: int) -> int | None:

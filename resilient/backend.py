@@ -111,6 +111,10 @@ class CompiledModel(Protocol):
 
     # Optional: ``datatree_layout() -> {"coords": ..., "dims": ..., "constant_data": ...}``, the names
     # the backend's own converter gives (pm.Model coords/dims, pm.Data); see resilient.draws.to_datatree.
+    # Optional: ``log_likelihood(posterior) -> {observed site: (chain, draw, *observed_shape)}``, the pointwise
+    # log density of every observed site at the draws of ``posterior`` ({name: (chain, draw, ...)}, as the
+    # posterior group holds them), computed as the backend does (numpyro.infer.log_likelihood,
+    # pm.compute_log_likelihood); resilient.sample adds it as the log_likelihood group az.loo reads.
 
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
         """Warm up and sample in chunks; call ``on_chunk`` after each (return False to stop).

@@ -9,7 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from resilient.arguments import PM_SAMPLE_ARGUMENTS, normalise_seed, nuts_options, refuse_unsupported
+from resilient.arguments import (PM_SAMPLE_ARGUMENTS, idata_options, normalise_seed, nuts_options,
+                                 refuse_unsupported)
 from resilient.backend import NUTSSettings
 from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
@@ -59,7 +60,8 @@ class CompiledSampler:
                progressbar: bool = True, preflight: bool = True, max_tree_depth: int = 10,
                policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
                checkpoint: str | None = None, resume: str | None = None,
-               var_names: Sequence[str] | None = None, mass_matrix: str = "diag") -> Any:
+               var_names: Sequence[str] | None = None, mass_matrix: str = "diag",
+               log_likelihood: bool | None = None) -> Any:
         """Preflight and the resilient NUTS loop; an ArviZ DataTree. Arguments as for :func:`sample`;
         ``var_names`` keeps only those variables in the posterior group."""
         from resilient.checkpoint import Checkpoint, read_state
@@ -72,6 +74,7 @@ class CompiledSampler:
         if not 0 < float(target_accept) < 1:
             raise ResilientError(f"`target_accept` must be in (0, 1), got {target_accept!r}. Typical: 0.8 to 0.99.")
         random_seed = normalise_seed(random_seed, chains)
+        log_likelihood = idata_options({}, log_likelihood)
         keep = self._checked_var_names(var_names)
         policy = policy or Policy()
         overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
@@ -96,9 +99,61 @@ class CompiledSampler:
         data = run_loop(self.model, choice.engine, settings, policy, preflight=preflight and resume is None,
                         checkpoint=store, progressbar=progressbar, compile_cache=self.cache,
                         engine_reason=choice.reason)
+        if data is not None and (self.backend == "numpyro" if log_likelihood is None else log_likelihood):
+            self._add_log_likelihood(data)
         if keep is not None and data is not None:
             data["posterior"] = data["posterior"].to_dataset()[keep]
         return data
+
+    def _add_log_likelihood(self, data: Any) -> None:
+        """Add the ``log_likelihood`` group (what ``az.loo`` / ``az.compare`` read) for the draws in ``data``,
+        computed by the compiled model that made them, named as the backend's own converter names it (the
+        observed variables' dims). A failure here warns and leaves the draws as they are."""
+        from arviz_base import dict_to_dataset
+
+        posterior = data["posterior"].to_dataset()
+        if not posterior.data_vars or posterior.sizes.get("draw", 0) == 0:
+            return
+        try:
+            compiled = self._compiled_that_made(data)
+            draws = {str(name): np.asarray(value.transpose("chain", "draw", ...).values)
+                     for name, value in posterior.data_vars.items()}
+            values = compiled.log_likelihood(draws)
+        except Exception as error:  # noqa: BLE001 - the draws are worth more than the group
+            warn(f"Resilient: no log_likelihood group: computing it failed ({type(error).__name__}: {error}).")
+            return
+        if not values:
+            return
+        layout = getattr(compiled, "datatree_layout", dict)()
+        dims = {name: list(names) for name, names in (layout.get("dims") or {}).items() if name in values}
+        data["log_likelihood"] = dict_to_dataset(values, coords=layout.get("coords") or None, dims=dims or None,
+                                                 sample_dims=["chain", "draw"], skip_event_dims=True)
+
+    def _compiled_that_made(self, data: Any) -> Any:
+        """The compiled model of the attempt whose draws ``data`` holds (the run record names its engine and
+        model options: a remedy may have non-centred sites, switched to float64 or to another engine)."""
+        import re
+
+        from resilient.backend import get_adapter
+        from resilient.record import read_attempts, read_run
+
+        run = read_run(data) or {}
+        attempts = read_attempts(data)
+        returned = re.search(r"returned attempt (\d+)'s draws", str(run.get("message", "")))
+        number = int(returned.group(1)) if returned else None
+        attempt = next((a for a in attempts if a.get("attempt") == number), attempts[-1] if attempts else {})
+        engine = attempt.get("backend") or run.get("backend") or self.backend
+        settings = attempt.get("settings") or {}
+        float32 = bool(settings.get("float32", self.model.float32))
+        noncentered = frozenset(settings.get("noncentered", self.model.noncentered))
+        candidates = [(model is not self.model, compiled) for (name, model), compiled in self.cache.items()
+                      if name == engine and bool(model.float32) == float32
+                      and frozenset(model.noncentered) == noncentered]
+        if candidates:
+            return min(candidates, key=lambda entry: entry[0])[1]
+        variant = self.model.with_options(float32=float32, noncentered=noncentered)
+        self.cache[(engine, variant)] = get_adapter(engine).compile(variant)
+        return self.cache[(engine, variant)]
 
     def choose_engine(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4) -> Any:
         """The engine for a run of this size (:class:`resilient.engine.EngineChoice`); a nutpie choice
@@ -175,7 +230,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
            preflight: bool = True, fix: bool = True, float32: bool = False, max_tree_depth: int = 10,
            policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
            checkpoint: str | None = None, resume: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
-           mass_matrix: str = "diag", **kwargs: Any) -> Any:
+           mass_matrix: str = "diag", log_likelihood: bool | None = None, **kwargs: Any) -> Any:
     """Run preflight and the resilient NUTS loop; return an ArviZ DataTree.
 
     ``model`` is a shared-API model function (data as ``*args`` / ``**kwargs`` or
@@ -188,7 +243,10 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
     written as they finish; ``resume`` continues a NumPyro run from such a folder. ``engine``
     (or pm.sample's ``nuts_sampler``) is what runs NUTS: ``"auto"`` (the one expected to finish
     first, with the reason in the run record), ``"numpyro"``, ``"pymc"`` or ``"nutpie"``;
-    ``mass_matrix="low_rank"`` asks nutpie for its low-rank adaptation. The preflight
+    ``mass_matrix="low_rank"`` asks nutpie for its low-rank adaptation. ``log_likelihood`` (or
+    pm.sample's ``idata_kwargs={"log_likelihood": ...}``) adds the pointwise ``log_likelihood`` group
+    ``az.loo`` and ``az.compare`` need; None is the backend's habit: yes for NumPyro models, no for PyMC
+    models (as ``pm.sample``). The preflight
     report and the attempt log are in the result's attributes (:mod:`resilient.record`).
 
     Sites inside a model are declared with :func:`resilient.model.sample`; calling this one
@@ -207,6 +265,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
         model = kwargs.pop("model")
     pm_kwargs, data_kwargs = _split_pm_sample_arguments(model, kwargs)
     data_kwargs = {**(model_kwargs or {}), **data_kwargs}
+    log_likelihood = idata_options(pm_kwargs, log_likelihood)
     refuse_unsupported(pm_kwargs)
     nuts = nuts_options(pm_kwargs)
     target_accept = nuts.get("target_accept", target_accept)
@@ -228,7 +287,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
                           random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
                           max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                           max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names,
-                          mass_matrix=mass_matrix)
+                          mass_matrix=mass_matrix, log_likelihood=log_likelihood)
 
 
 def _split_pm_sample_arguments(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:

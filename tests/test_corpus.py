@@ -46,11 +46,9 @@ SAMPLE_DIMS = ("chain", "draw")
 
 # --- which tests fail today, and why (one line each; details in tests/corpus/FINDINGS.md) -------------
 
-NO_LOG_LIKELIHOOD = "no log_likelihood group and no way to ask for one on NumPyro, so az.loo(ours) cannot run"
 DISCRETE = "DiscreteLatentError: Site `switchpoint` is a discrete latent variable; NUTS needs every latent"
 XFAIL: dict[tuple[str, str], str] = {
     **{(aspect, "pymc:switchpoint"): DISCRETE for aspect in ("posterior", "structure", "downstream")},
-    **{("downstream", f"numpyro:{name}"): NO_LOG_LIKELIHOOD for name in numpyro_models.CASES},
 }
 
 # Models that take more than ~8 s for both sides together on 2 cores are slow (CI runs them).
@@ -350,7 +348,6 @@ def test_pymc_sample_stats_has_pymc_fields():
 
 
 @pytest.mark.pymc
-@pytest.mark.xfail(strict=True, reason="ResilientError: pm.sample's `idata_kwargs` is not supported by resilient.sample")
 def test_pymc_idata_kwargs_log_likelihood():
     """pm.sample(idata_kwargs={"log_likelihood": True}) gives a log_likelihood group; so should ours."""
     import resilient

@@ -397,6 +397,12 @@ class NumPyroCompiledModel:
     def observed_data(self) -> dict[str, np.ndarray]:
         return {name: value.copy() for name, value in self._observed.items()}
 
+    def log_likelihood(self, posterior: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pointwise log likelihood of each observed site at the draws (see :mod:`.loglik`)."""
+        from resilient.adapters.numpyro.loglik import log_likelihood
+
+        return log_likelihood(self, posterior)
+
     # -- NUTS ---------------------------------------------------------------------------------
 
     def chain_method(self, chains: int) -> str:

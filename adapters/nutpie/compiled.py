@@ -58,6 +58,9 @@ class NutpieCompiledModel:
     def observed_data(self) -> dict[str, np.ndarray]:
         return self.pymc.observed_data()
 
+    def log_likelihood(self, posterior: Any) -> dict[str, np.ndarray]:
+        return self.pymc.log_likelihood(posterior)
+
     def datatree_layout(self) -> dict[str, Any]:
         return self.pymc.datatree_layout()
 

@@ -449,6 +449,12 @@ class PyMCCompiledModel:
                 data[rv.name] = np.asarray(value.eval())
         return data
 
+    def log_likelihood(self, posterior: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pointwise log likelihood of each observed variable at the draws (see :mod:`.loglik`)."""
+        from resilient.adapters.pymc.loglik import log_likelihood
+
+        return log_likelihood(self, posterior)
+
     def datatree_layout(self) -> dict[str, Any]:
         """What ``pm.sample``'s own converter names: the model's ``coords``, each variable's
         ``dims`` (``named_vars_to_dims``: posterior, observed and ``pm.Data`` variables) and the
