@@ -287,3 +287,35 @@ def test_nutpie_engine_gives_the_pymc_group():
     theirs = pm.compute_log_likelihood(ours.copy(), model=model, extend_inferencedata=False, progressbar=False)
     assert _layout(ours.log_likelihood.to_dataset()) == _layout(theirs)
     np.testing.assert_array_equal(ours.log_likelihood["y"].values, theirs["y"].values)
+
+
+def eight_schools_halfcauchy(sigma, y):
+    from resilient.distributions import HalfCauchy
+
+    mu = sample("mu", Normal(0, 5))
+    tau = sample("tau", HalfCauchy(5))
+    theta = sample("theta", Normal(mu, tau, shape=8))
+    sample("y", Normal(theta, sigma), obs=y)
+
+
+@pytest.mark.slow
+@pytest.mark.numpyro
+@pytest.mark.parametrize("model", [eight_schools_numpyro, eight_schools_halfcauchy], ids=["native", "shared-api"])
+def test_after_the_loop_non_centres_the_group_is_the_user_s_likelihood_on_the_draws(model):
+    """Centred eight schools: the loop non-centres theta; the group comes from that variant and equals
+    numpyro.infer.log_likelihood of the centred model on the returned draws of mu, tau and theta."""
+    import jax
+    from numpyro.infer import log_likelihood
+
+    from resilient import record
+
+    data = resilient.sample(model, SIGMA, SCHOOLS, backend="numpyro", draws=500, tune=500, chains=4,
+                            random_seed=20261128, progressbar=False)
+    attempts = record.read_attempts(data)
+    assert any(a["remedy"] == "noncenter" for a in attempts) and attempts[-1]["outcome"] == "accepted"
+    draws = {k: v for k, v in _draws(data).items() if k in ("mu", "tau", "theta")}
+    with jax.enable_x64(True):
+        raw = np.asarray(log_likelihood(eight_schools_numpyro, draws, SIGMA, SCHOOLS, batch_ndims=2)["y"])
+    assert data.log_likelihood["y"].shape == (4, 500, 8)
+    np.testing.assert_allclose(data.log_likelihood["y"].transpose("chain", "draw", ...).values, raw, rtol=0,
+                               atol=1e-10)
