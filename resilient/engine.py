@@ -4,9 +4,10 @@ effective draws first among those installed; ``engine=`` / ``nuts_sampler=`` cho
 An engine is what runs NUTS; a backend is the language a model is written in. NumPyro models
 run on NumPyro's NUTS. PyMC models (and shared-API models sent to PyMC) run on PyMC's NUTS or on
 nutpie (Rust NUTS over a Numba-compiled log density). nutpie takes about 3 s to compile a model
-with Numba and then spends no Python time per leapfrog step; PyMC's NUTS starts in about 1 s and
-spends about 40 us of Python per step on top of the gradient (both measured on a 2-core machine:
-``benchmarks/engines.py``). ``auto`` times the gradient and compares the two expected totals.
+with Numba the first time in a process (about 1.5 s later: Numba's own machinery is then warm) and
+spends no Python time per leapfrog step; PyMC's NUTS starts in about 1 s and spends about 40 us of
+Python per step on top of the gradient (measured on a 2-core machine: ``benchmarks/engines.py``).
+``auto`` times the gradient and compares the two expected totals.
 """
 
 from __future__ import annotations
@@ -25,12 +26,25 @@ __all__ = ["ENGINES", "MODELLING", "EngineChoice", "choose_engine", "modelling_b
 MODELLING: dict[str, str] = {"numpyro": "numpyro", "pymc": "pymc", "nutpie": "pymc"}
 ENGINES = ("auto", *MODELLING)
 
-#: measured constants of the estimate (seconds), see the module docstring.
-NUMBA_COMPILE_SECONDS = 3.0
+#: measured constants of the estimate (seconds; ``benchmarks/engines.py`` and its notes in the README):
+#: nutpie's first Numba compilation in a process, and later ones (Numba's own machinery is warm).
+NUMBA_COMPILE_SECONDS_FIRST = 3.0
+NUMBA_COMPILE_SECONDS_LATER = 1.5
 PYMC_START_SECONDS = 1.0
 PYMC_STEP_OVERHEAD_SECONDS = 40e-6
 #: leapfrog steps per draw assumed before sampling (tree depth 3).
 STEPS_PER_DRAW = 8
+#: gradient evaluations PyMC's NUTS spends per nutpie's for the same effective draws (nutpie's
+#: gradient-based mass matrix adaptation; its paper reports 1.3x median over Stan's, diagonal).
+NUTPIE_EFFICIENCY = 1.3
+
+_nutpie_compiles = 0
+
+
+def note_nutpie_compile() -> None:
+    """Called by the nutpie adapter after a compilation: later ones in this process are cheaper."""
+    global _nutpie_compiles
+    _nutpie_compiles += 1
 
 
 def modelling_backend(engine: str) -> str:
@@ -105,15 +119,18 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
                                              "point; nutpie would compile for nothing if the model fails)")
     parallel = max(1, min(chains, cores or os.cpu_count() or 1))
     steps = chains * (tune + draws) * STEPS_PER_DRAW / parallel
+    compile_seconds = NUMBA_COMPILE_SECONDS_LATER if _nutpie_compiles else NUMBA_COMPILE_SECONDS_FIRST
     pymc_seconds = PYMC_START_SECONDS + steps * (gradient + PYMC_STEP_OVERHEAD_SECONDS)
-    nutpie_seconds = NUMBA_COMPILE_SECONDS + steps * gradient
+    nutpie_seconds = compile_seconds + steps * gradient / NUTPIE_EFFICIENCY
     pick = "nutpie" if nutpie_seconds < pymc_seconds else "pymc"
+    name = "nutpie" if pick == "nutpie" else "PyMC's NUTS"
     return EngineChoice(backend, pick, (
-        f"auto: {'nutpie' if pick == 'nutpie' else 'PyMC' + chr(39) + 's NUTS'}, expected {min(pymc_seconds, nutpie_seconds):.1f} s "
-        f"against {max(pymc_seconds, nutpie_seconds):.1f} s ({chains} x {tune + draws} draws at an assumed "
-        f"{STEPS_PER_DRAW} steps each on {parallel} core(s); gradient {gradient * 1e6:.0f} us; nutpie compiles in "
-        f"about {NUMBA_COMPILE_SECONDS:.0f} s, PyMC's NUTS adds about {PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us "
-        "a step)"))
+        f"auto: {name}, expected {min(pymc_seconds, nutpie_seconds):.1f} s against "
+        f"{max(pymc_seconds, nutpie_seconds):.1f} s ({chains} x {tune + draws} draws at an assumed {STEPS_PER_DRAW} "
+        f"steps each on {parallel} core(s); gradient {gradient * 1e6:.0f} us; nutpie compiles in about "
+        f"{compile_seconds:g} s ({'later compilations in this process' if _nutpie_compiles else 'the first in this process'}) "
+        f"and needs about 1/{NUTPIE_EFFICIENCY:g} of the steps, PyMC's NUTS adds about "
+        f"{PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us a step)"))
 
 
 def _gradient_seconds(compiled: Any, repeats: int = 20) -> float | None:

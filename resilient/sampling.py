@@ -158,17 +158,20 @@ class CompiledSampler:
     def choose_engine(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4) -> Any:
         """The engine for a run of this size (:class:`resilient.engine.EngineChoice`); a nutpie choice
         wraps the PyMC compiled model, compiled once for both."""
-        from resilient.engine import choose_engine
+        from resilient.engine import EngineChoice, choose_engine, installed
 
-        if self.engine == "auto" and self.backend == "pymc":
-            from resilient.engine import installed
-
-            compiled = self.compiled if installed("nutpie") else None
-        else:
-            compiled = None
+        compiled = None
+        try:
+            if self.backend == "pymc" and (self.engine == "nutpie" or (self.engine == "auto" and installed("nutpie"))):
+                compiled = self.compiled
+        except Exception:  # noqa: BLE001 - preflight compiles it again and reports why, by site
+            if self.engine == "auto":
+                return EngineChoice(self.backend, "pymc", "auto: PyMC's NUTS (the model did not compile; "
+                                                          "preflight says why)")
+            return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
         choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
                                compiled_pymc=compiled, draws=draws, tune=tune, chains=chains)
-        if choice.engine == "nutpie" and ("nutpie", self.model) not in self.cache:
+        if choice.engine == "nutpie" and compiled is not None and ("nutpie", self.model) not in self.cache:
             from resilient.adapters.nutpie import NutpieCompiledModel
 
             self.cache[("nutpie", self.model)] = NutpieCompiledModel(self.compiled)

@@ -27,7 +27,7 @@ CHILD = textwrap.dedent("""
     import resilient
     from examples import reference_models
     _, data, _ = reference_models.load("sblrc-blr")
-    resilient.sample(reference_models.blr, backend={backend!r}, draws=1_000_000, tune=200, chains=2,
+    resilient.sample(reference_models.blr, backend={backend!r}, engine={engine!r}, draws=1_000_000, tune=200, chains=2,
                      random_seed=1, progressbar=False, checkpoint={folder!r}, **data)
 """)
 
@@ -55,11 +55,13 @@ def _alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"  # a zombie has exited; only its parent's reaping is left
 
 
-@pytest.mark.parametrize("backend", [pytest.param("numpyro", marks=pytest.mark.numpyro),
-                                     pytest.param("pymc", marks=pytest.mark.pymc)])
-def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
+@pytest.mark.parametrize("backend, engine", [pytest.param("numpyro", "auto", marks=pytest.mark.numpyro),
+                                             pytest.param("pymc", "pymc", marks=pytest.mark.pymc),
+                                             pytest.param("pymc", "nutpie", marks=[pytest.mark.pymc, pytest.mark.slow])])
+def test_sigkill_leaves_every_finished_chunk_readable(backend, engine, tmp_path):
     folder = tmp_path / "run"
-    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), backend=backend, folder=str(folder))],
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), backend=backend, engine=engine,
+                                                                 folder=str(folder))],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 240
     try:
@@ -74,7 +76,7 @@ def test_sigkill_leaves_every_finished_chunk_readable(backend, tmp_path):
         child.wait(timeout=30)
         child.stderr.close()
     try:
-        if backend == "pymc" and sys.platform.startswith("linux"):
+        if engine == "pymc" and sys.platform.startswith("linux"):
             # PyMC's chain workers would outlive a SIGKILLed parent (each holds its siblings' pipe
             # ends, so none sees EOF); the adapter's mp_ctx makes them die with it.
             assert len(workers) == 2, f"expected 2 chain workers, found {workers}"

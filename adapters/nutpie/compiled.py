@@ -78,6 +78,9 @@ class NutpieCompiledModel:
                     warnings.simplefilter("ignore")
                     self._compiled = nutpie.compile_pymc_model(self.pymc.model)
                 self.compile_seconds = time.perf_counter() - started
+                from resilient.engine import note_nutpie_compile
+
+                note_nutpie_compile()
             return self._compiled
 
     @property

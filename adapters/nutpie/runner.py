@@ -30,7 +30,7 @@ STAT_SOURCES = {
 _STAT_DTYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
 #: nutpie statistics not passed on: the warm-up flag (a chunk says it) and per-draw text.
 _SKIPPED = {"tuning", "divergence_message"}
-#: seconds between looks at the trace while nutpie samples.
+#: seconds between looks at the trace while nutpie samples (at least; longer as the trace grows).
 POLL_SECONDS = 0.5
 MASS_MATRICES = ("diag", "low_rank")
 
@@ -169,6 +169,7 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
     )
     reason = ""
     done = False
+    poll = POLL_SECONDS
     try:
         while True:
             remaining = None if settings.deadline is None else settings.deadline - time.monotonic()
@@ -178,11 +179,15 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
                 done = True
                 break
             try:
-                trace = _quietly(sampler.wait, timeout=POLL_SECONDS if remaining is None else min(POLL_SECONDS, remaining))
+                trace = _quietly(sampler.wait, timeout=poll if remaining is None else min(poll, remaining))
             except TimeoutError:
+                looked = time.monotonic()
                 if not feeder.feed(_quietly(sampler.inspect), final=False):
                     reason = "stopped"
                     break
+                # A look converts the whole trace so far: wait longer as it grows, so looking costs
+                # at most about a fifth of the run.
+                poll = max(POLL_SECONDS, 4.0 * (time.monotonic() - looked))
                 continue
             feeder.feed(trace, final=True)
             done = True
