@@ -20,7 +20,7 @@ from resilient.distributions import (
     HalfFlat, HalfNormal, HalfStudentT, InverseGamma, Laplace, LKJCholesky, Logistic, LogNormal,
     Mixture, MvNormal, NegativeBinomial, Normal, Poisson, StudentT, Truncated, Uniform, Weibull,
 )
-from resilient.errors import SamplerError, SamplingFailed, UnsupportedModelError
+from resilient.errors import ModelError, SamplerError, SamplingFailed, UnsupportedModelError
 from resilient.math import FUNCTIONS
 from resilient.model import Model, NativeModel
 
@@ -312,8 +312,14 @@ def test_native_pymc_model_compiles_and_its_site_terms_add_up(adapter, native_mo
 
 
 def test_native_options_without_a_pymc_equivalent_are_reported(adapter, native_model):
-    compiled = adapter.compile(NativeModel("pymc", native_model, noncentered=frozenset({"mu"})))
-    assert compiled.ignored_options == ("noncentered",)
+    compiled = adapter.compile(NativeModel("pymc", native_model, noncentered=frozenset({"mu"}), float32=True))
+    assert compiled.ignored_options == ("float32",), "PyMC runs in float64; non-centring is real (fgraph)"
+    assert "mu_decentered" in compiled.latent_names and compiled.hidden == frozenset({"mu_decentered"})
+    assert not compiled.sites["V"].noncenterable, "a truncated Normal is not loc + scale * Normal(0, 1)"
+    with pytest.raises(ModelError, match=r"Cannot non-centre `V`: only an untransformed Normal latent"):
+        adapter.compile(NativeModel("pymc", native_model, noncentered=frozenset({"V"})))
+    with pytest.raises(ModelError, match=r"Cannot non-centre `nope`: the model has no latent variable of that name"):
+        adapter.compile(NativeModel("pymc", native_model, noncentered=frozenset({"nope"})))
 
 
 def test_models_the_adapter_cannot_run_are_refused(adapter):

@@ -437,8 +437,7 @@ def _centred_pymc():
 
 
 @pytest.mark.parametrize("backend", [
-    pytest.param("pymc", marks=[pytest.mark.pymc, pytest.mark.xfail(strict=True, reason=(
-        "a native pm.Model's centred theta ~ Normal(mu, tau) is not noncenterable: the loop cannot non-centre it"))]),
+    pytest.param("pymc", marks=pytest.mark.pymc),
     pytest.param("numpyro", marks=pytest.mark.numpyro),
 ])
 def test_native_centred_hierarchies_can_be_non_centred_by_the_loop(backend):

@@ -1,6 +1,6 @@
-"""Remedies are real on native models: the loop non-centres a native NumPyro site only where the
-adapter rewrites it (LocScaleReparam), never on a pm.Model it cannot rewrite, and every remedy the
-attempt log names changed the compiled model (or the settings) it claims to have changed."""
+"""Remedies are real on native models: the loop non-centres a native NumPyro site with LocScaleReparam
+and a pm.Model's site on PyMC's model fgraph, and every remedy the attempt log names changed the
+compiled model (or the settings) it claims to have changed."""
 
 import numpy as np
 import pytest
@@ -66,15 +66,53 @@ def test_the_loop_non_centres_native_numpyro_models_and_the_model_really_changes
     assert float(data.sample_stats["diverging"].mean()) < 0.005
 
 
-@pytest.mark.pymc
-def test_a_pm_model_is_never_claimed_non_centred():
+def _centred_pm_model():
     import pymc as pm
 
-    with pm.Model() as model:
+    with pm.Model(coords={"school": list("ABCDEFGH")}) as model:
         mu = pm.Normal("mu", 0, 5)
         tau = pm.HalfCauchy("tau", 5)
-        theta = pm.Normal("theta", mu, tau, shape=8)
-        pm.Normal("y", theta, S, observed=Y)
+        theta = pm.Normal("theta", mu, tau, dims="school")
+        pm.Normal("y", theta, S, observed=Y, dims="school")
+    return model
+
+
+@pytest.mark.pymc
+def test_a_pm_model_is_non_centred_on_its_fgraph_with_the_same_density():
+    """theta ~ Normal(mu, tau) becomes theta_decentered ~ Normal(0, 1), theta = mu + tau * theta_decentered:
+    at matching points the log densities differ by exactly the Jacobian, 8 log tau."""
+    from resilient.backend import get_adapter
+    from resilient.model import NativeModel
+
+    model = _centred_pm_model()
     sites = resilient.compile(model).compiled.sites
-    assert sites["theta"].family == "Normal" and not sites["theta"].noncenterable
+    assert sites["theta"].family == "Normal" and sites["theta"].noncenterable and not sites["mu"].noncenterable
     assert dict(sites["theta"].parameter_inputs) == {"mu": ("mu",), "sigma": ("tau",)}
+    centred = get_adapter("pymc").compile(NativeModel("pymc", model))
+    rewritten = get_adapter("pymc").compile(NativeModel("pymc", model, noncentered=frozenset({"theta"})))
+    assert set(rewritten.latent_names) == {"mu", "tau", "theta_decentered"} and rewritten.ignored_options == ()
+    assert "theta" in rewritten.sites and rewritten.sites["theta"].kind == "deterministic"
+    rng = np.random.default_rng(SEED)
+    for _ in range(3):
+        mu, log_tau, raw = rng.normal(), rng.normal(), rng.normal(size=8)
+        tau = np.exp(log_tau)
+        theta = mu + tau * raw
+        x_centred = centred.unconstrain({"mu": mu, "tau": tau, "theta": theta})
+        x_rewritten = rewritten.unconstrain({"mu": mu, "tau": tau, "theta_decentered": raw})
+        np.testing.assert_allclose(rewritten.log_density(x_rewritten), centred.log_density(x_centred) + 8 * log_tau,
+                                   rtol=1e-10)
+    assert [v.name for v in model.free_RVs] == ["mu", "tau", "theta"], "the user's model is left as it was"
+
+
+@pytest.mark.pymc
+@pytest.mark.parametrize("engine", [pytest.param("pymc", marks=pytest.mark.slow), "nutpie"])
+def test_the_loop_non_centres_a_native_pm_model_and_the_posterior_keeps_its_names(engine):
+    sampler = resilient.compile(_centred_pm_model(), engine=engine)
+    data = sampler.sample(draws=500, tune=500, chains=4, random_seed=SEED, progressbar=False)
+    attempts = record.read_attempts(data)
+    remedied = [a for a in attempts if a["remedy"] == "noncenter"]
+    assert remedied and remedied[0]["settings"]["noncentered"] == ["theta"] and attempts[-1]["outcome"] == "accepted"
+    assert attempts[0]["failure"] in ("divergences", "convergence")
+    assert set(data.posterior.data_vars) == {"mu", "tau", "theta"}
+    assert data.posterior["theta"].dims == ("chain", "draw", "school")
+    assert float(data.sample_stats["diverging"].mean()) < 0.005

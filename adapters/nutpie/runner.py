@@ -59,7 +59,7 @@ class _Feeder:
     """
 
     def __init__(self, model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> None:
-        self.names = model.posterior_names
+        self.names = [name for name in model.posterior_names if name not in model.hidden]
         self.settings = settings
         self.on_chunk = on_chunk
         self.size = max(1, int(settings.chunk_size))

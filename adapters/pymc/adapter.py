@@ -10,7 +10,7 @@ from pymc.model.core import BaseModel, FrozenModel
 from resilient.errors import UnsupportedModelError
 from resilient.model import Model, NativeModel, Trace
 from resilient.adapters.pymc.compiled import PyMCCompiledModel, _no_c_compilation
-from resilient.adapters.pymc.native import _native_sites
+from resilient.adapters.pymc.native import _native_sites, noncentred_model
 from resilient.adapters.pymc.translate import PyMCSiteHandler
 
 
@@ -45,16 +45,17 @@ class PyMCAdapter:
                 raise UnsupportedModelError(
                     f"A native PyMC model must be a pm.Model (or a frozen one), got {type(model.model).__name__}."
                 )
-            ignored = tuple(
-                option for option, active in (
-                    ("noncentered", bool(model.noncentered)), ("float32", bool(model.float32)),
-                ) if active
-            )
-            compiled = PyMCCompiledModel(
-                _frozen(model.model), _native_sites(model.model), cores=self.cores, name=model.name,
-                order=tuple(model.model.named_vars),
-            )
+            ignored = ("float32",) if model.float32 else ()
+            base = model.model
+            noncentered = frozenset(model.noncentered)
+            if noncentered:
+                base = noncentred_model(base, noncentered)
+            order = [name for name in model.model.named_vars]
+            order += [f"{name}_decentered" for name in sorted(noncentered)]
+            compiled = PyMCCompiledModel(_frozen(base), _native_sites(base), cores=self.cores, name=model.name,
+                                         order=tuple(order))
             compiled.ignored_options = ignored
+            compiled.hidden = frozenset(f"{name}_decentered" for name in noncentered)
             return compiled
         if isinstance(model, BaseModel):
             return self.compile(NativeModel("pymc", model))

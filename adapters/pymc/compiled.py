@@ -93,6 +93,9 @@ class PyMCCompiledModel:
         self.sites = dict(sites)
         self.cores = cores
         self.ignored_options: tuple[str, ...] = ()
+        #: latents Resilient added (``<name>_decentered`` of a native site it non-centred): sampled, kept
+        #: out of the posterior the user gets (their variable is there, as a Deterministic).
+        self.hidden: frozenset[str] = frozenset()
         refuse_discrete_latents(rv.name for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool")))
         self.value_vars = list(model.value_vars)
         rvs = [model.values_to_rvs[v] for v in self.value_vars]

@@ -90,9 +90,53 @@ def _facts(rv: Any, latents: set) -> dict[str, Any]:
     return {"family": family, "parameter_inputs": inputs}
 
 
+def _fgraph_convertible(model: Any) -> bool:
+    """Whether PyMC's model fgraph can hold ``model`` (what :func:`noncentred_model` rewrites)."""
+    return model.parent is None and all(v is None for v in model.rvs_to_initial_values.values())
+
+
+def noncentred_model(model: Any, names: frozenset[str]) -> Any:
+    """A copy of ``model`` in which each named latent ``x ~ Normal(mu, sigma)`` is sampled as
+    ``x_decentered ~ Normal(0, 1)`` and ``x = mu + sigma * x_decentered`` is a Deterministic with x's
+    name and dims: the same joint density of x and the rest, without the funnel. Rewritten on PyMC's
+    model fgraph (``pymc.model.fgraph``); the user's model is not changed."""
+    import pymc as pm
+    from pymc.model.fgraph import (ModelFreeRV, fgraph_from_model, model_deterministic, model_free_rv,
+                                   model_from_fgraph)
+
+    from resilient.errors import ModelError
+
+    fgraph, _ = fgraph_from_model(model)
+    done = set()
+    for node in list(fgraph.toposort()):
+        if not isinstance(node.op, ModelFreeRV) or node.op.name not in names:
+            continue
+        name, rv = node.op.name, node.inputs[0]
+        print_name = getattr(rv.owner.op, "_print_name", None)
+        if not print_name or print_name[0] != "Normal" or node.op.transform is not None:
+            raise ModelError(f"Cannot non-centre `{name}`: only an untransformed Normal latent can be sampled as "
+                             "loc + scale * Normal(0, 1).", site=name)
+        mu, sigma = rv.owner.op.dist_params(rv.owner)
+        raw_rv = pm.Normal.dist(0.0, 1.0, size=rv.shape)
+        raw_name = f"{name}_decentered"
+        raw = model_free_rv(raw_rv, raw_rv.type(name=raw_name), None, raw_name, *node.op.dims)
+        fgraph.replace(node.outputs[0], model_deterministic(mu + sigma * raw, name, *node.op.dims),
+                       import_missing=True)
+        done.add(name)
+    missing = sorted(set(names) - done)
+    if missing:
+        latent = [v.name for v in model.free_RVs]
+        raise ModelError(f"Cannot non-centre {', '.join(f'`{n}`' for n in missing)}: the model has no latent "
+                         f"variable of that name. Its latent variables are: {', '.join(latent) or 'none'}.",
+                         site=missing[0])
+    return model_from_fgraph(fgraph, mutate_fgraph=True)
+
+
 def _native_sites(model: Any) -> dict[str, Site]:
-    """Sites of a pm.Model. ``noncenterable`` stays False: the adapter does not rewrite native
-    models (see ``ignored_options``), so the loop must not claim to non-centre them."""
+    """Sites of a pm.Model. A latent ``Normal`` whose location or scale depends on another latent is
+    ``noncenterable``: :func:`noncentred_model` really rewrites it (when PyMC's model fgraph can hold
+    the model)."""
+    convertible = _fgraph_convertible(model)
     named = set(model.named_vars.values())
     site_vars = set(model.free_RVs) | set(model.observed_RVs) | set(model.deterministics)
     sites: dict[str, Site] = {}
@@ -119,5 +163,9 @@ def _native_sites(model: Any) -> dict[str, Site]:
                     facts = _facts(var, set(model.free_RVs))
                 except Exception:  # noqa: BLE001 - facts are best effort for ops we do not know
                     facts = {}
-            sites[var.name] = Site(var.name, kind, None, None, (), False, description, inputs, **facts)
+            centred = (kind == "latent" and convertible and facts.get("family") == "Normal"
+                       and var.owner is not None and model.rvs_to_transforms.get(var) is None
+                       and any(facts.get("parameter_inputs", {}).values()))
+            sites[var.name] = Site(var.name, kind, None, None, (), False, description, inputs, **facts,
+                                   noncenterable=centred)
     return sites

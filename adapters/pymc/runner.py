@@ -248,7 +248,7 @@ class _Collector:
             chains=(chain,),
             start=buffer.start,
             warmup=buffer.warmup,
-            posterior={name: values[None] for name, values in posterior.items()},
+            posterior={name: values[None] for name, values in posterior.items() if name not in self.compiled.hidden},
             sample_stats={
                 **{name: np.asarray(stats[name], dtype=_STAT_DTYPES.get(name, np.float64))[None]
                    for name in STAT_NAMES},
