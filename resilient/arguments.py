@@ -24,7 +24,7 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "draws": ("honoured", "draws per chain, after warm-up"),
     "tune": ("honoured", "warm-up iterations per chain (None: 1000)"),
     "chains": ("honoured", "number of chains (None: 4)"),
-    "cores": ("ignored", "PyMC chains run in worker processes, at most os.cpu_count() at once (one per chain when a time budget is set, so a deadline can stop them); NumPyro uses the devices it has"),
+    "cores": ("honoured", "chains run at most `cores` at a time: PyMC's NUTS in worker processes (every chain at once when a time budget is set, so a deadline can stop them all), nutpie in threads (default: os.cpu_count()); NumPyro uses the devices it has"),
     "random_seed": ("honoured", "an int, a numpy Generator, RandomState or SeedSequence, or one seed per chain (the "
                                 "list is hashed into the run's seed: reproducible, not chain-by-chain identical to "
                                 "pm.sample)"),

@@ -44,6 +44,7 @@ class NUTSSettings:
     progressbar: bool = False
     resume_state: Any = None  # from a previous Chunk.state (NumPyro only)
     mass_matrix: str = "diag"  # "low_rank": nutpie's low-rank adaptation (other engines adapt a diagonal)
+    cores: int | None = None  # chains at a time (PyMC: processes, nutpie: threads); None: the adapter's own
 
 
 @dataclass

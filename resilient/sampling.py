@@ -61,9 +61,10 @@ class CompiledSampler:
                policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
                checkpoint: str | None = None, resume: str | None = None,
                var_names: Sequence[str] | None = None, mass_matrix: str = "diag",
-               log_likelihood: bool | None = None) -> Any:
+               log_likelihood: bool | None = None, cores: int | None = None) -> Any:
         """Preflight and the resilient NUTS loop; an ArviZ DataTree. Arguments as for :func:`sample`;
-        ``var_names`` keeps only those variables in the posterior group."""
+        ``var_names`` keeps only those variables in the posterior group; ``cores``, pm.sample's: chains
+        at a time on PyMC's NUTS and nutpie."""
         from resilient.checkpoint import Checkpoint, read_state
         from resilient.loop import run_loop
 
@@ -88,7 +89,8 @@ class CompiledSampler:
                                  f"({choice.reason}). Pass engine='nutpie' (a PyMC or shared-API model).")
         settings = NUTSSettings(draws=draws, tune=0 if resume_state is not None else tune, chains=chains,
                                 target_accept=float(target_accept), random_seed=random_seed,
-                                max_tree_depth=max_tree_depth, resume_state=resume_state, mass_matrix=mass_matrix)
+                                max_tree_depth=max_tree_depth, resume_state=resume_state, mass_matrix=mass_matrix,
+                                cores=None if cores is None else _check_count("cores", cores, 1))
         if initvals is not None:
             settings = replace(settings, initial_points=self._initial_points(initvals, chains))
         store = None
@@ -275,6 +277,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
     max_tree_depth = nuts.get("max_tree_depth", max_tree_depth)
     engine, backend = resolve_engine(engine, pm_kwargs.get("nuts_sampler"), backend)
     var_names = pm_kwargs.get("var_names")
+    cores = pm_kwargs.get("cores")
     tune = 1000 if tune is None else tune
     chains = 4 if chains is None else chains
     if isinstance(model, CompiledSampler):
@@ -290,7 +293,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
                           random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
                           max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                           max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names,
-                          mass_matrix=mass_matrix, log_likelihood=log_likelihood)
+                          mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores)
 
 
 def _split_pm_sample_arguments(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:

@@ -233,3 +233,14 @@ def test_the_low_rank_rung_and_engine_switches_only_where_they_change_something(
     assert moved.remedy == "other_backend" and moved.state.backend == "nutpie"
     shared = LoopState(Model(lambda: None), "numpyro", 0.8)
     assert choose_remedy("tree-depth", shared, policy, other_backends=["pymc"]).state.backend == "pymc"
+
+
+def test_cores_is_how_many_chains_run_at_once(pair):
+    import resilient
+
+    outcome, chunks = _run(pair[1], NUTSSettings(draws=20, tune=20, chains=2, random_seed=SEED, cores=1))
+    assert outcome.completed and outcome.extra["cores"] == 1
+    outcome, chunks = _run(pair[0], NUTSSettings(draws=20, tune=20, chains=2, random_seed=SEED, cores=1))
+    assert outcome.completed and outcome.extra["cores"] == 1
+    with pytest.raises(ResilientError, match=r"`cores` must be an integer >= 1, got 0"):
+        resilient.sample(_schools(), cores=0, draws=10, tune=10, chains=1, progressbar=False)

@@ -152,7 +152,7 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
         raise ValueError("nutpie needs at least one warm-up draw (tune >= 1): with tune=0 its Rust sampler "
                          "panics (nuts-rs 0.18 asserts early_end < num_tune). Use tune >= 1 or engine='pymc'.")
     chains = int(settings.chains)
-    cores = max(1, min(chains, model.cores or os.cpu_count() or 1))
+    cores = max(1, min(chains, settings.cores or model.cores or os.cpu_count() or 1))
     compiled = model.nutpie_model
     if settings.initial_points is not None:
         points = np.asarray(settings.initial_points, dtype=np.float64)

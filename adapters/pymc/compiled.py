@@ -528,7 +528,7 @@ class PyMCCompiledModel:
             # and no draw complete on every chain: run them all at once instead.
             cores = max(1, chains)
         else:
-            cores = max(1, min(chains, self.cores or os.cpu_count() or 1))
+            cores = max(1, min(chains, settings.cores or self.cores or os.cpu_count() or 1))
         initvals = None
         init = "jitter+adapt_diag"
         if settings.initial_points is not None:
