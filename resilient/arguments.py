@@ -43,8 +43,8 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "jitter_max_retries": ("ignored", "the loop retries initial points itself (Policy.init_retries)"),
     "n_init": ("ignored", "used by ADVI initialisation, which Resilient does not run"),
     "trace": ("refused", "draws go to the returned DataTree and, with checkpoint=, to netCDF chunks"),
-    "discard_tuned_samples": ("ignored", "warm-up draws are not kept in the result (their sample stats are, in "
-                                         "warmup_sample_stats)"),
+    "discard_tuned_samples": ("honoured", "False keeps the warm-up draws in warmup_posterior, as pm.sample does (their "
+                                          "sample stats are always kept, in warmup_sample_stats)"),
     "compute_convergence_checks": ("ignored", "Resilient always computes R-hat, ESS, divergences and E-BFMI: they "
                                               "drive the loop"),
     "keep_warning_stat": ("ignored", "sample stats are plain arrays"),

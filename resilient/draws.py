@@ -12,10 +12,13 @@ __all__ = ["DrawBuffer", "to_datatree"]
 
 
 class DrawBuffer:
-    """Post-warm-up draws per chain, in order; warm-up statistics kept apart for diagnosis."""
+    """Post-warm-up draws per chain, in order; warm-up statistics kept apart for diagnosis, and the
+    warm-up draws themselves when ``keep_warmup`` (pm.sample's ``discard_tuned_samples=False``)."""
 
-    def __init__(self, chains: int) -> None:
+    def __init__(self, chains: int, keep_warmup: bool = False) -> None:
         self.chains = chains
+        self.keep_warmup = keep_warmup
+        self._warmup_posterior: list[dict[str, list[np.ndarray]]] = [{} for _ in range(chains)]
         self._posterior: list[dict[str, list[np.ndarray]]] = [{} for _ in range(chains)]
         self._stats: list[dict[str, list[np.ndarray]]] = [{} for _ in range(chains)]
         self._warmup_stats: list[dict[str, list[np.ndarray]]] = [{} for _ in range(chains)]
@@ -28,6 +31,9 @@ class DrawBuffer:
                 self.warmup_counts[chain] += chunk.size
                 for name, values in chunk.sample_stats.items():
                     self._warmup_stats[chain].setdefault(name, []).append(np.asarray(values[row]))
+                if self.keep_warmup:
+                    for name, values in chunk.posterior.items():
+                        self._warmup_posterior[chain].setdefault(name, []).append(np.asarray(values[row]))
                 continue
             self.counts[chain] += chunk.size
             for name, values in chunk.posterior.items():
@@ -62,13 +68,18 @@ class DrawBuffer:
         length = min(self.warmup_counts) if self.warmup_counts else 0
         return self._stack(self._warmup_stats, length) if length else {}
 
+    def warmup_posterior(self) -> dict[str, np.ndarray]:
+        length = min(self.warmup_counts) if self.warmup_counts else 0
+        return self._stack(self._warmup_posterior, length) if length and self.keep_warmup else {}
+
     def divergences(self) -> int:
         return int(sum(np.sum(np.concatenate(s["diverging"])) for s in self._stats if "diverging" in s))
 
 
 def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray],
                 observed: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None,
-                warmup_stats: Mapping[str, np.ndarray] | None = None, layout: Mapping[str, Any] | None = None) -> Any:
+                warmup_stats: Mapping[str, np.ndarray] | None = None, layout: Mapping[str, Any] | None = None,
+                warmup_posterior: Mapping[str, np.ndarray] | None = None) -> Any:
     """A DataTree with ArviZ's group and dimension conventions.
 
     ``layout`` is what the backend's own converter would name (``CompiledModel.datatree_layout()``):
@@ -86,12 +97,15 @@ def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, 
         groups["observed_data"] = {k: np.asarray(v) for k, v in observed.items()}
     if layout.get("constant_data"):
         groups["constant_data"] = {k: np.asarray(v) for k, v in layout["constant_data"].items()}
+    if warmup_posterior:
+        groups["warmup_posterior"] = dict(warmup_posterior)
     if warmup_stats:
         groups["warmup_sample_stats"] = dict(warmup_stats)
     known = {name for group in groups.values() for name in group}
     dims = {k: list(v) for k, v in (layout.get("dims") or {}).items() if k in known and v}
     used = {d for names in dims.values() for d in names}
     coords = {k: np.asarray(v) for k, v in (layout.get("coords") or {}).items() if k in used}
-    data = from_dict(groups, coords=coords or None, dims=dims or None)
+    # save_warmup: from_dict drops warmup_* groups unless asked (ArviZ's rcParams default).
+    data = from_dict(groups, coords=coords or None, dims=dims or None, save_warmup=True)
     data.attrs.update(dict(attrs or {}))
     return data

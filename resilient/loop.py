@@ -277,7 +277,7 @@ class _Progress:
 def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, policy: Policy, *,
              preflight: bool = True, checkpoint: Any = None, progressbar: bool = True,
              compile_cache: dict | None = None, warn: Callable[[str], None] | None = None,
-             engine_reason: str | None = None) -> Any:
+             engine_reason: str | None = None, keep_warmup: bool = False) -> Any:
     """Preflight, then attempts until one is accepted or a cap is hit. Returns a DataTree."""
     from resilient import record
     from resilient.checks import check_compiled, run_preflight
@@ -359,7 +359,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             next_remedy, state = decision.remedy, decision.state
             continue
 
-        buffer = DrawBuffer(settings.chains)
+        buffer = DrawBuffer(settings.chains, keep_warmup=keep_warmup)
         if checkpoint is not None:
             checkpoint.start_attempt(number)
         progress = _Progress(progressbar, settings.chains * (settings.tune + settings.draws),
@@ -385,7 +385,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             progress.close()
         seconds = time.monotonic() - attempt_start
         data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
-                           warmup_stats=buffer.warmup_stats(), layout=_layout(compiled))
+                           warmup_stats=buffer.warmup_stats(), layout=_layout(compiled),
+                           warmup_posterior=buffer.warmup_posterior())
         last_data = data
         base = dict(attempt=number, backend=state.backend, settings=current_settings, remedy=remedy,
                     seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences(),

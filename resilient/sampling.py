@@ -61,10 +61,12 @@ class CompiledSampler:
                policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
                checkpoint: str | None = None, resume: str | None = None,
                var_names: Sequence[str] | None = None, mass_matrix: str = "diag",
-               log_likelihood: bool | None = None, cores: int | None = None) -> Any:
+               log_likelihood: bool | None = None, cores: int | None = None,
+               discard_tuned_samples: bool = True) -> Any:
         """Preflight and the resilient NUTS loop; an ArviZ DataTree. Arguments as for :func:`sample`;
         ``var_names`` keeps only those variables in the posterior group; ``cores``, pm.sample's: chains
-        at a time on PyMC's NUTS and nutpie."""
+        at a time on PyMC's NUTS and nutpie; ``discard_tuned_samples=False`` keeps the warm-up draws
+        (``warmup_posterior``)."""
         from resilient.checkpoint import Checkpoint, read_state
         from resilient.loop import run_loop
 
@@ -100,7 +102,7 @@ class CompiledSampler:
                 "target_accept": target_accept, "random_seed": random_seed})
         data = run_loop(self.model, choice.engine, settings, policy, preflight=preflight and resume is None,
                         checkpoint=store, progressbar=progressbar, compile_cache=self.cache,
-                        engine_reason=choice.reason)
+                        engine_reason=choice.reason, keep_warmup=not discard_tuned_samples)
         if data is not None and (self.backend == "numpyro" if log_likelihood is None else log_likelihood):
             self._add_log_likelihood(data)
         if keep is not None and data is not None:
@@ -278,6 +280,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
     engine, backend = resolve_engine(engine, pm_kwargs.get("nuts_sampler"), backend)
     var_names = pm_kwargs.get("var_names")
     cores = pm_kwargs.get("cores")
+    discard_tuned_samples = bool(pm_kwargs.get("discard_tuned_samples", True))
     tune = 1000 if tune is None else tune
     chains = 4 if chains is None else chains
     if isinstance(model, CompiledSampler):
@@ -293,7 +296,8 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
                           random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
                           max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                           max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names,
-                          mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores)
+                          mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores,
+                          discard_tuned_samples=discard_tuned_samples)
 
 
 def _split_pm_sample_arguments(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:

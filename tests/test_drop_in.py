@@ -83,3 +83,17 @@ def test_nuts_sampler_chooses_the_backend_of_a_shared_api_model():
     assert resilient.record.read_run(data)["backend"] == "pymc"
     with pytest.raises(ResilientError, match="nuts_sampler='pymc' and backend='numpyro' disagree"):
         resilient.sample(tiny, nuts_sampler="pymc", backend="numpyro")
+
+
+@pytest.mark.parametrize("engine", [pytest.param("numpyro", marks=pytest.mark.numpyro),
+                                    pytest.param("pymc", marks=pytest.mark.pymc),
+                                    pytest.param("nutpie", marks=[pytest.mark.pymc, pytest.mark.slow])])
+def test_discard_tuned_samples_false_keeps_the_warm_up_draws(engine):
+    data = resilient.sample(tiny, engine=engine, draws=200, tune=40, chains=2, random_seed=1, progressbar=False,
+                            discard_tuned_samples=False)
+    warm = data["warmup_posterior"]
+    assert warm.sizes["chain"] == 2 and warm.sizes["draw"] == 40
+    assert set(warm.data_vars) == set(data.posterior.data_vars)
+    assert data["warmup_sample_stats"].sizes["draw"] == 40
+    assert "warmup_posterior" not in resilient.sample(tiny, engine=engine, draws=200, tune=40, chains=2, random_seed=1,
+                                                      progressbar=False).children
