@@ -152,6 +152,10 @@ def main(argv=None) -> int:
             row = {"model": name, "side": side, "load_average_before": load, **rows}
             results.append(row)
             print(json.dumps(row), flush=True)
+    path = Path(args.out) / f"engines-{datetime.date.today().isoformat()}.json"
+    if path.exists():  # a partial rerun replaces its own rows and keeps the others
+        done = {(r["model"], r["side"]) for r in results}
+        results = [r for r in json.loads(path.read_text())["rows"] if (r["model"], r["side"]) not in done] + results
     for row in results:
         for phase in ("cold", "warm"):
             raw = [r[phase]["seconds_per_1000_ess"] for r in results
@@ -166,7 +170,6 @@ def main(argv=None) -> int:
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "pymc": pymc.__version__,
            "nutpie": nutpie.__version__, "numpyro": numpyro.__version__, "draws": DRAWS, "tune": TUNE,
            "chains": CHAINS, "seed": SEED, "rows": results}
-    path = Path(args.out) / f"engines-{out['date']}.json"
     path.write_text(json.dumps(out, indent=1))
     print(markdown(results))
     print(f"written {path}")
