@@ -53,7 +53,8 @@ def refuse_discrete_latents(names: Iterable[str]) -> None:
         raise DiscreteLatentError(
             f"Site{plural} {', '.join(f'`{n}`' for n in names)} {'are' if plural else 'is a'} discrete latent "
             f"variable{plural}; NUTS needs every latent variable to be continuous. Marginalise "
-            f"{'them' if plural else 'it'} out (sum over the values in the likelihood) or pass the values as "
-            "observed data.", site=names[0],
+            f"{'them' if plural else 'it'} out (sum over the values in the likelihood), pass the values as "
+            "observed data, or sample on PyMC (backend='pymc' for a shared-API model), whose compound step "
+            "samples discrete latents beside NUTS.", site=names[0],
             fix=f"marginalise {', '.join(names)} out of the likelihood, or pass {'their' if plural else 'its'} "
                 "values as observed data")

@@ -39,7 +39,7 @@ class NUTSSettings:
     random_seed: int | None = None
     initial_points: np.ndarray | None = None
     max_tree_depth: int = 10
-    chunk_size: int = 100
+    chunk_size: int = 100  # draws a chunk, or whole multiples of it (an engine sampling in the background)
     deadline: float | None = None
     progressbar: bool = False
     resume_state: Any = None  # from a previous Chunk.state (NumPyro only)

@@ -197,7 +197,8 @@ def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any) -
     return choose_remedy(
         failure, state, policy, candidates=noncentering_candidates(state.model, compiled.sites),
         float32_in_effect=bool(state.model.float32) and "float32" not in getattr(compiled, "ignored_options", ()),
-        other_backends=[b for b in available_backends() if b != state.backend],
+        other_backends=[b for b in available_backends() if b != state.backend
+                        and not (b == "nutpie" and getattr(compiled, "discrete_latents", ()))],
         mass_matrices=("diag", "low_rank") if state.backend == "nutpie" else ("diag",))
 
 

@@ -173,6 +173,10 @@ class CompiledSampler:
                 return EngineChoice(self.backend, "pymc", "auto: PyMC's NUTS (the model did not compile; "
                                                           "preflight says why)")
             return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
+        if self.engine == "auto" and getattr(compiled, "discrete_latents", ()):
+            return EngineChoice(self.backend, "pymc", "auto: PyMC's NUTS with its compound step (discrete latents: "
+                                                      f"{', '.join(compiled.discrete_latents)}; nutpie samples "
+                                                      "continuous ones only)")
         choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
                                compiled_pymc=compiled, draws=draws, tune=tune, chains=chains)
         if choice.engine == "nutpie" and compiled is not None and ("nutpie", self.model) not in self.cache:

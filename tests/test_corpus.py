@@ -46,9 +46,7 @@ SAMPLE_DIMS = ("chain", "draw")
 
 # --- which tests fail today, and why (one line each; details in tests/corpus/FINDINGS.md) -------------
 
-DISCRETE = "DiscreteLatentError: Site `switchpoint` is a discrete latent variable; NUTS needs every latent"
 XFAIL: dict[tuple[str, str], str] = {
-    **{(aspect, "pymc:switchpoint"): DISCRETE for aspect in ("posterior", "structure", "downstream")},
 }
 
 # Models that take more than ~8 s for both sides together on 2 cores are slow (CI runs them).

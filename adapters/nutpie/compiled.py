@@ -22,6 +22,15 @@ class NutpieCompiledModel:
     backend = "nutpie"
 
     def __init__(self, pymc: Any, *, cores: int | None = None) -> None:
+        discrete = getattr(pymc, "discrete_latents", ())
+        if discrete:
+            from resilient.errors import DiscreteLatentError
+
+            names = ", ".join(f"`{n}`" for n in discrete)
+            raise DiscreteLatentError(
+                f"nutpie samples continuous latent variables only, and {names} is discrete. engine='pymc' runs "
+                "PyMC's compound step (NUTS for the continuous latents, PyMC's default step for the discrete ones), "
+                "as pm.sample does.", site=discrete[0], fix="engine='pymc'")
         self.pymc = pymc
         self.cores = cores
         self._lock = threading.Lock()

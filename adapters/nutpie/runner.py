@@ -52,7 +52,8 @@ class _Starts:
 
 
 class _Feeder:
-    """Cuts each chain's finished draws (warm-up first) into chunks for ``on_chunk``.
+    """Hands each chain's finished draws (warm-up first) to ``on_chunk``: at each look, the whole
+    ``chunk_size`` pieces finished since the last one as one chunk; at the end, everything left.
 
     nutpie's trace pads chains that are behind with NaN; a chain's finished draws are those with a
     finite step size.
@@ -81,12 +82,13 @@ class _Feeder:
                 available = _finished(stat_set, chain)
                 if not warmup and available and self.warmup_ended is None:
                     self.warmup_ended = time.monotonic()
-                while not self.stopped:
-                    start = self.sent[(chain, warmup)]
-                    count = available - start
-                    if count <= 0 or (count < self.size and not final):
-                        break
-                    count = min(count, self.size)
+                start = self.sent[(chain, warmup)]
+                count = available - start
+                if not final:
+                    count -= count % self.size  # whole chunks while sampling; the rest at the end
+                if count > 0 and not self.stopped:
+                    # All the finished draws since the last look, in one chunk: a fast sampler under a
+                    # deadline must not spend its budget handing over (and checkpointing) small pieces.
                     self._send(trace[values].to_dataset(), stat_set, chain, warmup, start, count)
                 if warmup and self.sent[(chain, True)] < min(available, int(self.settings.tune)):
                     break  # this chain's warm-up is not all handed over: its draws wait

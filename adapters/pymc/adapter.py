@@ -5,6 +5,7 @@ from __future__ import annotations
 from resilient.adapters.common import require_native
 
 from typing import Any
+import numpy as np
 import pymc as pm
 from pymc.model.core import BaseModel, FrozenModel
 from resilient.errors import UnsupportedModelError
@@ -35,8 +36,9 @@ class PyMCAdapter:
             with _no_c_compilation(), pm.Model() as pm_model:
                 trace = Trace(model, handler)
                 sites = trace.run()
-            compiled = PyMCCompiledModel(_frozen(pm_model), dict(sites), cores=self.cores, name=model.name,
-                                         order=tuple(pm_model.named_vars))
+            evaluated, sampled = discrete_split(pm_model)
+            compiled = PyMCCompiledModel(_frozen(evaluated), dict(sites), cores=self.cores, name=model.name,
+                                         order=tuple(pm_model.named_vars), sampling_model=sampled)
             compiled.ignored_options = ("float32",) if model.float32 else ()  # PyMC runs in float64
             return compiled
         if isinstance(model, NativeModel):
@@ -52,8 +54,9 @@ class PyMCAdapter:
                 base = noncentred_model(base, noncentered)
             order = [name for name in model.model.named_vars]
             order += [f"{name}_decentered" for name in sorted(noncentered)]
-            compiled = PyMCCompiledModel(_frozen(base), _native_sites(base), cores=self.cores, name=model.name,
-                                         order=tuple(order))
+            evaluated, sampled = discrete_split(base)
+            compiled = PyMCCompiledModel(_frozen(evaluated), _native_sites(base), cores=self.cores, name=model.name,
+                                         order=tuple(order), sampling_model=sampled)
             compiled.ignored_options = ignored
             compiled.hidden = frozenset(f"{name}_decentered" for name in noncentered)
             return compiled
@@ -63,6 +66,20 @@ class PyMCAdapter:
             f"The PyMC adapter compiles resilient.model.Model or NativeModel(backend='pymc'), "
             f"got {type(model).__name__}."
         )
+
+
+def discrete_split(model: Any) -> tuple[Any, Any]:
+    """``(evaluated, sampled)`` for a model with discrete latents: ``evaluated`` holds them observed at
+    their initial values (``pm.observe``; their own terms kept), so preflight and the loop's initial
+    points work on the continuous part as NUTS sees it; ``sampled`` is the model ``pm.sample`` runs with
+    its compound step (NUTS for the continuous latents, PyMC's default step for the discrete ones, as
+    ``pm.sample`` assigns them). Without discrete latents: ``(model, None)``."""
+    discrete = [rv for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool"))]
+    if not discrete:
+        return model, None
+    start = model.initial_point()
+    values = {rv: np.asarray(start[model.rvs_to_values[rv].name]) for rv in discrete}
+    return pm.observe(model, values), _frozen(model)
 
 
 def _frozen(model: Any) -> Any:

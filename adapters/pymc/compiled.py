@@ -85,10 +85,16 @@ class PyMCCompiledModel:
     backend = "pymc"
 
     def __init__(self, model: Any, sites: Mapping[str, Site], *, cores: int | None = None,
-                 name: str = "model", order: Sequence[str] = ()) -> None:
+                 name: str = "model", order: Sequence[str] = (), sampling_model: Any = None) -> None:
         """``order``: variable names as the user declared them (a frozen model may list them
-        otherwise); the posterior, the deterministics and the site terms follow it."""
+        otherwise); the posterior, the deterministics and the site terms follow it.
+        ``sampling_model``: the model ``pm.sample`` runs when it is not ``model``: a model with
+        discrete latents, which ``model`` holds observed at their initial values (see
+        :func:`~resilient.adapters.pymc.adapter.discrete_split`); PyMC samples it with its compound step."""
         self.model = model
+        self.sampling_model = model if sampling_model is None else sampling_model
+        self.discrete_latents: tuple[str, ...] = tuple(
+            rv.name for rv in self.sampling_model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool")))
         self.name = name
         self.sites = dict(sites)
         self.cores = cores
@@ -108,6 +114,8 @@ class PyMCCompiledModel:
 
         self._posterior_latents = declared(rvs)
         self._deterministics = declared(model.deterministics)
+        self._sampled_names = tuple(v.name for v in [*declared(self.sampling_model.free_RVs),
+                                                      *declared(self.sampling_model.deterministics)])
         shapes = self._value_shapes()
         self._layout: list[tuple[str, str, tuple[int, ...], str, slice]] = []
         offset = 0
@@ -319,9 +327,15 @@ class PyMCCompiledModel:
 
     @property
     def posterior_names(self) -> tuple[str, ...]:
-        """Names in a chunk's posterior: the free variables, then the deterministics, each in
+        """Names :meth:`constrain` gives: the free variables, then the deterministics, each in
         the order the model declared them."""
         return tuple(v.name for v in [*self._posterior_latents, *self._deterministics])
+
+    @property
+    def sampled_names(self) -> tuple[str, ...]:
+        """Names in a chunk's posterior: :attr:`posterior_names`, and the discrete latents of a
+        model sampled with PyMC's compound step."""
+        return self._sampled_names
 
     def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
         values = self._evaluate(self._constrain_fn, x)
@@ -441,9 +455,11 @@ class PyMCCompiledModel:
         return self._flatten(self._initial_point_fn("median")(0))
 
     def observed_data(self) -> dict[str, np.ndarray]:
+        """The data of the model as sampled (a discrete latent held observed for preflight is not data)."""
         data = {}
-        for rv in self.model.observed_RVs:
-            value = self.model.rvs_to_values[rv]
+        model = self.sampling_model
+        for rv in model.observed_RVs:
+            value = model.rvs_to_values[rv]
             if hasattr(value, "get_value"):
                 data[rv.name] = np.asarray(value.get_value())
             elif hasattr(value, "data"):
@@ -467,13 +483,13 @@ class PyMCCompiledModel:
         user's ``pm.set_data``. A shared-API model has none of these: ``{}``."""
         from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants
 
-        coords, dims = coords_and_dims_for_inferencedata(self.model)
+        coords, dims = coords_and_dims_for_inferencedata(self.sampling_model)
         layout: dict[str, Any] = {}
         if coords:
             layout["coords"] = coords
         if dims:
             layout["dims"] = {name: list(names) for name, names in dims.items()}
-        constants = {name: np.asarray(value) for name, value in find_constants(self.model).items()}
+        constants = {name: np.asarray(value) for name, value in find_constants(self.sampling_model).items()}
         if constants:
             layout["constant_data"] = constants
         return layout
@@ -559,7 +575,7 @@ class PyMCCompiledModel:
         with _StopControl(collector, settings.deadline) as control, _quiet_pytensor(), _quiet_fork(), \
                 np.errstate(all="ignore"):
             try:
-                if self._disconnected:
+                if self._disconnected and not self.discrete_latents:
                     sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts)
                 pm.sample(
                     draws=int(settings.draws),
@@ -572,7 +588,7 @@ class PyMCCompiledModel:
                     compute_convergence_checks=False,
                     discard_tuned_samples=True,
                     callback=collector,
-                    model=self.model,
+                    model=self.sampling_model,
                     mp_ctx=workers,
                     **sample_kwargs,
                 )

@@ -20,7 +20,7 @@ def _function(compiled: Any) -> tuple[Any, list[tuple[str, str, str]], list[str]
 
         from resilient.adapters.pymc.compiled import _quiet_pytensor
 
-        umodel = remove_value_transforms(compiled.model)
+        umodel = remove_value_transforms(getattr(compiled, "sampling_model", compiled.model))
         observed = list(umodel.observed_RVs)
         with _quiet_pytensor():
             function = umodel.compile_fn(inputs=umodel.value_vars, outs=umodel.logp(vars=observed, sum=False),

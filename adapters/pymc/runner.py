@@ -170,7 +170,7 @@ class _Collector:
         self.control: _StopControl | None = None
         self.first_draw: float | None = None
         self.warmup_ended: dict[int, float] = {}
-        self.names = compiled.posterior_names
+        self.names = compiled.sampled_names
         self.packing_error: str | None = None
 
     # PyMC calls callback(trace=..., draw=...)
@@ -225,12 +225,15 @@ class _Collector:
             self._flush(chain)
 
     def _values(self, draw: Any) -> dict[str, np.ndarray]:
-        """Constrained values of this draw, computed from its unconstrained point."""
+        """Constrained values of this draw, computed from its unconstrained point (a discrete
+        latent, untransformed, is in the point as it is)."""
         compiled = self.compiled
         inputs = [np.asarray(draw.point[value]).astype(dtype) for _, value, _, dtype, _ in compiled._layout]
         with np.errstate(all="ignore"):
             outputs = compiled._sampling_constrain_fn(*inputs)
-        return {name: np.array(v) for name, v in zip(self.names, outputs)}
+        values = {name: np.array(v) for name, v in zip(compiled.posterior_names, outputs)}
+        values.update({name: np.array(draw.point[name]) for name in compiled.discrete_latents})
+        return values
 
     def _flush(self, chain: int) -> None:
         buffer = self.buffers[chain]
