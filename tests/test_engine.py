@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from resilient.backend import STAT_NAMES, NUTSSettings, get_adapter
-from resilient.engine import choose_engine, resolve_engine
+from resilient.engine import resolve_engine
 from resilient.errors import ResilientError
 from resilient.loop import LoopState, choose_remedy
 from resilient.model import Model, NativeModel
@@ -101,8 +101,11 @@ def test_chains_start_at_the_points_the_loop_chose(pair):
 
 def test_a_deadline_aborts_nutpie_and_keeps_the_finished_draws(pair):
     started = time.monotonic()
+    arrivals = []
     outcome, chunks = _run(pair[1], NUTSSettings(draws=10**8, tune=100, chains=2, random_seed=SEED, chunk_size=500,
-                                                 deadline=started + 2.0))
+                                                 deadline=started + 2.0),
+                           on_chunk=lambda chunk: arrivals.append((chunk.warmup, time.monotonic())) or True)
+    assert any(not warmup and at < started + 2.0 for warmup, at in arrivals), "draws reach the loop while it samples"
     assert time.monotonic() - started < 2.0 + 10.0  # the bound: aborted at the deadline, not after 10^8 draws
     assert not outcome.completed and outcome.reason == "deadline"
     for chain in (0, 1):
@@ -249,3 +252,32 @@ def test_cores_is_how_many_chains_run_at_once(pair):
     assert outcome.completed and outcome.extra["cores"] == 1
     with pytest.raises(ResilientError, match=r"`cores` must be an integer >= 1, got 0"):
         resilient.sample(_schools(), cores=0, draws=10, tune=10, chains=1, progressbar=False)
+
+
+@pytest.mark.slow  # a wall-clock budget of 20 s
+def test_a_time_budget_on_nutpie_returns_the_finished_draws_and_keeps_them_on_disk(tmp_path):
+    """The loop's budget on nutpie: a logistic regression of 5,000 rows is slow enough per draw that
+    300,000 draws cannot finish in 20 s (blr finished 2,000,000), and its trace stays small."""
+    import pymc as pm
+
+    import resilient
+    from resilient import record
+    from resilient.checkpoint import read_checkpoint
+    from resilient.errors import ResilientWarning
+
+    rng = np.random.default_rng(SEED)
+    X = rng.normal(size=(5000, 20))
+    y = (rng.uniform(size=5000) < 1 / (1 + np.exp(-X @ rng.normal(0, 0.5, 20)))).astype(int)
+    with pm.Model() as model:
+        beta = pm.Normal("beta", 0, 1, shape=20)
+        pm.Bernoulli("y", logit_p=pm.math.dot(X, beta), observed=y)
+    budget = 20
+    start = time.monotonic()
+    with pytest.warns(ResilientWarning, match=r"time budget of 20 s ran out .* draws per chain were finished"):
+        data = resilient.sample(model, engine="nutpie", draws=300_000, tune=200, chains=2, random_seed=SEED,
+                                progressbar=False, time_budget=budget, checkpoint=str(tmp_path / "run"))
+    assert time.monotonic() - start < budget + 30
+    finished = data.posterior.sizes["draw"]
+    assert 0 < finished < 300_000
+    assert record.read_attempts(data)[-1]["outcome"] == "budget"
+    assert read_checkpoint(tmp_path / "run").posterior.sizes["draw"] >= finished

@@ -206,9 +206,7 @@ def test_p7_improper_posterior_stops_within_caps(backend, tmp_path):
 @pytest.mark.parametrize("backend, engine, draws, chains", [
     pytest.param("numpyro", "auto", 200_000, 4, marks=pytest.mark.numpyro),
     pytest.param("pymc", "pymc", 200_000, 4, marks=pytest.mark.pymc),
-    # nutpie finishes 200,000 draws of blr inside the budget (about 25,000 a second a chain here): give it
-    # more than it can do, not so many that its in-memory trace could not be held.
-    pytest.param("pymc", "nutpie", 2_000_000, 2, marks=pytest.mark.pymc),
+    # nutpie finished 2,000,000 draws of blr inside this budget: tests/test_engine.py gives it a slower model.
 ])
 def test_p8_a_short_budget_returns_the_finished_draws_and_keeps_them_on_disk(backend, engine, draws, chains, tmp_path):
     # The budget covers preflight, compilation and warm-up (NumPyro: about 8 s on a loaded 2-core

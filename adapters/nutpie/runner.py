@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
+from resilient.backend import Chunk, NUTSRun, NUTSSettings
 from resilient.errors import SamplerError
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ class _Feeder:
                     self.warmup_ended = time.monotonic()
                 start = self.sent[(chain, warmup)]
                 count = available - start
-                if not final:
-                    count -= count % self.size  # whole chunks while sampling; the rest at the end
+                if not final and not (warmup and available >= int(self.settings.tune)):
+                    count -= count % self.size  # whole chunks while a phase runs; the rest when it ends
                 if count > 0 and not self.stopped:
                     # All the finished draws since the last look, in one chunk: a fast sampler under a
                     # deadline must not spend its budget handing over (and checkpointing) small pieces.
