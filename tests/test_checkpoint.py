@@ -100,6 +100,7 @@ def test_sigkill_leaves_every_finished_chunk_readable(backend, engine, tmp_path)
 
 
 @pytest.mark.numpyro
+@pytest.mark.slow  # 7 s cold; CI runs it
 def test_a_numpyro_run_resumes_from_its_checkpoint(tmp_path):
     folder = str(tmp_path / "run")
     first = resilient.sample(pathologies.mirrored, draws=300, random_seed=3, progressbar=False, checkpoint=folder)

@@ -50,9 +50,9 @@ XFAIL: dict[tuple[str, str], str] = {
 }
 
 # Models that take more than ~8 s for both sides together on 2 cores are slow (CI runs them).
-FAST = {"pymc": {"custom_dist_gumbel", "linear_regression_data", "censored_normal", "logistic_regression_dims",
+FAST = {"pymc": {"custom_dist_gumbel", "linear_regression_data", "logistic_regression_dims",
                  "zero_sum_effects", "dependent_bounds", "switchpoint"},
-        "numpyro": {"regression_deterministic"}}
+        "numpyro": set()}
 
 
 def _params(backend: str, aspect: str, cases: dict) -> list:

@@ -150,7 +150,8 @@ def test_p5_the_loop_non_centres_eight_schools(backend):
     assert mismatches(result, reference, ["mu", "tau", "theta"]) == []
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [pytest.param("numpyro", marks=pytest.mark.numpyro),
+                                     pytest.param("pymc", marks=[pytest.mark.pymc, pytest.mark.slow])])
 def test_p6_nan_region_is_reported_and_the_call_is_bounded(backend):
     report = resilient.preflight(pathologies.sqrt_of_negative, backend=backend)
     finding = by_site(report, "y")[0]
@@ -182,7 +183,8 @@ def test_p6_nan_region_is_reported_and_the_call_is_bounded(backend):
     assert time.monotonic() - start < budget + 30
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [pytest.param("numpyro", marks=pytest.mark.numpyro),
+                                     pytest.param("pymc", marks=[pytest.mark.pymc, pytest.mark.slow])])
 def test_p7_improper_posterior_stops_within_caps(backend, tmp_path):
     budget = 60
     start = time.monotonic()

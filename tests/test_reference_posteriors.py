@@ -9,8 +9,8 @@ from tests.reference_checks import mismatches
 
 #: PyMC compiles each model for ~10 s: one of its six runs by default, all six in CI (marked slow).
 FAST_ON_PYMC = {"eight_schools-eight_schools_noncentered"}
-#: earnings needs the longest NumPyro run (5 s warm); CI runs it.
-SLOW_ON_NUMPYRO = {"earnings-logearn_height"}
+#: NumPyro runs eight schools and kidiq by default (4-6 s each cold), all six in CI.
+SLOW_ON_NUMPYRO = {"earnings-logearn_height", "arK-arK", "mesquite-logmesquite", "sblrc-blr"}
 CASES = [pytest.param(name, "numpyro", marks=[pytest.mark.numpyro] + ([pytest.mark.slow] if name in SLOW_ON_NUMPYRO
                                                                       else [])) for name in reference_models.NAMES] + [
     pytest.param(name, "pymc", marks=[pytest.mark.pymc] + ([] if name in FAST_ON_PYMC else [pytest.mark.slow]))
