@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # CI runs the slow tests too (they fit its budget); locally `make test` stays fast.
 MARKERS ?= $(if $(filter true,$(CI)),,not slow)
+# Test processes (pytest-xdist, a module per process): 2 locally; CI runs serially, because the slow set's
+# wall-clock budget tests (P8) count compilation, which a second process on the same cores would slow.
+WORKERS ?= $(if $(filter true,$(CI)),0,2)
 OUT ?= out
 
 .PHONY: demo test test-all bench clean
@@ -21,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/motivating.py --out $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "$(MARKERS)" -q
+	$(BIN)/python -m pytest -m "$(MARKERS)" -q -n $(WORKERS) --dist loadfile
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
