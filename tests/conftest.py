@@ -36,3 +36,22 @@ def _compiled(function, backend: str, *args, **options):
 def compiled():
     """A factory: ``compiled(model_function, backend, **options)`` -> a shared CompiledSampler."""
     return _compiled
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real dask LocalCluster: two worker processes, one thread each, on 127.0.0.1; closed (and the
+    processes ended) after the module that used it."""
+    from distributed import Client, LocalCluster
+
+    from resilient.many import worker_environment
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           host="127.0.0.1", env=worker_environment(1, 2))
+    client = Client(cluster)
+    try:
+        client.wait_for_workers(2, timeout=60)
+        yield client
+    finally:
+        client.close(timeout=10)
+        cluster.close(timeout=30)

@@ -16,7 +16,6 @@ from examples import sbc_models
 from resilient.errors import ResilientError
 from resilient.many import (
     SUMMARY_COLUMNS, FitStore, ModelSpec, data_fingerprint, read_summary, sample_many, sampler_for,
-    worker_environment,
 )
 
 RUN = {"draws": 100, "tune": 100, "chains": 2, "fit_timeout": 120}
@@ -26,22 +25,6 @@ def napping(N, y=None, nap=0.0):
     """:func:`examples.sbc_models.normal` after ``nap`` seconds of sleep (a fit stuck outside the loop)."""
     time.sleep(nap)
     sbc_models.normal(N, y)
-
-
-@pytest.fixture(scope="module")
-def client():
-    """Two worker processes, one thread each, on 127.0.0.1; closed (and the processes ended) after the module."""
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           host="127.0.0.1", env=worker_environment(1, 2))
-    client = Client(cluster)
-    try:
-        client.wait_for_workers(2, timeout=60)
-        yield client
-    finally:
-        client.close(timeout=10)
-        cluster.close(timeout=30)
 
 
 def _rows(out):

@@ -121,23 +121,8 @@ def test_sbc_says_what_it_needs_before_any_fit_runs(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# SBC on a LocalCluster with two worker processes
+# SBC on a LocalCluster with two worker processes (the `client` fixture, tests/conftest.py)
 # ------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           host="127.0.0.1", env=worker_environment(1, 2))
-    client = Client(cluster)
-    try:
-        client.wait_for_workers(2, timeout=60)
-        yield client
-    finally:
-        client.close(timeout=10)
-        cluster.close(timeout=30)
-
 
 @pytest.mark.pymc
 @pytest.mark.slow  # 7-8 s and a cluster start; the default suite keeps test_many's cluster tests
