@@ -8,7 +8,7 @@ walks it against ``inspect.signature(pm.sample)`` so a new PyMC argument cannot 
 from __future__ import annotations
 
 import numbers
-from typing import Any, Literal, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 
@@ -82,16 +82,23 @@ def refuse_unsupported(kwargs: Mapping[str, Any]) -> None:
                              "DataTree (there is no MultiTrace). Drop the argument.")
 
 
+def _pop_dict(kwargs: dict[str, Any], name: str, what: str, known: Iterable[str]) -> Mapping[str, Any]:
+    """Pop the dict argument ``name`` (pm.sample's ``nuts``, ``idata_kwargs``); a key not in ``known`` is
+    refused by name."""
+    options = kwargs.pop(name, None) or {}
+    if not isinstance(options, Mapping):
+        raise ResilientError(f"`{name}` must be {what}, got {type(options).__name__}.")
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ResilientError(f"{name}={{...}} keys {unknown} are not passed on by resilient.sample; it takes "
+                             f"{', '.join(known)}.")
+    return options
+
+
 def nuts_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Pop ``nuts={...}`` and ``max_treedepth`` from pm.sample-style kwargs; resilient.sample's names."""
     options: dict[str, Any] = {}
-    nuts = kwargs.pop("nuts", None) or {}
-    if not isinstance(nuts, Mapping):
-        raise ResilientError(f"`nuts` must be a dict of NUTS options, got {type(nuts).__name__}.")
-    unknown = sorted(set(nuts) - set(_NUTS_KEYS))
-    if unknown:
-        raise ResilientError(f"nuts={{...}} keys {unknown} are not passed on by resilient.sample; it takes "
-                             f"{', '.join(sorted(_NUTS_KEYS))}.")
+    nuts = _pop_dict(kwargs, "nuts", "a dict of NUTS options", sorted(_NUTS_KEYS))
     options.update({_NUTS_KEYS[k]: v for k, v in nuts.items()})
     if "max_treedepth" in kwargs:
         options["max_tree_depth"] = kwargs.pop("max_treedepth")
@@ -105,13 +112,7 @@ _IDATA_KEYS = ("log_likelihood",)
 def idata_options(kwargs: dict[str, Any], log_likelihood: bool | None = None) -> bool | None:
     """Pop ``idata_kwargs={...}`` from pm.sample-style kwargs; the ``log_likelihood`` choice it and the
     argument of that name make together (None: the backend's default)."""
-    options = kwargs.pop("idata_kwargs", None) or {}
-    if not isinstance(options, Mapping):
-        raise ResilientError(f"`idata_kwargs` must be a dict, got {type(options).__name__}.")
-    unknown = sorted(set(options) - set(_IDATA_KEYS))
-    if unknown:
-        raise ResilientError(f"idata_kwargs={{...}} keys {unknown} are not passed on by resilient.sample; it takes "
-                             f"{', '.join(_IDATA_KEYS)}.")
+    options = _pop_dict(kwargs, "idata_kwargs", "a dict", _IDATA_KEYS)
     asked = options.get("log_likelihood")
     for value in (asked, log_likelihood):
         if value is not None and not isinstance(value, (bool, np.bool_)):
