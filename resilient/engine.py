@@ -20,11 +20,14 @@ from typing import Any
 
 from resilient.errors import BackendUnavailableError, ResilientError
 
-__all__ = ["ENGINES", "MODELLING", "EngineChoice", "choose_engine", "modelling_backend"]
+__all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "EngineChoice", "choose_engine", "modelling_backend",
+           "mass_matrices", "can_sample"]
 
 #: engine -> the backend (modelling language) whose models it runs.
 MODELLING: dict[str, str] = {"numpyro": "numpyro", "pymc": "pymc", "nutpie": "pymc"}
 ENGINES = ("auto", *MODELLING)
+#: the mass matrix adaptations an engine offers beyond the diagonal every engine adapts.
+MASS_MATRICES: dict[str, tuple[str, ...]] = {"nutpie": ("diag", "low_rank")}
 
 #: measured constants of the estimate (seconds; ``benchmarks/engines.py`` and its notes in the README):
 #: nutpie's first Numba compilation in a process, and later ones (Numba's own machinery is warm).
@@ -49,6 +52,15 @@ def note_nutpie_compile() -> None:
 
 def modelling_backend(engine: str) -> str:
     return MODELLING.get(engine, engine)
+
+
+def mass_matrices(engine: str) -> tuple[str, ...]:
+    return MASS_MATRICES.get(engine, ("diag",))
+
+
+def can_sample(engine: str, compiled: Any) -> bool:
+    """Whether ``engine`` samples ``compiled``: nutpie samples continuous latents only."""
+    return not (engine == "nutpie" and getattr(compiled, "discrete_latents", ()))
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,10 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
         return EngineChoice(backend, "numpyro", f"auto: NumPyro's NUTS, the one engine here for {what}")
     if not installed("nutpie"):
         return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie is not installed: `pip install nutpie`)")
+    if not can_sample("nutpie", compiled_pymc):
+        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS with its compound step (discrete latents: "
+                                             f"{', '.join(compiled_pymc.discrete_latents)}; nutpie samples "
+                                             "continuous ones only)")
     if tune < 1:
         return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie needs at least one warm-up draw)")
     if compiled_pymc is None:

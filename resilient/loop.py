@@ -194,12 +194,13 @@ def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candida
 
 def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any) -> Decision:
     """:func:`choose_remedy` with the facts read off the compiled model and the installed backends."""
+    from resilient.engine import can_sample, mass_matrices
+
     return choose_remedy(
         failure, state, policy, candidates=noncentering_candidates(state.model, compiled.sites),
         float32_in_effect=bool(state.model.float32) and "float32" not in getattr(compiled, "ignored_options", ()),
-        other_backends=[b for b in available_backends() if b != state.backend
-                        and not (b == "nutpie" and getattr(compiled, "discrete_latents", ()))],
-        mass_matrices=("diag", "low_rank") if state.backend == "nutpie" else ("diag",))
+        other_backends=[b for b in available_backends() if b != state.backend and can_sample(b, compiled)],
+        mass_matrices=mass_matrices(state.backend))
 
 
 #: failures after which the draws exist and are a valid (if poor) Markov chain: worth returning at the cap.

@@ -83,10 +83,12 @@ class CompiledSampler:
         overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
         policy = policy.replace(**overrides) if overrides else policy
         resume_state = read_state(resume) if resume is not None else None
+        from resilient.engine import mass_matrices
+
         choice = self.choose_engine(draws=draws, tune=tune, chains=chains)
-        if mass_matrix not in ("diag", "low_rank"):
+        if mass_matrix not in mass_matrices("nutpie"):
             raise ResilientError(f"`mass_matrix` must be 'diag' or 'low_rank', got {mass_matrix!r}.")
-        if mass_matrix != "diag" and choice.engine != "nutpie":
+        if mass_matrix not in mass_matrices(choice.engine):
             raise ResilientError(f"mass_matrix={mass_matrix!r} is nutpie's; the engine here is {choice.engine!r} "
                                  f"({choice.reason}). Pass engine='nutpie' (a PyMC or shared-API model).")
         settings = NUTSSettings(draws=draws, tune=0 if resume_state is not None else tune, chains=chains,
@@ -173,16 +175,12 @@ class CompiledSampler:
                 return EngineChoice(self.backend, "pymc", "auto: PyMC's NUTS (the model did not compile; "
                                                           "preflight says why)")
             return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
-        if self.engine == "auto" and getattr(compiled, "discrete_latents", ()):
-            return EngineChoice(self.backend, "pymc", "auto: PyMC's NUTS with its compound step (discrete latents: "
-                                                      f"{', '.join(compiled.discrete_latents)}; nutpie samples "
-                                                      "continuous ones only)")
         choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
                                compiled_pymc=compiled, draws=draws, tune=tune, chains=chains)
         if choice.engine == "nutpie" and compiled is not None and ("nutpie", self.model) not in self.cache:
             from resilient.adapters.nutpie import NutpieCompiledModel
 
-            self.cache[("nutpie", self.model)] = NutpieCompiledModel(self.compiled)
+            self.cache[("nutpie", self.model)] = NutpieCompiledModel(compiled)
         return choice
 
     def _checked_var_names(self, var_names: Sequence[str] | None) -> list[str] | None:

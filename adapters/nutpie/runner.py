@@ -32,7 +32,6 @@ _STAT_DTYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
 _SKIPPED = {"tuning", "divergence_message"}
 #: seconds between looks at the trace while nutpie samples (at least; longer as the trace grows).
 POLL_SECONDS = 0.5
-MASS_MATRICES = ("diag", "low_rank")
 
 
 class _Starts:
@@ -147,9 +146,11 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
 
     if settings.resume_state is not None:
         raise NotImplementedError("The nutpie engine cannot resume a run: start a new one (e.g. from the last draws).")
-    mass_matrix = getattr(settings, "mass_matrix", "diag")
-    if mass_matrix not in MASS_MATRICES:
-        raise ValueError(f"nutpie's mass matrix must be one of {MASS_MATRICES}, got {mass_matrix!r}.")
+    from resilient.engine import mass_matrices
+
+    mass_matrix = settings.mass_matrix
+    if mass_matrix not in mass_matrices("nutpie"):
+        raise ValueError(f"nutpie's mass matrix must be one of {mass_matrices('nutpie')}, got {mass_matrix!r}.")
     if int(settings.tune) < 1:
         raise ValueError("nutpie needs at least one warm-up draw (tune >= 1): with tune=0 its Rust sampler "
                          "panics (nuts-rs 0.18 asserts early_end < num_tune). Use tune >= 1 or engine='pymc'.")

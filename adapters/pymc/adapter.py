@@ -10,7 +10,7 @@ import pymc as pm
 from pymc.model.core import BaseModel, FrozenModel
 from resilient.errors import UnsupportedModelError
 from resilient.model import Model, NativeModel, Trace
-from resilient.adapters.pymc.compiled import PyMCCompiledModel, _no_c_compilation
+from resilient.adapters.pymc.compiled import PyMCCompiledModel, _no_c_compilation, discrete_free_rvs
 from resilient.adapters.pymc.native import _native_sites, noncentred_model
 from resilient.adapters.pymc.translate import PyMCSiteHandler
 
@@ -74,7 +74,7 @@ def discrete_split(model: Any) -> tuple[Any, Any]:
     points work on the continuous part as NUTS sees it; ``sampled`` is the model ``pm.sample`` runs with
     its compound step (NUTS for the continuous latents, PyMC's default step for the discrete ones, as
     ``pm.sample`` assigns them). Without discrete latents: ``(model, None)``."""
-    discrete = [rv for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool"))]
+    discrete = discrete_free_rvs(model)
     if not discrete:
         return model, None
     start = model.initial_point()

@@ -79,6 +79,11 @@ except ImportError:  # pragma: no cover
     pass
 
 
+def discrete_free_rvs(model: Any) -> list[Any]:
+    """A model's free variables of integer or boolean type: the ones NUTS cannot sample."""
+    return [rv for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool"))]
+
+
 class PyMCCompiledModel:
     """A ``pm.Model`` behind :class:`resilient.backend.CompiledModel` (see the module docstring)."""
 
@@ -93,8 +98,7 @@ class PyMCCompiledModel:
         :func:`~resilient.adapters.pymc.adapter.discrete_split`); PyMC samples it with its compound step."""
         self.model = model
         self.sampling_model = model if sampling_model is None else sampling_model
-        self.discrete_latents: tuple[str, ...] = tuple(
-            rv.name for rv in self.sampling_model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool")))
+        self.discrete_latents: tuple[str, ...] = tuple(rv.name for rv in discrete_free_rvs(self.sampling_model))
         self.name = name
         self.sites = dict(sites)
         self.cores = cores
@@ -102,7 +106,7 @@ class PyMCCompiledModel:
         #: latents Resilient added (``<name>_decentered`` of a native site it non-centred): sampled, kept
         #: out of the posterior the user gets (their variable is there, as a Deterministic).
         self.hidden: frozenset[str] = frozenset()
-        refuse_discrete_latents(rv.name for rv in model.free_RVs if rv.type.dtype.startswith(("int", "uint", "bool")))
+        refuse_discrete_latents(rv.name for rv in discrete_free_rvs(model))
         self.value_vars = list(model.value_vars)
         rvs = [model.values_to_rvs[v] for v in self.value_vars]
         self.latent_names = tuple(rv.name for rv in rvs)
