@@ -10,25 +10,12 @@ from resilient import record
 from resilient.errors import DiscreteLatentError, PreflightError
 from resilient.model import sample as site
 from resilient.distributions import Bernoulli, Beta, Normal
+from tests.corpus.pymc_models import switchpoint  # PyMC's coal-mining shape; the counts change after 1924
 
 pytestmark = pytest.mark.pymc
 
 SEED = 20261128
 YEARS = np.arange(1900, 1960)
-DISASTERS = np.concatenate([np.random.default_rng(113).poisson(3.0, 25), np.random.default_rng(114).poisson(1.0, 35)])
-
-
-def switchpoint():
-    """The coal-mining disasters shape of PyMC's overview, with synthetic counts (change after 1924)."""
-    import pymc as pm
-
-    with pm.Model(coords={"year": YEARS}) as model:
-        point = pm.DiscreteUniform("switchpoint", lower=YEARS.min(), upper=YEARS.max())
-        early_rate = pm.Exponential("early_rate", 1.0)
-        late_rate = pm.Exponential("late_rate", 1.0)
-        rate = pm.math.switch(point >= YEARS, early_rate, late_rate)
-        pm.Poisson("disasters", rate, observed=DISASTERS, dims="year")
-    return model
 
 
 @pytest.fixture(scope="module")
