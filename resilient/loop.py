@@ -18,6 +18,7 @@ import numpy as np
 
 from resilient.backend import Chunk, NUTSRun, NUTSSettings, available_backends, get_adapter
 from resilient.draws import DrawBuffer, to_datatree
+from resilient.engine import note_run
 from resilient.errors import PreflightError, ResilientWarning, SamplerError, SamplingFailed
 from resilient.errors import warn as warn_user
 from resilient.model import Model, NativeModel
@@ -386,6 +387,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         finally:
             progress.close()
         seconds = time.monotonic() - attempt_start
+        note_run(state.backend, outcome.warmup_seconds + outcome.sampling_seconds)
         data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
                            warmup_stats=buffer.warmup_stats(), layout=_layout(compiled),
                            warmup_posterior=buffer.warmup_posterior())

@@ -32,6 +32,16 @@ def _compiled(function, backend: str, *args, **options):
     return _COMPILED[key]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_engine_session():
+    """Each test starts with no PyMC sampling time on record, so engine="auto" decides the same whatever
+    ran before it in this process (the ski-rental rule in resilient.engine counts that time)."""
+    from resilient import engine
+
+    engine.reset_session()
+    yield
+
+
 @pytest.fixture(scope="session")
 def compiled():
     """A factory: ``compiled(model_function, backend, **options)`` -> a shared CompiledSampler."""

@@ -166,6 +166,45 @@ def test_auto_picks_by_expected_time_and_says_why():
         assert choice.reason.startswith("auto: ") and "expected" in choice.reason and "gradient" in choice.reason
 
 
+def test_auto_pays_nutpies_first_compilation_once_pymc_has_sampled_as_long(monkeypatch):
+    """Ski rental: nutpie's first Numba compilation (3 s) is charged to a call until PyMC's NUTS has
+    sampled that long in the process; then a call nutpie wins once compiled goes to nutpie."""
+    import types
+
+    import resilient.engine as engine
+
+    monkeypatch.setattr(engine, "_nutpie_compiles", 0)
+    monkeypatch.setattr(engine, "_gradient_seconds", lambda compiled: 20e-6)
+    model = types.SimpleNamespace(discrete_latents=())
+
+    def choose():
+        return engine.choose_engine("auto", "pymc", native=True, compiled_pymc=model, draws=1000, tune=1000,
+                                    chains=1, cores=1)
+
+    assert choose().engine == "pymc" and "the first in this process" in choose().reason
+    engine.note_run("nutpie", 60.0)  # only PyMC's NUTS pays rent
+    engine.note_run("pymc", 2.0)
+    assert choose().engine == "pymc"
+    engine.note_run("pymc", 1.5)
+    bought = choose()
+    assert bought.engine == "nutpie" and "PyMC's NUTS has already sampled 3.5 s" in bought.reason
+    assert "ski rental" in bought.reason
+    engine.reset_session()
+    assert choose().engine == "pymc"
+
+
+def test_the_loop_records_pymc_sampling_time_for_auto():
+    import pymc as pm
+
+    import resilient
+    import resilient.engine as engine
+
+    with pm.Model() as model:
+        pm.Normal("x", 0, 1)
+    resilient.sample(model, engine="pymc", draws=200, tune=200, chains=2, random_seed=1, progressbar=False)
+    assert engine._pymc_seconds > 0
+
+
 def test_without_nutpie_installed_resilient_samples_on_pymc_and_says_which_engine(tmp_path):
     """A user without nutpie: sys.modules["nutpie"] = None makes `import nutpie` fail as if absent."""
     import json
