@@ -188,7 +188,7 @@ class CompiledSampler:
             return None
         names = [var_names] if isinstance(var_names, str) else list(var_names)
         compiled = self.compiled
-        known = set(compiled.latent_names) | {n for n, s in compiled.sites.items() if s.kind != "observed"}
+        known = set(compiled.latent_names) | {n for n, s in compiled.sites.items() if s.kind not in ("observed", "enumerated")}
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ResilientError(f"`var_names` lists {unknown}, which the model does not sample; it has "

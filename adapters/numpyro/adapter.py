@@ -88,7 +88,7 @@ class NumPyroAdapter:
         if noncentered:
             model_fn = handlers.reparam(fixes, config=reparam_config(noncentered))
         compiled = NumPyroCompiledModel(model_fn, float32=model.float32, chain_method=self.chain_method,
-                                        name=model.name, arguments=arguments)
+                                        name=model.name, arguments=arguments, native=True)
         with compiled.precision():
             try:
                 fixes.start_learning(1)

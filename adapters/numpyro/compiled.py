@@ -7,6 +7,7 @@ from resilient.adapters.common import check_strategy, refuse_discrete_latents, r
 import contextlib
 import secrets
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Any, Callable, Iterator, Mapping
 import numpy as np
@@ -21,6 +22,7 @@ from numpyro.infer import NUTS
 from numpyro.infer.initialization import init_to_median, init_to_sample, init_to_uniform
 from numpyro.infer.util import constrain_fn, potential_energy
 from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
+from resilient.errors import DiscreteLatentError, ModelError
 from resilient.model import Site
 from resilient.adapters.numpyro.native import _is_real, _is_unit, _unwrap
 from resilient.adapters.numpyro.runner import CHAIN_METHODS, _NoProgress, _Runner, _jax_failure, _progress, _resume_iteration
@@ -42,7 +44,7 @@ class NumPyroCompiledModel:
     backend = "numpyro"
 
     def __init__(self, model_fn: Callable, *, float32: bool, chain_method: str | None, name: str,
-                 arguments: "DataArguments | None" = None) -> None:
+                 arguments: "DataArguments | None" = None, native: bool = False) -> None:
         #: the model as a function of one argument: the data arrays of ``arguments`` (a tuple)
         self._model_fn = model_fn
         self._arguments = arguments
@@ -57,6 +59,15 @@ class NumPyroCompiledModel:
         self._blocks: dict[str, slice] = {}
         self.latent_names: tuple[str, ...] = ()
         self.dimension = 0
+        #: a native NumPyro function (its discrete sites may ask NumPyro to enumerate them), not a shared-API model
+        self.native = native
+        #: discrete sites marginalised by enumeration, as NumPyro's NUTS does (``infer={"enumerate": "parallel"}``):
+        #: not latents (not in the unconstrained vector, not in the draws); see :meth:`_layout`
+        self.enumerated: tuple[str, ...] = ()
+        #: the first dimension left of the plates, where NumPyro's ``enum`` handler puts enumerated values
+        self._first_enum_dim = -1
+        #: the sites whose log density terms depend on an enumerated value (their terms are one marginal)
+        self._enum_group: frozenset[str] = frozenset()
         self._bound: dict[str, Callable] = {}
         self._dims: dict[str, list[str]] = {}  # site -> dimension names, as az.from_numpyro infers them
         #: latents Resilient added (``<name>_decentered`` of a native site it non-centred): sampled, but kept out
@@ -98,11 +109,13 @@ class NumPyroCompiledModel:
     def _layout(self, model_trace: dict) -> None:
         start = 0
         names = []
+        enumerated, refused = [], []
         for name, site in model_trace.items():
             if site["type"] != "sample" or site["is_observed"]:
                 continue
             if site["fn"].support.is_discrete:
-                refuse_discrete_latents([name])
+                (enumerated if self.native and _enumerable(site) else refused).append(name)
+                continue
             shape = tuple(jnp.shape(site["value"]))
             unconstrained = tuple(biject_to(site["fn"].support).inverse_shape(shape))
             size = int(np.prod(unconstrained, dtype=int))
@@ -111,14 +124,71 @@ class NumPyroCompiledModel:
             self._unconstrained_shapes[name] = unconstrained
             self._blocks[name] = slice(start, start + size)
             start += size
+        if refused:
+            if self.native:
+                _refuse_unenumerated(refused, model_trace)
+            refuse_discrete_latents(refused)
         self.latent_names = tuple(names)
         self.dimension = start
+        if enumerated:
+            self._enumeration(model_trace, tuple(enumerated))
         self._observed = {
             name: np.asarray(site["value"])
             for name, site in model_trace.items()
             if site["type"] == "sample" and site["is_observed"] and not _is_unit(site)
         }
         self._structure = _structure(model_trace, self._site_records())
+
+    def _enumeration(self, model_trace: dict, enumerated: tuple[str, ...]) -> None:
+        """Set up the enumeration of ``enumerated`` as NumPyro's ``initialize_model`` does
+        (``_prepare_model_for_potential``): its plate check, and the first free dimension left of the
+        deepest plate (``_guess_max_plate_nesting``); then which sites' terms depend on an enumerated value
+        (from one enumerated trace: their factors carry an enumerated dimension), for :meth:`_site_terms`."""
+        from numpyro.infer.util import _guess_max_plate_nesting
+        from numpyro.util import _validate_model
+
+        try:
+            _validate_model(model_trace, plate_warning="error")
+        except ValueError as error:  # NumPyro's words name the site; its NUTS stops on the same check
+            raise ModelError(f"NumPyro cannot enumerate {', '.join(f'`{n}`' for n in enumerated)} in the model "
+                             f"{self.name!r}: {error}", site=enumerated[0]) from error
+        self.enumerated = enumerated
+        self._first_enum_dim = -_guess_max_plate_nesting(model_trace) - 1
+        for name in enumerated:
+            if name in self.sites:
+                self.sites[name] = replace(self.sites[name], kind="enumerated", noncenterable=False)
+        packed = self._enumerated_trace(self._data, handlers.substitute(
+            handlers.seed(self._model_fn, rng_seed=0),
+            data={n: model_trace[n]["value"] for n in self.latent_names}))
+        marked = set(enumerated)
+        group = set(enumerated)
+        for name, site in packed.items():
+            if site["type"] != "sample":
+                continue
+            dims = {d.replace("_PREV_", "") for d in (site.get("infer") or {}).get("dim_to_name", {}).values()}
+            if dims & marked or any(d.startswith("_time") for d in dims):
+                group.add(name)
+        self._enum_group = frozenset(group)
+
+    def _enum_model(self, fn: Callable | None = None) -> Callable:
+        """``fn`` (the model) as NumPyro's NUTS runs a model with enumerated sites: ``enum(config_enumerate(fn))``."""
+        from numpyro.contrib.funsor import config_enumerate, enum
+
+        return enum(config_enumerate(self._model_fn if fn is None else fn), self._first_enum_dim)
+
+    def _enumerated_trace(self, data: tuple, fn: Callable) -> dict:
+        """The trace NumPyro's enumerated log density reads (``_enum_log_density``): ``fn`` under ``enum``,
+        plates as enumeration plates, each site's ``infer["dim_to_name"]`` naming its dimensions."""
+        from numpyro.contrib.funsor import plate_to_enum_plate, trace as packed_trace
+
+        with plate_to_enum_plate():
+            return packed_trace(self._enum_model(fn)).get_trace(data)
+
+    def _seeded(self) -> Callable:
+        """The model with its own PRNG key where it has enumerated sites: replaying it with the latents
+        substituted (to constrain or unconstrain them) samples those sites once, as NumPyro's ``postprocess_fn``
+        does (``seed(model.fn, 0)``); their values are not kept."""
+        return handlers.seed(self._model_fn, rng_seed=0) if self.enumerated else self._model_fn
 
     def _name_dims(self, model_trace: dict) -> None:
         """Dimension names as ``az.from_numpyro`` infers them (``arviz_base.io_numpyro.infer_dims``): each
@@ -164,6 +234,8 @@ class NumPyroCompiledModel:
     # -- pure functions of x (jax-traceable) ---------------------------------------------------
 
     def _potential(self, data: tuple, x: Any) -> Any:
+        if self.enumerated:  # NumPyro's potential with its enum handler: the enumerated sites summed out
+            return potential_energy(self._enum_model(), (data,), {}, self.unravel(x), enum=True)
         return potential_energy(self._model_fn, (data,), {}, self.unravel(x))
 
     def _log_density(self, data: tuple, x: Any) -> Any:
@@ -172,37 +244,40 @@ class NumPyroCompiledModel:
     def _site_terms(self, data: tuple, x: Any) -> dict[str, Any]:
         params = self.unravel(x)
         log_jacobians: dict[str, Any] = {}
-
-        def substitute_fn(site: dict) -> Any:
-            name = site["name"]
-            if site["type"] != "sample" or name not in params:
-                return None
-            p = params[name]
-            support = site["fn"].support
-            if _is_real(support):
-                return p
-            transform = biject_to(support)
-            value = transform(p)
-            log_det = transform.log_abs_det_jacobian(p, value)
-            log_det = sum_rightmost(log_det, jnp.ndim(log_det) - jnp.ndim(value) + len(site["fn"].event_shape))
-            if site.get("scale") is not None:
-                log_det = site["scale"] * log_det
-            log_jacobians[name] = jnp.sum(log_det)
-            return value
-
+        substitute_fn = _unconstraining(params, log_jacobians)
+        if self.enumerated:
+            return self._enumerated_site_terms(data, params, substitute_fn, log_jacobians)
         model_trace = handlers.trace(handlers.substitute(self._model_fn, substitute_fn=substitute_fn)).get_trace(data)
         terms = {}
         for name, site in model_trace.items():
             if site["type"] != "sample":
                 continue
-            log_prob = site["fn"].log_prob(site["value"])
-            if site.get("scale") is not None:
-                log_prob = site["scale"] * log_prob
-            terms[name] = jnp.sum(log_prob) + log_jacobians.get(name, 0.0)
+            terms[name] = _site_log_prob(site) + log_jacobians.get(name, 0.0)
+        return terms
+
+    def _enumerated_site_terms(self, data: tuple, params: Mapping[str, Any], substitute_fn: Callable,
+                               log_jacobians: dict[str, Any]) -> dict[str, Any]:
+        """Per-site terms of a model with enumerated sites: a site whose term does not depend on an
+        enumerated value has its own; the enumerated sites and every site that depends on them have one
+        term together, under the first enumerated site's name: their marginal, NumPyro's enumerated log
+        density (:func:`numpyro.contrib.funsor.log_density`) of the model with the other sites blocked.
+        The terms still add up to the log density."""
+        from numpyro.contrib.funsor import log_density as enum_log_density
+
+        group = self._enum_group
+        packed = self._enumerated_trace(data, handlers.substitute(self._model_fn, substitute_fn=substitute_fn))
+        terms = {}
+        for name, site in packed.items():
+            if site["type"] == "sample" and name not in group:
+                terms[name] = _site_log_prob(site) + log_jacobians.get(name, 0.0)
+        blocked = handlers.block(handlers.substitute(self._model_fn, substitute_fn=substitute_fn),
+                                 hide_fn=lambda site: site["name"] not in group)
+        marginal, _ = enum_log_density(self._enum_model(blocked), (data,), {}, {})
+        terms[self.enumerated[0]] = marginal + sum(log_jacobians.get(n, 0.0) for n in sorted(group))
         return terms
 
     def _constrain(self, data: tuple, x: Any) -> dict[str, Any]:
-        return constrain_fn(self._model_fn, (data,), {}, self.unravel(x), return_deterministic=True)
+        return constrain_fn(self._seeded(), (data,), {}, self.unravel(x), return_deterministic=True)
 
     def _initial(self, strategy: str, data: tuple, key: Any) -> Any:
         seeded = handlers.seed(self._model_fn, rng_seed=key)
@@ -219,7 +294,7 @@ class NumPyroCompiledModel:
         return jnp.concatenate(parts).astype(jnp.result_type(float))
 
     def _unconstrain(self, data: tuple, values: Mapping[str, Any]) -> Any:
-        model_trace = handlers.trace(handlers.substitute(self._model_fn, data=dict(values))).get_trace(data)
+        model_trace = handlers.trace(handlers.substitute(self._seeded(), data=dict(values))).get_trace(data)
         parts = []
         for name in self.latent_names:
             site = model_trace[name]
@@ -577,6 +652,74 @@ class NumPyroCompiledModel:
             state=new_state,
         )
         return new_state, chunk
+
+
+def _unconstraining(params: Mapping[str, Any], log_jacobians: dict[str, Any]) -> Callable[[dict], Any]:
+    """A ``substitute_fn`` putting the constrained value of each latent of ``params`` (unconstrained values by
+    name) at its site, as NumPyro's potential does, and writing each site's log Jacobian to ``log_jacobians``."""
+
+    def substitute_fn(site: dict) -> Any:
+        name = site["name"]
+        if site["type"] != "sample" or name not in params:
+            return None
+        p = params[name]
+        support = site["fn"].support
+        if _is_real(support):
+            return p
+        transform = biject_to(support)
+        value = transform(p)
+        log_det = transform.log_abs_det_jacobian(p, value)
+        log_det = sum_rightmost(log_det, jnp.ndim(log_det) - jnp.ndim(value) + len(site["fn"].event_shape))
+        if site.get("scale") is not None:
+            log_det = site["scale"] * log_det
+        log_jacobians[name] = jnp.sum(log_det)
+        return value
+
+    return substitute_fn
+
+
+def _site_log_prob(site: dict) -> Any:
+    """A sample site's log density, scaled and summed."""
+    log_prob = site["fn"].log_prob(site["value"])
+    if site.get("scale") is not None:
+        log_prob = site["scale"] * log_prob
+    return jnp.sum(log_prob)
+
+
+def _enumerable(site: dict) -> bool:
+    """A discrete site NumPyro's NUTS marginalises: marked ``infer={"enumerate": "parallel"}`` (by hand or by
+    ``config_enumerate``) and of a distribution with enumerate support (a finite set of values)."""
+    return (site.get("infer") or {}).get("enumerate") == "parallel" and bool(site["fn"].has_enumerate_support)
+
+
+def _refuse_unenumerated(names: list[str], model_trace: dict) -> None:
+    """A native NumPyro model's discrete sites that NumPyro cannot enumerate as written: the error names each
+    and says the fix (NumPyro's NUTS enumerates an unmarked finite site with a FutureWarning that the mark
+    will be required; Resilient requires it now)."""
+    reasons = []
+    for name in names:
+        site = model_trace[name]
+        kind = (site.get("infer") or {}).get("enumerate")
+        family = type(_unwrap(site["fn"])[0]).__name__
+        family = family[: -len("Probs")] if family.endswith("Probs") else family
+        family = family[: -len("Logits")] if family.endswith("Logits") else family
+        if not site["fn"].has_enumerate_support:
+            reasons.append(f"`{name}` ({family}) has infinitely many values, so it cannot be enumerated: marginalise "
+                           "it out by hand (sum over its values in the likelihood), pass its values as observed "
+                           "data, or write the model in PyMC, whose compound step samples discrete latents")
+        elif kind is not None:
+            reasons.append(f"`{name}` is marked infer={{'enumerate': {kind!r}}}; NumPyro's NUTS enumerates "
+                           "'parallel' only: mark it infer={'enumerate': 'parallel'}")
+        else:
+            reasons.append(f"`{name}` ({family}) is not marked for enumeration: annotate it with "
+                           "infer={'enumerate': 'parallel'} (or wrap the model in "
+                           "numpyro.contrib.funsor.config_enumerate) so NumPyro marginalises it")
+    plural = len(names) > 1
+    raise DiscreteLatentError(
+        f"Discrete latent site{'s' if plural else ''} {', '.join(f'`{n}`' for n in names)}: NUTS samples continuous "
+        f"variables only. " + "; ".join(reasons) + ".", site=names[0],
+        fix="; ".join(f"{name}: infer={{'enumerate': 'parallel'}}" if model_trace[name]["fn"].has_enumerate_support
+                      else f"{name}: marginalise it out" for name in names))
 
 
 def _is_data_array(value: Any) -> bool:

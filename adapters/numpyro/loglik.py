@@ -52,6 +52,17 @@ def log_likelihood(compiled: Any, posterior: Mapping[str, np.ndarray]) -> dict[s
     observed = list(compiled._observed)
     if not observed:
         return {}
+    marginal = [name for name in observed if name in getattr(compiled, "_enum_group", ())]
+    if marginal:
+        from resilient.errors import ModelError
+
+        raise ModelError(
+            f"the observed site{'s' if len(marginal) > 1 else ''} {', '.join(marginal)} depend"
+            f"{'' if len(marginal) > 1 else 's'} on the enumerated site{'s' if len(compiled.enumerated) > 1 else ''} "
+            f"{', '.join(compiled.enumerated)}, which the draws do not hold; NumPyro's log_likelihood (what "
+            "az.from_numpyro(log_likelihood=True) calls) cannot score them either (it stops on the unseeded "
+            "discrete site). Sum the enumerated site out per observation in the model (a MixtureSameFamily "
+            "likelihood) to get a pointwise log likelihood", site=marginal[0])
     samples = {name: np.asarray(value) for name, value in posterior.items()}
     with compiled.precision():
         program, traced = _program(compiled)
