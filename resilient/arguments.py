@@ -34,7 +34,7 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "step": ("refused", "Resilient runs NUTS on every continuous variable; call pm.sample for other step methods"),
     "var_names": ("honoured", "only these variables are kept in the posterior group (diagnostics during the run see "
                               "them all)"),
-    "nuts_sampler": ("honoured", "the engine: 'pymc', 'nutpie' (a pm.Model or a shared-API model) or 'numpyro' "
+    "nuts_sampler": ("honoured", "the engine: 'pymc', 'nutpie' (a pm.Model, a shared-API model, or a NumPyro function through nutpie's function interface) or 'numpyro' "
                                  "(shared-API models); same as `engine=`, whose default 'auto' picks one per model "
                                  "and says why; 'blackjax' is refused"),
     "initvals": ("honoured", "one dict or one per chain, constrained values by variable name"),
@@ -59,9 +59,12 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "mp_ctx": ("ignored", "PyMC workers are started by Resilient's own context (so they die with a killed parent)"),
     "blas_cores": ("ignored", "BLAS threads are left as the environment sets them"),
     "model": ("honoured", "a pm.Model, or the one in the `with` context"),
-    "backend": ("refused", "resilient.sample's own `backend` names the model's language ('numpyro' or 'pymc'), so PyMC's trace "
-                           "backends cannot be passed; finished draws go to disk with checkpoint="),
-    "compile_kwargs": ("ignored", "the compiled functions are PyMC's own frozen-model ones"),
+    "backend": ("honoured", "pm.sample's compute backend: 'numba' or 'jax' runs nutpie with that backend (JAX: nutpie "
+                            "calls the jitted function through Python for each gradient), 'c' runs PyMC's NUTS; "
+                            "resilient.sample's own values 'pymc' and 'numpyro' name the model's language"),
+    "compile_kwargs": ("honoured", "`mode` ('NUMBA', 'JAX', 'C' or 'FAST_RUN', as `backend`) and `gradient_backend` "
+                                   "('pytensor' or 'jax', nutpie's JAX backend); other keys are refused with their "
+                                   "names"),
     "target_accept": ("honoured", "NUTS target acceptance (also inside nuts={...}); the loop may raise it"),
     "max_treedepth": ("honoured", "NUTS maximum tree depth (also inside nuts={...})"),
     "nuts": ("honoured", "a dict with target_accept and/or max_treedepth; other keys are refused with their names"),
@@ -103,6 +106,35 @@ def nuts_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     if "max_treedepth" in kwargs:
         options["max_tree_depth"] = kwargs.pop("max_treedepth")
     return options
+
+
+#: pm.sample's compute backends (its ``backend=``, ``compile_kwargs["mode"]``) and their names here.
+_COMPILE_MODES = {"numba": "numba", "jax": "jax", "c": "c", "fast_run": "c", "cvm": "c"}
+
+
+def compile_options(backend: str | None, kwargs: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """``(backend, compile_backend, gradient_backend)``: resilient.sample's ``backend`` (the model's language)
+    apart from pm.sample's (a compute backend: ``"numba"``, ``"jax"``, ``"c"``), with ``compile_kwargs={...}``
+    popped from pm.sample-style kwargs."""
+    compile_backend = None
+    if isinstance(backend, str) and backend.lower() in _COMPILE_MODES:
+        compile_backend, backend = _COMPILE_MODES[backend.lower()], None
+    options = _pop_dict(kwargs, "compile_kwargs", "a dict", ("mode", "gradient_backend"))
+    mode = options.get("mode")
+    if mode is not None:
+        if not isinstance(mode, str) or mode.lower() not in _COMPILE_MODES:
+            raise ResilientError(f"compile_kwargs={{'mode': {mode!r}}}: Resilient takes the mode by name, one of "
+                                 "'NUMBA', 'JAX', 'C' or 'FAST_RUN'.")
+        if compile_backend is not None and _COMPILE_MODES[mode.lower()] != compile_backend:
+            raise ResilientError(f"backend={compile_backend!r} and compile_kwargs={{'mode': {mode!r}}} disagree; "
+                                 "give one of them (pm.sample refuses both together too).")
+        compile_backend = _COMPILE_MODES[mode.lower()]
+    gradient = options.get("gradient_backend")
+    if gradient is not None and gradient not in ("pytensor", "jax"):
+        raise ResilientError(f"compile_kwargs={{'gradient_backend': {gradient!r}}}: it is 'pytensor' or 'jax'.")
+    if gradient == "jax" and compile_backend != "jax":
+        raise ResilientError("compile_kwargs={'gradient_backend': 'jax'} needs the JAX backend: add backend='jax'.")
+    return backend, compile_backend, gradient
 
 
 #: the ``idata_kwargs={...}`` keys Resilient honours.

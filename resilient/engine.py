@@ -28,6 +28,9 @@ __all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "EngineChoice", "choose_engi
 
 #: engine -> the backend (modelling language) whose models it runs.
 MODELLING: dict[str, str] = {"numpyro": "numpyro", "pymc": "pymc", "nutpie": "pymc"}
+#: engine -> every backend whose models it runs (nutpie runs native NumPyro models through its function
+#: interface; shared-API models go through the PyMC translation, which nutpie compiles with Numba).
+RUNS: dict[str, tuple[str, ...]] = {"numpyro": ("numpyro",), "pymc": ("pymc",), "nutpie": ("pymc", "numpyro")}
 ENGINES = ("auto", *MODELLING)
 #: the mass matrix adaptations an engine offers beyond the diagonal every engine adapts.
 MASS_MATRICES: dict[str, tuple[str, ...]] = {"nutpie": ("diag", "low_rank")}
@@ -72,6 +75,18 @@ def modelling_backend(engine: str) -> str:
     return MODELLING.get(engine, engine)
 
 
+def model_backend(engine: str, backend: str | None, native: str | None) -> str | None:
+    """The backend (language) to compile a model in: a native model's own, else ``backend``, else the
+    engine's default language (``None``: the shared API's default)."""
+    if engine == "nutpie" and native is None and backend == "numpyro":
+        raise ResilientError("engine='nutpie' and backend='numpyro' disagree for a shared-API model: nutpie runs it "
+                             "through the PyMC translation, compiled with Numba (native NumPyro functions run through "
+                             "nutpie's function interface). Drop one of them.")
+    if native is not None or backend is not None:
+        return backend
+    return MODELLING[engine] if engine != "auto" else None
+
+
 def mass_matrices(engine: str) -> tuple[str, ...]:
     return MASS_MATRICES.get(engine, ("diag",))
 
@@ -103,10 +118,13 @@ def resolve_engine(engine: str | None, nuts_sampler: str | None, backend: str | 
     if backend == "nutpie":  # a backend of its own name would only confuse: it is the PyMC language's engine
         if engine not in ("auto", "nutpie"):
             raise ResilientError(f"backend='nutpie' and engine={engine!r} disagree; give one of them.")
-        engine, backend = "nutpie", "pymc"
+        engine, backend = "nutpie", None
     if backend is not None and backend not in ("numpyro", "pymc"):
         raise BackendUnavailableError(f"`backend` must be one of 'numpyro', 'pymc', got {backend!r} (the model's "
-                                      "language; engines are chosen with `engine=`).")
+                                      "language; engines are chosen with `engine=`), or one of pm.sample's compute "
+                                      "backends 'numba', 'jax', 'c'.")
+    if engine == "nutpie":
+        return engine, backend  # a PyMC model (shared-API ones go through PyMC), or a native NumPyro one
     if engine != "auto":
         implied = MODELLING[engine]
         if backend is not None and backend != implied:
@@ -115,6 +133,22 @@ def resolve_engine(engine: str | None, nuts_sampler: str | None, backend: str | 
                                  "one of them.")
         backend = implied
     return engine, backend
+
+
+#: the engine that runs each of pm.sample's compute backends here.
+COMPUTE_BACKEND_ENGINE = {"numba": "nutpie", "jax": "nutpie", "c": "pymc"}
+
+
+def engine_for_compute_backend(engine: str, compute_backend: str | None) -> str:
+    """The engine once pm.sample's ``backend=`` (a compute backend) is taken into account."""
+    if compute_backend is None:
+        return engine
+    runs = COMPUTE_BACKEND_ENGINE[compute_backend]
+    if engine not in ("auto", runs):
+        raise ResilientError(f"backend={compute_backend!r} (a compute backend, as pm.sample takes it) is run here by "
+                             f"{runs}: PyMC's NUTS runs PyMC's default C backend, nutpie 'numba' or 'jax'. "
+                             f"engine={engine!r} disagrees; drop one of them.")
+    return runs
 
 
 def installed(engine: str) -> bool:

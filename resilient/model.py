@@ -68,6 +68,8 @@ class Model:
     fix: bool = True
     noncentered: frozenset[str] = frozenset()
     float32: bool = False
+    compile_backend: str | None = None  # nutpie's: "numba" or "jax" (pm.sample's backend=)
+    gradient_backend: str | None = None  # nutpie's JAX backend: "pytensor" or "jax"
 
     @property
     def name(self) -> str:
@@ -90,6 +92,8 @@ class NativeModel:
     fix: bool = True
     noncentered: frozenset[str] = frozenset()
     float32: bool = False
+    compile_backend: str | None = None  # nutpie's: "numba" or "jax" (pm.sample's backend=)
+    gradient_backend: str | None = None  # nutpie's JAX backend: "pytensor" or "jax"
 
     @property
     def name(self) -> str:

@@ -9,8 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from resilient.arguments import (PM_SAMPLE_ARGUMENTS, idata_options, normalise_seed, nuts_options,
-                                 refuse_unsupported)
+from resilient.arguments import (PM_SAMPLE_ARGUMENTS, compile_options, idata_options, normalise_seed,
+                                 nuts_options, refuse_unsupported)
 from resilient.backend import NUTSSettings
 from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
@@ -168,7 +168,7 @@ class CompiledSampler:
 
         compiled = None
         try:
-            if self.backend == "pymc" and (self.engine == "nutpie" or (self.engine == "auto" and installed("nutpie"))):
+            if self.engine == "nutpie" or (self.backend == "pymc" and self.engine == "auto" and installed("nutpie")):
                 compiled = self.compiled
         except Exception:  # noqa: BLE001 - preflight compiles it again and reports why, by site
             if self.engine == "auto":
@@ -176,11 +176,16 @@ class CompiledSampler:
                                                           "preflight says why)")
             return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
         choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
-                               compiled_pymc=compiled, draws=draws, tune=tune, chains=chains)
+                               compiled_pymc=compiled if self.backend == "pymc" else None, draws=draws, tune=tune,
+                               chains=chains)
         if choice.engine == "nutpie" and compiled is not None and ("nutpie", self.model) not in self.cache:
             from resilient.adapters.nutpie import NutpieCompiledModel
 
-            self.cache[("nutpie", self.model)] = NutpieCompiledModel(compiled)
+            self.cache[("nutpie", self.model)] = NutpieCompiledModel(
+                compiled, compile_backend=self.model.compile_backend, gradient_backend=self.model.gradient_backend)
+        nutpie = self.cache.get(("nutpie", self.model))
+        if choice.engine == "nutpie" and nutpie is not None and nutpie.describe != "nutpie, Numba backend":
+            choice = replace(choice, reason=f"{choice.reason}: {nutpie.describe}")
         return choice
 
     def _checked_var_names(self, var_names: Sequence[str] | None) -> list[str] | None:
@@ -222,14 +227,27 @@ def compile(model: Any = None, *args: Any, backend: str | None = None, engine: s
 
     ``model`` and its data (``*args``/``**kwargs``) are as for :func:`sample`.
     """
-    from resilient.engine import resolve_engine
-    from resilient.resolve import default_backend, resolve_model
-
-    engine, backend = resolve_engine(engine, None, backend)
-    resolved = resolve_model(model, args, kwargs, fix=fix, float32=float32)
-    sampler = CompiledSampler(resolved, default_backend(resolved, backend), engine=engine)
+    resolved, backend, engine = _resolve(model, args, kwargs, backend, engine, None, {}, fix=fix, float32=float32)
+    sampler = CompiledSampler(resolved, backend, engine=engine)
     sampler.compiled  # noqa: B018  (compile now: the caller asked for it)
     return sampler
+
+
+def _resolve(model: Any, args: tuple, data: Mapping[str, Any], backend: str | None, engine: str,
+             nuts_sampler: str | None, pm_kwargs: dict[str, Any], **options: Any) -> tuple[Any, str, str]:
+    """``(model, backend, engine)``: the model resolved, the language it is compiled in and what runs NUTS,
+    from resilient.sample's and pm.sample's ways to say them (``backend=`` may be a compute backend)."""
+    from resilient.engine import engine_for_compute_backend, model_backend, resolve_engine
+    from resilient.resolve import default_backend, resolve_model
+
+    backend, compute, gradient = compile_options(backend, pm_kwargs)
+    engine, backend = resolve_engine(engine, nuts_sampler, backend)
+    engine = engine_for_compute_backend(engine, compute)
+    if compute in ("numba", "jax"):
+        options.update(compile_backend=compute, gradient_backend=gradient)
+    resolved = resolve_model(model, args, data, **options)
+    native = resolved.backend if isinstance(resolved, NativeModel) else None
+    return resolved, default_backend(resolved, model_backend(engine, backend, native)), engine
 
 
 def sample(model: Any = None, *args: Any, backend: str | None = None, engine: str = "auto", draws: int = 1000,
@@ -262,11 +280,9 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
     with a site name still works but is deprecated.
     """
     from resilient.context import inside_model
-    from resilient.engine import resolve_engine
 
     if isinstance(model, str) and inside_model():
         return _declare_site_deprecated(model, *args, **kwargs)
-    from resilient.resolve import default_backend, resolve_model
 
     if isinstance(model, numbers.Integral) and not isinstance(model, bool):  # pm.sample(500) in a with-block
         draws, model = int(model), None
@@ -279,21 +295,24 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
     nuts = nuts_options(pm_kwargs)
     target_accept = nuts.get("target_accept", target_accept)
     max_tree_depth = nuts.get("max_tree_depth", max_tree_depth)
-    engine, backend = resolve_engine(engine, pm_kwargs.get("nuts_sampler"), backend)
     var_names = pm_kwargs.get("var_names")
     cores = pm_kwargs.get("cores")
     discard_tuned_samples = bool(pm_kwargs.get("discard_tuned_samples", True))
     tune = 1000 if tune is None else tune
     chains = 4 if chains is None else chains
     if isinstance(model, CompiledSampler):
+        from resilient.engine import resolve_engine
+
+        engine, backend = resolve_engine(engine, pm_kwargs.get("nuts_sampler"), backend)
         if args or data_kwargs or backend not in (None, model.backend) or engine not in ("auto", model.engine):
             raise ResilientError(
                 "A compiled model carries its data and backend: pass only run arguments (draws, chains, ...) "
                 "to resilient.sample(compiled, ...), or compile again with other data.")
         sampler = model
     else:
-        resolved = resolve_model(model, args, data_kwargs, fix=fix, float32=float32)
-        sampler = CompiledSampler(resolved, default_backend(resolved, backend), engine=engine)
+        resolved, backend, engine = _resolve(model, args, data_kwargs, backend, engine, pm_kwargs.get("nuts_sampler"),
+                                             pm_kwargs, fix=fix, float32=float32)
+        sampler = CompiledSampler(resolved, backend, engine=engine)
     return sampler.sample(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                           random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
                           max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -25,6 +26,12 @@ nutpie = pytest.importorskip("nutpie", reason="nutpie is a dependency; this chec
 SEED = 20261128
 Y = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
 SIGMA = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
+
+
+def resilient_sample(*args, **kwargs):
+    import resilient
+
+    return resilient.sample(*args, **kwargs)
 
 
 def _schools():
@@ -243,7 +250,6 @@ def test_auto_without_nutpie_uses_pymc_and_says_why(monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"engine": "nutpie", "nuts_sampler": None, "backend": "numpyro"}, "engine='nutpie' and backend='numpyro' disagree: nutpie runs pymc models"),
     ({"engine": "auto", "nuts_sampler": "blackjax", "backend": None}, "nuts_sampler='blackjax' is not an engine"),
     ({"engine": "pymc", "nuts_sampler": "nutpie", "backend": None}, "disagree"),
     ({"engine": "stan", "nuts_sampler": None, "backend": None}, "`engine` must be one of"),
@@ -253,10 +259,40 @@ def test_engine_arguments_that_disagree_are_refused_by_name(kwargs, message):
         resolve_engine(kwargs["engine"], kwargs["nuts_sampler"], kwargs["backend"])
 
 
+def test_compute_backends_as_pm_sample_takes_them():
+    from resilient.arguments import compile_options
+    from resilient.engine import engine_for_compute_backend
+
+    assert compile_options("jax", {}) == (None, "jax", None)
+    assert compile_options(None, {"compile_kwargs": {"mode": "JAX", "gradient_backend": "jax"}}) == (None, "jax", "jax")
+    assert compile_options("pymc", {"compile_kwargs": {"mode": "FAST_RUN"}}) == ("pymc", "c", None)
+    assert engine_for_compute_backend("auto", "jax") == "nutpie" and engine_for_compute_backend("auto", "c") == "pymc"
+    for backend, kwargs, message in [
+        ("jax", {"compile_kwargs": {"mode": "NUMBA"}}, "disagree"),
+        (None, {"compile_kwargs": {"gradient_backend": "jax"}}, "needs the JAX backend"),
+        (None, {"compile_kwargs": {"linker": "cvm"}}, r"keys \['linker'\]"),
+    ]:
+        with pytest.raises(ResilientError, match=message):
+            compile_options(backend, kwargs)
+    with pytest.raises(ResilientError, match="engine='pymc' disagrees"):
+        engine_for_compute_backend("pymc", "jax")
+
+
+def test_nutpie_with_a_shared_api_model_on_numpyro_is_refused_by_name():
+    from resilient.model import sample as site
+    from resilient.distributions import Normal
+
+    def tiny():
+        site("x", Normal(0, 1))
+
+    with pytest.raises(ResilientError, match="engine='nutpie' and backend='numpyro' disagree for a shared-API model"):
+        resilient_sample(tiny, engine="nutpie", backend="numpyro")
+
+
 def test_engine_arguments_resolve_to_engine_and_backend():
     assert resolve_engine("auto", None, None) == ("auto", None)
-    assert resolve_engine("auto", "nutpie", None) == ("nutpie", "pymc")
-    assert resolve_engine("auto", None, "nutpie") == ("nutpie", "pymc")
+    assert resolve_engine("auto", "nutpie", None) == ("nutpie", None)
+    assert resolve_engine("auto", None, "nutpie") == ("nutpie", None)
     assert resolve_engine("numpyro", None, None) == ("numpyro", "numpyro")
 
 
@@ -320,3 +356,81 @@ def test_a_time_budget_on_nutpie_returns_the_finished_draws_and_keeps_them_on_di
     assert 0 < finished < 300_000
     assert record.read_attempts(data)[-1]["outcome"] == "budget"
     assert read_checkpoint(tmp_path / "run").posterior.sizes["draw"] >= finished
+
+
+def _numpyro_schools(sigma, y=None):
+    import numpyro
+    import numpyro.distributions as dist
+
+    mu = numpyro.sample("mu", dist.Normal(0, 5))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5))
+    with numpyro.plate("school", len(sigma)):
+        z = numpyro.sample("z", dist.Normal(0, 1))
+        theta = numpyro.deterministic("theta", mu + tau * z)
+        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+def test_nutpies_jax_backend_where_asked_keeps_the_users_jax_precision():
+    """pm.sample(backend="jax") and compile_kwargs: nutpie's JAX backend, its own log density equal to
+    PyMC's, and JAX's global x64 switch left as the user had it (PyTensor's JAX linker turns it on)."""
+    import jax
+
+    import resilient
+    from resilient import record
+
+    before = bool(jax.config.jax_enable_x64)
+    model = _schools()
+    for kwargs, gradient in (({"backend": "jax"}, "pytensor"),
+                             ({"nuts_sampler": "nutpie", "compile_kwargs": {"mode": "JAX", "gradient_backend": "jax"}},
+                              "jax")):
+        data = resilient.sample(model, draws=100, tune=100, chains=2, random_seed=SEED, progressbar=False,
+                                **kwargs)
+        run = record.read_run(data)
+        assert run["backend"] == "nutpie" and f"JAX backend (gradient by {gradient})" in run["engine_reason"]
+        assert data.posterior["theta"].dims == ("chain", "draw", "school") and data.posterior.sizes["draw"] == 100
+        assert bool(jax.config.jax_enable_x64) == before
+    compiled = get_adapter("nutpie").compile(NativeModel("pymc", model, compile_backend="jax"))
+    x = np.linspace(-1, 1, compiled.dimension)
+    value, gradient = compiled.log_density_and_gradient(x)
+    reference, reference_gradient = compiled.inner.log_density_and_gradient(x)
+    assert value == pytest.approx(reference, rel=1e-10)
+    np.testing.assert_allclose(gradient, reference_gradient, rtol=1e-8, atol=1e-12)
+    assert bool(jax.config.jax_enable_x64) == before
+
+
+@pytest.mark.numpyro
+def test_a_numpyro_function_runs_on_nutpie_through_its_function_interface():
+    """engine="nutpie" with a NumPyro model: nutpie's NUTS over NumPyro's jitted log density. The result
+    has the NumPyro engine's groups, variables and dims, and the reason says how it ran."""
+    import resilient
+    from resilient import record
+
+    data = resilient.sample(_numpyro_schools, SIGMA, y=Y, engine="nutpie", draws=200, tune=200, chains=2,
+                            random_seed=SEED, progressbar=False)
+    run = record.read_run(data)
+    assert run["backend"] == "nutpie" and "function interface" in run["engine_reason"]
+    with warnings.catch_warnings():  # a short run only for its structure: its diagnostics do not matter
+        warnings.simplefilter("ignore")
+        own = resilient.sample(_numpyro_schools, SIGMA, y=Y, engine="numpyro", draws=100, tune=100, chains=2,
+                               random_seed=SEED, progressbar=False, max_attempts=1)
+    for group in ("posterior", "observed_data", "log_likelihood"):
+        mine, theirs = data[group].to_dataset(), own[group].to_dataset()
+        assert {n: v.dims for n, v in mine.data_vars.items()} == {n: v.dims for n, v in theirs.data_vars.items()}
+    assert data.posterior.sizes["draw"] == 200
+    compiled = get_adapter("nutpie").compile(NativeModel("numpyro", _numpyro_schools, (SIGMA,), {"y": Y}))
+    x = np.linspace(-1, 1, compiled.dimension)
+    assert compiled.log_density_and_gradient(x)[0] == compiled.inner.log_density_and_gradient(x)[0]
+
+
+@pytest.mark.slow  # a wall-clock budget of 6 s
+@pytest.mark.numpyro
+def test_a_time_budget_stops_nutpie_over_a_numpyro_function_with_its_draws_kept():
+    import resilient
+    from resilient.errors import ResilientWarning
+
+    start = time.monotonic()
+    with pytest.warns(ResilientWarning, match=r"time budget of 6 s ran out"):
+        data = resilient.sample(_numpyro_schools, SIGMA, y=Y, engine="nutpie", draws=10**6, tune=200, chains=2,
+                                random_seed=SEED, progressbar=False, time_budget=6)
+    assert time.monotonic() - start < 6 + 20
+    assert 0 < data.posterior.sizes["draw"] < 10**6

@@ -1,5 +1,6 @@
 """The nutpie engine: PyMC models (native, or shared-API ones through the PyMC translation) compiled
-by ``nutpie.compile_pymc_model`` (Numba) and sampled by nutpie's NUTS (Rust), behind the same
+by ``nutpie.compile_pymc_model`` (Numba, or JAX where asked: ``backend="jax"``), and native NumPyro
+models through nutpie's function interface, sampled by nutpie's NUTS (Rust), behind the same
 :class:`resilient.backend.CompiledModel` contract as the other adapters.
 
 * Everything but sampling is the PyMC adapter's (:class:`~resilient.adapters.pymc.compiled.PyMCCompiledModel`:
@@ -11,8 +12,9 @@ by ``nutpie.compile_pymc_model`` (Numba) and sampled by nutpie's NUTS (Rust), be
   ``on_chunk`` returning ``False`` aborts it; the draws finished by then are kept.
 * Mass matrix: ``NUTSSettings.mass_matrix`` ``"diag"`` (nutpie's default, gradient-based) or
   ``"low_rank"`` (Seyboldt, Carlson and Carpenter's low-rank Fisher adaptation).
-* NumPyro models are not run by nutpie here (its function interface would call JAX from Rust
-  through Python for every gradient); they run on NumPyro's NUTS.
+* The JAX backend and NumPyro models call a jitted JAX function from Rust through Python for every
+  gradient (holding the GIL: chains take turns); ``engine="auto"`` never picks them, and keeps NumPyro
+  models on NumPyro's NUTS, which runs whole trajectories in XLA.
 """
 
 from resilient.adapters.nutpie.adapter import NutpieAdapter

@@ -1,4 +1,5 @@
-"""The nutpie adapter: the PyMC adapter's compiled model, sampled by nutpie."""
+"""The nutpie adapter: a PyMC model (native or shared-API, through the PyMC translation) or a native
+NumPyro model, compiled by its own adapter and sampled by nutpie."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from resilient.adapters.nutpie.compiled import NutpieCompiledModel
 
 
 class NutpieAdapter:
-    """Compiles what the PyMC adapter compiles (shared-API models, ``pm.Model``) for nutpie.
+    """Compiles what the PyMC adapter compiles (shared-API models, ``pm.Model``) for nutpie, and a native
+    NumPyro model through nutpie's function interface. The model's ``compile_backend`` (``"numba"``, the
+    default for PyMC models, or ``"jax"``) and ``gradient_backend`` say how nutpie compiles it.
 
     ``cores``: threads nutpie runs chains on (``None``: ``os.cpu_count()``), capped at the chains.
     """
@@ -21,6 +24,13 @@ class NutpieAdapter:
         self.cores = None if cores is None else int(cores)
 
     def compile(self, model: Any) -> NutpieCompiledModel:
-        from resilient.adapters.pymc import PyMCAdapter
+        if getattr(model, "backend", None) == "numpyro":
+            from resilient.adapters.numpyro import NumPyroAdapter
 
-        return NutpieCompiledModel(PyMCAdapter(cores=self.cores).compile(model), cores=self.cores)
+            inner = NumPyroAdapter().compile(model)
+        else:
+            from resilient.adapters.pymc import PyMCAdapter
+
+            inner = PyMCAdapter(cores=self.cores).compile(model)
+        return NutpieCompiledModel(inner, cores=self.cores, compile_backend=getattr(model, "compile_backend", None),
+                                   gradient_backend=getattr(model, "gradient_backend", None))

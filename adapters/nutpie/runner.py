@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
@@ -162,7 +161,7 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
         if points.shape != (chains, model.dimension):
             raise ValueError(f"initial_points must have shape (chains, dimension) = ({chains}, {model.dimension}), "
                              f"got {points.shape}.")
-        compiled = dataclasses.replace(compiled, initial_point_func=_Starts(np.ascontiguousarray(points[:, model.order])))
+        compiled = model.with_starts(_Starts(np.ascontiguousarray(points[:, model.order])))
     feeder = _Feeder(model, settings, on_chunk)
     started = time.monotonic()
     sampler = nutpie.sample(
@@ -224,6 +223,6 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
         reason="" if complete else (reason or "interrupted"),
         warmup_seconds=max(0.0, warmup_end - started),
         sampling_seconds=max(0.0, finished - warmup_end),
-        extra={"engine": "nutpie", "cores": cores, "mass_matrix": mass_matrix, "draws_delivered": drawn,
+        extra={"engine": "nutpie", "nutpie": model.describe, "cores": cores, "mass_matrix": mass_matrix, "draws_delivered": drawn,
                "warmup_draws_delivered": warm, "nutpie_compile_seconds": model.compile_seconds},
     )
