@@ -5,7 +5,8 @@
 For each model (the six posteriordb reference posteriors, P1 the motivating model, P5 centred eight
 schools) and each side, one fresh interpreter runs the same call twice: the first call is *cold*
 (nothing compiled in this process; PyTensor's and JAX's on-disk caches as the machine has them) and
-the second *warm* (the model built again, as a user re-running a cell). Each call is 4 chains x
+the second *warm* (the model built again, as a user re-running a cell); ``resilient-auto`` makes a
+*third* call, because its ski rental may pay nutpie's first compilation in the second. Each call is 4 chains x
 (1000 warm-up + 1000 draws), seed 12345, on every core. The figure is the whole call's wall time
 (compilation, preflight, warm-up, draws, conversion) times 1000 / min ESS-bulk over the model's
 free variables: the seconds to 1,000 effective draws at this run length. Sides:
@@ -14,6 +15,10 @@ free variables: the seconds to 1,000 effective draws at this run length. Sides:
   ``nutpie.sample``; ``numpyro``: ``MCMC(NUTS)`` on the same model written for NumPyro;
 * ``resilient-auto``: ``resilient.sample(pm_model)`` with ``engine="auto"``;
   ``resilient-nutpie``: the same with ``engine="nutpie"`` (Resilient's overhead over raw nutpie).
+* not in the default set, for the ways nutpie runs that ``auto`` never picks: ``nutpie-jax``:
+  ``nutpie.compile_pymc_model(model, backend="jax")``; ``resilient-jax``: ``resilient.sample(pm_model,
+  backend="jax")``; ``resilient-nutpie-numpyro``: ``resilient.sample(numpyro_fn, engine="nutpie")`` (nutpie's
+  function interface over NumPyro's log density).
 
 Ratios are to the fastest raw side per model (cold to cold, warm to warm). Results go to
 ``benchmarks/results/engines-<date>.json``; a Markdown table is printed.
@@ -43,6 +48,9 @@ MODELS = ("eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq", "ar
           "mesquite-logmesquite", "earnings-logearn_height", "motivating", "eight_schools_centered")
 RAW = ("pymc", "nutpie", "numpyro")
 SIDES = (*RAW, "resilient-auto", "resilient-nutpie")
+EXTRA = ("nutpie-jax", "resilient-jax", "resilient-nutpie-numpyro")
+#: calls per process: auto also makes a third (its ski rental may buy nutpie's compilation on the second).
+PHASES = ("cold", "warm", "third")
 
 
 def _data(name: str) -> dict:
@@ -77,7 +85,17 @@ def _call(side: str, name: str) -> dict:
     engine = side
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if side == "numpyro":
+        if side == "resilient-nutpie-numpyro":
+            import resilient
+            from resilient import record
+
+            result = resilient.sample(numpyro_models()[name], engine="nutpie", draws=DRAWS, tune=TUNE, chains=CHAINS,
+                                      random_seed=SEED, progressbar=False, **data)
+            engine = f"{(record.read_run(result) or {}).get('backend')}"
+            free = sorted(_numpyro_latents(numpyro_models()[name], data))
+            posterior = {k: result["posterior"][k].values for k in free}
+            divergent = int(result["sample_stats"]["diverging"].values.sum())
+        elif side == "numpyro":
             import jax
             from numpyro.infer import MCMC, NUTS
 
@@ -97,17 +115,19 @@ def _call(side: str, name: str) -> dict:
 
                 result = pm.sample(DRAWS, tune=TUNE, chains=CHAINS, random_seed=SEED, progressbar=False,
                                    compute_convergence_checks=False, model=model, nuts_sampler="pymc")
-            elif side == "nutpie":
+            elif side in ("nutpie", "nutpie-jax"):
                 import nutpie
 
-                result = nutpie.sample(nutpie.compile_pymc_model(model), draws=DRAWS, tune=TUNE, chains=CHAINS,
-                                       seed=SEED, progress_bar=False)
+                compiled = nutpie.compile_pymc_model(model, backend="jax" if side == "nutpie-jax" else "numba")
+                result = nutpie.sample(compiled, draws=DRAWS, tune=TUNE, chains=CHAINS, seed=SEED, progress_bar=False)
             else:
                 import resilient
                 from resilient import record
 
+                how = {"resilient-auto": {"engine": "auto"}, "resilient-nutpie": {"engine": "nutpie"},
+                       "resilient-jax": {"backend": "jax"}}[side]
                 result = resilient.sample(model=model, draws=DRAWS, tune=TUNE, chains=CHAINS, random_seed=SEED,
-                                          progressbar=False, engine="auto" if side == "resilient-auto" else "nutpie")
+                                          progressbar=False, **how)
                 run = record.read_run(result) or {}
                 engine = f"{run.get('backend')}"
             posterior = {k: result["posterior"][k].values for k in free}
@@ -118,11 +138,21 @@ def _call(side: str, name: str) -> dict:
             "divergences": divergent, "engine": engine}
 
 
+def _numpyro_latents(model, data: dict) -> list[str]:
+    """The free (sampled, not observed) sites of a NumPyro model, as raw NumPyro's get_samples names them."""
+    import jax
+    from numpyro import handlers
+
+    with jax.enable_x64(True):
+        trace = handlers.trace(handlers.seed(model, 0)).get_trace(**data)
+    return [n for n, site in trace.items() if site["type"] == "sample" and not site["is_observed"]]
+
+
 def _child(side: str, name: str) -> None:
     if side in ("numpyro",) or side.startswith("resilient"):
         import resilient.adapters.numpyro  # noqa: F401  (one XLA device per chain, as Resilient sets it)
     rows = {}
-    for phase in ("cold", "warm"):
+    for phase in PHASES if side == "resilient-auto" else PHASES[:2]:
         try:
             rows[phase] = _call(side, name)
         except Exception as error:  # noqa: BLE001 - a side that fails is a measurement
@@ -157,9 +187,12 @@ def main(argv=None) -> int:
         done = {(r["model"], r["side"]) for r in results}
         results = [r for r in json.loads(path.read_text())["rows"] if (r["model"], r["side"]) not in done] + results
     for row in results:
-        for phase in ("cold", "warm"):
-            raw = [r[phase]["seconds_per_1000_ess"] for r in results
-                   if r["model"] == row["model"] and r["side"] in RAW and "seconds_per_1000_ess" in r[phase]]
+        for phase in PHASES:
+            if phase not in row:
+                continue
+            versus = "warm" if phase == "third" else phase
+            raw = [r[versus]["seconds_per_1000_ess"] for r in results
+                   if r["model"] == row["model"] and r["side"] in RAW and "seconds_per_1000_ess" in r[versus]]
             if raw and "seconds_per_1000_ess" in row[phase]:
                 row[phase]["ratio_to_fastest_raw"] = row[phase]["seconds_per_1000_ess"] / min(raw)
     import nutpie
@@ -177,24 +210,29 @@ def main(argv=None) -> int:
 
 
 def markdown(results: list[dict]) -> str:
-    """Seconds to 1,000 effective draws (cold / warm) per model and side, and Resilient auto's ratio."""
+    """Seconds to 1,000 effective draws (cold / warm, and auto's third call) per model and side, and
+    Resilient auto's ratios."""
     sides = list(dict.fromkeys(r["side"] for r in results))
-    lines = ["| model | " + " | ".join(sides) + " | auto's engine | auto / fastest raw (cold, warm) |",
+    lines = ["| model | " + " | ".join(sides) + " | auto's engine (cold, warm, third) | auto / fastest raw "
+             "(cold, warm, third against warm) |",
              "|---|" + "---|" * (len(sides) + 2)]
     for name in dict.fromkeys(r["model"] for r in results):
         cells, auto = [], None
         for side in sides:
             row = next((r for r in results if r["model"] == name and r["side"] == side), None)
             parts = []
-            for phase in ("cold", "warm"):
+            for phase in PHASES:
+                if phase == "third" and phase not in (row or {}):
+                    continue
                 value = (row or {}).get(phase, {}).get("seconds_per_1000_ess")
                 parts.append("err" if value is None else f"{value:.1f}")
             cells.append(" / ".join(parts))
             if side == "resilient-auto":
                 auto = row
         ratio = "" if auto is None else ", ".join(
-            f"{auto[p].get('ratio_to_fastest_raw', float('nan')):.2f}" for p in ("cold", "warm"))
-        engine = "" if auto is None else auto.get("warm", {}).get("engine", "")
+            f"{auto[p].get('ratio_to_fastest_raw', float('nan')):.2f}" for p in PHASES if p in auto)
+        engine = "" if auto is None else ", ".join(
+            {"pymc": "PyMC", "nutpie": "nutpie"}.get(auto.get(p, {}).get("engine", ""), "?") for p in PHASES if p in auto)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {engine} | {ratio} |")
     return "\n".join(lines)
 
