@@ -38,8 +38,14 @@ def preflight(model: Any = None, *args: Any, backend: str | None = None, fix: bo
     ``"numpyro"`` (default for shared-API models) or ``"pymc"``; ``fix=False`` reports the
     rewrites without applying them.
     """
+    from resilient.errors import ResilientError
     from resilient.resolve import default_backend, resolve_model
 
+    if not isinstance(float32, (bool, np.bool_)):
+        raise ResilientError(
+            f"preflight's `float32` must be True or False, got {float32!r}: it checks one precision. "
+            "float32='auto' is resilient.sample's (each run chooses, and checks float32 against float64 when it "
+            "considers float32).")
     resolved = resolve_model(model, args, kwargs, fix=fix, float32=float32)
     name = default_backend(resolved, backend)
     report, _ = run_preflight(resolved, name, random_seed=random_seed, prior_points=prior_points,

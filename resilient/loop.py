@@ -280,7 +280,8 @@ class _Progress:
 def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, policy: Policy, *,
              preflight: bool = True, checkpoint: Any = None, progressbar: bool = True,
              compile_cache: dict | None = None, warn: Callable[[str], None] | None = None,
-             engine_reason: str | None = None, keep_warmup: bool = False) -> Any:
+             engine_reason: str | None = None, keep_warmup: bool = False,
+             precision_reason: str | None = None) -> Any:
     """Preflight, then attempts until one is accepted or a cap is hit. Returns a DataTree."""
     from resilient import record
     from resilient.checks import check_compiled, run_preflight
@@ -317,7 +318,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         run_info = {"backend": state.backend, "model": model.name, "status": status, "message": message,
                     "time_budget": policy.time_budget, "seconds": time.monotonic() - start,
                     "random_seed": seed, "max_tree_depth": settings.max_tree_depth,
-                    **({"engine_reason": engine_reason} if engine_reason else {})}
+                    **({"engine_reason": engine_reason} if engine_reason else {}),
+                    **({"precision_reason": precision_reason} if precision_reason else {})}
         if data is not None:
             record.attach(data, preflight=report, attempts=attempts, run=run_info)
             if checkpoint is not None:
@@ -339,6 +341,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             "random_seed": attempt_seed,
             **({"mass_matrix": state.mass_matrix} if state.backend == "nutpie" else {}),
             **({"engine_reason": engine_reason} if number == 1 and engine_reason else {}),
+            **({"precision_reason": precision_reason} if number == 1 and precision_reason else {}),
         }
         compile_start = time.monotonic()
         try:

@@ -38,6 +38,9 @@ class CompiledSampler:
     backend: str
     cache: dict = field(default_factory=dict, repr=False)
     engine: str = "auto"
+    #: ``float32="auto"``: each run chooses float32 or float64 (:func:`resilient.precision.choose_precision`);
+    #: ``model`` is then the float64 form
+    float32_auto: bool = False
 
     @property
     def compiled(self) -> Any:
@@ -102,9 +105,16 @@ class CompiledSampler:
             store = Checkpoint(checkpoint or resume, fresh=resume is None, meta={
                 "model": self.model.name, "backend": choice.engine, "draws": draws, "tune": tune, "chains": chains,
                 "target_accept": target_accept, "random_seed": random_seed})
-        data = run_loop(self.model, choice.engine, settings, policy, preflight=preflight and resume is None,
+        model, precision_reason = self.model, None
+        if self.float32_auto:
+            from resilient.precision import choose_precision
+
+            precision = choose_precision(self.model, choice.engine, self.cache, random_seed)
+            model, precision_reason = precision.model, precision.reason
+        data = run_loop(model, choice.engine, settings, policy, preflight=preflight and resume is None,
                         checkpoint=store, progressbar=progressbar, compile_cache=self.cache,
-                        engine_reason=choice.reason, keep_warmup=not discard_tuned_samples)
+                        engine_reason=choice.reason, keep_warmup=not discard_tuned_samples,
+                        precision_reason=precision_reason)
         if data is not None and (self.backend == "numpyro" if log_likelihood is None else log_likelihood):
             self._add_log_likelihood(data)
         if keep is not None and data is not None:
@@ -222,13 +232,15 @@ class CompiledSampler:
 
 
 def compile(model: Any = None, *args: Any, backend: str | None = None, engine: str = "auto", fix: bool = True,
-            float32: bool = False, **kwargs: Any) -> CompiledSampler:
+            float32: bool | str = False, **kwargs: Any) -> CompiledSampler:
     """Compile ``model`` once for ``backend``; sample it many times with ``.sample(...)``.
 
     ``model`` and its data (``*args``/``**kwargs``) are as for :func:`sample`.
     """
-    resolved, backend, engine = _resolve(model, args, kwargs, backend, engine, None, {}, fix=fix, float32=float32)
-    sampler = CompiledSampler(resolved, backend, engine=engine)
+    auto = _float32_auto(float32)
+    resolved, backend, engine = _resolve(model, args, kwargs, backend, engine, None, {}, fix=fix,
+                                         float32=False if auto else float32)
+    sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
     sampler.compiled  # noqa: B018  (compile now: the caller asked for it)
     return sampler
 
@@ -254,7 +266,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
            tune: int = 1000,
            chains: int = 4, target_accept: float = 0.8, random_seed: int | None = None,
            initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, progressbar: bool = True,
-           preflight: bool = True, fix: bool = True, float32: bool = False, max_tree_depth: int = 10,
+           preflight: bool = True, fix: bool = True, float32: bool | str = False, max_tree_depth: int = 10,
            policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
            checkpoint: str | None = None, resume: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
            mass_matrix: str = "diag", log_likelihood: bool | None = None, **kwargs: Any) -> Any:
@@ -273,7 +285,9 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
     ``mass_matrix="low_rank"`` asks nutpie for its low-rank adaptation. ``log_likelihood`` (or
     pm.sample's ``idata_kwargs={"log_likelihood": ...}``) adds the pointwise ``log_likelihood`` group
     ``az.loo`` and ``az.compare`` need; None is the backend's habit: yes for NumPyro models, no for PyMC
-    models (as ``pm.sample``). The preflight
+    models (as ``pm.sample``). ``float32``: False (float64), True (float32 where the engine applies it: NumPyro),
+    or ``"auto"``: float32 on NumPyro when the data are large and a float32 check is clean, else float64, with
+    the reason in the run record (:mod:`resilient.precision`). The preflight
     report and the attempt log are in the result's attributes (:mod:`resilient.record`).
 
     Sites inside a model are declared with :func:`resilient.model.sample`; calling this one
@@ -310,15 +324,25 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
                 "to resilient.sample(compiled, ...), or compile again with other data.")
         sampler = model
     else:
+        auto = _float32_auto(float32)
         resolved, backend, engine = _resolve(model, args, data_kwargs, backend, engine, pm_kwargs.get("nuts_sampler"),
-                                             pm_kwargs, fix=fix, float32=float32)
-        sampler = CompiledSampler(resolved, backend, engine=engine)
+                                             pm_kwargs, fix=fix, float32=False if auto else float32)
+        sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
     return sampler.sample(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                           random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
                           max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                           max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names,
                           mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores,
                           discard_tuned_samples=discard_tuned_samples)
+
+
+def _float32_auto(float32: Any) -> bool:
+    """``float32="auto"`` (the loop chooses; see :mod:`resilient.precision`), else a bool as before."""
+    if isinstance(float32, str):
+        if float32 != "auto":
+            raise ResilientError(f"`float32` must be True, False or 'auto', got {float32!r}.")
+        return True
+    return False
 
 
 def _split_pm_sample_arguments(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
