@@ -38,8 +38,11 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
                                  "(shared-API models); same as `engine=`, whose default 'auto' picks one per model "
                                  "and says why; 'blackjax' is refused"),
     "initvals": ("honoured", "one dict or one per chain, constrained values by variable name"),
-    "init": ("ignored", "each backend warms up with its own NUTS adaptation (diagonal mass matrix); the loop picks "
-                        "initial points itself (backend default, then uniform(-2, 2), then prior draws)"),
+    "init": ("honoured", "its mass matrix part: 'auto', 'adapt_diag', 'jitter+adapt_diag' (diagonal, every engine), "
+                         "'adapt_full', 'jitter+adapt_full' (dense) and 'jitter+adapt_diag_grad' (PyMC's NUTS; same as "
+                         "mass_matrix='full' / 'diag_grad'); the loop picks the starting points itself (PyMC's jittered "
+                         "start, then uniform(-2, 2), then prior draws); 'advi', 'advi+adapt_diag', 'advi_map' and "
+                         "'map' are refused: Resilient runs no ADVI or MAP before NUTS"),
     "jitter_max_retries": ("ignored", "the loop retries initial points itself (Policy.init_retries)"),
     "n_init": ("ignored", "used by ADVI initialisation, which Resilient does not run"),
     "trace": ("refused", "draws go to the returned DataTree and, with checkpoint=, to netCDF chunks"),
@@ -106,6 +109,23 @@ def nuts_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     if "max_treedepth" in kwargs:
         options["max_tree_depth"] = kwargs.pop("max_treedepth")
     return options
+
+
+def init_option(kwargs: dict[str, Any]) -> str | None:
+    """Pop pm.sample's ``init`` from pm.sample-style kwargs: the mass matrix adaptation it asks for."""
+    from resilient.engine import INIT_MASS_MATRIX
+
+    init = kwargs.pop("init", None)
+    if init is None:
+        return None
+    if init not in INIT_MASS_MATRIX:
+        refused = ("advi", "advi+adapt_diag", "advi_map", "map", "jitter+map")
+        if init in refused:
+            raise ResilientError(f"init={init!r} is not supported: Resilient runs no ADVI or MAP before NUTS; the loop "
+                                 "picks starting points itself and retries them (Policy.init_retries). Use "
+                                 "'jitter+adapt_diag' (the default) or 'adapt_full'.")
+        raise ResilientError(f"`init` must be one of {', '.join(repr(k) for k in INIT_MASS_MATRIX)}, got {init!r}.")
+    return INIT_MASS_MATRIX[init]
 
 
 #: pm.sample's compute backends (its ``backend=``, ``compile_kwargs["mode"]``) and their names here.

@@ -43,7 +43,7 @@ class NUTSSettings:
     deadline: float | None = None
     progressbar: bool = False
     resume_state: Any = None  # from a previous Chunk.state (NumPyro only)
-    mass_matrix: str = "diag"  # "low_rank": nutpie's low-rank adaptation (other engines adapt a diagonal)
+    mass_matrix: str = "diag"  # also "low_rank" (nutpie), "full" and "diag_grad" (PyMC's NUTS): engine.MASS_MATRICES
     cores: int | None = None  # chains at a time (PyMC: processes, nutpie: threads); None: the adapter's own
 
 

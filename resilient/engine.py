@@ -23,7 +23,7 @@ from typing import Any
 
 from resilient.errors import BackendUnavailableError, ResilientError
 
-__all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "EngineChoice", "choose_engine", "modelling_backend",
+__all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "INIT_MASS_MATRIX", "EngineChoice", "choose_engine", "modelling_backend",
            "mass_matrices", "can_sample"]
 
 #: engine -> the backend (modelling language) whose models it runs.
@@ -33,7 +33,10 @@ MODELLING: dict[str, str] = {"numpyro": "numpyro", "pymc": "pymc", "nutpie": "py
 RUNS: dict[str, tuple[str, ...]] = {"numpyro": ("numpyro",), "pymc": ("pymc",), "nutpie": ("pymc", "numpyro")}
 ENGINES = ("auto", *MODELLING)
 #: the mass matrix adaptations an engine offers beyond the diagonal every engine adapts.
-MASS_MATRICES: dict[str, tuple[str, ...]] = {"nutpie": ("diag", "low_rank")}
+MASS_MATRICES: dict[str, tuple[str, ...]] = {"nutpie": ("diag", "low_rank"), "pymc": ("diag", "full", "diag_grad")}
+#: pm.sample's ``init`` -> the mass matrix adaptation it asks for (its jitter: the loop picks the starts).
+INIT_MASS_MATRIX = {"auto": "diag", "adapt_diag": "diag", "jitter+adapt_diag": "diag",
+                    "jitter+adapt_diag_grad": "diag_grad", "adapt_full": "full", "jitter+adapt_full": "full"}
 
 #: measured constants of the estimate (seconds; ``benchmarks/engines.py`` and its notes in the README):
 #: nutpie's first Numba compilation in a process, and later ones (Numba's own machinery is warm).
@@ -89,6 +92,14 @@ def model_backend(engine: str, backend: str | None, native: str | None) -> str |
 
 def mass_matrices(engine: str) -> tuple[str, ...]:
     return MASS_MATRICES.get(engine, ("diag",))
+
+
+def all_mass_matrices() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(m for kinds in MASS_MATRICES.values() for m in kinds))
+
+
+def engines_adapting(mass_matrix: str) -> tuple[str, ...]:
+    return tuple(engine for engine in MODELLING if mass_matrix in mass_matrices(engine))
 
 
 def can_sample(engine: str, compiled: Any) -> bool:
@@ -160,9 +171,11 @@ def installed(engine: str) -> bool:
 
 
 def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any = None, draws: int = 1000,
-                  tune: int = 1000, chains: int = 4, cores: int | None = None) -> EngineChoice:
+                  tune: int = 1000, chains: int = 4, cores: int | None = None,
+                  mass_matrix: str = "diag") -> EngineChoice:
     """The engine for a model written for ``backend``. ``engine`` is ``"auto"`` or a checked name;
-    ``compiled_pymc`` (the PyMC adapter's compiled model) lets ``auto`` time the gradient."""
+    ``compiled_pymc`` (the PyMC adapter's compiled model) lets ``auto`` time the gradient; a
+    ``mass_matrix`` only one PyMC engine adapts decides it."""
     if engine != "auto":
         if not installed(engine):
             raise ResilientError(f"engine={engine!r} needs the `{engine}` package, which is not installed: "
@@ -171,8 +184,13 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
     if backend == "numpyro":
         what = "a NumPyro model" if native else "a shared-API model on the NumPyro backend"
         return EngineChoice(backend, "numpyro", f"auto: NumPyro's NUTS, the one engine here for {what}")
+    if mass_matrix in mass_matrices("pymc") and mass_matrix not in mass_matrices("nutpie"):
+        return EngineChoice(backend, "pymc", f"auto: PyMC's NUTS (mass_matrix={mass_matrix!r}, which only PyMC's "
+                                             "NUTS adapts here)")
     if not installed("nutpie"):
         return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie is not installed: `pip install nutpie`)")
+    if mass_matrix == "low_rank" and can_sample("nutpie", compiled_pymc) and tune >= 1:
+        return EngineChoice(backend, "nutpie", "auto: nutpie (mass_matrix='low_rank', which only nutpie adapts)")
     if not can_sample("nutpie", compiled_pymc):
         return EngineChoice(backend, "pymc", "auto: PyMC's NUTS with its compound step (discrete latents: "
                                              f"{', '.join(compiled_pymc.discrete_latents)}; nutpie samples "

@@ -339,7 +339,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             "target_accept": state.target_accept, "init": state.init_strategy,
             "float32": bool(state.model.float32), "noncentered": sorted(state.model.noncentered),
             "random_seed": attempt_seed,
-            **({"mass_matrix": state.mass_matrix} if state.backend == "nutpie" else {}),
+            **({"mass_matrix": state.mass_matrix} if state.backend == "nutpie" or state.mass_matrix != "diag" else {}),
             **({"engine_reason": engine_reason} if number == 1 and engine_reason else {}),
             **({"precision_reason": precision_reason} if number == 1 and precision_reason else {}),
         }

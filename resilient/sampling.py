@@ -9,8 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from resilient.arguments import (PM_SAMPLE_ARGUMENTS, compile_options, idata_options, normalise_seed,
-                                 nuts_options, refuse_unsupported)
+from resilient.arguments import (PM_SAMPLE_ARGUMENTS, compile_options, idata_options, init_option,
+                                 normalise_seed, nuts_options, refuse_unsupported)
 from resilient.backend import NUTSSettings
 from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
@@ -86,14 +86,16 @@ class CompiledSampler:
         overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
         policy = policy.replace(**overrides) if overrides else policy
         resume_state = read_state(resume) if resume is not None else None
-        from resilient.engine import mass_matrices
+        from resilient.engine import all_mass_matrices, engines_adapting, mass_matrices
 
-        choice = self.choose_engine(draws=draws, tune=tune, chains=chains)
-        if mass_matrix not in mass_matrices("nutpie"):
-            raise ResilientError(f"`mass_matrix` must be 'diag' or 'low_rank', got {mass_matrix!r}.")
+        if mass_matrix not in all_mass_matrices():
+            raise ResilientError(f"`mass_matrix` must be one of {', '.join(repr(m) for m in all_mass_matrices())}, "
+                                 f"got {mass_matrix!r}.")
+        choice = self.choose_engine(draws=draws, tune=tune, chains=chains, mass_matrix=mass_matrix)
         if mass_matrix not in mass_matrices(choice.engine):
-            raise ResilientError(f"mass_matrix={mass_matrix!r} is nutpie's; the engine here is {choice.engine!r} "
-                                 f"({choice.reason}). Pass engine='nutpie' (a PyMC or shared-API model).")
+            able = " or ".join(f"engine={e!r}" for e in engines_adapting(mass_matrix))
+            raise ResilientError(f"mass_matrix={mass_matrix!r} is not adapted by {choice.engine!r} ({choice.reason}); "
+                                 f"{able} adapts it (a PyMC or shared-API model).")
         settings = NUTSSettings(draws=draws, tune=0 if resume_state is not None else tune, chains=chains,
                                 target_accept=float(target_accept), random_seed=random_seed,
                                 max_tree_depth=max_tree_depth, resume_state=resume_state, mass_matrix=mass_matrix,
@@ -171,7 +173,7 @@ class CompiledSampler:
         self.cache[(engine, variant)] = get_adapter(engine).compile(variant)
         return self.cache[(engine, variant)]
 
-    def choose_engine(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4) -> Any:
+    def choose_engine(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4, mass_matrix: str = "diag") -> Any:
         """The engine for a run of this size (:class:`resilient.engine.EngineChoice`); a nutpie choice
         wraps the PyMC compiled model, compiled once for both."""
         from resilient.engine import EngineChoice, choose_engine, installed
@@ -187,7 +189,7 @@ class CompiledSampler:
             return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
         choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
                                compiled_pymc=compiled if self.backend == "pymc" else None, draws=draws, tune=tune,
-                               chains=chains)
+                               chains=chains, mass_matrix=mass_matrix)
         if choice.engine == "nutpie" and compiled is not None and ("nutpie", self.model) not in self.cache:
             from resilient.adapters.nutpie import NutpieCompiledModel
 
@@ -282,7 +284,8 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
     written as they finish; ``resume`` continues a NumPyro run from such a folder. ``engine``
     (or pm.sample's ``nuts_sampler``) is what runs NUTS: ``"auto"`` (the one expected to finish
     first, with the reason in the run record), ``"numpyro"``, ``"pymc"`` or ``"nutpie"``;
-    ``mass_matrix="low_rank"`` asks nutpie for its low-rank adaptation. ``log_likelihood`` (or
+    ``mass_matrix="low_rank"`` asks nutpie for its low-rank adaptation, ``"full"`` (pm.sample's
+    ``init="adapt_full"``) PyMC's NUTS for a dense one. ``log_likelihood`` (or
     pm.sample's ``idata_kwargs={"log_likelihood": ...}``) adds the pointwise ``log_likelihood`` group
     ``az.loo`` and ``az.compare`` need; None is the backend's habit: yes for NumPyro models, no for PyMC
     models (as ``pm.sample``). ``float32``: False (float64), True (float32 where the engine applies it: NumPyro),
@@ -307,6 +310,10 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
     log_likelihood = idata_options(pm_kwargs, log_likelihood)
     refuse_unsupported(pm_kwargs)
     nuts = nuts_options(pm_kwargs)
+    asked = init_option(pm_kwargs)
+    if asked is not None and mass_matrix not in ("diag", asked):
+        raise ResilientError(f"init={kwargs['init']!r} and mass_matrix={mass_matrix!r} disagree; give one of them.")
+    mass_matrix = asked or mass_matrix
     target_accept = nuts.get("target_accept", target_accept)
     max_tree_depth = nuts.get("max_tree_depth", max_tree_depth)
     var_names = pm_kwargs.get("var_names")

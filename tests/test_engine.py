@@ -299,7 +299,7 @@ def test_engine_arguments_resolve_to_engine_and_backend():
 def test_a_low_rank_mass_matrix_on_an_engine_without_one_is_refused():
     import resilient
 
-    with pytest.raises(ResilientError, match="mass_matrix='low_rank' is nutpie's"):
+    with pytest.raises(ResilientError, match="mass_matrix='low_rank' is not adapted by 'pymc'.*engine='nutpie' adapts it"):
         resilient.sample(_schools(), engine="pymc", mass_matrix="low_rank", draws=10, tune=10, chains=1,
                          progressbar=False)
 
@@ -434,3 +434,36 @@ def test_a_time_budget_stops_nutpie_over_a_numpyro_function_with_its_draws_kept(
                                 random_seed=SEED, progressbar=False, time_budget=6)
     assert time.monotonic() - start < 6 + 20
     assert 0 < data.posterior.sizes["draw"] < 10**6
+
+
+def test_init_asks_pymcs_nuts_for_its_mass_matrix_and_advi_is_refused(monkeypatch):
+    """pm.sample's init="adapt_full": auto takes PyMC's NUTS (nutpie adapts no dense matrix), PyMC's own
+    init_nuts is called with it (wrapped, not replaced), and the attempt records mass_matrix="full"."""
+    import pymc as pm
+    import pymc.sampling.mcmc as mcmc
+
+    import resilient
+    from resilient import record
+
+    seen = []
+    real = mcmc.init_nuts
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("init"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mcmc, "init_nuts", spy)
+    with pm.Model() as model:
+        pm.MvNormal("x", mu=np.zeros(2), cov=np.array([[1.0, 0.9], [0.9, 1.0]]))
+    with pytest.warns(UserWarning, match="QuadPotentialFullAdapt is an experimental feature"):  # PyMC's own
+        data = resilient.sample(model, init="adapt_full", draws=200, tune=300, chains=2, random_seed=SEED,
+                                progressbar=False)
+    run, first = record.read_run(data), record.read_attempts(data)[0]
+    assert run["backend"] == "pymc" and "mass_matrix='full'" in run["engine_reason"]
+    assert first["settings"]["mass_matrix"] == "full" and seen and set(seen) == {"adapt_full"}
+    with pytest.raises(ResilientError, match="init='advi' is not supported: Resilient runs no ADVI or MAP"):
+        resilient.sample(model, init="advi")
+    with pytest.raises(ResilientError, match=r"mass_matrix='full' is not adapted by 'nutpie'.*engine='pymc' adapts it"):
+        resilient.sample(model, init="jitter+adapt_full", engine="nutpie")
+    with pytest.raises(ResilientError, match="init='adapt_full' and mass_matrix='low_rank' disagree"):
+        resilient.sample(model, init="adapt_full", mass_matrix="low_rank")

@@ -550,7 +550,12 @@ class PyMCCompiledModel:
         else:
             cores = max(1, min(chains, settings.cores or self.cores or os.cpu_count() or 1))
         initvals = None
-        init = "jitter+adapt_diag"
+        adaptation = {"diag": "adapt_diag", "full": "adapt_full", "diag_grad": "jitter+adapt_diag_grad"}
+        if settings.mass_matrix not in adaptation:
+            raise ValueError(f"PyMC's NUTS adapts a mass matrix of kind {', '.join(adaptation)}, not "
+                             f"{settings.mass_matrix!r}.")
+        init = {"adapt_diag": "jitter+adapt_diag", "adapt_full": "jitter+adapt_full"}.get(
+            adaptation[settings.mass_matrix], adaptation[settings.mass_matrix])
         if settings.initial_points is not None:
             points = np.asarray(settings.initial_points, dtype=np.float64)
             if points.shape != (chains, self.dimension):
@@ -562,7 +567,7 @@ class PyMCCompiledModel:
             # where it can turn them back, constrained values by the variable's name elsewhere
             # (`_initvals`); `adapt_diag` starts from them as given (`jitter+` would jitter them).
             initvals = [self._initvals(row) for row in points]
-            init = "adapt_diag"
+            init = adaptation[settings.mass_matrix]  # PyMC has no diag_grad without jitter
         depth = int(settings.max_tree_depth)
         nuts = {
             "target_accept": float(settings.target_accept),
