@@ -131,7 +131,10 @@ class NutpieCompiledModel:
                 started = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    self._compiled = self._compile()
+                    try:
+                        self._compiled = self._compile()
+                    except AttributeError as error:  # not to be read as a missing attribute by __getattr__
+                        raise RuntimeError(f"compiling the model for nutpie failed: {error}") from error
                 self.compile_seconds = time.perf_counter() - started
                 if self.compile_backend == "numba":
                     from resilient.engine import note_nutpie_compile
