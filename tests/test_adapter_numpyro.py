@@ -604,3 +604,21 @@ def test_raw_numpyro_and_resilient_share_a_process_and_numpy_data(order):
                               policy=Policy(max_attempts=1))
             assert ours.posterior["b"].dtype == np.float64
         assert not jax.config.jax_enable_x64
+
+
+def lagged_autoregression(y, K=2):
+    """arK's shape: the model builds its design matrix from the data with NumPy, as raw NumPyro allows."""
+    lags = np.stack([y[K - k - 1: len(y) - k - 1] for k in range(K)], axis=1)
+    alpha = numpyro.sample("alpha", dist.Normal(0.0, 1.0))
+    beta = numpyro.sample("beta", dist.Normal(0.0, 1.0).expand([K]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    numpyro.sample("y", dist.Normal(alpha + lags @ beta, sigma), obs=y[K:])
+
+
+def test_a_model_may_use_numpy_on_its_data_as_in_raw_numpyro():
+    import resilient
+
+    y = np.sin(np.linspace(0.0, 6.0, 40)) + np.random.default_rng(3).normal(0.0, 0.1, 40)
+    compiled = resilient.compile(lagged_autoregression, y, backend="numpyro").compiled
+    value, gradient = compiled.log_density_and_gradient(np.zeros(compiled.dimension))
+    assert np.isfinite(value) and np.all(np.isfinite(gradient))

@@ -115,21 +115,20 @@ class NumPyroAdapter:
 
 
 def _on_device(args: tuple, kwargs: dict, *, float32: bool) -> tuple[tuple, dict]:
-    """NumPy arrays among the data arguments as jax arrays made in the model's precision (float arrays in its
-    float dtype). A NumPy argument reaches jax's eager operations as it is, and jax 0.12 shares their compiled
-    executables between precisions: after a raw NumPyro run in float32 (jax's default) a float64 run of the
-    same function on the same NumPy data failed with "RuntimeProgramInputMismatch ... expected f64 got f32",
-    and the raw run after ours the other way round (issue #16). jax arrays of a fixed dtype do not mix."""
-    import jax
-    import jax.numpy as jnp
+    """NumPy arrays among the data arguments as fresh NumPy copies in the model's precision (float arrays in its
+    float dtype). jax caches what it made of a NumPy array it has seen, and jax 0.12 shares that between
+    precisions: after a raw NumPyro run in float32 (jax's default) a float64 run of the same function on the
+    same NumPy data failed with "RuntimeProgramInputMismatch ... expected f64 got f32", and the raw run after
+    ours the other way round (issue #16); a copy is an array no jax cache has seen. They stay NumPy arrays, as
+    in a raw NumPyro run, so a model may use NumPy on its data (``np.stack`` of lagged slices in arK): jax
+    arrays would be traced inside jit, and NumPy cannot take tracers."""
 
     def convert(value: Any) -> Any:
         if type(value) is not np.ndarray or value.dtype.kind not in "biuf":
             return value
         if value.dtype.kind == "f":
-            value = value.astype(np.float32 if float32 else np.float64)
-        with jax.enable_x64(not float32):
-            return jnp.asarray(value)
+            return value.astype(np.float32 if float32 else np.float64)
+        return value.copy()
 
     return tuple(convert(a) for a in args), {k: convert(v) for k, v in kwargs.items()}
 
