@@ -143,8 +143,11 @@ def _numpyro_latents(model, data: dict) -> list[str]:
     import jax
     from numpyro import handlers
 
-    with jax.enable_x64(True):
-        trace = handlers.trace(handlers.seed(model, 0)).get_trace(**data)
+    from numpyro.infer import init_to_uniform
+
+    with jax.enable_x64(True):  # values from init_to_uniform: an improper prior cannot be drawn from
+        trace = handlers.trace(handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
+                               ).get_trace(**data)
     return [n for n, site in trace.items() if site["type"] == "sample" and not site["is_observed"]]
 
 
