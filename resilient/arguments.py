@@ -48,8 +48,11 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "trace": ("refused", "draws go to the returned DataTree and, with checkpoint=, to netCDF chunks"),
     "discard_tuned_samples": ("honoured", "False keeps the warm-up draws in warmup_posterior, as pm.sample does (their "
                                           "sample stats are always kept, in warmup_sample_stats)"),
-    "compute_convergence_checks": ("ignored", "Resilient always computes R-hat, ESS, divergences and E-BFMI: they "
-                                              "drive the loop"),
+    "compute_convergence_checks": ("honoured", "True (given) warns after the run, as pm.sample warns, with each check "
+                                               "past its warning threshold (R-hat > 1.01, ESS < 100 per chain, "
+                                               "divergences, E-BFMI, tree depth) and what to do; not given or False: "
+                                               "the verdict is in the report and resilient.diagnose only. The loop "
+                                               "computes the checks either way: its decisions need them"),
     "keep_warning_stat": ("ignored", "sample stats are plain arrays"),
     "return_inferencedata": ("honoured", "True (the default) returns an ArviZ DataTree; False is refused: there is "
                                          "no MultiTrace"),

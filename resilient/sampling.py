@@ -335,12 +335,27 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
         resolved, backend, engine = _resolve(model, args, data_kwargs, backend, engine, pm_kwargs.get("nuts_sampler"),
                                              pm_kwargs, fix=fix, float32=False if auto else float32)
         sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
-    return sampler.sample(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+    data = sampler.sample(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                           random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
                           max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                           max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names,
                           mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores,
                           discard_tuned_samples=discard_tuned_samples)
+    if pm_kwargs.get("compute_convergence_checks") and data is not None:
+        _warn_convergence(data)
+    return data
+
+
+def _warn_convergence(data: Any) -> None:
+    """pm.sample's ``compute_convergence_checks=True``: one warning naming each check past its warning
+    threshold and what to do (nothing when every check passes)."""
+    from resilient.diagnostics import diagnose
+
+    failed = diagnose(data).failed()
+    if failed:
+        lines = "; ".join(f"{c.name} ({c.verdict}): {c.explanation}" + (f" {c.action}" if c.action else "")
+                          for c in failed)
+        warn(f"Resilient: convergence checks: {lines}")
 
 
 def _float32_auto(float32: Any) -> bool:

@@ -97,3 +97,22 @@ def test_discard_tuned_samples_false_keeps_the_warm_up_draws(engine):
     assert data["warmup_sample_stats"].sizes["draw"] == 40
     assert "warmup_posterior" not in resilient.sample(tiny, engine=engine, draws=200, tune=40, chains=2, random_seed=1,
                                                       progressbar=False).children
+
+
+@pytest.mark.pymc
+def test_compute_convergence_checks_true_warns_as_pm_sample_does():
+    """A short run whose ESS is under 100 per chain: given True, one warning names the check and the fix;
+    not given, the verdict stays in the record (the loop accepted the run) and nothing is warned."""
+    import warnings
+
+    import pymc as pm
+
+    with pm.Model() as model:
+        pm.Normal("x", 0, 1, shape=3)
+    run = dict(draws=40, tune=200, chains=2, random_seed=3, progressbar=False)
+    with pytest.warns(resilient.ResilientWarning, match=r"convergence checks: .*ess_bulk \(warn\)"):
+        resilient.sample(model, compute_convergence_checks=True, **run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = resilient.sample(model, compute_convergence_checks=False, **run)
+    assert resilient.diagnose(data).verdict == "warn"
