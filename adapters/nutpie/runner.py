@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import warnings
@@ -31,6 +32,7 @@ _STAT_DTYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
 _SKIPPED = {"tuning", "divergence_message"}
 #: seconds between looks at the trace while nutpie samples (at least; longer as the trace grows).
 POLL_SECONDS = 0.5
+MAX_POLL_SECONDS = 5.0
 
 
 class _Starts:
@@ -119,6 +121,39 @@ class _Feeder:
         return {c: n for (c, w), n in self.sent.items() if w == warmup}
 
 
+class _Interrupts:
+    """Ctrl-C as a flag while nutpie samples (main thread, default handler only): the loop aborts at its next
+    look and keeps the draws. A KeyboardInterrupt raised anywhere in the loop could land just after
+    ``wait`` took the finished trace from nutpie (which checks signals while it waits), and the trace would
+    be lost; a flag cannot land in the middle of anything."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_Interrupts":
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.seen = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _abort_and_feed(sampler: Any, feeder: _Feeder) -> None:
+    """Abort nutpie and hand over what it finished; a sampler whose results were already taken has none."""
+    try:
+        trace = _quietly(sampler.abort)
+    except ValueError:  # "Sampler has no results to take"
+        return
+    feeder.feed(trace, final=True)
+
+
 def _finished(stats: Any, chain: int) -> int:
     step = np.asarray(stats["step_size"].values[chain], dtype=np.float64)
     finite = np.isfinite(step)
@@ -164,54 +199,56 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
         compiled = model.with_starts(_Starts(np.ascontiguousarray(points[:, model.order])))
     feeder = _Feeder(model, settings, on_chunk)
     started = time.monotonic()
-    sampler = nutpie.sample(
-        compiled, draws=int(settings.draws), tune=int(settings.tune), chains=chains, cores=cores,
-        seed=_seed(settings), save_warmup=True, progress_bar=bool(settings.progressbar), blocking=False,
-        adaptation=mass_matrix, target_accept=float(settings.target_accept), maxdepth=int(settings.max_tree_depth),
-    )
     reason = ""
     done = False
     poll = POLL_SECONDS
-    try:
-        while True:
-            remaining = None if settings.deadline is None else settings.deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                reason = "deadline"
-                feeder.feed(_quietly(sampler.abort), final=True)
+    with _Interrupts() as interrupts:  # from before nutpie starts: Ctrl-C must never leave it running
+        sampler = nutpie.sample(
+            compiled, draws=int(settings.draws), tune=int(settings.tune), chains=chains, cores=cores,
+            seed=_seed(settings), save_warmup=True, progress_bar=bool(settings.progressbar), blocking=False,
+            adaptation=mass_matrix, target_accept=float(settings.target_accept),
+            maxdepth=int(settings.max_tree_depth),
+        )
+        try:
+            while True:
+                remaining = None if settings.deadline is None else settings.deadline - time.monotonic()
+                if interrupts.seen or (remaining is not None and remaining <= 0):
+                    reason = "interrupted" if interrupts.seen else "deadline"
+                    _abort_and_feed(sampler, feeder)
+                    done = True
+                    break
+                try:
+                    trace = _quietly(sampler.wait, timeout=poll if remaining is None else min(poll, remaining))
+                except TimeoutError:
+                    looked = time.monotonic()
+                    if not feeder.feed(_quietly(sampler.inspect), final=False):
+                        reason = "stopped"
+                        break
+                    # A look converts the whole trace so far: wait longer as it grows, so looking costs
+                    # at most about a fifth of the run (and Ctrl-C waits at most MAX_POLL_SECONDS).
+                    poll = min(MAX_POLL_SECONDS, max(POLL_SECONDS, 4.0 * (time.monotonic() - looked)))
+                    continue
+                feeder.feed(trace, final=True)
                 done = True
                 break
-            try:
-                trace = _quietly(sampler.wait, timeout=poll if remaining is None else min(poll, remaining))
-            except TimeoutError:
-                looked = time.monotonic()
-                if not feeder.feed(_quietly(sampler.inspect), final=False):
-                    reason = "stopped"
-                    break
-                # A look converts the whole trace so far: wait longer as it grows, so looking costs
-                # at most about a fifth of the run.
-                poll = max(POLL_SECONDS, 4.0 * (time.monotonic() - looked))
-                continue
-            feeder.feed(trace, final=True)
+        except KeyboardInterrupt:  # raised outside the polling loop (Ctrl-C from a thread that is not the main one)
+            reason = "interrupted"
+            _abort_and_feed(sampler, feeder)
             done = True
-            break
-    except KeyboardInterrupt:
-        reason = "interrupted"
-        feeder.feed(_quietly(sampler.abort), final=True)
-        done = True
-    except BaseException as error:
-        if not isinstance(error, (RuntimeError, ValueError)) and type(error).__name__ != "PanicException":
-            raise
-        if not feeder.stopped:
-            try:
-                feeder.feed(_quietly(sampler.inspect), final=True)
-            except Exception:  # noqa: BLE001 - the sampler's own error is the one to report
-                pass
-        raise SamplerError(f"nutpie stopped with {type(error).__name__}: {error}", backend="nutpie",
-                           kind="numerical" if "logp" in str(error).lower() or "energy" in str(error).lower()
-                           else "crash") from error
-    finally:
-        if not done:
-            sampler.cancel()
+        except BaseException as error:
+            if not isinstance(error, (RuntimeError, ValueError)) and type(error).__name__ != "PanicException":
+                raise
+            if not feeder.stopped:
+                try:
+                    feeder.feed(_quietly(sampler.inspect), final=True)
+                except Exception:  # noqa: BLE001 - the sampler's own error is the one to report
+                    pass
+            raise SamplerError(f"nutpie stopped with {type(error).__name__}: {error}", backend="nutpie",
+                               kind="numerical" if "logp" in str(error).lower() or "energy" in str(error).lower()
+                               else "crash") from error
+        finally:
+            if not done:
+                sampler.cancel()
     finished = time.monotonic()
     if feeder.stopped and not reason:
         reason = "stopped"
