@@ -28,9 +28,6 @@ __all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "INIT_MASS_MATRIX", "EngineC
 
 #: engine -> the backend (modelling language) whose models it runs.
 MODELLING: dict[str, str] = {"numpyro": "numpyro", "pymc": "pymc", "nutpie": "pymc"}
-#: engine -> every backend whose models it runs (nutpie runs native NumPyro models through its function
-#: interface; shared-API models go through the PyMC translation, which nutpie compiles with Numba).
-RUNS: dict[str, tuple[str, ...]] = {"numpyro": ("numpyro",), "pymc": ("pymc",), "nutpie": ("pymc", "numpyro")}
 ENGINES = ("auto", *MODELLING)
 #: the mass matrix adaptations an engine offers beyond the diagonal every engine adapts.
 MASS_MATRICES: dict[str, tuple[str, ...]] = {"nutpie": ("diag", "low_rank"), "pymc": ("diag", "full", "diag_grad")}

@@ -196,7 +196,7 @@ class CompiledSampler:
             self.cache[("nutpie", self.model)] = NutpieCompiledModel(
                 compiled, compile_backend=self.model.compile_backend, gradient_backend=self.model.gradient_backend)
         nutpie = self.cache.get(("nutpie", self.model))
-        if choice.engine == "nutpie" and nutpie is not None and nutpie.describe != "nutpie, Numba backend":
+        if choice.engine == "nutpie" and nutpie is not None and (nutpie.source, nutpie.compile_backend) != ("pymc", "numba"):
             choice = replace(choice, reason=f"{choice.reason}: {nutpie.describe}")
         return choice
 

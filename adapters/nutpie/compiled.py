@@ -68,6 +68,7 @@ class NutpieCompiledModel:
         self._compiled: Any = None
         self._order: np.ndarray | None = None
         self._logp: Callable | None = None
+        self._probe: dict[str, np.ndarray] | None = None  # constrained values at a start (NumPyro: names, shapes)
         self.compile_seconds: float | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -91,11 +92,13 @@ class NutpieCompiledModel:
 
     @property
     def posterior_names(self) -> tuple[str, ...]:
-        """What a draw holds: the PyMC model's names, or the keys of the NumPyro model's ``constrain``."""
+        """What a draw holds: the PyMC model's names, or the keys of the NumPyro model's ``constrain`` (read once)."""
         names = getattr(self.inner, "posterior_names", None)
-        if names is None:
-            names = tuple(self.inner.constrain(self.inner.initial_point("default", 0)))
-        return tuple(names)
+        if names is not None:
+            return tuple(names)
+        if self._probe is None:
+            self._probe = self.inner.constrain(self.inner.initial_point("default", 0))
+        return tuple(self._probe)
 
     def blocks(self) -> dict[str, slice]:
         return self.inner.blocks()
@@ -163,8 +166,7 @@ class NutpieCompiledModel:
 
         inner = self.inner
         names = [name for name in self.posterior_names if name not in inner.hidden]
-        probe = inner.constrain(inner.initial_point("default", 0))
-        shapes = [tuple(np.shape(probe[name])) for name in names]
+        shapes = [tuple(np.shape(self._probe[name])) for name in names]
 
         def logp(x: np.ndarray) -> tuple[float, np.ndarray]:
             value, gradient = inner.log_density_and_gradient(x)
