@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
-import types
 from pathlib import Path
 from typing import Any, Sequence
 
 from resilient.errors import ModelError, ResilientError, SamplingFailed, UnsupportedModelError
+from resilient.loading import ModelFileError, load_model
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_WARN = 0, 1, 2, 3
 
@@ -29,53 +28,7 @@ exit codes: 0 ok, 1 a blocking problem (or a failed verdict), 2 usage error, 3 w
 
 
 class UsageError(Exception):
-    """Bad command-line input: exit code 2."""
-
-
-def load_model(spec: str) -> tuple[Any, dict]:
-    """``path.py[:name]`` -> the model object and the module's ``data`` dict (if any)."""
-    path_text, _, name = spec.partition(":")
-    path = Path(path_text)
-    if not path.is_file():
-        raise UsageError(f"model file {path_text!r} does not exist. Give MODEL.py or MODEL.py:function.")
-    module_name = f"resilient_user_model_{abs(hash(str(path.resolve())))}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    sys.path.insert(0, str(path.resolve().parent))
-    try:
-        module_spec.loader.exec_module(module)
-    finally:
-        sys.path.pop(0)
-    data = getattr(module, "data", None)
-    data = dict(data) if isinstance(data, dict) else {}
-    if name:
-        if not hasattr(module, name):
-            raise UsageError(f"{path} defines no {name!r}. It defines: {', '.join(_candidates(module, module_name)) or 'nothing usable'}.")
-        return getattr(module, name), data
-    candidates = _candidates(module, module_name)
-    if "model" in candidates:
-        return getattr(module, "model"), data
-    if len(candidates) == 1:
-        return getattr(module, candidates[0]), data
-    raise UsageError(
-        f"{path} defines {len(candidates)} candidate models ({', '.join(candidates) or 'none'}); "
-        f"pick one with {path}:NAME."
-    )
-
-
-def _candidates(module: types.ModuleType, module_name: str) -> list[str]:
-    from resilient.resolve import is_pymc_model
-
-    names = []
-    for key, value in vars(module).items():
-        if key.startswith("_"):
-            continue
-        if is_pymc_model(value):
-            names.append(key)
-        elif isinstance(value, types.FunctionType) and value.__module__ == module_name:
-            names.append(key)
-    return names
+    """Bad command-line input: exit code 2 (as is a model file that does not load: :class:`ModelFileError`)."""
 
 
 def read_data(path: str | None) -> dict:
@@ -529,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     try:
         return options.handler(options)
-    except UsageError as error:
+    except (UsageError, ModelFileError) as error:
         print(f"resilient {options.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except (ModelError, UnsupportedModelError) as error:

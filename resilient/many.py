@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib
-import importlib.util
 import io
 import json
 import math
@@ -40,6 +38,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from resilient.errors import ResilientError
+from resilient.loading import load_reference  # the one loader of model files, shared with the CLI
+from resilient.loading import split_reference as _split_reference
 from resilient.policy import Policy
 
 __all__ = [
@@ -112,54 +112,6 @@ class ModelSpec:
 
     def load(self) -> Any:
         return self.obj if self.reference is None else load_reference(self.reference)
-
-
-def _split_reference(reference: str) -> tuple[str, str]:
-    path, sep, name = reference.rpartition(":")
-    if not sep or not path or not name.isidentifier():
-        raise ResilientError(f"A model reference must be 'file.py:name' or 'package.module:name', got {reference!r}.")
-    return path, name
-
-
-_LOADED: dict[str, Any] = {}
-
-
-def load_reference(reference: str) -> Any:
-    """The object a ``"file.py:name"`` or ``"package.module:name"`` reference names (loaded once per process)."""
-    if reference in _LOADED:
-        return _LOADED[reference]
-    path, name = _split_reference(reference)
-    if path.endswith(".py"):
-        file = Path(path)
-        if not file.is_file():
-            raise ResilientError(f"The model file {path} does not exist on this machine ({_where()}). Workers load "
-                                 "the model file by its path: put it where every worker can read it.")
-        module_name = f"resilient_user_model_{hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]}"
-        module = sys.modules.get(module_name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(module_name, file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            sys.path.insert(0, str(file.resolve().parent))
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                sys.modules.pop(module_name, None)
-                raise
-            finally:
-                sys.path.remove(str(file.resolve().parent))
-    else:
-        module = importlib.import_module(path)
-    if not hasattr(module, name):
-        raise ResilientError(f"{path} defines no {name!r}.")
-    _LOADED[reference] = getattr(module, name)
-    return _LOADED[reference]
-
-
-def _where() -> str:
-    import socket
-
-    return f"host {socket.gethostname()}, process {os.getpid()}"
 
 
 # ------------------------------------------------------------------------------------------------

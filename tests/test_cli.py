@@ -35,6 +35,71 @@ def test_usage_errors_exit_2():
     assert resilient_cli("frobnicate").returncode == 2
 
 
+BROKEN_MODEL_FILES = {  # file text, the line named, the error named
+    "syntax": ("import math\n\ndef model(:\n    pass\n", 3, "SyntaxError: invalid syntax"),
+    "import": ("import math\nimport no_such_module_for_resilient_tests\n\ndef model():\n    pass\n", 2,
+               "ModuleNotFoundError: No module named 'no_such_module_for_resilient_tests'"),
+    "exception": ("x = 1\nraise RuntimeError('boom while building the data')\n\ndef model():\n    pass\n", 2,
+                  "RuntimeError: boom while building the data"),
+}
+BROKEN_MODEL_COMMANDS = {
+    "preflight": (), "sample": ("--out", "{tmp}/run.nc"), "sample-many": ("--datasets", "{tmp}/d.jsonl", "--out", "{tmp}/o"),
+    "sbc": ("--out", "{tmp}/s"), "check-agreement": (),
+}
+
+
+@pytest.mark.parametrize("command", sorted(BROKEN_MODEL_COMMANDS))
+@pytest.mark.parametrize("broken", sorted(BROKEN_MODEL_FILES))
+def test_a_model_file_that_does_not_load_is_a_usage_error(tmp_path, capsys, broken, command):
+    """Exit 2 and one line naming the file, the line and the error, before any backend runs (no traceback)."""
+    from resilient.cli import main
+
+    text, line, error = BROKEN_MODEL_FILES[broken]
+    model_file = tmp_path / f"broken_{broken}.py"
+    model_file.write_text(text)
+    (tmp_path / "d.jsonl").write_text('{"y": [1.0]}\n')
+    options = [option.format(tmp=tmp_path) for option in BROKEN_MODEL_COMMANDS[command]]
+    assert main([command, f"{model_file}:model", *options]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    message = captured.err.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"resilient {command}: error: model file {model_file}, line {line}: {error}")
+    assert not [name for name in sys.modules if name.startswith("resilient_user_model_") and
+                getattr(sys.modules[name], "__file__", "") == str(model_file)]  # a failed load leaves no module
+
+
+def test_a_broken_model_file_exits_2_without_a_traceback_from_the_command_line(tmp_path):
+    model_file = tmp_path / "broken.py"
+    model_file.write_text(BROKEN_MODEL_FILES["syntax"][0])
+    result = resilient_cli("preflight", f"{model_file}:model")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"resilient preflight: error: model file {model_file}, line 3: SyntaxError: "
+                                     "invalid syntax (def model(:). Fix the file and run again.")
+
+
+def test_the_cli_and_many_fits_load_a_model_file_once_under_one_module_name(tmp_path):
+    from resilient import loading, many
+
+    model_file = tmp_path / "counted.py"
+    model_file.write_text("import builtins\nbuiltins.resilient_test_loads = getattr(builtins, 'resilient_test_loads', 0) + 1\n"
+                          "\ndef model():\n    pass\n")
+    import builtins
+
+    try:
+        model, data = loading.load_model(f"{model_file}:model")
+        assert data == {}
+        assert many.load_reference(f"{model_file}:model") is model
+        assert many.ModelSpec.of(str(model_file) + ":model").load() is model
+        assert model.__module__ == loading.module_name(model_file)
+        assert builtins.resilient_test_loads == 1
+    finally:
+        del builtins.resilient_test_loads
+        sys.modules.pop(loading.module_name(model_file), None)
+    with pytest.raises(loading.ModelFileError, match="must be 'file.py:name'"):
+        many.ModelSpec.of("no_name_here")
+
+
 @pytest.mark.numpyro
 def test_preflight_exit_codes_and_json():
     broken = resilient_cli("preflight", f"{PATHOLOGIES}:motivating", "--no-fix", "--json")
