@@ -36,8 +36,48 @@ def test_a_switchpoint_samples_with_the_compound_step_and_finds_the_change(run):
     assert record.read_attempts(run)[-1]["outcome"] == "accepted"
 
 
-def test_preflight_sees_the_continuous_part_at_the_discrete_initial_value():
-    compiled = resilient.compile(switchpoint()).compiled
+@pytest.fixture(scope="module")
+def switchpoint_compiled():
+    return resilient.compile(switchpoint()).compiled
+
+
+def test_the_compound_steps_statistics_are_pm_samples(run):
+    """PyMC's 18 NUTS statistics and the Metropolis step's (switchpoint is a DiscreteUniform), with PyMC's
+    names, in sample_stats and warmup_sample_stats, as pm.sample gives them (issue #26)."""
+    from resilient.adapters.pymc.runner import EXTRA_STATS
+
+    metropolis = {"accept", "accepted", "scaling"}
+    for group in ("sample_stats", "warmup_sample_stats"):
+        names = set(run[group].data_vars)
+        assert metropolis | set(EXTRA_STATS) | {"diverging", "tree_depth", "lp"} <= names, group
+    stats = run.sample_stats
+    assert all(stats[name].dtype == np.float64 for name in metropolis)
+    assert set(np.unique(stats["accepted"].values)) <= {0.0, 1.0}
+    assert (stats["scaling"].values > 0).all() and (stats["accept"].values >= 0).all()
+
+
+def test_compound_stats_copied_per_draw_equal_those_sliced_from_pymcs_trace(switchpoint_compiled, monkeypatch):
+    """The Metropolis statistics come through both of the collector's paths, with the same names and dtypes."""
+    import resilient.adapters.pymc.runner as pymc_runner
+    from resilient.backend import NUTSSettings
+
+    settings = NUTSSettings(draws=12, tune=8, chains=1, random_seed=SEED, chunk_size=5)
+    sliced, copied = [], []
+    switchpoint_compiled.run_nuts(settings, lambda chunk: sliced.append(chunk) or True)
+    monkeypatch.setattr(pymc_runner, "_recorded_in", lambda trace, names: False)
+    switchpoint_compiled.run_nuts(settings, lambda chunk: copied.append(chunk) or True)
+    assert [(c.start, c.warmup, c.size) for c in sliced] == [(c.start, c.warmup, c.size) for c in copied]
+    for a, b in zip(sliced, copied):
+        assert {"accept", "accepted", "scaling"} <= set(a.sample_stats)
+        assert list(a.sample_stats) == list(b.sample_stats)
+        for name in a.sample_stats:
+            assert a.sample_stats[name].dtype == b.sample_stats[name].dtype, name
+            if not name.startswith(("perf_counter", "process_time")):  # clocks differ run to run
+                assert np.array_equal(a.sample_stats[name], b.sample_stats[name], equal_nan=True), name
+
+
+def test_preflight_sees_the_continuous_part_at_the_discrete_initial_value(switchpoint_compiled):
+    compiled = switchpoint_compiled
     assert compiled.discrete_latents == ("switchpoint",)
     assert set(compiled.latent_names) == {"early_rate", "late_rate"} and compiled.dimension == 2
     assert compiled.sites["switchpoint"].kind == "latent"

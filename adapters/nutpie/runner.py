@@ -28,8 +28,23 @@ STAT_SOURCES = {
     "step_size": "step_size",
 }
 _STAT_DTYPES = {"diverging": bool, "tree_depth": np.int64, "n_steps": np.int64}
-#: nutpie statistics not passed on: the warm-up flag (a chunk says it) and per-draw text.
-_SKIPPED = {"tuning", "divergence_message"}
+#: nutpie statistics not passed on: per-draw text (a DataTree of numbers is what checkpoints store; the
+#: divergence's draw and energy error are kept as ``divergence_draw`` and ``divergence_energy_error``).
+_SKIPPED = {"divergence_message"}
+#: For a PyMC model, PyMC's NUTS statistics that nutpie has under another name (``pm.sample(nuts_sampler="pymc")``'s
+#: name -> nutpie's). ``energy_error``, ``max_energy_error``, ``index_in_trajectory`` and ``step_size_bar`` are
+#: nutpie's names too.
+PYMC_ALIASES = {"reached_max_treedepth": "maxdepth_reached"}
+#: PyMC's NUTS statistics with no nutpie counterpart that a PyMC model's nutpie run still carries, honestly:
+#: ``divergences`` is PyMC's running count of the chain's post-warm-up divergences (0 in warm-up), counted
+#: here from ``diverging``; ``largest_eigval`` and ``smallest_eigval`` are NaN, as PyMC 6.4 gives them for
+#: every mass matrix adaptation it has (only its base potential defines them) and as its docs define them
+#: ("nan if it is not used").
+PYMC_COMPUTED = ("divergences", "largest_eigval", "smallest_eigval")
+#: PyMC's NUTS statistics a nutpie run leaves out: nutpie's Rust sampler does not time each draw, and a
+#: time shared out from the polling of chunks would not be the draw's.
+PYMC_UNAVAILABLE = ("perf_counter_diff", "perf_counter_start", "process_time_diff")
+
 #: seconds between looks at the trace while nutpie samples (at least; longer as the trace grows).
 POLL_SECONDS = 0.5
 MAX_POLL_SECONDS = 5.0
@@ -68,6 +83,12 @@ class _Feeder:
         self.sent = {(c, w): 0 for c in range(chains) for w in (True, False)}
         self.stopped = False
         self.warmup_ended: float | None = None
+        # A PyMC model's run carries pm.sample's names besides ours (model.source is what compiled it).
+        self.pymc_names = getattr(model, "source", None) == "pymc"
+        self.divergences = [0] * chains  # post-warm-up divergences handed over so far, per chain
+        # pm.sample(nuts_sampler="nutpie") keeps nutpie's own names (`depth`, `logp`, `mean_tree_accept`, `tuning`):
+        # so does a PyMC model's run, besides ours. A NumPyro model's run has ours for those.
+        self.skipped = _SKIPPED if self.pymc_names else _SKIPPED | {"tuning", *STAT_SOURCES.values()}
 
     def feed(self, trace: Any, final: bool) -> bool:
         """Hand over the complete chunks in ``trace`` (all finished draws when ``final``); ``False``
@@ -102,11 +123,13 @@ class _Feeder:
             for name, source in STAT_SOURCES.items()
         }
         for name in stats.data_vars:
-            if name in _SKIPPED or name in STAT_SOURCES.values():
+            if name in self.skipped:
                 continue
             array = np.asarray(stats[name].values[chain, span])
             if array.dtype.kind in "biuf" and array.ndim == 1:
                 sample_stats[str(name)] = array[None]
+        if self.pymc_names:
+            sample_stats.update(self._pymc_stats(sample_stats, chain, warmup))
         chunk = Chunk(chains=(chain,), start=start, warmup=warmup, posterior=posterior, sample_stats=sample_stats)
         self.sent[(chain, warmup)] = start + count
         try:
@@ -116,6 +139,20 @@ class _Feeder:
             raise
         if keep_going is False:
             self.stopped = True
+
+    def _pymc_stats(self, sample_stats: dict[str, np.ndarray], chain: int, warmup: bool) -> dict[str, np.ndarray]:
+        """PyMC's names for this chunk (:data:`PYMC_ALIASES`, :data:`PYMC_COMPUTED`), as pm.sample's NUTS gives them."""
+        diverging = sample_stats["diverging"][0]
+        found = {name: sample_stats[source] for name, source in PYMC_ALIASES.items() if source in sample_stats}
+        if warmup:
+            count = np.zeros(diverging.shape, dtype=np.int64)
+        else:
+            count = self.divergences[chain] + np.cumsum(diverging, dtype=np.int64)
+            self.divergences[chain] += int(diverging.sum())
+        found["divergences"] = count[None]
+        for name in ("largest_eigval", "smallest_eigval"):
+            found[name] = np.full((1, diverging.size), np.nan)
+        return found
 
     def delivered(self, warmup: bool) -> dict[int, int]:
         return {c: n for (c, w), n in self.sent.items() if w == warmup}

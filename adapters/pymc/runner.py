@@ -52,6 +52,13 @@ def _extra_stat_dtypes() -> dict[str, np.dtype]:
 
 
 EXTRA_STATS: dict[str, np.dtype] = _extra_stat_dtypes()
+#: Step-method statistics PyMC's converter leaves out of sample_stats (the warm-up flag, warning objects).
+_NOT_STATS = ("tune", "in_warmup", "warning")
+
+
+def _scalar_number(value: Any) -> bool:
+    array = np.asarray(value)
+    return array.dtype.kind in "biuf" and array.ndim == 0
 
 
 def _missing(dtype: Any) -> Any:
@@ -217,9 +224,8 @@ class _Collector:
             values = self._values(draw)
             for name in self.names:
                 buffer.values.setdefault(name, []).append(values[name])
-            stats = _nuts_stats(draw.stats)
-            for name in (*STAT_NAMES, *EXTRA_STATS):
-                buffer.stats.setdefault(name, []).append(stats[name])
+            for name, value in _nuts_stats(draw.stats).items():
+                buffer.stats.setdefault(name, []).append(value)
         buffer.size += 1
         if buffer.size >= self.chunk_size:
             self._flush(chain)
@@ -256,6 +262,9 @@ class _Collector:
                 **{name: np.asarray(stats[name], dtype=_STAT_DTYPES.get(name, np.float64))[None]
                    for name in STAT_NAMES},
                 **{name: np.asarray(stats[name], dtype=dtype)[None] for name, dtype in EXTRA_STATS.items()},
+                # the compound step's other methods (Metropolis: accept, accepted, scaling), PyMC's names and dtypes
+                **{name: np.asarray(stats[name])[None] for name in sorted(stats)
+                   if name not in STAT_NAMES and name not in EXTRA_STATS},
             },
         )
         buffer.start += size
@@ -307,12 +316,19 @@ def _missing_value(name: str) -> Any:
 
 def _trace_stats(trace: Any, span: slice, size: int) -> dict[str, np.ndarray]:
     """STAT_NAMES and EXTRA_STATS for the draws ``span`` of an NDArray trace (one dict of arrays
-    per sampler)."""
+    per sampler), then the other step methods' scalar statistics under their own names."""
     found: dict[str, np.ndarray] = {}
+    sources = _sources()
     for sampler_stats in trace._stats:
-        for name, source in _sources().items():
+        for name, source in sources.items():
             if name not in found and source in sampler_stats:
                 found[name] = np.array(sampler_stats[source][span])
+    for sampler_stats in trace._stats:
+        for name, values in sampler_stats.items():
+            if name not in found and name not in _NOT_STATS and name not in sources.values():
+                array = np.asarray(values)
+                if array.dtype.kind in "biuf" and array.ndim == 1:
+                    found[name] = np.array(array[span])
     for name in (*STAT_NAMES, *EXTRA_STATS):
         if name not in found:
             found[name] = np.full(size, _missing_value(name))
@@ -321,12 +337,18 @@ def _trace_stats(trace: Any, span: slice, size: int) -> dict[str, np.ndarray]:
 
 def _nuts_stats(stats: Any) -> dict[str, Any]:
     """STAT_NAMES and EXTRA_STATS from PyMC's per-draw statistics (a list with one dict per step
-    method)."""
+    method), then the other step methods' scalar statistics under their own names."""
     found: dict[str, Any] = {}
-    for sampler_stats in stats if isinstance(stats, (list, tuple)) else [stats]:
-        for name, source in _sources().items():
+    sources = _sources()
+    samplers = stats if isinstance(stats, (list, tuple)) else [stats]
+    for sampler_stats in samplers:
+        for name, source in sources.items():
             if name not in found and source in sampler_stats:
                 found[name] = sampler_stats[source]
     for name in (*STAT_NAMES, *EXTRA_STATS):
         found.setdefault(name, _missing_value(name))
+    for sampler_stats in samplers:
+        for name, value in sampler_stats.items():
+            if name not in found and name not in _NOT_STATS and name not in sources.values() and _scalar_number(value):
+                found[name] = value
     return found
