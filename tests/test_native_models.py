@@ -117,3 +117,84 @@ def test_a_function_that_declares_no_site_is_an_error_not_a_clean_report():
     assert report.errors[0].message.startswith("empty declares no site")
     with pytest.raises(resilient.PreflightError, match="empty declares no site"):
         resilient.sample(empty, y=2.0, progressbar=False)
+
+
+def _unbounded_truncation_model(lower=None, upper=np.inf, initval=None):
+    """mu ~ Normal(0, 1) written as a pm.Truncated with no finite bound; y ~ Normal(mu, 1): mu's posterior is
+    Normal(sum(y) / (n + 1), 1 / sqrt(n + 1)), that of the untruncated model."""
+    import pymc as pm
+
+    with pm.Model() as model:
+        mu = pm.Truncated("mu", pm.Normal.dist(0.0, 1.0), lower=lower, upper=upper, initval=initval)
+        pm.Normal("y", mu, 1.0, observed=UNBOUNDED_Y)
+    return model
+
+
+UNBOUNDED_Y = np.array([0.8, 1.6, 0.3, 1.1])
+
+
+@pytest.mark.pymc
+def test_every_pm_truncation_with_no_finite_bound_is_found():
+    import pymc as pm
+
+    from resilient.adapters.pymc.native import unbounded_truncations
+
+    with pm.Model() as model:
+        pm.Truncated("a", pm.Cauchy.dist(0.0, 1.0), lower=None, upper=np.inf)
+        pm.Truncated("b", pm.Gamma.dist(2.0, 1.0), lower=-np.inf, upper=None)
+        pm.Truncated("c", pm.Normal.dist(0.0, 1.0), lower=-np.inf, upper=np.inf, shape=3)
+        pm.TruncatedNormal("d", 0.0, 1.0)
+        pm.Truncated("kept_lower", pm.Cauchy.dist(0.0, 1.0), lower=0.0, upper=np.inf)
+        pm.TruncatedNormal("kept_upper", 0.0, 1.0, upper=[1.0, np.inf])
+        pm.Normal("plain", 0.0, 1.0)
+    assert unbounded_truncations(model) == ["a", "b", "c", "d"]
+
+
+@pytest.mark.pymc
+def test_a_pm_truncated_with_no_finite_bound_is_rewritten_and_named_by_preflight():
+    """pm.sample stops on such a site with KeyError: 'mu_interval__' (PyMC 6.4); Resilient drops the truncation
+    on the model's fgraph (the same density: its normaliser is log 1) and says so, naming the site."""
+    from resilient.backend import get_adapter
+    from resilient.model import NativeModel
+
+    model = _unbounded_truncation_model()
+    report = resilient.preflight(model)
+    assert report.ok
+    [finding] = [f for f in report.findings if f.check == "rewrite"]
+    assert (finding.severity, finding.site, finding.fix) == ("fixed", "mu", "mu ~ Normal(0, 1)")
+    assert "Truncated(Normal(0, 1), lower=-inf, upper=inf)" in finding.message and "KeyError" in finding.message
+    suggested = resilient.preflight(model, fix=False)
+    assert [(f.severity, f.site) for f in suggested.findings if f.check == "rewrite"] == [("warning", "mu")]
+    fixed = get_adapter("pymc").compile(NativeModel("pymc", model))
+    as_written = get_adapter("pymc").compile(NativeModel("pymc", model, fix=False))
+    assert list(fixed.latent_names) == list(as_written.latent_names) == ["mu"]
+    for value in (-2.0, 0.3, 4.0):  # the same density, with and without the rewrite
+        np.testing.assert_allclose(fixed.log_density(fixed.unconstrain({"mu": value})),
+                                   as_written.log_density(as_written.unconstrain({"mu": value})), rtol=1e-12)
+    assert type(model.free_RVs[0].owner.op).__name__.startswith("Truncated"), "the user's model is left as it was"
+
+
+@pytest.mark.pymc
+@pytest.mark.parametrize("engine, fix", [("pymc", True), pytest.param("nutpie", True, marks=pytest.mark.slow),
+                                         pytest.param("pymc", False, marks=pytest.mark.slow)])
+def test_a_pm_truncated_with_no_finite_bound_samples_the_untruncated_posterior(engine, fix):
+    from arviz_stats.base import array_stats
+
+    data = resilient.sample(_unbounded_truncation_model(), draws=1000, tune=500, chains=2, random_seed=SEED,
+                            progressbar=False, engine=engine, fix=fix, cores=1)
+    draws = np.asarray(data.posterior["mu"].values, float)
+    n = len(UNBOUNDED_Y)
+    mean, sd = UNBOUNDED_Y.sum() / (n + 1), 1 / np.sqrt(n + 1)
+    mcse = float(array_stats.mcse(draws, chain_axis=0, draw_axis=1, method="mean"))
+    sd_mcse = float(array_stats.mcse(draws, chain_axis=0, draw_axis=1, method="sd"))
+    assert abs(draws.mean() - mean) < 4 * mcse, (draws.mean(), mean, mcse)
+    assert abs(draws.std() - sd) < 4 * sd_mcse, (draws.std(), sd, sd_mcse)
+
+
+@pytest.mark.pymc
+def test_a_pm_truncated_with_no_finite_bound_that_cannot_be_rewritten_is_named_with_the_fix():
+    """PyMC's model fgraph cannot hold a model with initial values set: preflight names the site and the fix."""
+    report = resilient.preflight(_unbounded_truncation_model(initval=0.5))
+    [finding] = report.findings
+    assert (finding.severity, finding.site) == ("error", "mu") and not report.ok
+    assert finding.fix == "write mu ~ Normal(0, 1) without pm.Truncated"

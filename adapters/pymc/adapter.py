@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from resilient.adapters.common import require_native
 
+from dataclasses import replace
 from typing import Any
 import numpy as np
 import pymc as pm
@@ -11,7 +12,7 @@ from pymc.model.core import BaseModel, FrozenModel
 from resilient.errors import UnsupportedModelError
 from resilient.model import Model, NativeModel, Trace
 from resilient.adapters.pymc.compiled import PyMCCompiledModel, _no_c_compilation, discrete_free_rvs
-from resilient.adapters.pymc.native import _native_sites, noncentred_model
+from resilient.adapters.pymc.native import _native_sites, noncentred_model, without_infinite_truncations
 from resilient.adapters.pymc.translate import PyMCSiteHandler
 
 
@@ -48,14 +49,17 @@ class PyMCAdapter:
                     f"A native PyMC model must be a pm.Model (or a frozen one), got {type(model.model).__name__}."
                 )
             ignored = ("float32",) if model.float32 else ()
-            base = model.model
+            base, rewrites = without_infinite_truncations(model.model, fix=model.fix)
             noncentered = frozenset(model.noncentered)
             if noncentered:
                 base = noncentred_model(base, noncentered)
             order = [name for name in model.model.named_vars]
             order += [f"{name}_decentered" for name in sorted(noncentered)]
             evaluated, sampled = discrete_split(base)
-            compiled = PyMCCompiledModel(_frozen(evaluated), _native_sites(base), cores=self.cores, name=model.name,
+            sites = _native_sites(base)
+            for name, rewrite in rewrites.items():  # said as the user wrote it, with the rewrite that ran
+                sites[name] = replace(sites[name], description=rewrite.before, rewrites=(rewrite,))
+            compiled = PyMCCompiledModel(_frozen(evaluated), sites, cores=self.cores, name=model.name,
                                          order=tuple(order), sampling_model=sampled)
             compiled.ignored_options = ignored
             compiled.hidden = frozenset(f"{name}_decentered" for name in noncentered)

@@ -132,6 +132,124 @@ def noncentred_model(model: Any, names: frozenset[str]) -> Any:
     return model_from_fgraph(fgraph, mutate_fgraph=True)
 
 
+def _all_infinite(var: Any, sign: int) -> bool:
+    """Whether ``var`` is a constant (or a constant broadcast, as a ``shape=`` makes it) whose every
+    entry is ``sign * inf``."""
+    from pytensor.tensor.basic import NotScalarConstantError, get_underlying_scalar_constant_value
+    from pytensor.tensor.variable import TensorConstant
+
+    if isinstance(var, TensorConstant):
+        value = np.asarray(var.data, dtype=float)
+    else:
+        try:
+            value = np.asarray(get_underlying_scalar_constant_value(var), dtype=float)
+        except (NotScalarConstantError, TypeError, ValueError):
+            return False
+    return value.size > 0 and bool(np.all(np.isinf(value) & (np.sign(value) == sign)))
+
+
+def _untruncated_op(rv: Any) -> Any:
+    """The random variable op a truncation truncates (``pm.Truncated``'s base, ``normal`` for
+    ``pm.TruncatedNormal``), or None when ``rv`` is no truncation. Its inputs are ``rv``'s but the two
+    bounds: ``rng, size, *parameters``."""
+    node = rv.owner
+    if node is None:
+        return None
+    kind = type(node.op).__name__
+    if kind == "TruncatedRV":
+        return getattr(node.op, "base_rv_op", None)
+    if kind == "TruncatedNormalRV":
+        from pytensor.tensor.random.basic import normal
+
+        return normal
+    return None
+
+
+def _unbounded_truncation(rv: Any) -> bool:
+    """A ``pm.Truncated`` (or ``pm.TruncatedNormal``) whose bounds are both infinite constants
+    (``None`` is an infinite bound to PyMC): it truncates nothing, and PyMC gives it an interval
+    transform bounded on neither side, with which ``pm.sample`` stops with ``KeyError: '<name>_interval__'``."""
+    if _untruncated_op(rv) is None:
+        return False
+    inputs = rv.owner.inputs
+    return _all_infinite(inputs[-2], -1) and _all_infinite(inputs[-1], 1)
+
+
+def unbounded_truncations(model: Any) -> list[str]:
+    """Names of the latent variables of ``model`` that are truncations with both bounds infinite."""
+    return [rv.name for rv in model.free_RVs if _unbounded_truncation(rv)]
+
+
+def _untruncated_text(rv: Any, named: set) -> str:
+    """``Cauchy(mu, 1)`` for ``Truncated(Cauchy(mu, 1), lower=-inf, upper=inf)``."""
+    family = _untruncated_op(rv)._print_name[0]
+    texts = [_format_input(a, named) for a in list(rv.owner.inputs[2:-2])]
+    return f"{family}({', '.join(texts)})"
+
+
+def without_infinite_truncations(model: Any, fix: bool) -> tuple[Any, dict[str, Any]]:
+    """``(model, rewrites)``: a copy of ``model`` in which each latent ``pm.Truncated(base, lower, upper)``
+    with both bounds infinite is sampled as it should be, and per site the
+    :class:`resilient.rewrites.Rewrite` that says so (empty, and ``model`` itself, when there is none).
+
+    With ``fix`` the truncation, which bounds nothing, is dropped: the site is ``base`` with ``base``'s
+    own transform (the same density: the normaliser is log 1 = 0). Without ``fix`` the density is left
+    as written and only the transform is replaced by ``base``'s: PyMC's interval transform bounded on
+    neither side makes ``pm.sample`` stop with ``KeyError: '<name>_interval__'``. Rewritten on PyMC's
+    model fgraph (``pymc.model.fgraph``); the user's model is not changed. A model the fgraph cannot
+    hold (initial values set with ``initval=``, a nested model) is a :class:`ModelError` naming the
+    site and the fix."""
+    names = unbounded_truncations(model)
+    if not names:
+        return model, {}
+    import warnings
+
+    from pymc.distributions.transforms import Interval, _default_transform
+    from pymc.model.fgraph import ModelFreeRV, fgraph_from_model, model_free_rv, model_from_fgraph
+
+    from resilient.errors import ModelError
+    from resilient.rewrites import Rewrite
+
+    named = set(model.named_vars.values())
+    rewrites = {}
+    for rv in model.free_RVs:
+        if rv.name not in names:
+            continue
+        before = _describe_rv(rv, named)
+        after = _untruncated_text(rv, named)
+        lower_none = " (to PyMC a bound of None is an infinite one)"
+        reason = ("both bounds are infinite: the truncation bounds nothing, and PyMC gives it an interval "
+                  f"transform bounded on neither side, with which pm.sample stops with KeyError: "
+                  f"'{rv.name}_interval__'{lower_none}")
+        rewrites[rv.name] = Rewrite("drop-infinite-bounds", before, after, reason, ("lower", "upper"))
+    if not _fgraph_convertible(model):
+        first = names[0]
+        fix_text = f"write {first} ~ {rewrites[first].after} without pm.Truncated"
+        raise ModelError(
+            f"{first} ~ {rewrites[first].before}: {rewrites[first].reason}. Resilient rewrites such a site on "
+            "PyMC's model graph, which cannot hold a model with initial values set (initval=) or a nested "
+            f"model; {fix_text} (both bounds infinite truncate nothing).", site=first, fix=fix_text)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected variables likely created by GP objects")
+        fgraph, _ = fgraph_from_model(model)
+    for node in list(fgraph.toposort()):
+        if not isinstance(node.op, ModelFreeRV) or node.op.name not in rewrites:
+            continue
+        name, rv = node.op.name, node.inputs[0]
+        base = _untruncated_op(rv).make_node(*rv.owner.inputs[:-2]).default_output()
+        transform = node.op.transform
+        if isinstance(transform, Interval):  # the truncation's own: the base's default instead
+            transform = _default_transform(base.owner.op, base)
+        new_rv = base if fix else rv
+        if transform is None:
+            value = new_rv.type(name=name)
+        else:
+            value = transform.forward(new_rv, *new_rv.owner.inputs).type(name=f"{name}_{transform.name}__")
+        fgraph.replace(node.outputs[0], model_free_rv(new_rv, value, transform, name, *node.op.dims),
+                       import_missing=True)
+    return model_from_fgraph(fgraph, mutate_fgraph=True), rewrites
+
+
 def _native_sites(model: Any) -> dict[str, Site]:
     """Sites of a pm.Model. A latent ``Normal`` whose location or scale depends on another latent is
     ``noncenterable``: :func:`noncentred_model` really rewrites it (when PyMC's model fgraph can hold
