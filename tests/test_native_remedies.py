@@ -9,6 +9,12 @@ import resilient
 from resilient import record
 
 SEED = 20261128
+
+#: what the first attempt on a centred hierarchy may fail on. Which one a seed hits differs between CPUs
+#: (floating-point details of compiled code): divergences on one machine, a chain stuck in the funnel's neck on
+#: another (an AMD EPYC), so tests assert the outcome, never one machine's trajectory.
+CENTRED_FAILURES = ("divergences", "convergence", "stuck", "tree-depth")
+
 Y = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
 S = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
 
@@ -44,6 +50,20 @@ def test_native_numpyro_sites_carry_structured_facts_read_from_the_distributions
     assert dict(x.parameter_inputs) == {"mu": (), "sigma": ("y",)} and x.noncenterable
 
 
+def _assert_non_centred_and_accepted(data, attempts, names):
+    """The invariant of a remedied centred hierarchy on any CPU: the first attempt failed on one of
+    :data:`CENTRED_FAILURES`, the accepted (last) attempt runs ``names`` non-centred, and the result's
+    divergence rate is under the policy's limit. Which remedies came between is the loop's choice."""
+    assert attempts[0]["outcome"] == "retry" and attempts[0]["failure"] in CENTRED_FAILURES, attempts[0]
+    assert attempts[-1]["outcome"] == "accepted", [(a["failure"], a["remedy"], a["outcome"]) for a in attempts]
+    assert set(names) <= set(attempts[-1]["settings"]["noncentered"])
+    assert float(data.sample_stats["diverging"].mean()) < resilient.Policy().max_divergence_rate
+
+
+def _first_non_centred(attempts):
+    return next(a for a in attempts if a["settings"]["noncentered"])
+
+
 def _attempt_models(sampler, attempts):
     """The compiled model each attempt ran, from the sampler's cache, by the attempt's settings."""
     by_noncentered = {tuple(sorted(model.noncentered)): compiled for (_, model), compiled in sampler.cache.items()}
@@ -52,18 +72,15 @@ def _attempt_models(sampler, attempts):
 
 @pytest.mark.numpyro
 @pytest.mark.slow  # 8 s cold; P5 and the pm.Model run on nutpie cover the loop's non-centring by default
-@pytest.mark.parametrize("model, args", [(centred_eight_schools_plate, (Y, S)), (funnel, ())])
-def test_the_loop_non_centres_native_numpyro_models_and_the_model_really_changes(model, args):
+@pytest.mark.parametrize("model, args, centred", [(centred_eight_schools_plate, (Y, S), "theta"), (funnel, (), "x")])
+def test_the_loop_non_centres_native_numpyro_models_and_the_model_really_changes(model, args, centred):
     sampler = resilient.compile(model, *args, backend="numpyro")
     data = sampler.sample(draws=500, tune=500, chains=4, random_seed=SEED, progressbar=False)
     attempts = record.read_attempts(data)
-    assert attempts[0]["failure"] in ("divergences", "convergence")
-    remedied = [a for a in attempts if a["remedy"] == "noncenter"]
-    assert remedied and attempts[-1]["outcome"] == "accepted"
-    before, after = _attempt_models(sampler, [attempts[0], remedied[0]])
+    _assert_non_centred_and_accepted(data, attempts, [centred])
+    before, after = _attempt_models(sampler, [attempts[0], _first_non_centred(attempts)])
     assert before.latent_names != after.latent_names
     assert any(name.endswith("_decentered") for name in after.latent_names)
-    assert float(data.sample_stats["diverging"].mean()) < 0.005
 
 
 def _centred_pm_model():
@@ -110,9 +127,7 @@ def test_the_loop_non_centres_a_native_pm_model_and_the_posterior_keeps_its_name
     sampler = resilient.compile(_centred_pm_model(), engine=engine)
     data = sampler.sample(draws=500, tune=500, chains=4, random_seed=SEED, progressbar=False)
     attempts = record.read_attempts(data)
-    remedied = [a for a in attempts if a["remedy"] == "noncenter"]
-    assert remedied and remedied[0]["settings"]["noncentered"] == ["theta"] and attempts[-1]["outcome"] == "accepted"
-    assert attempts[0]["failure"] in ("divergences", "convergence")
+    _assert_non_centred_and_accepted(data, attempts, ["theta"])
+    assert attempts[-1]["settings"]["noncentered"] == ["theta"]  # the only centred site of the model
     assert set(data.posterior.data_vars) == {"mu", "tau", "theta"}
     assert data.posterior["theta"].dims == ("chain", "draw", "school")
-    assert float(data.sample_stats["diverging"].mean()) < 0.005
