@@ -3,7 +3,8 @@ examples), each run raw and through Resilient at the same settings, in one proce
 
 * raw PyMC: ``pm.sample(draws=500, tune=500, chains=2, random_seed=S, cores=1)``;
 * raw NumPyro: ``MCMC(NUTS(model), num_warmup=500, num_samples=500, num_chains=2,
-  chain_method="sequential")`` (float64, as Resilient samples by default);
+  chain_method="sequential")`` in NumPyro's default precision (float32, as a user runs it; ``--raw-x64``
+  for float64, Resilient's default);
 * Resilient: ``resilient.sample(model, draws=500, tune=500, chains=2, random_seed=S, cores=1)``.
 
 For each side: outcome, wall time, worst R-hat (rank-normalised split R-hat) and smallest bulk ESS over
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 SEED = 20
 DRAWS, TUNE, CHAINS = 500, 500, 2
 SIDES = ("raw", "resilient")
+RAW_X64 = False  # raw NumPyro in its own default precision (float32), as a user runs it; --raw-x64 for float64
 LIMIT = 420  # seconds per model (both sides) before the child is killed
 USABLE_RHAT = 1.01
 
@@ -119,7 +121,7 @@ def run_raw(entry, built) -> dict:
         from numpyro.infer import MCMC, NUTS
 
         fn, args = built
-        with jax.enable_x64(True):
+        with jax.enable_x64(RAW_X64):
             mcmc = MCMC(NUTS(fn), num_warmup=TUNE, num_samples=DRAWS, num_chains=CHAINS,
                         chain_method="sequential", progress_bar=False)
             mcmc.run(jax.random.PRNGKey(SEED), *args, extra_fields=("diverging", "num_steps"))
@@ -228,7 +230,8 @@ def _jsonable(value):
 def run_model(name: str, sides: list[str], limit: float) -> list[dict]:
     """Both sides of one model in a child process, killed (its process group) after ``limit`` seconds."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, __file__, "--child", name, "--sides", ",".join(sides)],
+    process = subprocess.Popen([sys.executable, __file__, "--child", name, "--sides", ",".join(sides)]
+                               + (["--raw-x64"] if RAW_X64 else []),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
@@ -256,11 +259,14 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--limit", type=float, default=LIMIT, help="seconds per model, both sides")
+    parser.add_argument("--raw-x64", action="store_true", help="raw NumPyro in float64 (Resilient's default)")
     parser.add_argument("--child", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--table", metavar="FILE", help="print the Markdown table of a results file and stop")
     args = parser.parse_args(argv)
     sides = args.sides.split(",")
+    global RAW_X64
+    RAW_X64 = args.raw_x64
     if args.child:
         child(args.child, sides)
         return 0
@@ -288,7 +294,7 @@ def main(argv=None) -> int:
     out = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "pymc": pymc.__version__,
            "numpyro": numpyro.__version__, "loop_commit": git, "draws": DRAWS, "tune": TUNE, "chains": CHAINS,
-           "seed": SEED, "limit_s": args.limit, "rows": results}
+           "seed": SEED, "limit_s": args.limit, "raw_numpyro_x64": RAW_X64, "rows": results}
     path.write_text(json.dumps(out, indent=1, default=_jsonable))
     print(markdown(results))
     print(f"written {path}")

@@ -206,7 +206,8 @@ def funnel(dim: int = 10):
 
 def ar2():
     """examples/ar2.py (ar2_scan): alpha_1, alpha_2, const ~ Normal(0, 1), sigma ~ HalfNormal(1), the
-    AR(2) transition in ``scan`` conditioned on y[2:]; 300 simulated points of an AR(2) process."""
+    AR(2) transition in ``scan`` conditioned on y[2:]; main()'s data: y = sin(t) + 0.1 N(0, 1), t = 0..141,
+    passed as a jax array as main() passes it (the model indexes it with a traced step inside ``scan``)."""
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
@@ -230,7 +231,9 @@ def ar2():
             _, mu = scan(transition, init, timesteps)
         numpyro.deterministic("mu", mu)
 
-    return ar2_scan, (D.ar2_series(center=0.0, sigma=1.0),)
+    t = np.arange(142)
+    y = jnp.asarray(np.sin(t) + 0.1 * np.random.default_rng(0).normal(size=t.size))
+    return ar2_scan, (y,)
 
 
 def zero_inflated_poisson():
