@@ -23,6 +23,7 @@ from resilient.errors import PreflightError, ResilientWarning, SamplerError, Sam
 from resilient.errors import warn as warn_user
 from resilient.model import Model, NativeModel
 from resilient.policy import Attempt, Policy
+from resilient.quality import Quality, badness, convergence, measure, separated_modes
 from resilient.states import Failure, Remedy
 
 __all__ = ["run_loop", "assess", "choose_remedy", "Decision", "ResilientWarning", "LoopState", "noncentering_candidates"]
@@ -38,15 +39,19 @@ class LoopState:
     init_strategy: str = "default"
     used: frozenset[Remedy] = frozenset()
     mass_matrix: str = "diag"
+    tune: int = 1000
+    draws: int = 1000
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The loop's next step after a failure: a remedy and the state it leads to, or ``remedy=None``."""
+    """The loop's next step after a failure: a remedy and the state it leads to, or ``remedy=None``.
+    ``skipped``: remedies that fit but were passed over, each with why (e.g. the time left)."""
 
     remedy: Remedy | None
     note: str
     state: LoopState
+    skipped: tuple[str, ...] = ()
 
 
 def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_stats: dict | None = None
@@ -81,10 +86,18 @@ def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_st
     if worst is not None:
         name, rhat, ess = worst
         if rhat > policy.rhat_limit or ess < policy.min_ess_bulk_per_chain * settings.chains:
+            modes = separated_modes(posterior)
+            if modes is not None and rhat > policy.rhat_limit:
+                return "multimodal", (
+                    f"{name} has R-hat {rhat:.3f}: the chains settled in separate modes, {modes.describe()}; "
+                    "the posterior is multimodal (or unidentified) and NUTS does not cross between separated "
+                    "modes, so more warm-up or a higher target_accept would not help"
+                )
             return "convergence", (
                 f"{name} has R-hat {rhat:.3f} and bulk ESS {ess:.0f} (limits {policy.rhat_limit} and "
-                f"{policy.min_ess_bulk_per_chain:g} per chain): the chains disagree; the posterior may be "
-                "improper, multimodal or unidentified"
+                f"{policy.min_ess_bulk_per_chain:g} per chain): "
+                + ("the chains disagree (slow mixing)" if rhat > policy.rhat_limit else
+                   "the chains agree but mix slowly (too few effective draws)")
             )
     return None, ""
 
@@ -105,27 +118,13 @@ def _stuck_chains(posterior: dict[str, np.ndarray], stats: dict[str, np.ndarray]
 
 
 def _worst_convergence(posterior: dict[str, np.ndarray], chains: int) -> tuple[str, float, float] | None:
+    """The scalar furthest from convergence (R-hat excess first, then the smallest ESS) with its figures."""
     if chains < 2 or not posterior:
         return None
-    from arviz_stats.base import array_stats
-
-    worst: tuple[str, float, float] | None = None
-    for name, values in posterior.items():
-        values = np.asarray(values, float)
-        if values.shape[1] < 8 or not np.all(np.isfinite(values)):
-            continue
-        flat = values.reshape(values.shape[0], values.shape[1], -1)
-        for index in range(flat.shape[2]):
-            ary = flat[:, :, index]
-            if np.ptp(ary) == 0:
-                continue
-            rhat = float(array_stats.rhat(ary, chain_axis=0, draw_axis=1))
-            ess = float(array_stats.ess(ary, chain_axis=0, draw_axis=1, method="bulk"))
-            label = name if flat.shape[2] == 1 else f"{name}[{index}]"
-            score = max(rhat - 1.0, 0.0) * 100 + 1.0 / max(ess, 1.0)
-            if worst is None or score > max(worst[1] - 1.0, 0.0) * 100 + 1.0 / max(worst[2], 1.0):
-                worst = (label, rhat, ess)
-    return worst
+    rows = convergence(posterior)
+    if not rows:
+        return None
+    return max(rows, key=lambda row: (max(row[1] - 1.0, 0.0) * 100 + 1.0 / max(row[2], 1.0)))
 
 
 def noncentering_candidates(model: Model | NativeModel, sites: Mapping[str, Any]) -> list[str]:
@@ -135,65 +134,124 @@ def noncentering_candidates(model: Model | NativeModel, sites: Mapping[str, Any]
             if site.kind == "latent" and site.noncenterable and site.name not in model.noncentered]
 
 
-#: remedies in the order they are tried, per failure.
+#: remedies in the order they are tried, per failure, as an experienced modeller would try them by hand:
+#: divergences in a hierarchy are a geometry problem (non-centre, then a smaller step, then a better metric);
+#: slow mixing without divergences wants a longer warm-up and more draws, then a better mass matrix; a saturated
+#: tree depth wants the mass matrix before anything else (a higher target_accept makes trees deeper); only a
+#: failure that points at the start (initialisation, stuck chains, non-finite values) gets fresh initial points.
 _LADDERS: dict[str, tuple[Remedy, ...]] = {
-    "divergences": ("noncenter", "target_accept", "float64", "other_backend"),
+    "divergences": ("noncenter", "target_accept", "dense_mass", "low_rank", "float64", "other_backend"),
+    "convergence": ("longer_warmup", "dense_mass", "low_rank", "noncenter", "other_backend"),
+    "tree-depth": ("dense_mass", "low_rank", "noncenter", "longer_warmup", "other_backend"),
     "initialization": ("reinitialize", "float64", "target_accept", "other_backend"),
-    "tree-depth": ("reinitialize", "noncenter", "low_rank", "target_accept", "other_backend"),
+    "multimodal": (),
 }
 for _failure in ("non-finite", "stuck", "no-draws", "sampler-error"):
     _LADDERS[_failure] = _LADDERS["initialization"]
-_LADDERS["convergence"] = _LADDERS["tree-depth"]
+
+#: a dense mass matrix is estimated from the warm-up draws: past this many latent dimensions it needs more
+#: warm-up than a run has, and nutpie's low-rank adaptation is the better metric.
+DENSE_MASS_MAX_DIMENSION = 200
+
+#: roughly how much longer an attempt runs after each remedy than the attempt before it (the time check).
+_COST: dict[str, float] = {"reinitialize": 1.0, "noncenter": 1.0, "longer_warmup": 2.0, "dense_mass": 1.3,
+                           "low_rank": 1.2, "target_accept": 1.6, "float64": 1.3, "other_backend": 1.5}
+
+_MASS = frozenset({"dense_mass", "low_rank"})
 
 
 def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candidates: Sequence[str] = (),
                   float32_in_effect: bool = False, other_backends: Sequence[str] = (),
-                  mass_matrices: Sequence[str] = ("diag",)) -> Decision:
-    """The next remedy that fits ``failure`` and is not used up: a pure function of its arguments.
+                  mass_matrices: Sequence[str] = ("diag",), dimension: int | None = None,
+                  seconds_left: float | None = None, last_seconds: float | None = None) -> Decision:
+    """The next remedy that fits ``failure``, is not used up and fits in the time left: a pure function.
 
     ``candidates``: sites the adapter can non-centre (:func:`noncentering_candidates`);
     ``float32_in_effect``: the compiled model really runs in float32 (float64 is only a remedy then);
     ``other_backends``: installed engines this model can move to (a native model only to those that
     run its own language: a pm.Model moves between PyMC's NUTS and nutpie);
-    ``mass_matrices``: what the current engine adapts (``"low_rank"``: nutpie).
+    ``mass_matrices``: what the current engine adapts (``"full"``: PyMC's NUTS, ``"low_rank"``: nutpie);
+    ``dimension``: the number of unconstrained latent values (a dense mass matrix only up to
+    :data:`DENSE_MASS_MAX_DIMENSION`); ``seconds_left`` and ``last_seconds`` (the failed attempt's warm-up and
+    sampling time): a remedy expected to need more than the time left is skipped with a note.
+
+    The target_accept ladder is taken one rung at a time: after its first rung, the other remedies that fit
+    come first, then its further rungs.
     """
+    skipped: list[str] = []
+    ladder = _LADDERS.get(failure, _LADDERS["convergence"])
+    for second_pass in (False, True):
+        for remedy in ladder:
+            if remedy not in policy.remedies or (second_pass and remedy != "target_accept"):
+                continue
+            if remedy in state.used and not (remedy == "target_accept" and second_pass):
+                continue
+            decision = _apply(remedy, state, policy, candidates=candidates, float32_in_effect=float32_in_effect,
+                              other_backends=other_backends, mass_matrices=mass_matrices, dimension=dimension)
+            if decision is None:
+                continue
+            if seconds_left is not None and last_seconds is not None:
+                expected = last_seconds * _COST.get(remedy, 1.0)
+                if expected > seconds_left:
+                    note = f"{decision.note} skipped: it needs about {expected:.0f} s and {max(seconds_left, 0):.0f} s are left"
+                    if note not in skipped:
+                        skipped.append(note)
+                    continue
+            return replace(decision, skipped=tuple(skipped))
+    note = "no remedy left that fits this failure" if failure != "multimodal" else (
+        "no remedy fits a multimodal posterior: reparameterise, add an identifying constraint (an ordering for "
+        "label switching) or use a sampler for multimodal posteriors (e.g. pm.sample_smc)")
+    if skipped:
+        note += f" in the time left ({'; '.join(skipped)})"
+    return Decision(None, note, state, tuple(skipped))
+
+
+def _apply(remedy: Remedy, state: LoopState, policy: Policy, *, candidates: Sequence[str], float32_in_effect: bool,
+           other_backends: Sequence[str], mass_matrices: Sequence[str], dimension: int | None) -> Decision | None:
+    """The decision ``remedy`` makes from ``state``, or None where it would change nothing."""
     from resilient.engine import modelling_backend
 
-    for remedy in _LADDERS.get(failure, _LADDERS["convergence"]):
-        if remedy not in policy.remedies:
-            continue
-        if remedy == "target_accept":
-            ladder = [t for t in policy.target_accept_ladder if t > state.target_accept]
-            if ladder:
-                return Decision(remedy, f"target_accept raised to {ladder[0]}", replace(state, target_accept=ladder[0]))
-            continue
-        if remedy in state.used:
-            continue
-        if remedy == "reinitialize":
-            strategy = {"default": "uniform"}.get(state.init_strategy, "prior")
-            used = state.used | {remedy} if strategy == "prior" else state.used
-            return Decision(remedy, f"fresh initial points ({strategy})",
-                            replace(state, init_strategy=strategy, used=used))
-        if remedy == "noncenter" and candidates:
-            model = state.model.with_options(noncentered=frozenset(state.model.noncentered) | set(candidates))
-            return Decision(remedy, f"non-centred {', '.join(candidates)} (sampled as loc + scale * raw)",
-                            replace(state, model=model, used=state.used | {remedy}))
-        if remedy == "low_rank" and "low_rank" in mass_matrices and state.mass_matrix != "low_rank":
-            return Decision(remedy, "low-rank mass matrix adaptation (nutpie)",
-                            replace(state, mass_matrix="low_rank", used=state.used | {remedy}))
-        if remedy == "float64" and float32_in_effect:
-            return Decision(remedy, "switched to float64",
-                            replace(state, model=state.model.with_options(float32=False), used=state.used | {remedy}))
-        if remedy == "other_backend":
-            movable = [b for b in other_backends if not isinstance(state.model, NativeModel)
-                       or modelling_backend(b) == state.model.backend]
-            if movable:
-                return Decision(remedy, f"switched to the {movable[0]} engine",
-                                replace(state, backend=movable[0], mass_matrix="diag", used=state.used | {remedy}))
-    return Decision(None, "no remedy left that fits this failure", state)
+    used = state.used | {remedy}
+    if remedy == "target_accept":
+        rungs = [t for t in policy.target_accept_ladder if t > state.target_accept]
+        if rungs:
+            return Decision(remedy, f"target_accept raised to {rungs[0]} (a smaller step size)",
+                            replace(state, target_accept=rungs[0], used=used))
+        return None
+    if remedy == "reinitialize":
+        strategy = {"default": "uniform"}.get(state.init_strategy, "prior")
+        return Decision(remedy, f"fresh initial points ({strategy})",
+                        replace(state, init_strategy=strategy, used=used if strategy == "prior" else state.used))
+    if remedy == "noncenter" and candidates:
+        model = state.model.with_options(noncentered=frozenset(state.model.noncentered) | set(candidates))
+        return Decision(remedy, f"non-centred {', '.join(candidates)} (sampled as loc + scale * raw)",
+                        replace(state, model=model, used=used))
+    if remedy == "longer_warmup":
+        tune, draws = max(2 * state.tune, 1000), 2 * state.draws
+        return Decision(remedy, f"a longer warm-up and more draws (tune {state.tune} -> {tune}, draws "
+                                f"{state.draws} -> {draws}), so the adaptation settles and the chains mix",
+                        replace(state, tune=tune, draws=draws, used=used))
+    if remedy == "dense_mass" and "full" in mass_matrices and state.mass_matrix != "full" and (
+            dimension is None or dimension <= DENSE_MASS_MAX_DIMENSION):
+        return Decision(remedy, "a dense mass matrix (adapted from the warm-up draws: correlations between "
+                                "parameters)", replace(state, mass_matrix="full", used=used | _MASS))
+    if remedy == "low_rank" and "low_rank" in mass_matrices and state.mass_matrix != "low_rank":
+        return Decision(remedy, "low-rank mass matrix adaptation (nutpie: the strongest correlations)",
+                        replace(state, mass_matrix="low_rank", used=used | _MASS))
+    if remedy == "float64" and float32_in_effect:
+        return Decision(remedy, "switched to float64",
+                        replace(state, model=state.model.with_options(float32=False), used=used))
+    if remedy == "other_backend":
+        movable = [b for b in other_backends if not isinstance(state.model, NativeModel)
+                   or modelling_backend(b) == state.model.backend]
+        if movable:
+            return Decision(remedy, f"switched to the {movable[0]} engine",
+                            replace(state, backend=movable[0], mass_matrix="diag", used=used))
+    return None
 
 
-def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any) -> Decision:
+def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any, *, dimension: int | None = None,
+            seconds_left: float | None = None, last_seconds: float | None = None) -> Decision:
     """:func:`choose_remedy` with the facts read off the compiled model and the installed backends."""
     from resilient.engine import can_sample, mass_matrices
 
@@ -201,16 +259,49 @@ def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any) -
         failure, state, policy, candidates=noncentering_candidates(state.model, compiled.sites),
         float32_in_effect=bool(state.model.float32) and "float32" not in getattr(compiled, "ignored_options", ()),
         other_backends=[b for b in available_backends() if b != state.backend and can_sample(b, compiled)],
-        mass_matrices=mass_matrices(state.backend))
+        mass_matrices=mass_matrices(state.backend), dimension=dimension, seconds_left=seconds_left,
+        last_seconds=last_seconds)
 
 
 #: failures after which the draws exist and are a valid (if poor) Markov chain: worth returning at the cap.
-STATISTICAL: frozenset[str] = frozenset({"divergences", "tree-depth", "convergence"})
+STATISTICAL: frozenset[str] = frozenset({"divergences", "tree-depth", "convergence", "multimodal"})
 
 
-def _badness(buffer: DrawBuffer) -> tuple[float, ...]:
-    """Orders failed attempts for "the best one": fewer divergent draws, then more draws."""
-    return (buffer.divergences() / max(buffer.complete_draws, 1), -float(buffer.complete_draws))
+@dataclass(frozen=True)
+class _Candidate:
+    """An attempt whose draws could be returned: its number, draws, quality, and whether it finished."""
+
+    number: int
+    data: Any
+    quality: Quality
+    finished: bool
+    statistical: bool  # the draws form a valid (if poor) Markov chain: no crash, no stuck chain, finite values
+
+    def key(self, policy: Policy) -> tuple:
+        rank = badness(self.quality, rhat_limit=policy.rhat_limit, min_ess_per_chain=policy.min_ess_bulk_per_chain,
+                       max_divergence_rate=policy.max_divergence_rate, depth_limit=policy.tree_depth_saturation)
+        return (not self.statistical, *rank, not self.finished, self.number)
+
+
+def _best(candidates: Sequence[_Candidate], policy: Policy) -> _Candidate | None:
+    """The attempt with the best diagnostics (:func:`resilient.quality.badness`); ties go to the earlier one,
+    so a remedy must improve on the first attempt to be returned instead of it."""
+    return min(candidates, key=lambda c: c.key(policy)) if candidates else None
+
+
+def _ledger(candidates: Sequence[_Candidate], attempts: Sequence[Attempt], current: tuple[int, str | None] = (0, None)
+            ) -> str:
+    """What each attempt changed and what it gave, in one line each (for the warning); ``current``: the number
+    and remedy of an attempt not yet in ``attempts``."""
+    remedies = {a.attempt: a.remedy for a in attempts}
+    remedies.setdefault(*current)
+    lines = []
+    for candidate in candidates:
+        remedy = remedies.get(candidate.number)
+        change = "as asked" if remedy is None else remedy.replace("_", " ")
+        state = "" if candidate.finished else f", unfinished at {candidate.quality.draws} draws per chain"
+        lines.append(f"attempt {candidate.number} ({change}{state}): {candidate.quality.describe()}")
+    return "; ".join(lines)
 
 
 def _layout(compiled: Any) -> dict[str, Any]:
@@ -282,7 +373,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
              compile_cache: dict | None = None, warn: Callable[[str], None] | None = None,
              engine_reason: str | None = None, keep_warmup: bool = False,
              precision_reason: str | None = None) -> Any:
-    """Preflight, then attempts until one is accepted or a cap is hit. Returns a DataTree."""
+    """Preflight, then attempts until one is accepted or a cap is hit. Returns a DataTree.
+
+    Nothing finished is dropped: when the attempts or the time run out, the result is the attempt with the
+    best diagnostics among those that ran (finished, or the one the budget cut short if it is better), never
+    one worse than the first; the run record's ``returned_attempt`` says which.
+    """
     from resilient import record
     from resilient.checks import check_compiled, run_preflight
 
@@ -293,10 +389,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
     attempts: list[Attempt] = []
     report = None
     seed = settings.random_seed if settings.random_seed is not None else int(np.random.default_rng().integers(2**31))
-    state = LoopState(model, backend, settings.target_accept, mass_matrix=settings.mass_matrix)
-    last_data = None
-    usable: list[tuple[tuple[float, ...], int, Any]] = []  # statistically failed attempts: (badness, number, data)
+    state = LoopState(model, backend, settings.target_accept, mass_matrix=settings.mass_matrix,
+                      tune=settings.tune, draws=settings.draws)
+    candidates: list[_Candidate] = []  # attempts whose draws could be returned
     next_remedy: str | None = None
+    dimension: int | None = None
+    last_seconds: float | None = None
 
     def compiled_for(current: LoopState) -> Any:
         key = (current.backend, current.model)
@@ -314,28 +412,46 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                 f"Preflight found {len(report.errors)} blocking problem(s); the first: {error.message}"
                 + (f" Fix: {error.fix}." if error.fix else ""), report)
 
-    def finish(data: Any, status: str, message: str) -> Any:
+    def finish(chosen: _Candidate | None, status: str, message: str) -> Any:
+        data = None if chosen is None else chosen.data
         run_info = {"backend": state.backend, "model": model.name, "status": status, "message": message,
                     "time_budget": policy.time_budget, "seconds": time.monotonic() - start,
                     "random_seed": seed, "max_tree_depth": settings.max_tree_depth,
+                    "returned_attempt": None if chosen is None else chosen.number,
                     **({"engine_reason": engine_reason} if engine_reason else {}),
                     **({"precision_reason": precision_reason} if precision_reason else {})}
+        if chosen is not None:
+            returned = next((a for a in attempts if a.attempt == chosen.number), None)
+            if returned is not None:
+                run_info["backend"] = returned.backend
         if data is not None:
             record.attach(data, preflight=report, attempts=attempts, run=run_info)
             if checkpoint is not None:
                 checkpoint.write_record({}, {k: v for k, v in data.attrs.items() if k.startswith("resilient")})
         return data
 
+    def best_so_far(why: str, current: tuple[int, str | None] = (0, None)) -> tuple[_Candidate | None, str]:
+        """The best attempt that ran, and a sentence saying which and why (for a budget or an interruption)."""
+        chosen = _best(candidates, policy)
+        if chosen is None:
+            return None, f"{why}; no draws were finished"
+        what = (f"attempt {chosen.number}'s {chosen.quality.draws} draws per chain"
+                + ("" if chosen.finished else " (unfinished)"))
+        if len(candidates) == 1:
+            return chosen, f"{why}; {what} are returned"
+        return chosen, (f"{why}; {what} are returned, the best by their diagnostics of the attempts that ran "
+                        f"({_ledger(candidates, attempts, current)})")
+
     for number in range(1, policy.max_attempts + 1):
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
-            message = f"the time budget of {policy.time_budget} s ran out before attempt {number}"
-            return _stop(finish(last_data, "budget", message), message, attempts, report, policy, warn, budget=True)
+            chosen, message = best_so_far(f"the time budget of {policy.time_budget} s ran out before attempt {number}")
+            return _stop(finish(chosen, "budget", message), message, attempts, report, policy, warn, budget=True)
         attempt_start = time.monotonic()
         remedy, next_remedy = next_remedy, None
         attempt_seed = seed + 1000 * (number - 1)
         current_settings = {
-            "draws": settings.draws, "tune": settings.tune, "chains": settings.chains,
+            "draws": state.draws, "tune": state.tune, "chains": settings.chains,
             "target_accept": state.target_accept, "init": state.init_strategy,
             "float32": bool(state.model.float32), "noncentered": sorted(state.model.noncentered),
             "random_seed": attempt_seed,
@@ -344,6 +460,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             **({"precision_reason": precision_reason} if number == 1 and precision_reason else {}),
         }
         compile_start = time.monotonic()
+        compiled = None
         try:
             compiled = compiled_for(state)
             compile_seconds = time.monotonic() - compile_start
@@ -353,13 +470,15 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     raise _InitializationFailed(later.errors[0].message)
             initial = settings.initial_points if number == 1 and settings.initial_points is not None else (
                 _initial_points(compiled, state.init_strategy, settings.chains, attempt_seed, policy.init_retries))
+            dimension = int(np.shape(initial)[-1]) if dimension is None else dimension
         except _InitializationFailed as failure:
             attempts.append(Attempt(number, state.backend, current_settings, remedy, "initialization", str(failure),
                                     "retry", time.monotonic() - attempt_start))
-            decision = _decide("initialization", state, policy, compiled)
+            decision = _decide("initialization", state, policy, compiled, dimension=dimension)
             if decision.remedy is None or number == policy.max_attempts:
                 attempts[-1] = replace(attempts[-1], outcome="gave-up")
-                return _stop(finish(last_data, "failed", str(failure)), f"initialisation failed: {failure}",
+                chosen = _best(candidates, policy)
+                return _stop(finish(chosen, "failed", str(failure)), f"initialisation failed: {failure}",
                              attempts, report, policy, warn)
             attempts[-1] = replace(attempts[-1], message=f"{failure}; next: {decision.note}")
             next_remedy, state = decision.remedy, decision.state
@@ -368,7 +487,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         buffer = DrawBuffer(settings.chains, keep_warmup=keep_warmup)
         if checkpoint is not None:
             checkpoint.start_attempt(number)
-        progress = _Progress(progressbar, settings.chains * (settings.tune + settings.draws),
+        progress = _Progress(progressbar, settings.chains * (state.tune + state.draws),
                              f"attempt {number} ({state.backend})")
 
         def on_chunk(chunk: Chunk) -> bool:
@@ -379,7 +498,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             return True
 
         run_settings = replace(settings, target_accept=state.target_accept, random_seed=attempt_seed,
-                               mass_matrix=state.mass_matrix,
+                               mass_matrix=state.mass_matrix, tune=state.tune, draws=state.draws,
                                initial_points=initial, deadline=deadline, chunk_size=policy.chunk_size,
                                progressbar=False)
         crash: SamplerError | None = None
@@ -390,25 +509,33 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         finally:
             progress.close()
         seconds = time.monotonic() - attempt_start
+        last_seconds = outcome.warmup_seconds + outcome.sampling_seconds or (seconds - compile_seconds)
         note_run(state.backend, outcome.warmup_seconds + outcome.sampling_seconds)
         data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
                            warmup_stats=buffer.warmup_stats(), layout=_layout(compiled),
                            warmup_posterior=buffer.warmup_posterior())
-        last_data = data
+        quality = measure(buffer.posterior(), buffer.sample_stats(), draws=buffer.complete_draws,
+                          chains=settings.chains, max_tree_depth=settings.max_tree_depth)
         base = dict(attempt=number, backend=state.backend, settings=current_settings, remedy=remedy,
                     seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences(),
                     compile_seconds=compile_seconds, warmup_seconds=outcome.warmup_seconds,
-                    sampling_seconds=outcome.sampling_seconds)
+                    sampling_seconds=outcome.sampling_seconds, rhat=quality.rhat, ess_bulk=quality.ess_bulk)
         if crash is None and not outcome.completed:
             kind = "budget" if outcome.reason == "deadline" else "interrupted"
-            message = (f"the time budget of {policy.time_budget} s ran out during attempt {number}"
-                       if kind == "budget" else f"sampling was interrupted ({outcome.reason})")
-            message += f"; {buffer.complete_draws} draws per chain were finished and are returned"
             seen, note = assess(buffer, policy, run_settings) if buffer.complete_draws >= 8 else (None, "")
-            if seen is not None:
+            if buffer.complete_draws:
+                candidates.append(_Candidate(number, data, quality, finished=False,
+                                             statistical=seen is None or seen in STATISTICAL))
+            why = (f"the time budget of {policy.time_budget} s ran out during attempt {number} "
+                   f"(after {buffer.complete_draws} of {state.draws} draws per chain)"
+                   if kind == "budget" else f"sampling was interrupted ({outcome.reason}) during attempt {number}")
+            chosen, message = best_so_far(why, (number, remedy))
+            if chosen is None:  # the budget's own result: the (empty) attempt, returned with the warning
+                chosen = _Candidate(number, data, quality, finished=False, statistical=False)
+            if seen is not None and chosen is not None and chosen.number == number:
                 message += f"; the finished draws show a problem: {note}"
             attempts.append(Attempt(**base, failure=kind, message=message, outcome=kind))
-            return _stop(finish(data, kind, message), message, attempts, report, policy, warn,
+            return _stop(finish(chosen, kind, message), message, attempts, report, policy, warn,
                          budget=kind == "budget", interrupted=kind == "interrupted")
         divergent = buffer.divergences()
         soft = False
@@ -417,39 +544,49 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             message = f"{crash}; {buffer.complete_draws} draws per chain were finished before it"
         else:
             failure, message = assess(buffer, policy, run_settings)
-            candidates = noncentering_candidates(state.model, compiled.sites)
+            noncenterable = noncentering_candidates(state.model, compiled.sites)
             remedying = bool(attempts) and attempts[-1].failure == "divergences"
-            soft = failure is None and divergent > 0 and policy.retry_divergences and bool(candidates or remedying)
+            soft = failure is None and divergent > 0 and policy.retry_divergences and bool(noncenterable or remedying)
             if soft:
                 failure, message = "divergences", f"{divergent} divergent draws (under the limit)" + (
-                    f" with centred hierarchical sites ({', '.join(candidates)})" if candidates else "")
+                    f" with centred hierarchical sites ({', '.join(noncenterable)})" if noncenterable else "")
             if failure is None:
                 attempts.append(Attempt(**base, outcome="accepted"))
-                return finish(data, "ok", "accepted")
+                return finish(_Candidate(number, data, quality, True, True), "ok", "accepted")
+        if buffer.complete_draws:
+            candidates.append(_Candidate(number, data, quality, finished=crash is None,
+                                         statistical=failure in STATISTICAL))
+        seconds_left = None if deadline is None else deadline - time.monotonic()
         if crash is not None and crash.kind != "numerical":
             decision = Decision(None, _NO_REMEDY[crash.kind], state)
         elif number == policy.max_attempts:
             decision = Decision(None, "the attempt cap is reached", state)
         else:
-            decision = _decide(failure, state, policy, compiled)
+            decision = _decide(failure, state, policy, compiled, dimension=dimension, seconds_left=seconds_left,
+                               last_seconds=last_seconds)
         new_remedy, note = decision.remedy, decision.note
         if new_remedy is None and soft:
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",
                                     message=f"{message}; accepted: {note} and the rate is under the limit"))
-            return finish(data, "ok", f"accepted with {divergent} divergent draws")
-        if failure in STATISTICAL:
-            usable.append((_badness(buffer), number, data))
+            return finish(_Candidate(number, data, quality, True, True), "ok",
+                          f"accepted with {divergent} divergent draws")
         if new_remedy is None:
             attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
             summary = f"attempt {number} failed: {message}; {note}"
-            if failure in STATISTICAL and policy.on_exhausted == "warn":
-                _, best_number, best = min(usable, key=lambda entry: (entry[0], -entry[1]))
-                warn(f"Resilient: {summary} ({len(attempts)} attempt(s)). Returning attempt {best_number}'s draws, "
-                     "the best of those that ran: their diagnostics fail; do not trust them without checking "
+            usable = [c for c in candidates if c.statistical]
+            if failure in STATISTICAL and policy.on_exhausted == "warn" and usable:
+                chosen = _best(usable, policy)
+                first = usable[0].number == 1 and chosen.number == 1 and len(attempts) > 1
+                verdict = ("the remedies did not help, so the first attempt's draws are returned" if first else
+                           f"returning attempt {chosen.number}'s draws, the best by their diagnostics")
+                warn(f"Resilient: {summary} ({len(attempts)} attempt(s)). {verdict[0].upper()}{verdict[1:]}: "
+                     f"{_ledger(usable, attempts)}. Their diagnostics fail; do not trust them without checking "
                      "(Policy(on_exhausted='raise') raises instead).")
-                return finish(best, "failed", f"{message}; returned attempt {best_number}'s draws")
-            return _stop(finish(data, "failed", message), summary, attempts, report, policy, warn, cause=crash)
-        attempts.append(Attempt(**base, failure=failure, message=f"{message}; next: {note}", outcome="retry"))
+                return finish(chosen, "failed", f"{message}; returned attempt {chosen.number}'s draws")
+            chosen = _best(candidates, policy) or _Candidate(number, data, quality, False, False)
+            return _stop(finish(chosen, "failed", message), summary, attempts, report, policy, warn, cause=crash)
+        skipped = f" ({'; '.join(decision.skipped)})" if decision.skipped else ""
+        attempts.append(Attempt(**base, failure=failure, message=f"{message}; next: {note}{skipped}", outcome="retry"))
         next_remedy, state = new_remedy, decision.state
     raise AssertionError("unreachable: the loop returns or raises within max_attempts")
 

@@ -19,7 +19,7 @@ class Policy:
     report applies the stricter published thresholds (R-hat < 1.01 ...) as warnings.
     """
 
-    max_attempts: int = 4
+    max_attempts: int = 5
     time_budget: float | None = None
     max_divergence_rate: float = 0.005  # above it an attempt fails, even the last one
     # Under the rate, divergences still try the next fitting remedy when non-centring applies or the loop is
@@ -75,6 +75,8 @@ class Attempt:
     compile_seconds: float = 0.0
     warmup_seconds: float = 0.0
     sampling_seconds: float = 0.0
+    rhat: float | None = None  #: the worst R-hat of the attempt's draws (None: fewer than 2 chains or 8 draws)
+    ess_bulk: float | None = None  #: the smallest bulk ESS of the attempt's draws
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

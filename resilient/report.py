@@ -121,6 +121,8 @@ _ATTEMPT_SCHEMA: dict[str, Any] = {
         "sampling_seconds": {"type": _NUMBER},
         "draws": {"type": ["integer", "null"]},
         "divergences": {"type": ["integer", "null"]},
+        "rhat": {"type": ["number", "null"], "description": "the attempt's worst R-hat"},
+        "ess_bulk": {"type": ["number", "null"], "description": "the attempt's smallest bulk ESS"},
     },
 }
 

@@ -19,11 +19,12 @@ Severity = Literal["error", "fixed", "warning", "info"]
 Outcome = Literal["accepted", "retry", "gave-up", "budget", "interrupted"]
 #: what went wrong in an attempt (None in an Attempt: nothing).
 Failure = Literal["initialization", "no-draws", "non-finite", "stuck", "divergences", "tree-depth",
-                  "convergence", "sampler-error", "budget", "interrupted"]
+                  "convergence", "multimodal", "sampler-error", "budget", "interrupted"]
 #: whether a remedy can help a backend error: see :class:`resilient.errors.SamplerError`.
 SamplerErrorKind = Literal["numerical", "resources", "crash"]
 #: every remedy the loop knows, in the order it tries them for a failure they fit.
-Remedy = Literal["reinitialize", "noncenter", "low_rank", "target_accept", "float64", "other_backend"]
+Remedy = Literal["reinitialize", "noncenter", "longer_warmup", "dense_mass", "low_rank", "target_accept", "float64",
+                 "other_backend"]
 #: how a call ended, in the result's run record.
 RunStatus = Literal["ok", "failed", "budget", "interrupted"]
 

@@ -1,5 +1,7 @@
 """The loop's decisions (assess, choose_remedy, a crashed run) on synthetic draws: no backend needed."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -246,3 +248,123 @@ def test_on_exhausted_raise_keeps_the_error():
     with pytest.raises(SamplingFailed, match="attempt 2 failed") as raised:
         run_diverging([0.05], Policy(max_attempts=2, remedies=("target_accept",), on_exhausted="raise"))
     assert raised.value.partial.posterior["x"].shape == (4, 400)
+
+
+# --- remedies that fit the cause, the best attempt by its diagnostics, nothing finished dropped (#20, #26) ---
+
+
+def test_chains_in_separate_modes_are_called_multimodal_and_not_retried():
+    rng = np.random.default_rng(3)
+    values = rng.normal(scale=0.05, size=(4, 400)) + np.array([[2.0], [-2.0], [2.0], [-2.0]])
+    failure, message = assess(buffer_from(values), Policy(), SETTINGS)
+    assert failure == "multimodal"
+    assert "chain(s) 1, 3 near -2" in message and "chain(s) 0, 2 near 2" in message
+    decision = choose_remedy("multimodal", LoopState(Model(lambda: None), "pymc", 0.8), Policy(),
+                             candidates=["theta"], mass_matrices=("diag", "full"), other_backends=["nutpie"])
+    assert decision.remedy is None and "multimodal" in decision.note
+
+
+def test_drifting_chains_are_slow_mixing_not_multimodal():
+    rng = np.random.default_rng(4)
+    walks = np.cumsum(rng.normal(size=(4, 400)), axis=1)  # random walks: each chain drifts
+    failure, message = assess(buffer_from(walks), Policy(), SETTINGS)
+    assert failure == "convergence" and "slow mixing" in message
+
+
+def test_slow_mixing_gets_a_longer_warm_up_then_a_better_mass_matrix_never_fresh_points():
+    state = LoopState(Model(lambda: None), "pymc", 0.8, tune=500, draws=500)
+    policy = Policy()
+    first = choose_remedy("convergence", state, policy, mass_matrices=("diag", "full", "diag_grad"), dimension=5)
+    assert first.remedy == "longer_warmup" and (first.state.tune, first.state.draws) == (1000, 1000)
+    second = choose_remedy("convergence", first.state, policy, mass_matrices=("diag", "full", "diag_grad"), dimension=5)
+    assert second.remedy == "dense_mass" and second.state.mass_matrix == "full"
+    on_nutpie = choose_remedy("convergence", replace(first.state, backend="nutpie"), policy,
+                              mass_matrices=("diag", "low_rank"), dimension=5000)
+    assert on_nutpie.remedy == "low_rank" and on_nutpie.state.mass_matrix == "low_rank"
+    big = choose_remedy("convergence", first.state, policy, mass_matrices=("diag", "full"), dimension=5000)
+    assert big.remedy != "dense_mass", "a dense metric is not estimated well in 5,000 dimensions"
+    for failure in ("convergence", "tree-depth", "divergences", "multimodal"):
+        remedies = set()
+        current = state
+        for _ in range(8):
+            decision = choose_remedy(failure, current, policy, candidates=["theta"], other_backends=["nutpie"],
+                                     mass_matrices=("diag", "full"))
+            if decision.remedy is None:
+                break
+            remedies.add(decision.remedy)
+            current = decision.state
+        assert "reinitialize" not in remedies, f"{failure} does not point at the start"
+
+
+def test_saturated_tree_depth_gets_the_mass_matrix_before_target_accept():
+    state = LoopState(Model(lambda: None), "pymc", 0.8)
+    decision = choose_remedy("tree-depth", state, Policy(), candidates=["theta"], mass_matrices=("diag", "full"))
+    assert decision.remedy == "dense_mass"
+    seen = []
+    while decision.remedy is not None and len(seen) < 8:
+        seen.append(decision.remedy)
+        decision = choose_remedy("tree-depth", decision.state, Policy(), candidates=["theta"],
+                                 mass_matrices=("diag", "full"))
+    assert "target_accept" not in seen, "a higher target_accept makes the trees deeper still"
+
+
+def test_a_remedy_that_needs_more_than_the_time_left_is_skipped_with_a_note():
+    state = LoopState(Model(lambda: None), "pymc", 0.8)
+    decision = choose_remedy("convergence", state, Policy(), mass_matrices=("diag", "full"), dimension=3,
+                             seconds_left=30.0, last_seconds=20.0)
+    assert decision.remedy == "dense_mass", "the longer warm-up (about 40 s) does not fit in 30 s"
+    assert decision.skipped and "needs about 40 s and 30 s are left" in decision.skipped[0]
+    none = choose_remedy("convergence", state, Policy(), mass_matrices=("diag", "full"), dimension=3,
+                         seconds_left=5.0, last_seconds=20.0)
+    assert none.remedy is None and "in the time left" in none.note
+
+
+class SlowingModel(CrashingModel):
+    """Run 1 finishes with 4% divergent draws; run 2, worse (20%), samples until the loop's deadline passes."""
+
+    def __init__(self):
+        super().__init__(0)
+
+    def run_nuts(self, settings, on_chunk):
+        import time
+
+        self.runs += 1
+        rng = np.random.default_rng(self.runs)
+        done = 0
+        while done < settings.draws:
+            if self.runs > 1 and settings.deadline is not None and time.monotonic() > settings.deadline:
+                return NUTSRun(completed=False, reason="deadline")
+            size = min(50, settings.draws - done)
+            diverging = np.zeros((settings.chains, size), bool)
+            diverging[:, :2 if self.runs == 1 else 10] = True
+            stats = {"diverging": diverging, "lp": np.zeros((settings.chains, size)),
+                     "tree_depth": np.full((settings.chains, size), 2)}
+            on_chunk(Chunk(tuple(range(settings.chains)), done, False,
+                           {"x": rng.normal(size=(settings.chains, size)) + 10 * self.runs}, stats))
+            done += size
+            if self.runs > 1:
+                time.sleep(0.05)
+        return NUTSRun(completed=True)
+
+
+def test_a_budget_that_runs_out_during_a_retry_returns_the_finished_attempt_not_the_partial_one():
+    model = Model(lambda: None)
+    settings = NUTSSettings(draws=4000, tune=0, chains=4, random_seed=1)
+    with pytest.warns(ResilientWarning, match=r"ran out during attempt 2.*attempt 1's 4000 draws per chain"):
+        data = run_loop(model, "numpyro", settings, Policy(time_budget=1.5, remedies=("target_accept",)),
+                        preflight=False, progressbar=False, compile_cache={("numpyro", model): SlowingModel()})
+    assert data.posterior["x"].shape == (4, 4000), "attempt 1 finished every draw: all of them come back"
+    assert abs(float(data.posterior["x"].mean()) - 10) < 0.5, "attempt 1's draws (centred at 10)"
+    run = read_run(data)
+    assert run["status"] == "budget" and run["returned_attempt"] == 1
+    assert [a["outcome"] for a in read_attempts(data)] == ["retry", "budget"]
+
+
+def test_when_no_remedy_helps_the_first_attempt_comes_back_and_the_warning_says_so():
+    policy = Policy(max_attempts=3, remedies=("target_accept",))
+    with pytest.warns(ResilientWarning, match=r"The remedies did not help, so the first attempt's draws are returned"
+                                              r": attempt 1 \(as asked\).*attempt 2 \(target accept\)"):
+        data = run_diverging([0.02, 0.05, 0.04], policy)
+    assert read_run(data)["returned_attempt"] == 1
+    assert abs(float(data.posterior["x"].mean()) - 1) < 0.2, "attempt 1's draws (centred at 1)"
+    assert all(a["rhat"] is not None and a["ess_bulk"] > 0 for a in read_attempts(data))
