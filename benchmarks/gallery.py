@@ -175,16 +175,17 @@ def run_resilient(entry, built) -> dict:
 
 
 def _attempts(attempts: list[dict]) -> list[dict]:
-    keep = ("attempt", "backend", "remedy", "failure", "outcome", "seconds", "draws", "divergences")
+    """The attempt log, less the sampler state: what each attempt changed, why it ended, what it gave."""
+    keep = ("attempt", "backend", "remedy", "failure", "outcome", "message", "seconds", "draws", "divergences",
+            "rhat", "ess_bulk", "compile_seconds")
     out = []
     for a in attempts:
         row = {k: a.get(k) for k in keep if k in a}
+        if isinstance(row.get("message"), str):
+            row["message"] = row["message"][:300]
         settings = a.get("settings") or {}
-        row["settings"] = {k: settings[k] for k in ("target_accept", "tune", "draws", "mass_matrix", "engine",
-                                                    "float32", "reparameterised", "init") if k in settings}
-        for k in ("rhat", "worst_rhat", "ess_bulk", "min_ess", "diagnostics"):
-            if k in a:
-                row[k] = a[k]
+        row["settings"] = {k: v for k, v in settings.items()
+                           if isinstance(v, (int, float, str, bool, type(None))) or k in ("reparameterised",)}
         out.append(row)
     return out
 
@@ -272,7 +273,14 @@ def main(argv=None) -> int:
         return 0
     path = Path(args.out) / f"gallery-{datetime.date.today().isoformat()}.json"
     if args.table:
-        print(markdown(json.loads(Path(args.table).read_text())["rows"]))
+        rows = json.loads(Path(args.table).read_text())["rows"]
+        print(markdown(rows))
+        for name, why in worse(rows):
+            print(f"\nWORSE {name}: {why}")
+            res = next(r for r in rows if r["model"] == name and r["side"] == "resilient")
+            print(f"  run: {res.get('status')}: {res.get('message', '')}")
+            for a in res.get("attempts") or []:
+                print(f"  {json.dumps(a)}")
         return 0
     results = []
     for name in args.models.split(","):
@@ -323,6 +331,31 @@ def remedies(row: dict | None) -> str:
         parts.append(f"{a.get('remedy') or 'first'} -> {a.get('outcome')}"
                      + (f" ({a['failure']})" if a.get("failure") else ""))
     return "; ".join(parts)
+
+
+def worse(results: list[dict], rhat_slack: float = 0.01, ess_ratio: float = 0.8) -> list[tuple[str, str]]:
+    """(model, why) for each model where Resilient did worse than raw by the issue's invariants: raw
+    usable and Resilient not; Resilient's worst R-hat above raw's + slack; (raw usable) Resilient's smallest
+    bulk ESS under ess_ratio x raw's; Resilient gave no answer where raw gave one."""
+    out = []
+    for name in dict.fromkeys(r["model"] for r in results):
+        raw = next((r for r in results if r["model"] == name and r["side"] == "raw"), None)
+        res = next((r for r in results if r["model"] == name and r["side"] == "resilient"), None)
+        if raw is None or res is None or raw.get("outcome") != "ok":
+            continue
+        if res.get("outcome") != "ok":
+            out.append((name, f"Resilient {res.get('outcome')} where raw returned draws: {res.get('message', '')[:200]}"))
+            continue
+        why = []
+        if usable(raw) and not usable(res):
+            why.append("raw usable, Resilient not")
+        if res["worst_rhat"] > raw["worst_rhat"] + rhat_slack:
+            why.append(f"worst R-hat {res['worst_rhat']:.3f} ({res.get('worst_rhat_at')}) vs raw {raw['worst_rhat']:.3f}")
+        if usable(raw) and res["min_ess_bulk"] < ess_ratio * raw["min_ess_bulk"]:
+            why.append(f"min bulk ESS {res['min_ess_bulk']:.0f} vs raw {raw['min_ess_bulk']:.0f}")
+        if why:
+            out.append((name, "; ".join(why)))
+    return out
 
 
 def markdown(results: list[dict]) -> str:
