@@ -14,8 +14,8 @@ import numpy as np
 
 from resilient.errors import ResilientError
 
-__all__ = ["PM_SAMPLE_ARGUMENTS", "Fate", "normalise_seed", "nuts_options", "idata_options", "refuse_unsupported",
-           "markdown_table"]
+__all__ = ["PM_SAMPLE_ARGUMENTS", "Fate", "normalise_seed", "pm_sample_spellings", "split_keywords",
+           "idata_options", "refuse_unsupported", "markdown_table"]
 
 Fate = Literal["honoured", "ignored", "refused"]
 
@@ -104,14 +104,86 @@ def _pop_dict(kwargs: dict[str, Any], name: str, what: str, known: Iterable[str]
     return options
 
 
-def nuts_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Pop ``nuts={...}`` and ``max_treedepth`` from pm.sample-style kwargs; resilient.sample's names."""
-    options: dict[str, Any] = {}
+def pm_sample_spellings(kwargs: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """Pop pm.sample's spellings of Resilient's options from pm.sample-style kwargs (``nuts={...}``,
+    ``max_treedepth``, ``init``): option -> ``(value, the spelling used)``. One option given in two of
+    them is an error."""
+    found: dict[str, tuple[Any, str]] = {}
     nuts = _pop_dict(kwargs, "nuts", "a dict of NUTS options", sorted(_NUTS_KEYS))
-    options.update({_NUTS_KEYS[k]: v for k, v in nuts.items()})
+    for key, value in nuts.items():
+        found[_NUTS_KEYS[key]] = (value, f"nuts={{{key!r}: ...}}")
     if "max_treedepth" in kwargs:
-        options["max_tree_depth"] = kwargs.pop("max_treedepth")
-    return options
+        value = kwargs.pop("max_treedepth")
+        if "max_tree_depth" in found:
+            raise ResilientError("`max_treedepth` and nuts={'max_treedepth': ...} are one option, given twice; "
+                                 "give one of them.")
+        found["max_tree_depth"] = (value, "max_treedepth")
+    if kwargs.get("init") is not None:
+        init = kwargs["init"]
+        found["mass_matrix"] = (init_option(kwargs), f"init={init!r}")
+    kwargs.pop("init", None)
+    return found
+
+
+def split_keywords(model: Any, kwargs: Mapping[str, Any], options: Iterable[str]) -> tuple[dict, dict]:
+    """``(pm_kwargs, data)``: resilient.sample's ``**kwargs`` apart. A keyword is data when the model
+    function names it explicitly in its signature (a ``**kwargs`` there does not make every name data),
+    else a pm.sample argument when pm.sample has it; anything else is an error that names it and the
+    closest of ``options``, pm.sample's arguments and the model's parameters."""
+    import difflib
+    import inspect
+
+    takes: list[str] = []
+    variadic = False
+    function = callable(model) and not isinstance(model, type) and not _is_model_object(model)
+    if function:
+        try:
+            parameters = inspect.signature(model).parameters.values()
+        except (TypeError, ValueError):
+            parameters = []
+        takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        variadic = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    pm_kwargs, data = {}, {}
+    for name, value in kwargs.items():
+        if name in takes:
+            data[name] = value
+        elif name in PM_SAMPLE_ARGUMENTS:
+            pm_kwargs[name] = value
+        else:
+            known = [*options, *PM_SAMPLE_ARGUMENTS, *takes]
+            close = difflib.get_close_matches(name, list(dict.fromkeys(known)), n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else "."
+            if function:
+                label = getattr(model, "__name__", "the model function")
+                where = (f" It is not an option of resilient.sample, an argument of pm.sample or a parameter "
+                         f"{label}() names" + (" (its **kwargs do not make every name data)" if variadic else "")
+                         + ". Data whose name collides with an option, or for a model's **kwargs, goes in "
+                         "model_kwargs={...}.")
+            elif _is_pymc(model) or (model is None and _pymc_context() is not None):
+                where = (" It is not an option of resilient.sample or an argument of pm.sample, and a PyMC model "
+                         "carries its own data (pm.Data, or build the model with the data).")
+            else:
+                where = " It is not an option of resilient.sample or an argument of pm.sample."
+            raise ResilientError(f"unknown argument `{name}`{hint}{where}")
+    return pm_kwargs, data
+
+
+def _pymc_context() -> Any:
+    from resilient.resolve import _pymc_context_model
+
+    return _pymc_context_model()
+
+
+def _is_pymc(model: Any) -> bool:
+    return any(c.__module__.startswith("pymc") and c.__name__ in ("Model", "BaseModel") for c in type(model).__mro__)
+
+
+def _is_model_object(model: Any) -> bool:
+    """A pm.Model, a compiled sampler or a resolved model: callables whose parameters are not data."""
+    from resilient.model import Model, NativeModel
+
+    names = {c.__name__ for c in type(model).__mro__}
+    return _is_pymc(model) or isinstance(model, (Model, NativeModel)) or "CompiledSampler" in names
 
 
 def init_option(kwargs: dict[str, Any]) -> str | None:

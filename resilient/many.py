@@ -40,6 +40,7 @@ import numpy as np
 from resilient.errors import ResilientError
 from resilient.loading import load_reference  # the one loader of model files, shared with the CLI
 from resilient.loading import split_reference as _split_reference
+from resilient.options import RunOptions
 from resilient.policy import Policy
 
 __all__ = [
@@ -899,19 +900,13 @@ def fit_seed(random_seed: int, index: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([int(random_seed), int(index), int(stream)]).generate_state(1)[0] % 2**31)
 
 
-def run_settings(*, draws: int, tune: int, chains: int, target_accept: float, max_tree_depth: int,
-                 policy: Policy | None, time_budget: float | None, max_attempts: int | None, fix: bool,
-                 float32: bool) -> dict[str, Any]:
-    from resilient.sampling import _check_count
-
-    policy = policy or Policy()
-    overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
-    if overrides:
-        policy = policy.replace(**overrides)
-    return {"draws": _check_count("draws", draws, 1), "tune": _check_count("tune", tune, 0),
-            "chains": _check_count("chains", chains, 1), "target_accept": float(target_accept),
-            "max_tree_depth": _check_count("max_tree_depth", max_tree_depth, 1), "policy": policy,
-            "fix": bool(fix), "float32": bool(float32)}
+def run_settings(options: RunOptions, *, fix: bool, float32: bool) -> dict[str, Any]:
+    """What each fit's job carries (and the manifest records) from the run's checked
+    :class:`~resilient.options.RunOptions`: draws, tune, chains, target_accept, max_tree_depth, policy,
+    and the model options fix and float32."""
+    return {"draws": options.draws, "tune": options.tune, "chains": options.chains,
+            "target_accept": options.target_accept, "max_tree_depth": options.max_tree_depth,
+            "policy": options.policy, "fix": bool(fix), "float32": bool(float32)}
 
 
 def manifest_of(kind: str, spec: ModelSpec, backend: str | None, run: Mapping[str, Any], random_seed: int,
@@ -984,9 +979,10 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     crashed child process); no connected worker for ``worker_timeout`` seconds stops the run with an error.
     """
     spec = ModelSpec.of(model)
-    run = run_settings(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
-                       max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
-                       max_attempts=max_attempts, fix=fix, float32=float32)
+    options = RunOptions(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+                         max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
+                         max_attempts=max_attempts, progressbar=False)
+    run = run_settings(options, fix=fix, float32=float32)
     resolve_fit_timeout(fit_timeout, run["policy"])
     id_list = list(ids) if ids is not None else None
     if id_list is not None and len(set(id_list)) != len(id_list):

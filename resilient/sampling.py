@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from resilient.arguments import (PM_SAMPLE_ARGUMENTS, compile_options, idata_options, init_option,
-                                 normalise_seed, nuts_options, refuse_unsupported)
+from resilient.arguments import (compile_options, idata_options, pm_sample_spellings,
+                                 refuse_unsupported, split_keywords)
 from resilient.backend import NUTSSettings
 from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
+from resilient.options import RunOptions
 from resilient.policy import Policy
 
+if TYPE_CHECKING:  # annotations only: resilient imports no xarray at import time
+    import xarray
+
 __all__ = ["sample", "resume", "compile", "CompiledSampler"]
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ResilientError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
 
 @dataclass(eq=False)
 class CompiledSampler:
@@ -59,78 +57,88 @@ class CompiledSampler:
         return run_preflight(self.model, self.backend, random_seed=random_seed, compiled=self.compiled)[0]
 
     def sample(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4, target_accept: float = 0.8,
-               random_seed: int | None = None, initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+               random_seed: Any = None, initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
                progressbar: bool = True, preflight: bool = True, max_tree_depth: int = 10,
                policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
                checkpoint: str | None = None, resume: str | None = None,
                var_names: Sequence[str] | None = None, mass_matrix: str = "diag",
                log_likelihood: bool | None = None, cores: int | None = None,
-               discard_tuned_samples: bool = True) -> Any:
-        """Preflight and the resilient NUTS loop; an ArviZ DataTree. Arguments as for :func:`sample`;
-        ``var_names`` keeps only those variables in the posterior group; ``cores``, pm.sample's: chains
-        at a time on PyMC's NUTS and nutpie; ``discard_tuned_samples=False`` keeps the warm-up draws
-        (``warmup_posterior``)."""
+               discard_tuned_samples: bool = True) -> xarray.DataTree:
+        """Preflight and the resilient NUTS loop on the compiled model; an ArviZ DataTree.
+
+        The run options mean what they mean in :func:`sample` (they make one
+        :class:`~resilient.options.RunOptions`, checked once); the model, its data, the backend and
+        the engine are this sampler's.
+        """
+        return self.run(RunOptions(
+            draws=draws, tune=tune, chains=chains, target_accept=target_accept, random_seed=random_seed,
+            initvals=initvals, progressbar=progressbar, preflight=preflight, max_tree_depth=max_tree_depth,
+            policy=policy, time_budget=time_budget, max_attempts=max_attempts, checkpoint=checkpoint, resume=resume,
+            var_names=var_names, mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores,
+            discard_tuned_samples=discard_tuned_samples))
+
+    def run(self, options: RunOptions) -> xarray.DataTree:
+        """Preflight and the resilient NUTS loop under ``options`` (a checked
+        :class:`~resilient.options.RunOptions`); an ArviZ DataTree."""
         from resilient.checkpoint import Checkpoint, read_state
         from resilient.loop import run_loop
 
-        draws = _check_count("draws", draws, 1)
-        tune = _check_count("tune", tune, 0)
-        chains = _check_count("chains", chains, 1)
-        max_tree_depth = _check_count("max_tree_depth", max_tree_depth, 1)
-        if not 0 < float(target_accept) < 1:
-            raise ResilientError(f"`target_accept` must be in (0, 1), got {target_accept!r}. Typical: 0.8 to 0.99.")
-        random_seed = normalise_seed(random_seed, chains)
-        log_likelihood = idata_options({}, log_likelihood)
-        keep = self._checked_var_names(var_names)
-        policy = policy or Policy()
-        overrides = {k: v for k, v in (("time_budget", time_budget), ("max_attempts", max_attempts)) if v is not None}
-        policy = policy.replace(**overrides) if overrides else policy
-        resume_state = read_state(resume) if resume is not None else None
-        from resilient.engine import all_mass_matrices, engines_adapting, mass_matrices
+        keep = self._checked_var_names(options.var_names)
+        resume_state = read_state(options.resume) if options.resume is not None else None
+        from resilient.engine import engines_adapting, mass_matrices
 
-        if mass_matrix not in all_mass_matrices():
-            raise ResilientError(f"`mass_matrix` must be one of {', '.join(repr(m) for m in all_mass_matrices())}, "
-                                 f"got {mass_matrix!r}.")
-        choice = self.choose_engine(draws=draws, tune=tune, chains=chains, mass_matrix=mass_matrix)
+        mass_matrix = options.mass_matrix
+        choice = self.choose_engine(draws=options.draws, tune=options.tune, chains=options.chains,
+                                    mass_matrix=mass_matrix, cores=options.cores)
         if mass_matrix not in mass_matrices(choice.engine):
             able = " or ".join(f"engine={e!r}" for e in engines_adapting(mass_matrix))
             raise ResilientError(f"mass_matrix={mass_matrix!r} is not adapted by {choice.engine!r} ({choice.reason}); "
                                  f"{able} adapts it (a PyMC or shared-API model).")
-        settings = NUTSSettings(draws=draws, tune=0 if resume_state is not None else tune, chains=chains,
-                                target_accept=float(target_accept), random_seed=random_seed,
-                                max_tree_depth=max_tree_depth, resume_state=resume_state, mass_matrix=mass_matrix,
-                                cores=None if cores is None else _check_count("cores", cores, 1))
-        if initvals is not None:
-            settings = replace(settings, initial_points=self._initial_points(initvals, chains))
+        settings = NUTSSettings(draws=options.draws, tune=0 if resume_state is not None else options.tune,
+                                chains=options.chains, target_accept=options.target_accept,
+                                random_seed=options.random_seed, max_tree_depth=options.max_tree_depth,
+                                resume_state=resume_state, mass_matrix=mass_matrix, cores=options.cores)
+        if options.initvals is not None:
+            settings = replace(settings, initial_points=self._initial_points(options.initvals, options.chains))
         store = None
-        if checkpoint is not None or resume is not None:
-            store = Checkpoint(checkpoint or resume, fresh=resume is None, meta={
-                "model": self.model.name, "backend": choice.engine, "draws": draws, "tune": tune, "chains": chains,
-                "target_accept": target_accept, "random_seed": random_seed})
+        if options.checkpoint is not None or options.resume is not None:
+            store = Checkpoint(options.checkpoint or options.resume, fresh=options.resume is None, meta={
+                "model": self.model.name, "backend": choice.engine, "draws": options.draws, "tune": options.tune,
+                "chains": options.chains, "target_accept": options.target_accept,
+                "random_seed": options.random_seed})
         model, precision_reason = self.model, None
         if self.float32_auto:
             from resilient.precision import choose_precision
 
-            precision = choose_precision(self.model, choice.engine, self.cache, random_seed)
+            precision = choose_precision(self.model, choice.engine, self.cache, options.random_seed)
             model, precision_reason = precision.model, precision.reason
-        data = run_loop(model, choice.engine, settings, policy, preflight=preflight and resume is None,
-                        checkpoint=store, progressbar=progressbar, compile_cache=self.cache,
-                        engine_reason=choice.reason, keep_warmup=not discard_tuned_samples,
-                        precision_reason=precision_reason)
-        if data is not None and (self.backend == "numpyro" if log_likelihood is None else log_likelihood):
-            self._add_log_likelihood(data)
+        data = run_loop(model, choice.engine, settings, options.policy,
+                        preflight=options.preflight and options.resume is None, checkpoint=store,
+                        progressbar=options.progressbar, compile_cache=self.cache, engine_reason=choice.reason,
+                        keep_warmup=not options.discard_tuned_samples, precision_reason=precision_reason)
+        wanted = options.log_likelihood
+        if data is not None and (self.backend == "numpyro" if wanted is None else wanted):
+            self._add_log_likelihood(data, limit=LOG_LIKELIHOOD_DEFAULT_LIMIT if wanted is None else None)
         if keep is not None and data is not None:
             data["posterior"] = data["posterior"].to_dataset()[keep]
+        if options.compute_convergence_checks and data is not None:
+            _warn_convergence(data)
         return data
 
-    def _add_log_likelihood(self, data: Any) -> None:
+    def _add_log_likelihood(self, data: Any, limit: int | None = None) -> None:
         """Add the ``log_likelihood`` group (what ``az.loo`` / ``az.compare`` read) for the draws in ``data``,
-        computed by the compiled model that made them, named as the backend's own converter names it (the
-        observed variables' dims). A failure here warns and leaves the draws as they are."""
+        computed by the compiled model that made them, in the draws' precision, named as the backend's own
+        converter names it (the observed variables' dims). With a ``limit`` (the default's, not asked for),
+        a group of more numbers than that is skipped with a warning that says its size and how to ask for it.
+        A failure here warns and leaves the draws as they are."""
         from arviz_base import dict_to_dataset
 
         posterior = data["posterior"].to_dataset()
         if not posterior.data_vars or posterior.sizes.get("draw", 0) == 0:
+            return
+        floats = [value.dtype for value in posterior.data_vars.values() if np.issubdtype(value.dtype, np.floating)]
+        precision = max(floats, key=lambda dtype: dtype.itemsize) if floats else np.dtype(np.float64)
+        if limit is not None and _too_big_for_default(data, posterior, precision, limit):
             return
         try:
             compiled = self._compiled_that_made(data)
@@ -142,14 +150,17 @@ class CompiledSampler:
             return
         if not values:
             return
+        values = {name: np.asarray(value).astype(precision, copy=False)
+                  if np.issubdtype(np.asarray(value).dtype, np.floating) else value for name, value in values.items()}
         layout = getattr(compiled, "datatree_layout", dict)()
         dims = {name: list(names) for name, names in (layout.get("dims") or {}).items() if name in values}
         data["log_likelihood"] = dict_to_dataset(values, coords=layout.get("coords") or None, dims=dims or None,
                                                  sample_dims=["chain", "draw"], skip_event_dims=True)
 
     def _compiled_that_made(self, data: Any) -> Any:
-        """The compiled model of the attempt whose draws ``data`` holds (the run record names its engine and
-        model options: a remedy may have non-centred sites, switched to float64 or to another engine)."""
+        """The compiled model of the attempt whose draws ``data`` holds (the run record's ``returned_attempt``;
+        that attempt's record names its engine and model options: a remedy may have non-centred sites,
+        switched to float64 or to another engine)."""
         import re
 
         from resilient.backend import get_adapter
@@ -157,8 +168,10 @@ class CompiledSampler:
 
         run = read_run(data) or {}
         attempts = read_attempts(data)
-        returned = re.search(r"returned attempt (\d+)'s draws", str(run.get("message", "")))
-        number = int(returned.group(1)) if returned else None
+        number = run.get("returned_attempt")
+        if number is None:  # a record written before the field existed: its message says it
+            returned = re.search(r"returned attempt (\d+)'s draws", str(run.get("message", "")))
+            number = int(returned.group(1)) if returned else None
         attempt = next((a for a in attempts if a.get("attempt") == number), attempts[-1] if attempts else {})
         engine = attempt.get("backend") or run.get("backend") or self.backend
         settings = attempt.get("settings") or {}
@@ -173,7 +186,8 @@ class CompiledSampler:
         self.cache[(engine, variant)] = get_adapter(engine).compile(variant)
         return self.cache[(engine, variant)]
 
-    def choose_engine(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4, mass_matrix: str = "diag") -> Any:
+    def choose_engine(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4, mass_matrix: str = "diag",
+                      cores: int | None = None) -> Any:
         """The engine for a run of this size (:class:`resilient.engine.EngineChoice`); a nutpie choice
         wraps the PyMC compiled model, compiled once for both."""
         from resilient.engine import EngineChoice, choose_engine, installed
@@ -189,7 +203,7 @@ class CompiledSampler:
             return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
         choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
                                compiled_pymc=compiled if self.backend == "pymc" else None, draws=draws, tune=tune,
-                               chains=chains, mass_matrix=mass_matrix)
+                               chains=chains, cores=cores, mass_matrix=mass_matrix)
         if choice.engine == "nutpie" and compiled is not None and ("nutpie", self.model) not in self.cache:
             from resilient.adapters.nutpie import NutpieCompiledModel
 
@@ -233,15 +247,59 @@ class CompiledSampler:
         return np.stack(points)
 
 
-def compile(model: Any = None, *args: Any, backend: str | None = None, engine: str = "auto", fix: bool = True,
-            float32: bool | str = False, **kwargs: Any) -> CompiledSampler:
-    """Compile ``model`` once for ``backend``; sample it many times with ``.sample(...)``.
+#: numbers (chains x draws x observed values) up to which the default ``log_likelihood=None`` adds the
+#: group on NumPyro models: 10 million, 80 MB in float64 (40 MB in float32), e.g. 4 chains x 1,000 draws
+#: x 2,500 observations. Past it the pointwise group outgrows the draws themselves by orders of magnitude
+#: (100,000 rows at pm.sample's 4 x 1,000 draws: 3.2 GB), so it is computed only when asked for.
+LOG_LIKELIHOOD_DEFAULT_LIMIT = 10_000_000
 
-    ``model`` and its data (``*args``/``**kwargs``) are as for :func:`sample`.
+
+def _too_big_for_default(data: Any, posterior: Any, precision: np.dtype, limit: int) -> bool:
+    """Whether the default log_likelihood group for ``data`` would hold more than ``limit`` numbers; if so,
+    warn once with its size and how to ask for it."""
+    observed = data["observed_data"].to_dataset() if "observed_data" in data.children else None
+    count = sum(int(value.size) for value in observed.data_vars.values()) if observed is not None else 0
+    chains, draws = int(posterior.sizes.get("chain", 1)), int(posterior.sizes.get("draw", 0))
+    numbers_ = chains * draws * count
+    if numbers_ <= limit:
+        return False
+    warn(f"Resilient: no log_likelihood group by default: it would hold {numbers_:,} numbers ({chains} chains x "
+         f"{draws:,} draws x {count:,} observed values; {numbers_ * precision.itemsize / 1e6:,.0f} MB in "
+         f"{precision.name}), more than the default's limit of {limit:,}. Ask for it with log_likelihood=True "
+         "(or idata_kwargs={'log_likelihood': True}).")
+    return True
+
+
+def compile(model: Any = None, *args: Any, backend: str | None = None, engine: str = "auto", fix: bool = True,
+            float32: bool | str = False, model_kwargs: Mapping[str, Any] | None = None,
+            **kwargs: Any) -> CompiledSampler:
+    """Compile ``model`` once; sample it many times with ``.sample(...)``.
+
+    Parameters
+    ----------
+    model, *args, backend, engine, fix, float32, model_kwargs
+        As for :func:`sample`.
+    **kwargs
+        Data for a parameter the model function names in its signature, and pm.sample's
+        ``compile_kwargs``. Run options (draws, chains, ...) go to :meth:`CompiledSampler.sample`.
+
+    Returns
+    -------
+    CompiledSampler
+
+    Raises
+    ------
+    ResilientError
+        An argument that is neither data the model names nor a compile option.
     """
+    pm_kwargs, data = split_keywords(model, kwargs, tuple(compile.__kwdefaults__))
+    run = sorted(set(pm_kwargs) - {"compile_kwargs"})
+    if run:
+        raise ResilientError(f"{', '.join(f'`{n}`' for n in run)}: run arguments go to .sample(...) of what "
+                             "resilient.compile returns, not to compile.")
     auto = _float32_auto(float32)
-    resolved, backend, engine = _resolve(model, args, kwargs, backend, engine, None, {}, fix=fix,
-                                         float32=False if auto else float32)
+    resolved, backend, engine = _resolve(model, args, {**_checked_model_kwargs(model_kwargs), **data}, backend,
+                                         engine, None, pm_kwargs, fix=fix, float32=False if auto else float32)
     sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
     sampler.compiled  # noqa: B018  (compile now: the caller asked for it)
     return sampler
@@ -264,37 +322,120 @@ def _resolve(model: Any, args: tuple, data: Mapping[str, Any], backend: str | No
     return resolved, default_backend(resolved, model_backend(engine, backend, native)), engine
 
 
-def sample(model: Any = None, *args: Any, backend: str | None = None, engine: str = "auto", draws: int = 1000,
-           tune: int = 1000,
-           chains: int = 4, target_accept: float = 0.8, random_seed: int | None = None,
+def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 1000, chains: int | None = 4,
+           target_accept: float | None = None, random_seed: Any = None,
            initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, progressbar: bool = True,
-           preflight: bool = True, fix: bool = True, float32: bool | str = False, max_tree_depth: int = 10,
-           policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
-           checkpoint: str | None = None, resume: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
-           mass_matrix: str = "diag", log_likelihood: bool | None = None, **kwargs: Any) -> Any:
-    """Run preflight and the resilient NUTS loop; return an ArviZ DataTree.
+           backend: str | None = None, engine: str = "auto", preflight: bool = True, fix: bool = True,
+           float32: bool | str = False, max_tree_depth: int | None = None, mass_matrix: str | None = None,
+           cores: int | None = None, policy: Policy | None = None, time_budget: float | None = None,
+           max_attempts: int | None = None, checkpoint: str | None = None, resume: str | None = None,
+           log_likelihood: bool | None = None, var_names: Sequence[str] | None = None,
+           discard_tuned_samples: bool = True, model_kwargs: Mapping[str, Any] | None = None,
+           **kwargs: Any) -> xarray.DataTree:
+    """Run preflight and the resilient NUTS loop on ``model``; return an ArviZ DataTree.
 
-    ``model`` is a shared-API model function (data as ``*args`` / ``**kwargs`` or
-    ``model_kwargs``), a NumPyro model function (its arguments likewise), a PyMC model
-    (``model=`` or the ``with pm.Model():`` context; ``pm.sample``'s arguments are accepted), or
-    what :func:`compile` returned. ``draws``, ``tune``, ``chains``, ``target_accept``,
-    ``random_seed``, ``initvals`` and ``progressbar`` mean what they mean in ``pm.sample``.
-    ``time_budget`` (seconds for the whole call) and ``max_attempts`` override the
-    :class:`~resilient.policy.Policy`; ``checkpoint`` is a folder where finished draws are
-    written as they finish; ``resume`` continues a NumPyro run from such a folder. ``engine``
-    (or pm.sample's ``nuts_sampler``) is what runs NUTS: ``"auto"`` (the one expected to finish
-    first, with the reason in the run record), ``"numpyro"``, ``"pymc"`` or ``"nutpie"``;
-    ``mass_matrix="low_rank"`` asks nutpie for its low-rank adaptation, ``"full"`` (pm.sample's
-    ``init="adapt_full"``) PyMC's NUTS for a dense one. ``log_likelihood`` (or
-    pm.sample's ``idata_kwargs={"log_likelihood": ...}``) adds the pointwise ``log_likelihood`` group
-    ``az.loo`` and ``az.compare`` need; None is the backend's habit: yes for NumPyro models, no for PyMC
-    models (as ``pm.sample``). ``float32``: False (float64), True (float32 where the engine applies it: NumPyro),
-    or ``"auto"``: float32 on NumPyro when the data are large and a float32 check is clean, else float64, with
-    the reason in the run record (:mod:`resilient.precision`). The preflight
-    report and the attempt log are in the result's attributes (:mod:`resilient.record`).
+    A drop-in for ``pm.sample`` and NumPyro's ``MCMC(NUTS(model)).run(...)``: the same model, the
+    same names, the same kind of result, plus a preflight of the log density and a loop that retries
+    with remedies under caps on attempts and time.
 
-    Sites inside a model are declared with :func:`resilient.model.sample`; calling this one
-    with a site name still works but is deprecated.
+    Parameters
+    ----------
+    model : callable, pm.Model, CompiledSampler or None
+        A shared-API model function (sites declared with :func:`resilient.model.sample`), a NumPyro
+        model function, a PyMC model (or a function that builds and returns one), or what
+        :func:`compile` returned. None: the model of the enclosing ``with pm.Model():`` block.
+    *args
+        Positional data for a model function, as the function takes them.
+    draws, tune, chains : int
+        Draws per chain after warm-up, warm-up iterations per chain, number of chains (as in
+        ``pm.sample``; ``tune=None`` is 1000, ``chains=None`` is 4).
+    target_accept : float, default 0.8
+        NUTS target acceptance rate in (0, 1); the loop may raise it as a remedy. pm.sample's
+        ``nuts={"target_accept": ...}`` is the same option (give one of the two).
+    random_seed : int, numpy Generator, RandomState, SeedSequence, list of int or None
+        The run's seed (a list has one int per chain, as pm.sample takes it).
+    initvals : dict or list of dict, optional
+        Starting values by variable name (constrained), one dict for every chain or one per chain.
+    progressbar : bool
+        A progress bar over all chains' draws (off in CI and without a terminal).
+    backend : {"numpyro", "pymc"} or None
+        The language a shared-API model is compiled in (a native model's own language is used; None:
+        NumPyro, or what ``engine`` implies). pm.sample's compute backends ``"numba"``, ``"jax"`` and
+        ``"c"`` are accepted too and choose the engine that runs them.
+    engine : {"auto", "numpyro", "pymc", "nutpie"}
+        What runs NUTS. ``"auto"`` picks the engine expected to finish first and records why
+        (:func:`resilient.engine.choose_engine`). pm.sample's ``nuts_sampler`` is the same option.
+    preflight : bool
+        Evaluate the log density and gradient before sampling; a blocking problem raises
+        :class:`~resilient.errors.PreflightError` naming the variable, the cause and the fix.
+    fix : bool
+        Apply preflight's rewrites that keep the target density (infinite truncation bounds dropped,
+        non-centring ...); False only reports them.
+    float32 : bool or "auto"
+        False: float64. True: float32 where the engine applies it (NumPyro). ``"auto"``: float32 on
+        NumPyro when the data are large and a float32 check is clean, else float64, with the reason in
+        the run record (:mod:`resilient.precision`).
+    max_tree_depth : int, default 10
+        NUTS maximum tree depth. pm.sample's ``max_treedepth`` and ``nuts={"max_treedepth": ...}`` are
+        the same option (give one of them).
+    mass_matrix : {"diag", "full", "diag_grad", "low_rank"}, default "diag"
+        Mass matrix adaptation: "diag" everywhere, "full" and "diag_grad" on PyMC's NUTS, "low_rank" on
+        nutpie. pm.sample's ``init`` (e.g. ``"adapt_full"``) is the same option (give one of the two).
+    cores : int, optional
+        Chains run at most ``cores`` at a time (PyMC's NUTS and nutpie).
+    policy : Policy, optional
+        The loop's caps, thresholds and remedies (:class:`~resilient.policy.Policy`).
+    time_budget : float, optional
+        Seconds for the whole call; overrides ``policy.time_budget``. The loop stops at it and
+        returns the best finished draws.
+    max_attempts : int, optional
+        The cap on attempts; overrides ``policy.max_attempts``.
+    checkpoint : str, optional
+        A folder where draws are written as they finish (read it with :func:`resilient.read_checkpoint`).
+    resume : str, optional
+        Continue a NumPyro run from such a folder (warm-up is skipped).
+    log_likelihood : bool, optional
+        Add the pointwise ``log_likelihood`` group ``az.loo`` and ``az.compare`` read, in the draws'
+        precision. None: the backend's habit: PyMC models no (as pm.sample); NumPyro models yes while
+        chains x draws x observed values is at most :data:`LOG_LIKELIHOOD_DEFAULT_LIMIT` (10 million
+        numbers, 80 MB in float64), else no, with a warning that gives its size. True: always.
+        pm.sample's ``idata_kwargs={"log_likelihood": ...}`` is the same option.
+    var_names : list of str, optional
+        Keep only these variables in the posterior group.
+    discard_tuned_samples : bool
+        False keeps the warm-up draws in ``warmup_posterior``, as pm.sample does.
+    model_kwargs : dict, optional
+        Data for a model function by name; needed for data whose name collides with an option
+        (``model_kwargs={"draws": ...}``) or for a model that takes ``**kwargs``.
+    **kwargs
+        pm.sample's other arguments (``nuts``, ``max_treedepth``, ``init``, ``nuts_sampler``,
+        ``idata_kwargs``, ``compile_kwargs``, ``compute_convergence_checks``, ...; each is honoured,
+        ignored or refused as :data:`resilient.arguments.PM_SAMPLE_ARGUMENTS` says), and data for a
+        parameter the model function names in its signature.
+
+    Returns
+    -------
+    xarray.DataTree
+        ArviZ's groups (``posterior``, ``sample_stats``, ``observed_data``, ``log_likelihood`` ...);
+        the preflight report, the attempt log and the run record are in its attributes
+        (:mod:`resilient.record`).
+
+    Raises
+    ------
+    ResilientError
+        An argument that is neither an option, a pm.sample argument nor a parameter of the model
+        function (with the closest option named), a bad value, or two spellings of one option that
+        disagree.
+    PreflightError
+        Preflight found a problem it could not fix.
+    SamplingFailed
+        The loop ran out of attempts or time with nothing usable; it carries the attempt log and the
+        draws that were finished.
+
+    Notes
+    -----
+    Sites inside a model are declared with :func:`resilient.model.sample`; calling this function with
+    a site name inside a model still works but is deprecated.
     """
     from resilient.context import inside_model
 
@@ -303,24 +444,23 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
 
     if isinstance(model, numbers.Integral) and not isinstance(model, bool):  # pm.sample(500) in a with-block
         draws, model = int(model), None
-    if "model" in kwargs and model is None:
-        model = kwargs.pop("model")
-    pm_kwargs, data_kwargs = _split_pm_sample_arguments(model, kwargs)
-    data_kwargs = {**(model_kwargs or {}), **data_kwargs}
+    pm_kwargs, data_kwargs = split_keywords(model, kwargs, tuple(sample.__kwdefaults__))
+    data_kwargs = {**_checked_model_kwargs(model_kwargs), **data_kwargs}
     log_likelihood = idata_options(pm_kwargs, log_likelihood)
     refuse_unsupported(pm_kwargs)
-    nuts = nuts_options(pm_kwargs)
-    asked = init_option(pm_kwargs)
-    if asked is not None and mass_matrix not in ("diag", asked):
-        raise ResilientError(f"init={kwargs['init']!r} and mass_matrix={mass_matrix!r} disagree; give one of them.")
-    mass_matrix = asked or mass_matrix
-    target_accept = nuts.get("target_accept", target_accept)
-    max_tree_depth = nuts.get("max_tree_depth", max_tree_depth)
-    var_names = pm_kwargs.get("var_names")
-    cores = pm_kwargs.get("cores")
-    discard_tuned_samples = bool(pm_kwargs.get("discard_tuned_samples", True))
-    tune = 1000 if tune is None else tune
-    chains = 4 if chains is None else chains
+    given = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "mass_matrix": mass_matrix}
+    for option, (value, spelling) in pm_sample_spellings(pm_kwargs).items():
+        if given[option] is not None:
+            raise ResilientError(f"`{option}` and pm.sample's {spelling} are one option, given twice "
+                                 f"({given[option]!r} and {value!r}); give one of them.")
+        given[option] = value
+    spelled = {option: value for option, value in given.items() if value is not None}  # else RunOptions' default
+    options = RunOptions(draws=draws, tune=tune, chains=chains, random_seed=random_seed, cores=cores, initvals=initvals,
+                         progressbar=progressbar, preflight=preflight, policy=policy, time_budget=time_budget,
+                         max_attempts=max_attempts, checkpoint=checkpoint, resume=resume,
+                         log_likelihood=log_likelihood, discard_tuned_samples=discard_tuned_samples,
+                         var_names=var_names, compute_convergence_checks=pm_kwargs.get("compute_convergence_checks"),
+                         **spelled)
     if isinstance(model, CompiledSampler):
         from resilient.engine import resolve_engine
 
@@ -335,15 +475,7 @@ def sample(model: Any = None, *args: Any, backend: str | None = None, engine: st
         resolved, backend, engine = _resolve(model, args, data_kwargs, backend, engine, pm_kwargs.get("nuts_sampler"),
                                              pm_kwargs, fix=fix, float32=False if auto else float32)
         sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
-    data = sampler.sample(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
-                          random_seed=random_seed, initvals=initvals, progressbar=progressbar, preflight=preflight,
-                          max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
-                          max_attempts=max_attempts, checkpoint=checkpoint, resume=resume, var_names=var_names,
-                          mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores,
-                          discard_tuned_samples=discard_tuned_samples)
-    if pm_kwargs.get("compute_convergence_checks") and data is not None:
-        _warn_convergence(data)
-    return data
+    return sampler.run(options)
 
 
 def _warn_convergence(data: Any) -> None:
@@ -367,18 +499,13 @@ def _float32_auto(float32: Any) -> bool:
     return False
 
 
-def _split_pm_sample_arguments(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
-    """pm.sample's arguments apart from a model function's data (a function's own parameter is data)."""
-    import inspect
-
-    takes: set[str] = set()
-    if callable(model) and not isinstance(model, (type, CompiledSampler)):
-        try:
-            takes = set(inspect.signature(model).parameters)
-        except (TypeError, ValueError):
-            takes = set()
-    pm_kwargs = {k: v for k, v in kwargs.items() if k in PM_SAMPLE_ARGUMENTS and k not in takes}
-    return pm_kwargs, {k: v for k, v in kwargs.items() if k not in pm_kwargs}
+def _checked_model_kwargs(model_kwargs: Any) -> dict[str, Any]:
+    if model_kwargs is None:
+        return {}
+    if not isinstance(model_kwargs, Mapping):
+        raise ResilientError(f"`model_kwargs` must be a dict of the model function's data by name, got "
+                             f"{type(model_kwargs).__name__}.")
+    return dict(model_kwargs)
 
 
 def _declare_site_deprecated(name: str, *args: Any, **kwargs: Any) -> Any:

@@ -46,6 +46,7 @@ from resilient.errors import ResilientError
 from resilient.many import (
     FitJob, FitStore, ModelSpec, execute, fit_seed, manifest_of, read_summary, resolve_fit_timeout, run_settings,
 )
+from resilient.options import RunOptions
 from resilient.policy import Policy
 
 __all__ = [
@@ -655,6 +656,9 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
         raise ResilientError(f"`simulations` must be a positive integer, got {simulations!r}.")
     if isinstance(rank_draws, bool) or not isinstance(rank_draws, int) or rank_draws < 1:
         raise ResilientError(f"`rank_draws` must be a positive integer, got {rank_draws!r}.")
+    options = RunOptions(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+                         max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
+                         max_attempts=max_attempts, progressbar=False)
     if rank_draws > chains * draws:
         raise ResilientError(f"`rank_draws` ({rank_draws}) must be at most chains x draws ({chains * draws}): "
                              "raise draws, or rank among fewer draws.")
@@ -665,9 +669,7 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
     data = {k: v for k, v in (data or {}).items()}
     simulation_backend, observed_map, parameters = _plan(spec, simulator_spec, backend, data, observed, var_names,
                                                          random_seed)
-    run = run_settings(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
-                       max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
-                       max_attempts=max_attempts, fix=True, float32=False)
+    run = run_settings(options, fix=True, float32=False)
     timeout = resolve_fit_timeout(fit_timeout, run["policy"])
     simulation = Simulation(simulator=simulator_spec, backend=simulation_backend, data=data, observed=observed_map,
                             parameters=parameters, rank_draws=rank_draws, random_seed=int(random_seed))

@@ -251,6 +251,39 @@ def test_auto_pays_nutpies_first_compilation_once_pymc_has_sampled_as_long(monke
     assert choose().engine == "pymc"
 
 
+def test_the_engine_reason_counts_the_cores_the_user_gave(monkeypatch):
+    """#26.5: auto's estimate runs min(chains, cores) chains at once, with cores as passed to resilient.sample
+    (it said "on 2 core(s)" on a 2-core machine when cores=1 was given)."""
+    import types
+
+    import resilient
+    import resilient.engine as engine
+    from resilient.sampling import CompiledSampler
+
+    monkeypatch.setattr(engine, "_gradient_seconds", lambda compiled: 20e-6)
+    compiled = types.SimpleNamespace(discrete_latents=())
+    for cores, parallel in ((1, 1), (3, 3), (8, 4), (None, min(4, os.cpu_count() or 1))):
+        choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=compiled, chains=4, cores=cores)
+        assert f"on {parallel} core(s)" in choice.reason
+    model = NativeModel("pymc", _schools())
+    sampler = CompiledSampler(model, "pymc")
+    sampler.cache[("pymc", model)] = compiled  # the gradient is timed by the stub above: nothing compiles
+
+    class Chosen(Exception):
+        pass
+
+    real = engine.choose_engine
+
+    def stop(*args, **kwargs):  # the choice CompiledSampler.run made, before anything samples
+        raise Chosen(real(*args, **kwargs).reason)
+
+    monkeypatch.setattr(engine, "choose_engine", stop)
+    with pytest.raises(Chosen, match=r"on 1 core\(s\)"):
+        resilient.sample(sampler, chains=4, cores=1, progressbar=False)
+    with pytest.raises(Chosen, match=r"on 2 core\(s\)"):
+        sampler.sample(chains=2, cores=7, progressbar=False)
+
+
 def test_the_loop_records_pymc_sampling_time_for_auto():
     import pymc as pm
 
@@ -516,5 +549,5 @@ def test_init_asks_pymcs_nuts_for_its_mass_matrix_and_advi_is_refused(monkeypatc
         resilient.sample(model, init="advi")
     with pytest.raises(ResilientError, match=r"mass_matrix='full' is not adapted by 'nutpie'.*engine='pymc' adapts it"):
         resilient.sample(model, init="jitter+adapt_full", engine="nutpie")
-    with pytest.raises(ResilientError, match="init='adapt_full' and mass_matrix='low_rank' disagree"):
+    with pytest.raises(ResilientError, match=r"`mass_matrix` and pm.sample's init='adapt_full' are one option, given twice"):
         resilient.sample(model, init="adapt_full", mass_matrix="low_rank")

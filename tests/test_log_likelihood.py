@@ -118,6 +118,33 @@ def test_numpyro_log_likelihood_false_and_idata_kwargs_leave_it_out():
 
 
 @pytest.mark.numpyro
+def test_the_default_group_is_computed_only_under_the_size_limit(monkeypatch, compiled):
+    """#26.3: by default the group is added while chains x draws x observed values is at most the limit (here
+    2 x 100 x 5 = 1,000 numbers), in the draws' precision; past it one warning gives the size and how to ask;
+    asked for, it is added whatever its size."""
+    import resilient.sampling
+
+    sampler = compiled(numpyro_plated, "numpyro", Y)
+    monkeypatch.setattr(resilient.sampling, "LOG_LIKELIHOOD_DEFAULT_LIMIT", 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        at_limit = sampler.sample(**RUN)
+    assert at_limit.log_likelihood["y"].shape == (2, 100, 5)
+    assert at_limit.log_likelihood["y"].dtype == at_limit.posterior["mu"].dtype
+    monkeypatch.setattr(resilient.sampling, "LOG_LIKELIHOOD_DEFAULT_LIMIT", 999)
+    with pytest.warns(resilient.ResilientWarning) as caught:
+        over = sampler.sample(**RUN)
+    message = str(caught[0].message)
+    assert len(caught) == 1 and "log_likelihood" not in over.children
+    assert "1,000 numbers (2 chains x 100 draws x 5 observed values" in message
+    assert "log_likelihood=True" in message and "idata_kwargs={'log_likelihood': True}" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        asked = resilient.sample(sampler, idata_kwargs={"log_likelihood": True}, **RUN)
+    assert asked.log_likelihood["y"].shape == (2, 100, 5)
+
+
+@pytest.mark.numpyro
 def test_numpyro_var_names_keeps_the_group_computed_on_every_latent():
     ours = resilient.sample(numpyro_plated, Y, var_names=["mu"], **RUN)
     assert list(ours.posterior.data_vars) == ["mu"]
@@ -253,7 +280,8 @@ def test_numpyro_with_data_reuses_the_program_on_the_new_data():
 
 def test_the_compiled_model_of_the_attempt_that_made_the_draws_is_used():
     """A remedy's variant (here: non-centred theta, float64) is found in the sampler's compile cache by the
-    attempt's engine and settings in the run record; a returned earlier attempt names its own."""
+    attempt's engine and settings in the run record; a returned earlier attempt (the run record's
+    returned_attempt) names its own."""
     import xarray as xr
 
     from resilient import record
@@ -270,6 +298,11 @@ def test_the_compiled_model_of_the_attempt_that_made_the_draws_is_used():
                 {"attempt": 3, "backend": "pymc", "settings": {"float32": True, "noncentered": []}}]
     record.attach(data, attempts=attempts[:2], run={"backend": "numpyro", "message": "accepted"})
     assert sampler._compiled_that_made(data) == "variant"
+    record.attach(data, attempts=attempts, run={"backend": "pymc", "message": "budget", "returned_attempt": 1})
+    assert sampler._compiled_that_made(data) == "original"
+    record.attach(data, attempts=attempts, run={"backend": "pymc", "message": "budget", "returned_attempt": 2})
+    assert sampler._compiled_that_made(data) == "variant"
+    # a record written before the run record had the field: its message names the attempt
     record.attach(data, attempts=attempts, run={"backend": "pymc", "message": "x; returned attempt 1's draws"})
     assert sampler._compiled_that_made(data) == "original"
     record.attach(data, attempts=attempts, run={"backend": "pymc", "message": "accepted"})
