@@ -170,7 +170,7 @@ def data_fingerprint(data: Mapping[str, Any] | None) -> str:
 
 
 def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *, fix: bool = True,
-                float32: bool = False) -> tuple[Any, str, float]:
+                float32: bool = False, engine: str = "auto") -> tuple[Any, str, float]:
     """A :class:`~resilient.sampling.CompiledSampler` for ``data``: ``(sampler, how, seconds)``.
 
     ``how`` is ``"reused"`` (this data set was compiled before in this process), ``"first"`` (the
@@ -181,12 +181,13 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
     dtypes and the same other arguments; the last few compiled bases are asked, so data sets of a few
     shapes each compile once.
     """
+    from resilient.engine import model_backend
     from resilient.model import Model, NativeModel
     from resilient.resolve import default_backend, resolve_model
     from resilient.sampling import CompiledSampler
 
     started = time.perf_counter()
-    options = (bool(fix), bool(float32))
+    options = (bool(fix), bool(float32), engine)
     key = (spec.key, backend, options, data_fingerprint(data))
     with _CACHE_LOCK:
         if key in _SAMPLERS:
@@ -195,7 +196,8 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
         bases = list(_BASES.get(key[:3], ()))
     function = spec.load()
     resolved = resolve_model(function, (), dict(data), fix=fix, float32=float32)
-    name = default_backend(resolved, backend)
+    native = resolved.backend if isinstance(resolved, NativeModel) else None
+    name = default_backend(resolved, model_backend(engine, backend, native))
     sampler = None
     how = "recompiled" if bases else "first"
     # with_data takes the model function's data; a PyMC builder's arguments are not the pm.Model's data
@@ -209,12 +211,12 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
             break  # the adapter cannot for this model: compile
         except Exception:  # noqa: BLE001 - another program (new shapes) or bad data: the next base, or compile (which reports it)
             continue
-        sampler = CompiledSampler(resolved, name)
+        sampler = CompiledSampler(resolved, name, engine=engine)
         sampler.cache[(name, resolved)] = compiled
         how = "with-data"
         break
     if sampler is None:
-        sampler = CompiledSampler(resolved, name)
+        sampler = CompiledSampler(resolved, name, engine=engine)
         sampler.compiled  # noqa: B018  (compile now, so the time is counted here)
     with _CACHE_LOCK:
         if how != "with-data":
@@ -344,7 +346,8 @@ def run_fit(job: FitJob) -> dict[str, Any]:
             data, context = job.simulation.simulate(job)
         row["data_hash"] = data_fingerprint(data)
         sampler, how, seconds = sampler_for(job.model, job.backend, data, fix=job.run.get("fix", True),
-                                            float32=job.run.get("float32", False))
+                                            float32=job.run.get("float32", False),
+                                            engine=job.run.get("engine", "auto"))
         row.update(compile=how, compile_seconds=round(seconds, 4), backend=sampler.backend)
         data_tree = _sample(sampler, job, row)
         if data_tree is not None and job.simulation is not None and row["status"] != "failed":
@@ -900,13 +903,13 @@ def fit_seed(random_seed: int, index: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([int(random_seed), int(index), int(stream)]).generate_state(1)[0] % 2**31)
 
 
-def run_settings(options: RunOptions, *, fix: bool, float32: bool) -> dict[str, Any]:
+def run_settings(options: RunOptions, *, fix: bool, float32: bool, engine: str = "auto") -> dict[str, Any]:
     """What each fit's job carries (and the manifest records) from the run's checked
     :class:`~resilient.options.RunOptions`: draws, tune, chains, target_accept, max_tree_depth, policy,
-    and the model options fix and float32."""
+    the model options fix and float32, and the engine."""
     return {"draws": options.draws, "tune": options.tune, "chains": options.chains,
             "target_accept": options.target_accept, "max_tree_depth": options.max_tree_depth,
-            "policy": options.policy, "fix": bool(fix), "float32": bool(float32)}
+            "policy": options.policy, "fix": bool(fix), "float32": bool(float32), "engine": engine}
 
 
 def manifest_of(kind: str, spec: ModelSpec, backend: str | None, run: Mapping[str, Any], random_seed: int,
@@ -948,8 +951,8 @@ def execute(jobs: Iterable[FitJob], store: FitStore, *, total: int | None, clien
 
 
 def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str | os.PathLike | None = None,
-                backend: str | None = None, client: Any = None, workers: int | None = None, draws: int = 1000,
-                tune: int = 1000, chains: int = 4, target_accept: float = 0.8, max_tree_depth: int = 10,
+                backend: str | None = None, engine: str = "auto", client: Any = None, workers: int | None = None,
+                draws: int = 1000, tune: int = 1000, chains: int = 4, target_accept: float = 0.8, max_tree_depth: int = 10,
                 random_seed: int = 0, policy: Policy | None = None, time_budget: float | None = None,
                 max_attempts: int | None = None, fix: bool = True, float32: bool = False, keep_draws: bool = True,
                 ids: Sequence[str] | None = None, progressbar: bool = True, progress_lines: bool = False,
@@ -960,7 +963,8 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     ``model``: a model function (shared API, NumPyro, or a function that builds and returns a
     ``pm.Model``) or a ``"file.py:name"`` / ``"package.module:name"`` reference that workers load
     themselves. ``datasets``: an iterable of the function's keyword arguments, one dict per fit (read
-    lazily: a generator of thousands is fine). Every fit runs under the same :class:`Policy`
+    lazily: a generator of thousands is fine). ``engine`` is what runs NUTS, as for :func:`resilient.sample`
+    (``"auto"``, ``"numpyro"``, ``"pymc"``, ``"nutpie"``). Every fit runs under the same :class:`Policy`
     (``time_budget`` and ``max_attempts`` override it) with ``draws``/``tune``/``chains`` as in
     :func:`resilient.sample`; fit ``i``'s seed comes from ``random_seed`` and ``i``.
 
@@ -978,11 +982,14 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     without (the loop itself stops at the budget; the watchdog is for a fit stuck outside it, e.g. in a
     crashed child process); no connected worker for ``worker_timeout`` seconds stops the run with an error.
     """
+    from resilient.engine import resolve_engine
+
     spec = ModelSpec.of(model)
     options = RunOptions(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                          max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                          max_attempts=max_attempts, progressbar=False)
-    run = run_settings(options, fix=fix, float32=float32)
+    engine, backend = resolve_engine(engine, None, backend)
+    run = run_settings(options, fix=fix, float32=float32, engine=engine)
     resolve_fit_timeout(fit_timeout, run["policy"])
     id_list = list(ids) if ids is not None else None
     if id_list is not None and len(set(id_list)) != len(id_list):

@@ -312,3 +312,18 @@ def test_a_stuck_fit_is_recorded_lost_after_fit_timeout_and_the_batch_goes_on(cl
     assert rows["fit-00001"]["status"] == "lost" and "ran past fit_timeout=30 s" in rows["fit-00001"]["reason"]
     assert result.counts == {"ok": 1, "exhausted": 0, "budget": 0, "failed": 0, "lost": 1}
     client.wait_for_workers(2, timeout=60)  # the stuck worker was restarted
+
+
+def test_sample_many_takes_an_engine_and_each_fit_runs_on_it(monkeypatch):
+    """engine= reaches every fit's sampler (sample_many had none: fits ran on auto's choice)."""
+    from resilient import many
+
+    monkeypatch.setattr(many, "_SAMPLERS", many.OrderedDict())
+    monkeypatch.setattr(many, "_BASES", {})
+    spec = ModelSpec.of(sbc_models.normal)
+    data, = sbc_models.datasets(1, seed=3)
+    sampler, _, _ = sampler_for(spec, None, data, engine="pymc")
+    assert (sampler.engine, sampler.backend) == ("pymc", "pymc")
+    again, how, _ = sampler_for(spec, None, data, engine="numpyro")
+    assert (again.engine, again.backend, how) == ("numpyro", "numpyro", "first")
+    assert many.run_settings(many.RunOptions(), fix=True, float32=False, engine="nutpie")["engine"] == "nutpie"
