@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from tests import fuzz_models as fm  # noqa: E402
 
 COLUMNS = [("correct", "sampled, correct"), ("sampled", "sampled (no known answer)"),
-           ("wrong", "sampled but silently wrong"), ("named_error", "error naming a site"),
-           ("unnamed_error", "Resilient error naming no site"), ("crash", "backend traceback"),
+           ("wrong", "sampled but silently wrong"), ("warned", "sampled, warned it is wrong"), ("named_error", "error naming a site"),
+           ("unnamed_error", "Resilient error naming no site"),
+           ("budget", "budget ran out, no draws (warned)"), ("crash", "backend traceback"),
            ("hang", "hang"), ("build_error", "model not buildable")]
 
 
@@ -60,15 +61,36 @@ def main(argv: list[str] | None = None) -> int:
               for s in specs]
     lock = threading.Lock()
     done = [0]
+    date = datetime.date.today().isoformat()
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"fuzz-{date}.json"
+
+    def save(final: bool) -> str:
+        finished = [m for m in models if all(side in m["results"] for side in sides)]
+        text = table(finished, sides)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
+            "date": date, "n": len(finished), "generated": len(models), "complete": final, "seed": args.seed,
+            "workers": args.workers, "sides": sides,
+            "run": dict(fm.RUN, time_budget=fm.TIME_BUDGET, outer_limit=fm.TIME_BUDGET + args.grace),
+            "machine": {"platform": platform.platform(), "python": platform.python_version()},
+            "wall_seconds": round(time.time() - started), "table": text, "models": finished}, indent=1, default=str))
+        return text
 
     def log(index, job, result):
         with lock:
             done[0] += 1
             print(f"[{done[0]}/{len(specs) * len(sides)}] {job['side']:9s} {result['outcome']:13s} "
                   f"{result.get('seconds')}s {fm.describe(job['spec'])[:110]}", flush=True)
+            by_spec[id(job["spec"])]["results"][job["side"]] = result
+            if done[0] % 6 == 0:
+                save(False)  # partial results survive an interrupted run
+
+    by_spec: dict[int, dict] = {}
 
     def work(part: list[int]) -> None:
         jobs = [{"spec": models[i]["spec"], "side": side} for i in part for side in sides]
+        for job in jobs:
+            by_spec[id(job["spec"])] = models[[m["spec"] is job["spec"] for m in models].index(True)]
         results = fm.run_batch(jobs, limit=fm.TIME_BUDGET + args.grace, log=log)
         for job_index, result in enumerate(results):
             models[part[job_index // len(sides)]]["results"][jobs[job_index]["side"]] = result
@@ -79,21 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         thread.start()
     for thread in threads:
         thread.join()
-    text = table(models, sides)
+    text = save(True)
     print(text)
     for side in sides:
         bad = [m for m in models if m["results"].get(side, {}).get("outcome") in ("crash", "hang", "wrong")]
         print(f"\n{side}: {len(bad)} crash/hang/wrong")
         for m in bad:
             print(f"  {m['results'][side]['outcome']}: {m['model']}\n      {m['results'][side].get('detail', '')[:300]}")
-    date = datetime.date.today().isoformat()
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"fuzz-{date}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "date": date, "n": len(models), "seed": args.seed, "workers": args.workers, "sides": sides,
-        "run": dict(fm.RUN, time_budget=fm.TIME_BUDGET, outer_limit=fm.TIME_BUDGET + args.grace),
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
-        "wall_seconds": round(time.time() - started), "table": text, "models": models}, indent=1, default=str))
     print(f"wrote {out}")
     return 0
 

@@ -95,6 +95,7 @@ def check_compiled(compiled: Any, model: Model | NativeModel, backend: str, *, r
     start = time.perf_counter()
     findings: list[Finding] = list(_rewrite_findings(compiled.sites, model.fix))
     findings += _prior_findings(compiled.sites)
+    findings += _observed_support_findings(compiled)
     points = _points(compiled, random_seed, prior_points, uniform_points, findings)
     numeric: dict[tuple, list[Finding]] = {}
     evaluated = [(label, x, *compiled.log_density_and_gradient(x)) for label, x in points]
@@ -110,6 +111,9 @@ def check_compiled(compiled: Any, model: Model | NativeModel, backend: str, *, r
                 f"{first.message} Non-finite at {len(same)} of {len(points)} points checked; sampling "
                 "starts from finite points but may diverge near this region."))
         findings.append(first)
+    finite = [x for _, x, value, gradient in evaluated if np.isfinite(value)]
+    if finite and not any(f.severity == "error" for f in findings):
+        findings += _improper_findings(compiled, finite[0])
     if points and not any(f.severity == "error" for f in findings):
         findings += _finite_difference(compiled, points[0][1], evaluated[0][3], random_seed, model.float32)
     return PreflightReport(model.name, backend, tuple(findings), time.perf_counter() - start, len(points))
@@ -142,6 +146,76 @@ def _prior_findings(sites: Mapping[str, Any]) -> list[Finding]:
                 "data identify it.", cause="improper prior",
                 fix=f"give {site.name} a weakly informative prior (e.g. Normal(0, 10))",
             ))
+    return findings
+
+
+def _observed_support_findings(compiled: Any) -> list[Finding]:
+    """Observed values outside their family's support (or infinite), named by site, index and value.
+
+    A backend evaluates such data in ways that hide the mistake: NumPyro's Poisson log density is finite
+    at 2.5 (its lgamma form), so the model samples with the wrong data; others give -inf with no value
+    named. Checked once on the data, before any point is evaluated."""
+    from resilient.distributions import outside_support
+
+    try:
+        observed = compiled.observed_data()
+    except Exception:  # noqa: BLE001  (an adapter that cannot list its data: nothing to check here)
+        return []
+    findings = []
+    for name, data in observed.items():
+        site = compiled.sites.get(name)
+        family = getattr(site, "family", None) if site is not None else None
+        found = outside_support(family, data)
+        if found is None:
+            continue
+        where, value, count, words = found
+        description = f"{name} ~ {site.description}" if site is not None and site.description else name
+        findings.append(Finding(
+            "error", "observed-data", name,
+            f"{description}: observed value {name}{where} = {value:g} is outside the support "
+            f"({count} of {np.size(data)} values); every observed value must be {words}"
+            + (f" for {family}" if family else "") + ".",
+            values={f"{name}{where}": value}, cause="observed value outside the support",
+            fix=f"correct or drop the data of {name}, or give it a family whose support holds them"))
+    return findings
+
+
+def _improper_findings(compiled: Any, x: np.ndarray) -> list[Finding]:
+    """Latent sites with an improper prior (Flat, HalfFlat, or an unknown native family) along which the
+    log density is exactly linear: nothing identifies them, so the posterior is improper.
+
+    Slope 0 (a lone Flat) is a warning: the draws wander and the loop's diagnostics say so. A non-zero slope
+    (a lone HalfFlat: the Jacobian of its log transform) is an error: the draws run off to infinity, where
+    R-hat and ESS are NaN and no diagnostic can judge them."""
+    blocks = compiled.blocks()
+    base = compiled.log_density(x)
+    findings = []
+    for name in compiled.latent_names:
+        site = compiled.sites.get(name)
+        family = getattr(site, "family", None)
+        if family not in (None, "Flat", "HalfFlat") or name not in blocks or len(findings) >= 5:
+            continue
+        direction = np.zeros_like(x)
+        direction[blocks[name]] = 1.0
+        steps = (1.0, -1.0, 30.0, -30.0, 300.0, -300.0)
+        with np.errstate(all="ignore"):
+            changes = [compiled.log_density(x + t * direction) - base for t in steps]
+        if not np.all(np.isfinite(changes)):
+            continue
+        slope = changes[0]
+        tolerance = 1e-7 * (1.0 + abs(base))
+        if not all(abs(change - slope * t) <= tolerance * (1.0 + abs(t)) for change, t in zip(changes, steps)):
+            continue
+        description = f"{name} ~ {site.description}" if site is not None and site.description else name
+        runs_off = abs(slope) > tolerance
+        findings.append(Finding(
+            "error" if runs_off else "warning", "improper-posterior", name,
+            f"{description}: the posterior is improper: the log density is "
+            + (f"linear in {name} (slope {slope:.3g} on the unconstrained scale), so the draws run off to "
+               "infinity" if runs_off else f"constant in {name}, so its draws wander without bound")
+            + f"; no observed data or other term depends on {name}.", parameter=name,
+            cause="improper posterior",
+            fix=f"give {name} a proper prior (e.g. HalfNormal(10) or Normal(0, 10)), or make data depend on it"))
     return findings
 
 

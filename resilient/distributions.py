@@ -24,7 +24,7 @@ from resilient.context import inside_model
 from resilient.errors import ParameterError
 
 __all__ = [
-    "Distribution", "Truncated", "FAMILIES", "Family", "is_literal",
+    "Distribution", "Truncated", "FAMILIES", "Family", "is_literal", "outside_support",
     "Normal", "HalfNormal", "StudentT", "HalfStudentT", "Cauchy", "HalfCauchy",
     "Laplace", "Logistic", "LogNormal", "Exponential", "Gamma", "InverseGamma", "Beta",
     "Uniform", "Flat", "HalfFlat", "Weibull", "Bernoulli", "Binomial", "Poisson",
@@ -133,6 +133,37 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+#: what an observed value must be, per support (NaN is left alone: PyMC imputes it as missing data)
+SUPPORT_RULES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "positive": (lambda v: v >= 0, "non-negative"),
+    "unit": (lambda v: (v >= 0) & (v <= 1), "in [0, 1]"),
+    "count": (lambda v: (v >= 0) & (np.floor(v) == v), "a non-negative integer"),
+    "binary": (lambda v: (v == 0) | (v == 1), "0 or 1"),
+    "category": (lambda v: (v >= 0) & (np.floor(v) == v), "a category index (a non-negative integer)"),
+}
+
+
+def outside_support(family: str | None, data: Any) -> tuple[str, float, int, str] | None:
+    """The first observed value outside ``family``'s support, or infinite: ``(index text, value, how many,
+    what every value must be)``; None when all are inside (NaN, missing data, is not judged here)."""
+    try:
+        values = np.asarray(data, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    present = ~np.isnan(values)
+    outside = present & np.isinf(values)
+    rule = SUPPORT_RULES.get(FAMILIES[family].support) if family in FAMILIES else None
+    if rule is not None:
+        with np.errstate(invalid="ignore"):
+            outside |= present & ~rule[0](values)
+    if not np.any(outside):
+        return None
+    index = tuple(int(i) for i in np.argwhere(outside)[0])
+    value = float(values[index])
+    words = "finite" if np.isinf(value) or rule is None else rule[1]
+    return (f"[{', '.join(map(str, index))}]" if index else "", value, int(np.sum(outside)), words)
+
+
 def is_literal(value: Any) -> bool:
     """True for values Resilient can check now: Python numbers, numpy arrays and lists."""
     if isinstance(value, (numbers.Number, np.ndarray, np.generic)) and not isinstance(value, bool):
@@ -220,6 +251,8 @@ class Truncated:
     lower: Any = None
     upper: Any = None
     stable: bool = False
+    #: the bound error of a record made inside a model, raised by the model's sample() with the site's name
+    invalid: ParameterError | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, Distribution):
@@ -232,16 +265,30 @@ class Truncated:
                 f"Truncated: `base` must be a continuous univariate distribution, got {self.base.family}. "
                 "Truncate a continuous family such as Normal or StudentT."
             )
+        error = self._bound_error()
+        if error is not None:
+            if not inside_model():
+                raise error
+            object.__setattr__(self, "invalid", error)  # raised by the model's sample() with the site's name
+
+    def _bound_error(self) -> ParameterError | None:
         for bound in ("lower", "upper"):
             value = getattr(self, bound)
             if value is not None and is_literal(value) and np.any(np.isnan(np.asarray(value, float))):
-                raise ParameterError(f"Truncated: `{bound}` must be a number or None, got nan.")
+                return ParameterError(f"Truncated: `{bound}` must be a number or None, got nan.", argument=bound)
         if is_literal(self.lower) and is_literal(self.upper) and self.lower is not None and self.upper is not None:
             if np.any(np.asarray(self.lower, float) >= np.asarray(self.upper, float)):
-                raise ParameterError(
+                return ParameterError(
                     f"Truncated: `lower` must be below `upper`, got lower={_format_value(self.lower)}, "
-                    f"upper={_format_value(self.upper)}. Swap the bounds or drop one."
-                )
+                    f"upper={_format_value(self.upper)}. Swap the bounds or drop one.", argument="lower",
+                    value=self.lower)
+        for bound, empty in (("lower", np.inf), ("upper", -np.inf)):
+            value = getattr(self, bound)
+            if value is not None and is_literal(value) and np.any(np.asarray(value, float) == empty):
+                return ParameterError(
+                    f"Truncated: `{bound}` = {_format_value(value)} leaves no values. Drop the bound or give a "
+                    "finite one.", argument=bound, value=value)
+        return None
 
     family = "Truncated"
 

@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from resilient.context import CURRENT as _CURRENT
 from resilient.context import inside_model
 from resilient.distributions import Distribution, Mixture, Truncated
+import numpy as np
+
 from resilient.errors import ModelError, ParameterError
 from resilient.rewrites import NONCENTERABLE, can_noncenter, noncentered, stabilize
 
@@ -146,7 +148,7 @@ class Trace:
                 "Native NumPyro or PyMC models can be passed to resilient.sample as they are.",
                 site=name,
             )
-        invalid = dist.base.invalid if isinstance(dist, Truncated) else dist.invalid
+        invalid = (dist.invalid or dist.base.invalid) if isinstance(dist, Truncated) else dist.invalid
         if invalid is not None:
             raise ParameterError(
                 f"{name} ~ {dist.describe(self.name_of)}: {invalid}",
@@ -154,6 +156,8 @@ class Trace:
             )
         description = dist.describe(self.name_of)
         kind = "observed" if observed is not None else "latent"
+        if observed is not None:
+            _check_observed(name, dist, description, observed)
         stable, rewrites = stabilize(dist, observed=observed is not None, namer=self.name_of)
         used = stable if self.model.fix else dist
         inputs = self._inputs(dist)
@@ -206,6 +210,24 @@ class Trace:
         value = self.handler.deterministic_site(name, value)
         self._remember(name, value)
         return value
+
+
+def _check_observed(name: str, dist: Any, description: str, observed: Any) -> None:
+    """Observed data (numbers, lists, numpy arrays) outside the family's support, named before a backend sees
+    them: PyMC casts 2.5 to the integer 2 for a count family, NumPyro's Poisson density is finite at 2.5."""
+    from resilient.distributions import is_literal, outside_support
+
+    if not is_literal(observed):
+        return
+    base = dist.base if isinstance(dist, Truncated) else dist
+    found = outside_support(getattr(base, "family", None), observed)
+    if found is None:
+        return
+    where, value, count, words = found
+    raise ModelError(
+        f"{name} ~ {description}: observed value {name}{where} = {value:g} is outside the support ({count} of "
+        f"{np.size(observed)} values); every observed value must be {words} for {base.family}.",
+        site=name, value=value, fix=f"correct or drop the data of {name}, or give it a family whose support holds them")
 
 
 def _broadcast_shape(math: Any, dist: Distribution) -> tuple[int, ...]:

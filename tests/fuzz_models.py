@@ -10,7 +10,9 @@ warm-up shared) under a hard per-model outer limit, restarting the worker after 
 Outcomes: ``correct`` (sampled; the closed-form posterior, where known, within MCSE bands), ``sampled``
 (no known answer), ``wrong`` (sampled a model that has no valid posterior, or off the known answer),
 ``named_error`` (Resilient: a ResilientError naming a site; raw: an error naming a site),
-``unnamed_error`` (a ResilientError naming no site), ``crash`` (any other exception: a backend
+``unnamed_error`` (a ResilientError naming no site), ``budget`` (Resilient: the time budget ran out before
+any draw, the empty result returned with a warning), ``warned`` (sampled what has no valid posterior, but a
+ResilientWarning said so), ``crash`` (any other exception: a backend
 traceback), ``hang`` (past the outer limit), ``build_error`` (the native model could not even be built by
 its own library: the user's code, before any sampler runs).
 
@@ -655,17 +657,34 @@ def run_case(spec: dict, side: str) -> dict:
                 except Exception as error:  # noqa: BLE001  (PyMC refused the model itself: the user's code)
                     return {"outcome": "build_error", "detail": _error_text(error),
                             "seconds": time.perf_counter() - start}
+            import warnings
+
+            from resilient.errors import ResilientWarning
+
             try:
-                data = _resilient_run(spec)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ResilientWarning)
+                    data = _resilient_run(spec)
             except ResilientError as error:
                 kind = "named_error" if _names_a_site(spec, str(error)) else "unnamed_error"
                 result = {"outcome": kind, "detail": _error_text(error)}
             except Exception as error:  # noqa: BLE001  (an unexplained crash)
                 result = {"outcome": "crash", "detail": _error_text(error)}
             else:
-                posterior = {k: data.posterior[k].values for k in data.posterior.data_vars}
-                outcome, detail = _check_draws(spec, posterior)
-                result = {"outcome": outcome, "detail": detail}
+                posterior = {k: data.posterior[k].values for k in data.posterior.data_vars} if (
+                    data is not None and "posterior" in data.children) else {}
+                if not posterior or not any(np.size(v) for v in posterior.values()):
+                    from resilient.record import read_run
+
+                    run = (read_run(data) if data is not None else None) or {}
+                    result = {"outcome": "budget", "detail": f"no draws returned ({run.get('status')}): "
+                                                             f"{run.get('message', '')}"[:400]}
+                else:
+                    outcome, detail = _check_draws(spec, posterior)
+                    said = [str(w.message) for w in caught if issubclass(w.category, ResilientWarning)]
+                    if outcome == "wrong" and said:  # the draws came back with a warning saying what is wrong
+                        outcome, detail = "warned", f"{detail}; warned: {' | '.join(said)}"[:400]
+                    result = {"outcome": outcome, "detail": detail}
     except BaseException as error:  # noqa: BLE001  (KeyboardInterrupt excepted below)
         if isinstance(error, KeyboardInterrupt):
             raise
