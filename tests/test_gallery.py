@@ -6,9 +6,10 @@ same settings (2 chains x 500 + 500, one seed), on a subset that fits CI. The in
 * where the raw answer is not usable, Resilient's is usable or its run record says why not;
 * Resilient is never worse than raw on worst R-hat, nor (where raw is usable) on the smallest bulk ESS.
 
-Seeds are fixed but trajectories differ between CPUs, so each comparison carries an MCSE-sized slack:
-R-hat from 2 x 500 draws moves by a few thousandths between runs of the same sampler on a healthy
-posterior (RHAT_SLACK), and a bulk-ESS estimate from 1,000 draws by some tens of percent (ESS_RATIO).
+Seeds are fixed but trajectories differ between CPUs, so each comparison carries an MCSE-sized slack
+(benchmarks.gallery.rhat_worse, ESS_RATIO): R-hat from 2 x 500 draws moves by a few thousandths between
+runs of the same sampler on a healthy posterior and by a share of its distance from 1 on a poorly mixed
+one; a bulk-ESS estimate from 1,000 draws by some tens of percent.
 Each model runs in a child process with a hard limit, so a hang fails the test instead of the run.
 The other slow tests check that every corpus model builds and has a finite log density at its initial point.
 """
@@ -31,8 +32,6 @@ from examples.gallery import MODELS  # noqa: E402
 SUBSET = ("pymc-best", "pymc-eight_schools_centered", "numpyro-ucbadmit", "numpyro-baseball_logit",
           "numpyro-dawid_skene", "numpyro-ar2")
 USABLE_RHAT = 1.01
-RHAT_SLACK = 0.01
-ESS_RATIO = 0.8
 LIMIT = 300  # seconds per model, both sides
 
 
@@ -75,7 +74,7 @@ def _usable(row: dict) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SUBSET)
 def test_resilient_never_worse_than_raw(name):
-    from benchmarks.gallery import run_model
+    from benchmarks.gallery import ESS_RATIO, RHAT_SLACK, rhat_worse, run_model
 
     rows = {r["side"]: r for r in run_model(name, ["raw", "resilient"], LIMIT)}
     raw, res = rows["raw"], rows["resilient"]
@@ -93,5 +92,5 @@ def test_resilient_never_worse_than_raw(name):
     else:  # silently wrong raw: fixed, or the record names why not
         assert _usable(res) or res.get("message"), (res, log)
     if res["outcome"] == "ok":
-        assert res["worst_rhat"] <= raw["worst_rhat"] + RHAT_SLACK or math.isinf(raw["worst_rhat"]), \
+        assert not rhat_worse(raw["worst_rhat"], res["worst_rhat"]) or math.isinf(raw["worst_rhat"]), \
             (raw["worst_rhat"], res["worst_rhat"], log)
