@@ -8,11 +8,18 @@ Layout of a checkpoint folder::
                               record.json (observed data, attempt log and preflight, at the end)
 
 A file is written to a temporary name and renamed, so a run killed with SIGKILL leaves only
-whole chunk files; :func:`read_checkpoint` assembles them into a DataTree.
+whole chunk files; :func:`read_checkpoint` assembles them into a DataTree, skipping (with a warning
+naming it) a chunk file it cannot read, e.g. one truncated by a copy or a failing disk.
+
+The rule for a checkpoint write that fails (a full disk, a quota, a folder that became read-only): the
+run goes on without checkpoints, with one warning that names the folder and the error, and its draws
+are returned in memory as usual; the chunks written before stay readable. The run record says so
+(``checkpoint_error``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -84,6 +91,8 @@ class Checkpoint:
         _atomic_write(self.root / "meta.json", lambda p: p.write_text(json.dumps(dict(meta), default=str, indent=2)))
         self.folder: Path | None = None
         self._count = 0
+        #: why checkpoint writes stopped (None while they work): see the module's rule
+        self.error: str | None = None
 
     def _set_aside_earlier_run(self) -> None:
         earlier = sorted(self.root.glob("attempt-*"))
@@ -106,7 +115,26 @@ class Checkpoint:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._count = len(list(self.folder.glob("chunk-*.nc")))
 
+    def _guarded(self, what: str, write: Any) -> None:
+        """Run ``write``; an OSError stops checkpointing for the rest of the run with one warning."""
+        if self.error is not None:
+            return
+        try:
+            write()
+        except OSError as error:
+            from resilient.errors import warn
+
+            for stale in (self.folder or self.root).glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            self.error = f"writing {what} in {self.folder or self.root} failed: {error}"
+            warn(f"Resilient: {self.error}. The run goes on without checkpoints; its draws are returned in memory "
+                 "and the chunks written before stay readable.")
+
     def write_chunk(self, chunk: Chunk) -> None:
+        self._guarded("a chunk", lambda: self._write_chunk(chunk))
+
+    def _write_chunk(self, chunk: Chunk) -> None:
         if chunk.warmup or self.folder is None:
             if chunk.state is not None and self.folder is not None:
                 self.write_state(chunk.state)
@@ -132,14 +160,15 @@ class Checkpoint:
 
     def write_state(self, state: Any) -> None:
         assert self.folder is not None
-        _atomic_write(self.folder / "state.pkl", lambda p: p.write_bytes(pickle.dumps(state)))
+        self._guarded("the sampler state", lambda: _atomic_write(
+            self.folder / "state.pkl", lambda p: p.write_bytes(pickle.dumps(state))))
 
     def write_record(self, observed: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
         if self.folder is None:
             return
-        _atomic_write(self.folder / "record.json", lambda p: p.write_text(json.dumps(
-            {"observed": {k: np.asarray(v).tolist() for k, v in observed.items()}, "attrs": dict(attrs)},
-            default=str)))
+        self._guarded("the run record", lambda: _atomic_write(self.folder / "record.json", lambda p: p.write_text(
+            json.dumps({"observed": {k: np.asarray(v).tolist() for k, v in observed.items()}, "attrs": dict(attrs)},
+                       default=str))))
 
 
 def latest_attempt(root: str | os.PathLike) -> Path:
@@ -159,10 +188,22 @@ def read_state(root: str | os.PathLike) -> Any:
     return pickle.loads(path.read_bytes())
 
 
-def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
-    """Every finished chunk of the last (or the given) attempt, as a DataTree."""
+def _read_chunk(file: Path) -> dict[int, dict[str, np.ndarray]]:
+    """One chunk file's arrays per chain, read whole (a file that fails anywhere is not used at all)."""
     import xarray as xr
 
+    rows: dict[int, dict[str, np.ndarray]] = {}
+    with xr.open_dataset(file) as dataset:  # classic netCDF or netCDF4, told apart by xarray
+        for row, chain in enumerate(dataset["chain"].values.tolist()):
+            store = rows.setdefault(int(chain), {})
+            for name, variable in dataset.data_vars.items():
+                values = np.asarray(variable.values[row])
+                store[name] = values.astype(np.int64) if values.dtype.kind == "i" else values
+    return rows
+
+
+def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
+    """Every finished chunk of the last (or the given) attempt, as a DataTree."""
     from resilient.draws import to_datatree
 
     folder = Path(root) / f"attempt-{attempt:02d}" if attempt else latest_attempt(root)
@@ -170,13 +211,24 @@ def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
     if not files:
         raise ResilientError(f"The checkpoint {folder} holds no finished chunk yet.")
     per_chain: dict[int, dict[str, list[np.ndarray]]] = {}
+    skipped = []
     for file in files:
-        with xr.open_dataset(file) as dataset:  # classic netCDF or netCDF4, told apart by xarray
-            for row, chain in enumerate(dataset["chain"].values.tolist()):
-                store = per_chain.setdefault(int(chain), {})
-                for name, variable in dataset.data_vars.items():
-                    values = np.asarray(variable.values[row])
-                    store.setdefault(name, []).append(values.astype(np.int64) if values.dtype.kind == "i" else values)
+        try:
+            rows = _read_chunk(file)
+        except Exception as error:  # noqa: BLE001 - any unreadable file: skipped and named, never read as data
+            skipped.append(f"{file.name} ({type(error).__name__}: {error})")
+            continue
+        for chain, values in rows.items():
+            store = per_chain.setdefault(chain, {})
+            for name, array in values.items():
+                store.setdefault(name, []).append(array)
+    if skipped:
+        from resilient.errors import warn
+
+        warn(f"Resilient: read_checkpoint skipped {len(skipped)} unreadable chunk file(s) in {folder}: "
+             f"{'; '.join(skipped)}. The other chunks are returned.")
+    if not per_chain:
+        raise ResilientError(f"The checkpoint {folder} holds no readable chunk.")
     length = min(len(np.concatenate(v)) for chain in per_chain.values() for v in chain.values())
     chains = sorted(per_chain)
     groups: dict[str, dict[str, np.ndarray]] = {"posterior": {}, "sample_stats": {}}

@@ -420,6 +420,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     "returned_attempt": None if chosen is None else chosen.number,
                     **({"engine_reason": engine_reason} if engine_reason else {}),
                     **({"precision_reason": precision_reason} if precision_reason else {})}
+        if checkpoint is not None and getattr(checkpoint, "error", None):
+            run_info["checkpoint_error"] = checkpoint.error
         if chosen is not None:
             returned = next((a for a in attempts if a.attempt == chosen.number), None)
             if returned is not None:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 import time
 from pathlib import Path
 
@@ -183,3 +184,111 @@ def test_a_new_run_sets_an_earlier_run_in_the_same_folder_aside(tmp_path):
     with pytest.warns(ResilientWarning, match="previous-2"):
         Checkpoint(tmp_path, {"run": 3}, fresh=True)
     assert not list(tmp_path.glob("attempt-*"))
+
+
+# --- fault injection (#22): a full disk, a corrupt chunk, SIGKILL at random moments ---
+
+
+@contextlib.contextmanager
+def _small_filesystem(tmp_path, monkeypatch, size="48k"):
+    """A real 48 KB tmpfs where the machine lets us mount one (root on Linux); elsewhere the same
+    failure injected: every netCDF write past the third raises OSError(ENOSPC)."""
+    import errno
+    import shutil
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = shutil.which("mount") is not None and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True).returncode == 0
+    if not mounted:
+        real = xr.Dataset.to_netcdf
+        calls = {"n": 0}
+
+        def full(self, path=None, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return real(self, path, *args, **kwargs)
+
+        monkeypatch.setattr(xr.Dataset, "to_netcdf", full)
+    try:
+        yield folder, mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+@pytest.mark.numpyro
+def test_a_full_disk_stops_the_checkpoint_not_the_run(tmp_path, monkeypatch):
+    from resilient import record
+
+    with _small_filesystem(tmp_path, monkeypatch) as (folder, mounted):
+        with pytest.warns(ResilientWarning, match=r"failed: .*No space left on device.*goes on without checkpoints"):
+            data = resilient.sample(pathologies.mirrored, backend="numpyro", draws=3000, tune=200, chains=2,
+                                    random_seed=3, progressbar=False, checkpoint=str(folder / "run"),
+                                    policy=resilient.Policy(chunk_size=50))
+        run = record.read_run(data)
+        assert data.posterior.sizes["draw"] == 3000, "the draws in memory are all returned"
+        assert "No space left on device" in run["checkpoint_error"]
+        assert not list((folder / "run").glob("attempt-*/.*.tmp")), "no half-written file is left"
+        on_disk = read_checkpoint(folder / "run")  # what fitted is readable
+        assert 0 < on_disk.posterior.sizes["draw"] < 3000
+
+
+def test_a_corrupt_chunk_file_is_skipped_with_a_warning_naming_it(tmp_path):
+    store = Checkpoint(tmp_path, {})
+    store.start_attempt(1)
+    rng = np.random.default_rng(0)
+    for start in (0, 10, 20):
+        store.write_chunk(Chunk((0, 1), start, False, {"x": rng.normal(size=(2, 10))},
+                                {"diverging": np.zeros((2, 10), bool)}))
+    second = tmp_path / "attempt-01" / "chunk-000002.nc"
+    second.write_bytes(second.read_bytes()[:100])  # truncated, as by a failed copy
+    with pytest.warns(ResilientWarning, match=r"skipped 1 unreadable chunk file\(s\).*chunk-000002\.nc"):
+        data = read_checkpoint(tmp_path)
+    assert data.posterior["x"].shape == (2, 20)
+    (tmp_path / "attempt-01" / "chunk-000001.nc").write_bytes(b"")
+    (tmp_path / "attempt-01" / "chunk-000003.nc").write_bytes(b"not netcdf")
+    with pytest.warns(ResilientWarning, match="skipped 3"), pytest.raises(resilient.ResilientError,
+                                                                           match="holds no readable chunk"):
+        read_checkpoint(tmp_path)
+
+
+KILLED = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    import resilient
+    from examples import pathologies
+    resilient.sample(pathologies.mirrored, backend={backend!r}, engine={engine!r}, draws=200_000, tune=300, chains=2,
+                     random_seed=1, progressbar=False, checkpoint={folder!r}, policy=resilient.Policy(chunk_size=50))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend, engine", [pytest.param("numpyro", "numpyro", marks=pytest.mark.numpyro),
+                                             pytest.param("pymc", "pymc", marks=pytest.mark.pymc),
+                                             pytest.param("pymc", "nutpie", marks=pytest.mark.pymc)])
+def test_sigkill_at_random_moments_never_leaves_a_half_written_chunk_read_as_data(backend, engine, tmp_path):
+    """SIGKILL at seeded random moments (while compiling, warming up, sampling and writing chunks): the folder
+    then reads back as whole chunks only, or says clearly that nothing was finished."""
+    delays = np.random.default_rng(22).uniform(0.5, 12.0, size=4)
+    for index, delay in enumerate(sorted(delays)):
+        folder = tmp_path / f"run-{index}"
+        child = subprocess.Popen([sys.executable, "-c", KILLED.format(root=str(ROOT), backend=backend, engine=engine,
+                                                                      folder=str(folder))],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        chunks = sorted(folder.glob("attempt-*/chunk-*.nc"))
+        if not chunks:
+            if folder.exists() and list(folder.glob("attempt-*")):
+                with pytest.raises(resilient.ResilientError, match="no finished chunk"):
+                    read_checkpoint(folder)
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a half-written file would be skipped with a warning: none may be
+            data = read_checkpoint(folder)
+        assert data.posterior.sizes["draw"] > 0
+        assert all(np.all(np.isfinite(v.values)) for v in data.posterior.data_vars.values())
