@@ -20,7 +20,7 @@ from resilient.errors import BackendUnavailableError
 
 __all__ = [
     "NUTSSettings", "Chunk", "NUTSRun", "CompiledModel", "Adapter", "ADAPTERS", "get_adapter",
-    "available_backends", "STAT_NAMES",
+    "available_backends", "STAT_NAMES", "EXTRAS", "install_hint", "require",
 ]
 
 #: sample_stats every adapter reports per draw, with ArviZ's names (an adapter may add its backend's others).
@@ -143,12 +143,40 @@ ADAPTERS: dict[str, tuple[str, str, str]] = {
     "nutpie": ("resilient.adapters.nutpie", "NutpieAdapter", "nutpie"),
 }
 
+#: optional package -> the extra of pyproject.toml that installs it (``pip install "resilient[<extra>]"``).
+#: The core (numpy, ArviZ, h5netcdf/h5py, matplotlib, rich, jinja2) is always there; each backend and
+#: Dask are extras, so a NumPyro user does not install PyMC, PyTensor, Numba and nutpie.
+EXTRAS: dict[str, str] = {
+    "numpyro": "numpyro", "jax": "numpyro", "funsor": "numpyro",
+    "pymc": "pymc", "pytensor": "pymc", "nutpie": "pymc", "numba": "pymc",
+    "dask": "dask", "distributed": "dask",
+}
+
 
 def _importable(package: str) -> bool:
     try:
         return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):  # a sys.modules entry of None: hidden, as if not installed
         return False
+
+
+def install_hint(package: str) -> str:
+    """The command that installs ``package`` with Resilient: ``pip install "resilient[<extra>]"``."""
+    extra = EXTRAS.get(package)
+    return f'pip install "resilient[{extra}]"' if extra else f"pip install {package}"
+
+
+def require(package: str, purpose: str) -> None:
+    """Raise :class:`~resilient.errors.BackendUnavailableError` naming the extra to install when
+    ``package`` cannot be imported; ``purpose`` says what needs it (``"sample_many and sbc"``).
+
+    Call it before any work starts (no output folder written, no cluster started), so the user
+    sees the fix, not a ``ModuleNotFoundError`` from deep inside a run."""
+    if not _importable(package):
+        raise BackendUnavailableError(
+            f"{purpose} needs the `{package}` package, which is not installed. Install it with "
+            f"`{install_hint(package)}` (or `pip install \"resilient[all]\"` for every backend)."
+        )
 
 
 def available_backends() -> list[str]:
@@ -162,9 +190,5 @@ def get_adapter(name: str, **options: Any) -> Adapter:
             f"`backend` must be one of {', '.join(repr(n) for n in ADAPTERS)}, got {name!r}."
         )
     module_name, attribute, package = ADAPTERS[name]
-    if not _importable(package):
-        raise BackendUnavailableError(
-            f"Backend {name!r} needs the `{package}` package, which is not installed. "
-            f"Install it with `pip install resilient[{name}]` or `pip install {package}`."
-        )
+    require(package, f"Backend {name!r}")
     return getattr(importlib.import_module(module_name), attribute)(**options)
