@@ -8,6 +8,16 @@ log), without the compile; the wall time of the call (compile and preflight incl
 
     python benchmarks/precision.py                         # rows 1e3, 1e4, 1e5; writes results/precision-<date>.json
     python benchmarks/precision.py --rows 100000 --draws 500
+
+``--raw`` (issue #26, item 2: "float64 by default slows NumPyro models that raw NumPyro runs") times instead the
+same call a user makes, raw against Resilient, each in a fresh interpreter (compile, preflight and everything
+included: the wall time of the call): a logistic regression on an intercept and ``--predictors`` - 1 standard
+normal predictors, raw ``MCMC(NUTS(model), chain_method="sequential")`` in NumPyro's default precision (as
+benchmarks/gallery.py runs it; ``chain_method="parallel"`` too with ``--raw-parallel``) against
+``resilient.sample`` with its default precision (``float32=None``: raw NumPyro's), with ``float32=False`` (the
+default before issue #26) and with ``float32="auto"``. Sides alternate over ``--repeats`` rounds.
+
+    python benchmarks/precision.py --raw --rows 100000 --predictors 5 --draws 500 --tune 500 --repeats 2
 """
 
 from __future__ import annotations
@@ -67,8 +77,106 @@ def run(rows: int, float32: bool, draws: int, tune: int, chains: int, seed: int)
             "dtype": str(data.posterior["coefficients"].dtype)}
 
 
+def logistic_data(rows: int, predictors: int, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    design = np.concatenate([np.ones((rows, 1)), rng.normal(size=(rows, predictors - 1))], axis=1)
+    coefficients = np.linspace(-1.0, 1.0, predictors)
+    outcome = (rng.uniform(size=rows) < 1 / (1 + np.exp(-design @ coefficients))).astype(float)
+    return design, outcome
+
+
+#: the sides ``--raw`` times: name -> resilient.sample's float32 (None: raw NumPyro, not Resilient)
+SIDES = {"raw": None, "raw-parallel": None, "resilient-default": "default", "resilient-float64": False,
+         "resilient-auto": "auto"}
+
+
+def child(side: str, rows: int, predictors: int, draws: int, tune: int, chains: int, seed: int) -> dict:
+    """One timed call in this (fresh) interpreter; the result as a dict."""
+    design, outcome = logistic_data(rows, predictors)
+    if side.startswith("raw"):
+        import jax
+        import numpyro
+        from numpyro.infer import MCMC, NUTS
+
+        if side == "raw-parallel":
+            numpyro.set_host_device_count(chains)
+        started = time.perf_counter()
+        mcmc = MCMC(NUTS(proportion_model), num_warmup=tune, num_samples=draws, num_chains=chains,
+                    chain_method="parallel" if side == "raw-parallel" else "sequential", progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(seed), design, outcome)
+        samples = mcmc.get_samples(group_by_chain=True)["coefficients"]
+        samples.block_until_ready()
+        wall = time.perf_counter() - started
+        return {"side": side, "wall_seconds": wall, "dtype": str(samples.dtype),
+                "coefficient_means": [float(v) for v in samples.mean((0, 1))],
+                "divergences": int(mcmc.get_extra_fields()["diverging"].sum())}
+    sys.path.insert(0, str(ROOT))
+    import resilient
+    from resilient import record
+
+    float32 = {"default": None, "auto": "auto"}.get(SIDES[side], SIDES[side])
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = resilient.sample(proportion_model, design, outcome, draws=draws, tune=tune, chains=chains,
+                                random_seed=seed, progressbar=False, float32=float32, log_likelihood=False)
+    wall = time.perf_counter() - started
+    attempts = record.read_attempts(data)
+    return {"side": side, "wall_seconds": wall, "dtype": str(data.posterior["coefficients"].dtype),
+            "coefficient_means": data.posterior["coefficients"].mean(("chain", "draw")).values.tolist(),
+            "nuts_seconds": sum(a["warmup_seconds"] + a["sampling_seconds"] for a in attempts),
+            "attempts": len(attempts), "divergences": attempts[-1]["divergences"],
+            "precision_reason": record.read_run(data).get("precision_reason")}
+
+
+def compare_raw(args: argparse.Namespace) -> None:
+    import statistics
+    import subprocess
+
+    sides = [s for s in SIDES if s != "raw-parallel" or args.raw_parallel]
+    cases = []
+    for rows in args.rows:
+        for round_ in range(args.repeats):
+            for side in sides:
+                command = [sys.executable, __file__, "--child", side, "--rows", str(rows), "--predictors",
+                           str(args.predictors), "--draws", str(args.draws), "--tune", str(args.tune),
+                           "--chains", str(args.chains), "--seed", str(args.seed)]
+                load = os.getloadavg()[0]
+                done = subprocess.run(command, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    print(f"{side} failed: {done.stderr[-2000:]}", flush=True)
+                    continue
+                result = {**json.loads(done.stdout.strip().splitlines()[-1]), "rows": rows, "round": round_,
+                          "load_before": load}
+                cases.append(result)
+                print(f"rows={rows:>8} round {round_} {side:>18}: {result['wall_seconds']:7.2f} s ({result['dtype']}, "
+                      f"load {load:.1f})", flush=True)
+    summary = {}
+    for rows in args.rows:
+        medians = {side: statistics.median(c["wall_seconds"] for c in cases if c["rows"] == rows and c["side"] == side)
+                   for side in sides if any(c["rows"] == rows and c["side"] == side for c in cases)}
+        summary[str(rows)] = {"median_wall_seconds": medians,
+                              "over_raw": {side: seconds / medians["raw"] for side, seconds in medians.items()}
+                              if "raw" in medians else {}}
+        print(f"rows={rows:>8} medians: " + ", ".join(f"{s} {v:.2f} s" for s, v in medians.items()), flush=True)
+    out = {"benchmark": "precision-raw", "date": str(date.today()), "machine": platform.platform(),
+           "cpus": os.cpu_count(), "predictors": args.predictors, "draws": args.draws, "tune": args.tune,
+           "chains": args.chains, "repeats": args.repeats, "cases": cases, "summary": summary}
+    path = args.out.with_name(args.out.name.replace("precision-", "precision-raw-"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--raw", action="store_true", help="raw NumPyro against Resilient's precisions (issue #26)")
+    parser.add_argument("--raw-parallel", action="store_true", help="with --raw: raw chain_method='parallel' too")
+    parser.add_argument("--predictors", type=int, default=5, help="with --raw: columns of the design, intercept included")
+    parser.add_argument("--repeats", type=int, default=1, help="with --raw: rounds of all sides")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, nargs="*", default=[1_000, 10_000, 100_000])
     parser.add_argument("--draws", type=int, default=300)
     parser.add_argument("--tune", type=int, default=300)
@@ -76,6 +184,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"precision-{date.today()}.json")
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.rows[0], args.predictors, args.draws, args.tune, args.chains,
+                               args.seed)))
+        return
+    if args.raw:
+        compare_raw(args)
+        return
     cases = []
     for rows in args.rows:
         pair = {}

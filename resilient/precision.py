@@ -16,6 +16,17 @@ adapter does not apply float32; it lists it in ``ignored_options``), and nutpie 
 density in x64. The choice and its reason go into the run
 record and the first attempt, as the engine's do; a float32 run that diverges or cannot start gets the loop's
 ``float64`` remedy, as a requested float32 does.
+
+The default (``float32=None``) is the backend's habit (issue #26, item 2), decided by :func:`default_float32`:
+
+* a native NumPyro function runs in the precision raw NumPyro gives it: float32, jax's default, unless the user
+  turned jax's x64 on (``numpyro.enable_x64()``, ``jax.config.update("jax_enable_x64", True)`` or
+  ``JAX_ENABLE_X64``) when the model was given; then float64. float64 stays a checked choice: the float32
+  log density is compared with float64's as ``"auto"`` compares them (at any data size), and float64 is taken
+  where float32 is not finite or not within rounding of it. A model float64 cannot run (NumPyro's
+  ``hmm_enum``: an int32 ``scan`` carry meets an int64 one under x64, raw or not) stays in float32, as raw
+  NumPyro runs it: nothing raw NumPyro runs is refused. The loop's ``float64`` remedy applies to a float32 run;
+* shared-API and PyMC models run in float64, as before (PyMC's own habit).
 """
 
 from __future__ import annotations
@@ -26,7 +37,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["AUTO_FLOAT32_MIN_ELEMENTS", "PrecisionChoice", "choose_precision", "data_elements", "float32_tolerance"]
+__all__ = ["AUTO_FLOAT32_MIN_ELEMENTS", "RAW", "PrecisionChoice", "choose_precision", "data_elements", "default_float32",
+           "default_form", "float32_tolerance", "x64_enabled"]
 
 #: data size (numbers in the model's data arguments) from which ``float32="auto"`` considers float32.
 AUTO_FLOAT32_MIN_ELEMENTS = 100_000
@@ -35,6 +47,9 @@ AUTO_FLOAT32_MIN_ELEMENTS = 100_000
 CHECK_POINTS = 4
 
 EPS32 = float(np.finfo(np.float32).eps)
+
+#: ``float32=None`` on a native NumPyro function: the precision raw NumPyro would give it, checked (see above)
+RAW = "raw"
 
 
 @dataclass(frozen=True)
@@ -77,13 +92,77 @@ def float32_tolerance(value64: float, x: np.ndarray, gradient64: np.ndarray, ele
     return EPS32 * (summed + moved)
 
 
-def _float64(model: Any, reason: str) -> PrecisionChoice:
-    return PrecisionChoice(False, f"auto: float64: {reason}", model)
+def x64_enabled() -> bool:
+    """Whether jax's x64 is on for the caller (outside Resilient's own ``jax.enable_x64`` scopes): what raw
+    NumPyro runs a model in (``numpyro.enable_x64()`` and ``JAX_ENABLE_X64`` set the same flag)."""
+    import jax
+
+    return bool(jax.config.read("jax_enable_x64"))
 
 
-def choose_precision(model: Any, engine: str, cache: dict, random_seed: int | None = None) -> PrecisionChoice:
-    """float32 or float64 for ``model`` (its float64 form) on ``engine``, with the reason; compiles what it
-    checks into ``cache`` (keyed ``(engine, model)``, as the loop keys it) so the run reuses it."""
+def _native_numpyro(model: Any) -> bool:
+    from resilient.model import NativeModel
+
+    return isinstance(model, NativeModel) and model.backend == "numpyro"
+
+
+def default_float32(model: Any) -> bool | str:
+    """What ``float32=None`` (the default) means for ``model``, the backend's habit: :data:`RAW` for a native
+    NumPyro function (the precision raw NumPyro would give it, float32 unless jax's x64 is on; checked per run by
+    :func:`choose_precision`), False (float64) for shared-API and PyMC models."""
+    return RAW if _native_numpyro(model) else False
+
+
+def default_form(model: Any, float32_auto: bool | str) -> tuple[Any, bool | str]:
+    """``(model, mode)`` for a sampler: ``float32_auto`` is True (``float32="auto"``), False (a bool given) or
+    :data:`RAW` (``float32=None``), ``model`` the resolved float64 form. Under RAW a native NumPyro function
+    becomes its float32 form unless jax's x64 is on now, as raw NumPyro reads it, and keeps RAW (each run checks
+    and records the choice); other models are float64 with no choice to make."""
+    if float32_auto != RAW:
+        return model, float32_auto
+    mode = default_float32(model)
+    if mode == RAW and not x64_enabled():
+        model = model.with_options(float32=True)
+    return model, mode
+
+
+def _float64(model: Any, reason: str, mode: str = "auto") -> PrecisionChoice:
+    return PrecisionChoice(False, f"{mode}: float64: {reason}", model)
+
+
+def _compare(compiled64: Any, compiled32: Any, elements: int, seed: int) -> tuple[str | None, int, tuple]:
+    """``(why not float32 or None, points compared, (largest difference, its tolerance))``: float32 against
+    float64 at :data:`CHECK_POINTS` initial points where float64's log density and gradient are finite."""
+    checked, worst = 0, (0.0, 0.0)
+    for point in range(CHECK_POINTS):
+        x = np.asarray(compiled64.initial_point("default", seed + 7919 * point), float)
+        value64, gradient64 = compiled64.log_density_and_gradient(x)
+        if not (np.isfinite(value64) and np.all(np.isfinite(gradient64))):
+            continue  # not a point to compare at (preflight and the loop deal with float64's own problems)
+        value32, gradient32 = compiled32.log_density_and_gradient(x)
+        if not (np.isfinite(value32) and np.all(np.isfinite(gradient32))):
+            return (f"the float32 log density or gradient is not finite at an initial point where float64's are "
+                    f"(log density {value32} in float32, {value64:.6g} in float64)"), checked, worst
+        tolerance = float32_tolerance(value64, x, gradient64, elements)
+        difference = abs(float(value32) - float(value64))
+        if difference > tolerance:
+            return (f"the float32 log density is {difference:.3g} from float64's at an initial point "
+                    f"({value64:.6g}), more than float32's rounding explains ({tolerance:.3g})"), checked, worst
+        checked += 1
+        worst = max(worst, (difference, tolerance))
+    if not checked:
+        return "no initial point with a finite float64 log density and gradient to compare at", 0, worst
+    return None, checked, worst
+
+
+def choose_precision(model: Any, engine: str, cache: dict, random_seed: int | None = None,
+                     mode: bool | str = "auto") -> PrecisionChoice:
+    """float32 or float64 for ``model`` on ``engine``, with the reason; compiles what it checks into ``cache``
+    (keyed ``(engine, model)``, as the loop keys it) so the run reuses it. ``mode`` True or ``"auto"``
+    (``float32="auto"``; ``model`` is the float64 form) or :data:`RAW` (the default on a native NumPyro function;
+    ``model`` is in the precision :func:`default_form` gave it)."""
+    if mode == RAW:
+        return _choose_raw(model, engine, cache, random_seed)
     from resilient.backend import get_adapter
 
     if engine != "numpyro":
@@ -107,27 +186,58 @@ def choose_precision(model: Any, engine: str, cache: dict, random_seed: int | No
     if "float32" in getattr(compiled32, "ignored_options", ()):
         return _float64(model, "the adapter does not apply float32 to this model")
     seed = 0 if random_seed is None else int(np.atleast_1d(random_seed)[0])
-    checked, worst = 0, (0.0, 0.0)
-    for point in range(CHECK_POINTS):
-        x = np.asarray(compiled64.initial_point("default", seed + 7919 * point), float)
-        value64, gradient64 = compiled64.log_density_and_gradient(x)
-        if not (np.isfinite(value64) and np.all(np.isfinite(gradient64))):
-            continue  # not a point to compare at (preflight and the loop deal with float64's own problems)
-        value32, gradient32 = compiled32.log_density_and_gradient(x)
-        if not (np.isfinite(value32) and np.all(np.isfinite(gradient32))):
-            return _float64(model, f"the float32 log density or gradient is not finite at an initial point where "
-                                   f"float64's are (log density {value32} in float32, {value64:.6g} in float64)")
-        tolerance = float32_tolerance(value64, x, gradient64, elements)
-        difference = abs(float(value32) - float(value64))
-        if difference > tolerance:
-            return _float64(model, f"the float32 log density is {difference:.3g} from float64's at an initial point "
-                                   f"({value64:.6g}), more than float32's rounding explains ({tolerance:.3g})")
-        checked += 1
-        worst = max(worst, (difference, tolerance))
-    if not checked:
-        return _float64(model, "no initial point with a finite float64 log density and gradient to compare at")
+    refused, checked, worst = _compare(compiled64, compiled32, elements, seed)
+    if refused:
+        return _float64(model, refused)
     return PrecisionChoice(True, (
         f"auto: float32: the data hold {elements:,} numbers (float32 pays from {AUTO_FLOAT32_MIN_ELEMENTS:,}) and "
         f"the float32 log density and gradient are finite and agree with float64's at {checked} initial points "
         f"(largest difference {worst[0]:.3g}, rounding tolerance {worst[1]:.3g}); float64 is the remedy if "
         "it diverges or cannot start"), variant)
+
+
+def _choose_raw(model: Any, engine: str, cache: dict, random_seed: int | None) -> PrecisionChoice:
+    """The default on a native NumPyro function: the precision raw NumPyro gives it (``model``'s, as
+    :func:`default_form` set it), float64 where the float32 check fails and float64 runs."""
+    from resilient.backend import get_adapter
+
+    if not model.float32:
+        return _float64(model, "jax's x64 is on (numpyro.enable_x64, jax_enable_x64 or JAX_ENABLE_X64), so raw "
+                               "NumPyro runs this model in float64 too; float32=True asks for float32", RAW)
+    float64 = model.with_options(float32=False)
+    if engine != "numpyro":
+        return _float64(float64, f"the {engine} engine samples in float64 (nutpie's own NUTS over the NumPyro log "
+                                 "density, run in x64); only NumPyro's NUTS runs a model in float32", RAW)
+    habit = "raw NumPyro's precision: jax's x64 is off, as by default"
+    try:
+        compiled32 = cache.get((engine, model)) or get_adapter(engine).compile(model)
+        cache[(engine, model)] = compiled32
+    except Exception as error:  # noqa: BLE001 - float64 may run what float32 cannot; else preflight says why
+        try:
+            cache[(engine, float64)] = cache.get((engine, float64)) or get_adapter(engine).compile(float64)
+        except Exception:  # noqa: BLE001 - neither compiles: preflight reports the float32 model's error
+            return PrecisionChoice(True, f"{RAW}: float32: {habit} (it does not compile in float64 either)", model)
+        return _float64(float64, f"the model does not compile in float32 ({type(error).__name__}: {error}) and "
+                                 "does in float64", RAW)
+    if "float32" in getattr(compiled32, "ignored_options", ()):
+        return _float64(float64, "the adapter does not apply float32 to this model", RAW)
+    try:
+        compiled64 = cache.get((engine, float64)) or get_adapter(engine).compile(float64)
+        cache[(engine, float64)] = compiled64
+        seed = 0 if random_seed is None else int(np.atleast_1d(random_seed)[0])
+        refused, checked, worst = _compare(compiled64, compiled32, data_elements(model), seed)
+    except Exception as error:  # noqa: BLE001 - raw NumPyro runs it in float32: so do we
+        return PrecisionChoice(True, (
+            f"{RAW}: float32: {habit}; float64 could not be checked against it, as this model does not run in "
+            f"float64 ({type(error).__name__}: {_first_line(error)}), so there is no float64 remedy either"), model)
+    if refused:
+        return _float64(float64, f"{refused} (float32 is raw NumPyro's precision here; float32=True forces it)", RAW)
+    return PrecisionChoice(True, (
+        f"{RAW}: float32: {habit}; its log density and gradient are finite and agree with float64's at {checked} "
+        f"initial points (largest difference {worst[0]:.3g}, rounding tolerance {worst[1]:.3g}); float64 is the "
+        "remedy if it diverges or cannot start (float32=False asks for float64)"), model)
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text[:limit]

@@ -16,6 +16,7 @@ from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
 from resilient.options import RunOptions
 from resilient.policy import Policy
+from resilient.precision import default_form
 
 if TYPE_CHECKING:  # annotations only: resilient imports no xarray at import time
     import xarray
@@ -37,8 +38,9 @@ class CompiledSampler:
     cache: dict = field(default_factory=dict, repr=False)
     engine: str = "auto"
     #: ``float32="auto"``: each run chooses float32 or float64 (:func:`resilient.precision.choose_precision`);
-    #: ``model`` is then the float64 form
-    float32_auto: bool = False
+    #: ``model`` is then the float64 form; ``"raw"`` (``float32=None`` on a native NumPyro function): each run checks
+    #: the precision raw NumPyro would give it (``model``'s) and records the choice
+    float32_auto: bool | str = False
 
     @property
     def compiled(self) -> Any:
@@ -110,7 +112,7 @@ class CompiledSampler:
         if self.float32_auto:
             from resilient.precision import choose_precision
 
-            precision = choose_precision(self.model, choice.engine, self.cache, options.random_seed)
+            precision = choose_precision(self.model, choice.engine, self.cache, options.random_seed, self.float32_auto)
             model, precision_reason = precision.model, precision.reason
         data = run_loop(model, choice.engine, settings, options.policy,
                         preflight=options.preflight and options.resume is None, checkpoint=store,
@@ -271,7 +273,7 @@ def _too_big_for_default(data: Any, posterior: Any, precision: np.dtype, limit: 
 
 
 def compile(model: Any = None, *args: Any, backend: str | None = None, engine: str = "auto", fix: bool = True,
-            float32: bool | str = False, model_kwargs: Mapping[str, Any] | None = None,
+            float32: bool | str | None = None, model_kwargs: Mapping[str, Any] | None = None,
             **kwargs: Any) -> CompiledSampler:
     """Compile ``model`` once; sample it many times with ``.sample(...)``.
 
@@ -300,6 +302,7 @@ def compile(model: Any = None, *args: Any, backend: str | None = None, engine: s
     auto = _float32_auto(float32)
     resolved, backend, engine = _resolve(model, args, {**_checked_model_kwargs(model_kwargs), **data}, backend,
                                          engine, None, pm_kwargs, fix=fix, float32=False if auto else float32)
+    resolved, auto = default_form(resolved, auto)
     sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
     sampler.compiled  # noqa: B018  (compile now: the caller asked for it)
     return sampler
@@ -326,7 +329,7 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
            target_accept: float | None = None, random_seed: Any = None,
            initvals: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, progressbar: bool = True,
            backend: str | None = None, engine: str = "auto", preflight: bool = True, fix: bool = True,
-           float32: bool | str = False, max_tree_depth: int | None = None, mass_matrix: str | None = None,
+           float32: bool | str | None = None, max_tree_depth: int | None = None, mass_matrix: str | None = None,
            cores: int | None = None, policy: Policy | None = None, time_budget: float | None = None,
            max_attempts: int | None = None, checkpoint: str | None = None, resume: str | None = None,
            log_likelihood: bool | None = None, var_names: Sequence[str] | None = None,
@@ -371,10 +374,12 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
     fix : bool
         Apply preflight's rewrites that keep the target density (infinite truncation bounds dropped,
         non-centring ...); False only reports them.
-    float32 : bool or "auto"
+    float32 : bool, "auto" or None, default None
+        None: the backend's habit: a native NumPyro function runs in the precision raw NumPyro gives it
+        (float32 unless jax's x64 is on; float64 where a float32 check fails), other models in float64.
         False: float64. True: float32 where the engine applies it (NumPyro). ``"auto"``: float32 on
-        NumPyro when the data are large and a float32 check is clean, else float64, with the reason in
-        the run record (:mod:`resilient.precision`).
+        NumPyro when the data are large and a float32 check is clean, else float64. The choice and its
+        reason are in the run record (:mod:`resilient.precision`).
     max_tree_depth : int, default 10
         NUTS maximum tree depth. pm.sample's ``max_treedepth`` and ``nuts={"max_treedepth": ...}`` are
         the same option (give one of them).
@@ -474,6 +479,7 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
         auto = _float32_auto(float32)
         resolved, backend, engine = _resolve(model, args, data_kwargs, backend, engine, pm_kwargs.get("nuts_sampler"),
                                              pm_kwargs, fix=fix, float32=False if auto else float32)
+        resolved, auto = default_form(resolved, auto)
         sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
     return sampler.run(options)
 
@@ -490,8 +496,14 @@ def _warn_convergence(data: Any) -> None:
         warn(f"Resilient: convergence checks: {lines}")
 
 
-def _float32_auto(float32: Any) -> bool:
-    """``float32="auto"`` (the loop chooses; see :mod:`resilient.precision`), else a bool as before."""
+def _float32_auto(float32: Any) -> bool | str:
+    """``float32="auto"``: True (the loop chooses; see :mod:`resilient.precision`); None (the default): "raw",
+    the backend's habit, which :func:`resilient.precision.default_form` settles once the model is resolved;
+    a bool: False."""
+    if float32 is None:
+        from resilient.precision import RAW
+
+        return RAW
     if isinstance(float32, str):
         if float32 != "auto":
             raise ResilientError(f"`float32` must be True, False or 'auto', got {float32!r}.")

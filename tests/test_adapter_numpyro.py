@@ -581,7 +581,8 @@ def regression(x, y=None):
 def test_raw_numpyro_and_resilient_share_a_process_and_numpy_data(order):
     """jax's eager operations share compiled code between precisions, so the same NumPy data in a raw (float32,
     jax's default) run and ours (float64) failed either way round ("RuntimeProgramInputMismatch ... f64 expected
-    f32"). Each order uses data of its own length, so that neither meets the other's jax caches."""
+    f32"). Each order uses data of its own length, so that neither meets the other's jax caches. Ours runs twice:
+    by default (raw NumPyro's float32, issue #26) and asked for float64; jax's x64 flag stays off throughout."""
     import warnings
 
     from numpyro.infer import MCMC, NUTS
@@ -598,11 +599,12 @@ def test_raw_numpyro_and_resilient_share_a_process_and_numpy_data(order):
             mcmc.run(jax.random.PRNGKey(0), x, y=y)
             assert mcmc.get_samples()["b"].dtype == jnp.float32
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ours = sample(regression, x, y=y, draws=30, tune=30, chains=1, random_seed=1, progressbar=False,
-                              policy=Policy(max_attempts=1))
-            assert ours.posterior["b"].dtype == np.float64
+            for float32, dtype in ((None, np.float32), (False, np.float64)):  # the default is raw NumPyro's
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ours = sample(regression, x, y=y, draws=30, tune=30, chains=1, random_seed=1, progressbar=False,
+                                  policy=Policy(max_attempts=1), float32=float32)
+                assert ours.posterior["b"].dtype == dtype
         assert not jax.config.jax_enable_x64
 
 

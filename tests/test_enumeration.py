@@ -115,8 +115,8 @@ def _numpyro_potential(model, *args):
 
 
 def test_enumerated_sites_are_not_latents_and_the_density_is_numpyros():
-    """The compiled model's log density is NumPyro's own enumerated potential, to rounding."""
-    compiled = resilient.compile(mixture, MIXTURE_Y).compiled
+    """The compiled model's log density is NumPyro's own enumerated potential, to rounding (both in float64)."""
+    compiled = resilient.compile(mixture, MIXTURE_Y, float32=False).compiled
     assert compiled.latent_names == ("weights", "locs", "sigma") and compiled.dimension == 1 + 2 + 1
     assert compiled.enumerated == ("z",) and compiled.sites["z"].kind == "enumerated"
     with jax.enable_x64(True):

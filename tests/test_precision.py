@@ -137,3 +137,89 @@ def test_a_float32_choice_that_diverges_is_remedied_by_float64_and_the_log_says_
     assert record.read_run(data)["precision_reason"].startswith("auto: float64")
     assert len(attempts) == 1 and attempts[0]["settings"]["float32"] is False and attempts[0]["remedy"] is None
     assert attempts[0]["outcome"] == "gave-up" and "no remedy left" in attempts[0]["message"]
+
+
+# -- issue #26, item 2: the default is the backend's habit -----------------------------------------------------
+
+@pytest.fixture
+def x64_on():
+    """jax's x64 turned on as a user turns it on (``numpyro.enable_x64()``), and put back as it was."""
+    import jax
+
+    before = jax.config.read("jax_enable_x64")
+    numpyro.enable_x64()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+def test_a_native_numpyro_model_runs_by_default_in_raw_numpyros_float32_and_says_why():
+    import jax
+
+    assert not jax.config.read("jax_enable_x64")  # jax's default, as a raw NumPyro user has it
+    data = _run(logistic, *SMALL, draws=100, tune=100, chains=2)
+    assert data.posterior["beta"].dtype == np.float32
+    reason = record.read_run(data)["precision_reason"]
+    assert reason.startswith("raw: float32: raw NumPyro's precision: jax's x64 is off")
+    assert "agree with float64's at 4 initial points" in reason and "float64 is the remedy" in reason
+    attempts = record.read_attempts(data)
+    assert attempts[0]["settings"]["float32"] is True and attempts[0]["settings"]["precision_reason"] == reason
+    assert not jax.config.read("jax_enable_x64")
+    # asked for, float64 is what runs
+    data = _run(logistic, *SMALL, float32=False, draws=100, tune=100, chains=2)
+    assert data.posterior["beta"].dtype == np.float64 and "precision_reason" not in record.read_run(data)
+
+
+def test_with_x64_on_a_native_numpyro_model_runs_in_float64_as_raw_numpyro_does(x64_on):
+    data = _run(logistic, *SMALL, draws=100, tune=100, chains=2)
+    assert data.posterior["beta"].dtype == np.float64
+    reason = record.read_run(data)["precision_reason"]
+    assert reason.startswith("raw: float64: jax's x64 is on")
+    assert record.read_attempts(data)[0]["settings"]["float32"] is False
+
+
+def test_shared_api_models_keep_float64_by_default():
+    data = _run(regression_shared, *SMALL, backend="numpyro", draws=100, tune=100, chains=2)
+    assert data.posterior["beta"].dtype == np.float64 and "precision_reason" not in record.read_run(data)
+    assert precision.default_float32(resolve_model(regression_shared, SMALL, {})) is False
+
+
+def test_the_default_takes_float64_where_float32_fails_its_check_and_never_refuses_float32_alone():
+    model, mode = precision.default_form(resolve_model(overflowing, (np.array([0.5, -0.2]),), {}), precision.RAW)
+    assert mode == precision.RAW and model.float32 is True  # raw NumPyro's precision, before the check
+    choice = precision.choose_precision(model, "numpyro", {}, 0, mode)
+    assert not choice.float32 and choice.model.float32 is False
+    assert choice.reason.startswith("raw: float64: the float32 log density or gradient is not finite")
+    # float64 that does not compile (NumPyro's hmm_enum under x64) leaves float32, raw NumPyro's precision
+    from examples.hmm_enum import model_1, simulate
+
+    hmm = simulate(num_sequences=2, max_length=4, data_dim=2, hidden_dim=2)
+    model, mode = precision.default_form(resolve_model(model_1, (hmm["sequences"], hmm["lengths"], hmm["args"]), {}),
+                                         precision.RAW)
+    choice = precision.choose_precision(model, "numpyro", {}, 0, mode)
+    assert choice.float32 and choice.model is model
+    assert "does not run in float64" in choice.reason and "carry input and carry output" in choice.reason
+    # on nutpie a NumPyro function runs in float64 whatever the default
+    choice = precision.choose_precision(model, "nutpie", {}, 0, mode)
+    assert not choice.float32 and choice.model.float32 is False and "nutpie" in choice.reason
+
+
+def test_the_default_float32_is_remedied_by_a_model_really_compiled_in_float64():
+    sampler = resilient.compile(gaussian)
+    assert sampler.model.float32 is True and sampler.float32_auto == precision.RAW
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = sampler.sample(random_seed=SEED, progressbar=False, **DIVERGING)
+    attempts = record.read_attempts(data)
+    assert [a["settings"]["float32"] for a in attempts] == [True, False]
+    assert attempts[0]["failure"] == "divergences" and attempts[0]["message"].endswith("next: switched to float64")
+    assert attempts[1]["remedy"] == "float64"
+    compiled = {bool(model.float32): c for (engine, model), c in sampler.cache.items()}
+    assert compiled[True].float32 is True and compiled[False].float32 is False
+    x = np.full(10, 1e-9)
+    assert compiled[False].constrain(x)["x"].dtype == np.float64 and compiled[True].constrain(x)["x"].dtype == np.float32
+    # the float64 program sees what float32 rounds away: x + 1e-9 for x = 1
+    one = compiled[False].log_density(np.ones(10) + 1e-9) - compiled[False].log_density(np.ones(10))
+    assert one == pytest.approx(-10 * 1e-9, rel=1e-3)
+    assert compiled[True].log_density(np.ones(10) + 1e-9) == compiled[True].log_density(np.ones(10))

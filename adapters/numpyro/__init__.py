@@ -14,8 +14,10 @@ Modules, in the order a model passes through them:
 * :mod:`.runner` runs NUTS in chunks with one compiled ``lax.scan`` for every chunk;
 * :mod:`.adapter` ties them together behind :class:`~resilient.backend.Adapter`.
 
-Precision: float64 unless the model asks for float32. jax's global x64 flag is never flipped; each
-jax call runs inside ``jax.enable_x64(...)`` (jit caches are keyed on it).
+Precision: the model's (``float32`` on the model record); ``resilient.sample`` gives a native NumPyro function
+the precision raw NumPyro would (float32 unless the user turned jax's x64 on; :mod:`resilient.precision`) and
+shared-API models float64. jax's global x64 flag is never flipped; each jax call runs inside
+``jax.enable_x64(...)`` (jit caches are keyed on it), so raw NumPyro and Resilient share a process.
 """
 
 from resilient.adapters.numpyro import device  # noqa: F401  (first: the XLA device count)
