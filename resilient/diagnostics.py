@@ -229,13 +229,36 @@ def diagnose(
 ) -> Diagnostics:
     """Check a posterior sample against published thresholds.
 
-    ``data`` is a DataTree (from :func:`resilient.sample`, PyMC or NumPyro) or anything
-    ``arviz_base.convert_to_datatree`` takes; it needs a ``posterior`` group, and uses
-    ``sample_stats`` (``diverging``, ``tree_depth`` or ``reached_max_treedepth``, ``energy``)
-    where present. ``max_tree_depth`` defaults to the one recorded in the data's attempt log
-    or attributes, else 10. ``var_names`` limits R-hat/ESS/MCSE to some variables;
-    ``ci_kind``/``ci_prob`` go to ``arviz_stats.summary`` (ArviZ's defaults: eti, 0.89).
-    A ``*_fail`` threshold milder than its warning threshold is moved up to it.
+    Each check (R-hat, bulk and tail ESS, MCSE, E-BFMI, divergences, tree depth, non-finite
+    draws) gets a verdict: ``ok``; ``warn`` past its published threshold; ``fail`` past the
+    loop's retry limit (the ``*_fail`` thresholds). The overall verdict is the worst check.
+
+    Parameters
+    ----------
+    data : DataTree
+        From :func:`resilient.sample`, PyMC or NumPyro, or anything
+        ``arviz_base.convert_to_datatree`` takes. It needs a ``posterior`` group, and uses
+        ``sample_stats`` (``diverging``, ``tree_depth`` or ``reached_max_treedepth``, ``energy``)
+        where present.
+    rhat_max, ess_min_per_chain, mcse_max_ratio, bfmi_min, max_divergences : float
+        Warning thresholds: R-hat, bulk/tail ESS per chain, MCSE / posterior sd, E-BFMI, and the
+        number of divergent draws allowed.
+    max_tree_depth : int, optional
+        The sampler's cap; defaults to the one recorded in the data's attempt log or attributes,
+        else 10.
+    rhat_fail, ess_fail_per_chain, divergence_fail_rate, tree_depth_fail_rate : float
+        Fail thresholds (the loop's retry limits). One milder than its warning threshold is moved
+        up to it.
+    var_names : str or list of str, optional
+        Limit R-hat, ESS and MCSE to these variables.
+    ci_kind, ci_prob : optional
+        Passed to ``arviz_stats.summary`` (ArviZ's defaults: ``"eti"``, 0.89).
+
+    Returns
+    -------
+    Diagnostics
+        ``.verdict``, ``.checks`` (each a :class:`Check` with value, threshold, explanation and
+        action), ``.summary`` (ArviZ's table) and ``.notes``.
     """
     from arviz_base import convert_to_datatree, rcParams
     from arviz_stats import summary as arviz_summary

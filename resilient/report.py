@@ -347,8 +347,28 @@ def write_report(data: Any, out_dir: str | pathlib.Path, formats: tuple[str, ...
                  diagnostics: Diagnostics | None = None, **thresholds: Any) -> dict[str, pathlib.Path]:
     """Write report.html / report.md / report.json into ``out_dir`` (made if missing).
 
-    Returns the paths written, by format. Diagnostics are computed once for all formats
-    (or passed in as ``diagnostics``).
+    Parameters
+    ----------
+    data : DataTree
+        A result of :func:`resilient.sample` (its attempt log and preflight findings are read from
+        it), or any DataTree with a ``posterior`` group.
+    out_dir : str or pathlib.Path
+        The folder to write into.
+    formats : sequence of {"html", "md", "json"}
+        Which files to write.
+    plots : bool
+        Embed the plots (trace, energy, pair plots with divergences) in the HTML page.
+    max_plot_variables : int
+        Plot at most this many quantities, the least converged first.
+    diagnostics : Diagnostics, optional
+        Computed once for every format by :func:`resilient.diagnose` when not given.
+    **thresholds
+        Passed to :func:`resilient.diagnose`.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        The paths written, by format.
     """
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
