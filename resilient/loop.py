@@ -64,6 +64,11 @@ def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_st
     lp = stats.get("lp")
     if lp is not None and not np.all(np.isfinite(lp)):
         return "non-finite", f"{int(np.sum(~np.isfinite(lp)))} draws have a non-finite log density"
+    for name, values in posterior.items():
+        values = np.asarray(values)
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            return "non-finite", (f"{int(np.sum(~np.isfinite(values)))} draws of {name} are not finite (inf or NaN): "
+                                  "the posterior may be improper along it")
     stuck = _stuck_chains(posterior, stats)
     if stuck:
         return "stuck", f"chain(s) {', '.join(map(str, stuck))} never moved (no proposal accepted)"
@@ -121,7 +126,8 @@ def _worst_convergence(posterior: dict[str, np.ndarray], chains: int) -> tuple[s
     """The scalar furthest from convergence (R-hat excess first, then the smallest ESS) with its figures."""
     if chains < 2 or not posterior:
         return None
-    rows = convergence(posterior)
+    rows = [(label, rhat if np.isfinite(rhat) else np.inf, ess if np.isfinite(ess) else 0.0)
+            for label, rhat, ess in convergence(posterior)]  # a figure ArviZ cannot compute counts as failing
     if not rows:
         return None
     return max(rows, key=lambda row: (max(row[1] - 1.0, 0.0) * 100 + 1.0 / max(row[2], 1.0)))

@@ -368,3 +368,10 @@ def test_when_no_remedy_helps_the_first_attempt_comes_back_and_the_warning_says_
     assert read_run(data)["returned_attempt"] == 1
     assert abs(float(data.posterior["x"].mean()) - 1) < 0.2, "attempt 1's draws (centred at 1)"
     assert all(a["rhat"] is not None and a["ess_bulk"] > 0 for a in read_attempts(data))
+
+
+def test_infinite_draws_and_uncomputable_r_hat_are_failures_not_passes():
+    values = healthy()
+    values[1, 10:] = np.inf  # an improper direction: the chain ran off
+    failure, message = assess(buffer_from(values), Policy(), SETTINGS)
+    assert failure == "non-finite" and "draws of x are not finite" in message
