@@ -6,7 +6,7 @@ import sys
 
 def test_import_resilient_imports_no_backend():
     code = ("import sys, resilient, resilient.checks, resilient.loop, resilient.sampling; "
-            "heavy = [m for m in ('jax', 'numpyro', 'pymc', 'pytensor', 'arviz', 'arviz_base') if m in sys.modules]; "
+            "heavy = [m for m in ('jax', 'numpyro', 'pymc', 'pytensor', 'nutpie', 'numba', 'dask', 'distributed', 'arviz', 'arviz_base') if m in sys.modules]; "
             "print(','.join(heavy))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
