@@ -171,3 +171,65 @@ def test_an_unmarked_discrete_site_is_refused_with_its_name_and_the_fix():
 
     with pytest.raises(DiscreteLatentError, match=r"`k` \(Poisson\) has infinitely many values"):
         resilient.compile(poisson_latent, MIXTURE_Y[:3])
+
+
+# --- issue #26, item 2: NumPyro's own hmm_enum model_1, which float64 cannot run -------------------------
+
+HMM_RUN = dict(draws=100, tune=100, chains=2)  # 7 min on 2 busy cores at 150 + 150
+
+
+def _hmm_invariants(probs_x: np.ndarray, probs_y: np.ndarray) -> dict:
+    """Quantities the hidden states' labels do not change (the posterior is symmetric under relabelling, so a
+    chain may settle on any labelling): the mean staying probability and each tone's mean emission probability."""
+    return {"stay": np.trace(probs_x, axis1=-2, axis2=-1) / probs_x.shape[-1],
+            **{f"tone{j}": probs_y[..., j].mean(-1) for j in range(probs_y.shape[-1])}}
+
+
+@pytest.fixture(scope="module")
+def hmm_runs():
+    """(raw ``MCMC(NUTS(model_1))`` in jax's default precision, as NumPyro's example runs it; resilient.sample
+    with its defaults), the label-invariant quantities of each as ``{name: (chain, draw)}``."""
+    from numpyro.infer import MCMC, NUTS
+
+    from examples.hmm_enum import model_1, simulate
+
+    data = simulate(num_sequences=4, max_length=8, data_dim=3)
+    arguments = (data["sequences"], data["lengths"], data["args"])
+    assert not jax.config.read("jax_enable_x64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mcmc = MCMC(NUTS(model_1), num_warmup=HMM_RUN["tune"], num_samples=HMM_RUN["draws"],
+                    num_chains=HMM_RUN["chains"], chain_method="sequential", progress_bar=False)
+        mcmc.run(jax.random.PRNGKey(SEED), *arguments)
+        raw = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        # max_attempts=1: a float32 attempt over the divergence limit would get the float64 rung, which cannot
+        # compile this model (the loop does not yet treat a remedy that does not compile as a failed rung)
+        ours = resilient.sample(model_1, *arguments, random_seed=SEED, progressbar=False, max_attempts=1,
+                                **HMM_RUN)
+    return raw, ours
+
+
+@pytest.mark.slow
+def test_hmm_enum_samples_by_default_in_raw_numpyros_precision_and_agrees_with_it(hmm_runs):
+    from statistics import NormalDist
+
+    from arviz_stats.base import array_stats
+
+    from resilient import record
+
+    raw, ours = hmm_runs
+    assert set(ours.posterior.data_vars) == {"probs_x", "probs_y"}
+    assert ours.posterior["probs_x"].dtype == raw["probs_x"].dtype == np.float32
+    reason = record.read_run(ours)["precision_reason"]
+    assert reason.startswith("raw: float32:") and "does not run in float64" in reason
+    theirs = _hmm_invariants(raw["probs_x"], raw["probs_y"])
+    mine = _hmm_invariants(ours.posterior["probs_x"].values, ours.posterior["probs_y"].values)
+    critical = NormalDist().inv_cdf(1 - 0.01 / (2 * len(theirs)))  # Bonferroni, 1% family-wise
+
+    def mcse(x: np.ndarray) -> float:
+        return float(array_stats.mcse(x, chain_axis=0, draw_axis=1, method="mean"))
+
+    for name in theirs:
+        difference = abs(float(mine[name].mean()) - float(theirs[name].mean()))
+        band = critical * np.hypot(mcse(theirs[name]), mcse(mine[name]))
+        assert difference <= band, f"{name}: ours {mine[name].mean():.4g}, raw {theirs[name].mean():.4g}, band {band:.3g}"
