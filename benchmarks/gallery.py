@@ -41,6 +41,7 @@ SEED = 20
 DRAWS, TUNE, CHAINS = 500, 500, 2
 SIDES = ("raw", "resilient")
 RAW_X64 = False  # raw NumPyro in its own default precision (float32), as a user runs it; --raw-x64 for float64
+TIME_BUDGET = None  # resilient.sample's time_budget (--budget): None, its default
 LIMIT = 420  # seconds per model (both sides) before the child is killed
 USABLE_RHAT = 1.01
 #: "no worse on R-hat" with an MCSE-like slack: R-hat from 2 x 500 draws moves by some thousandths between
@@ -160,6 +161,8 @@ def run_resilient(entry, built) -> dict:
     from resilient.errors import SamplingFailed
 
     kwargs = dict(draws=DRAWS, tune=TUNE, chains=CHAINS, random_seed=SEED, progressbar=False, cores=1)
+    if TIME_BUDGET is not None:
+        kwargs["time_budget"] = TIME_BUDGET
     started = time.perf_counter()
     try:
         if entry.dialect == "pymc":
@@ -178,7 +181,8 @@ def run_resilient(entry, built) -> dict:
     divergences = int(stats["diverging"].values.sum()) if "diverging" in stats else None
     depth = _depth_share(stats)
     return {"outcome": "ok", "seconds": seconds, "divergences": divergences, "max_depth_share": depth,
-            "engine": run.get("backend"), "status": run.get("status"), "returned_attempt": run.get("returned_attempt"), "message": (run.get("message") or "")[:600],
+            "time_budget": TIME_BUDGET, "engine": run.get("backend"), "status": run.get("status"),
+            "returned_attempt": run.get("returned_attempt"), "message": (run.get("message") or "")[:600],
             "attempts": _attempts(record.read_attempts(data)), "_posterior": posterior}
 
 
@@ -240,7 +244,8 @@ def run_model(name: str, sides: list[str], limit: float) -> list[dict]:
     """Both sides of one model in a child process, killed (its process group) after ``limit`` seconds."""
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, __file__, "--child", name, "--sides", ",".join(sides)]
-                               + (["--raw-x64"] if RAW_X64 else []),
+                               + (["--raw-x64"] if RAW_X64 else [])
+                               + ([] if TIME_BUDGET is None else ["--budget", str(TIME_BUDGET)]),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
@@ -269,13 +274,14 @@ def main(argv=None) -> int:
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--limit", type=float, default=LIMIT, help="seconds per model, both sides")
     parser.add_argument("--raw-x64", action="store_true", help="raw NumPyro in float64 (Resilient's default)")
+    parser.add_argument("--budget", type=float, help="resilient.sample's time_budget in seconds (default: none)")
     parser.add_argument("--child", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--table", metavar="FILE", help="print the Markdown table of a results file and stop")
     args = parser.parse_args(argv)
     sides = args.sides.split(",")
-    global RAW_X64
-    RAW_X64 = args.raw_x64
+    global RAW_X64, TIME_BUDGET
+    RAW_X64, TIME_BUDGET = args.raw_x64, args.budget
     if args.child:
         child(args.child, sides)
         return 0
@@ -362,13 +368,15 @@ def worse(results: list[dict]) -> list[tuple[str, str]]:
         if raw is None or res is None or raw.get("outcome") != "ok":
             continue
         if res.get("outcome") != "ok":
-            out.append((name, f"Resilient {res.get('outcome')} where raw returned draws: {res.get('message', '')[:200]}"))
+            out.append((name, f"Resilient {res.get('outcome')} where raw returned draws: "
+                               f"{res.get('message', '')[:200]}"))
             continue
         why = []
         if usable(raw) and not usable(res):
             why.append("raw usable, Resilient not")
         if rhat_worse(raw["worst_rhat"], res["worst_rhat"]):
-            why.append(f"worst R-hat {res['worst_rhat']:.3f} ({res.get('worst_rhat_at')}) vs raw {raw['worst_rhat']:.3f}")
+            why.append(f"worst R-hat {res['worst_rhat']:.3f} ({res.get('worst_rhat_at')}) "
+                       f"vs raw {raw['worst_rhat']:.3f}")
         if usable(raw) and res["min_ess_bulk"] < ESS_RATIO * raw["min_ess_bulk"]:
             why.append(f"min bulk ESS {res['min_ess_bulk']:.0f} vs raw {raw['min_ess_bulk']:.0f}")
         if why:
@@ -384,7 +392,8 @@ def markdown(results: list[dict]) -> str:
     for name in dict.fromkeys(r["model"] for r in results):
         raw = next((r for r in results if r["model"] == name and r["side"] == "raw"), None)
         res = next((r for r in results if r["model"] == name and r["side"] == "resilient"), None)
-        returned = "" if res is None or res.get("returned_attempt") is None else f" (returned {res['returned_attempt']})"
+        returned = ("" if res is None or res.get("returned_attempt") is None
+                    else f" (returned {res['returned_attempt']})")
         extra = ["", "", ""] if res is None else [str(res.get("engine") or ""),
                                                   str(res.get("attempts_count") or "") + returned,
                                                   remedies(res).replace("|", "/")]
