@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -511,7 +512,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                                progressbar=False)
         crash: SamplerError | None = None
         try:
-            outcome = compiled.run_nuts(run_settings, on_chunk)
+            with warnings.catch_warnings():
+                if state.mass_matrix != settings.mass_matrix:
+                    # the mass matrix is the loop's remedy, said in the attempt log: the engine's notice that
+                    # the adaptation is experimental (PyMC's full one) is for a user who chose it
+                    warnings.filterwarnings("ignore", message=r".* is an experimental feature", category=UserWarning)
+                outcome = compiled.run_nuts(run_settings, on_chunk)
         except SamplerError as error:
             outcome, crash = NUTSRun(completed=False, reason="sampler-error"), error
         finally:
