@@ -614,6 +614,6 @@ def _stop(data: Any, message: str, attempts: list[Attempt], report: Any, policy:
     if (budget or interrupted) and data is not None:
         warn(f"Resilient: {summary}. The result holds only the finished draws.")
         return data
-    raise SamplingFailed(f"Sampling failed: {summary}. The attempt log, the preflight report and the last "
-                         "draws are attached to this error (.attempts, .preflight, .partial).",
+    raise SamplingFailed(f"Sampling failed: {summary}. The attempt log, the preflight report and the best "
+                         "draws that ran are attached to this error (.attempts, .preflight, .partial).",
                          attempts=tuple(attempts), preflight=report, partial=data) from cause
