@@ -45,8 +45,9 @@ TIME_BUDGET = None  # resilient.sample's time_budget (--budget): None, its defau
 LIMIT = 420  # seconds per model (both sides) before the child is killed
 USABLE_RHAT = 1.01
 #: "no worse on R-hat" with an MCSE-like slack: R-hat from 2 x 500 draws moves by some thousandths between
-#: runs on a healthy posterior, and by a share of its distance from 1 on a poorly mixed one.
-RHAT_SLACK, RHAT_RELATIVE, ESS_RATIO = 0.01, 1.25, 0.8
+#: runs on a healthy posterior, and by a share of its distance from 1 on a poorly mixed one; the smallest bulk
+#: ESS over many components of 1,000 draws by some tens of percent (0.83 x between two healthy runs seen here).
+RHAT_SLACK, RHAT_RELATIVE, ESS_RATIO = 0.01, 1.25, 0.7
 
 
 def rhat_worse(raw: float, res: float) -> bool:

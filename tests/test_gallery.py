@@ -9,7 +9,7 @@ same settings (2 chains x 500 + 500, one seed), on a subset that fits CI. The in
 Seeds are fixed but trajectories differ between CPUs, so each comparison carries an MCSE-sized slack
 (benchmarks.gallery.rhat_worse, ESS_RATIO): R-hat from 2 x 500 draws moves by a few thousandths between
 runs of the same sampler on a healthy posterior and by a share of its distance from 1 on a poorly mixed
-one; a bulk-ESS estimate from 1,000 draws by some tens of percent.
+one; the smallest bulk ESS over many components of 1,000 draws by some tens of percent.
 Each model runs in a child process with a hard limit, so a hang fails the test instead of the run.
 The other slow tests check that every corpus model builds and has a finite log density at its initial point.
 """
@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from examples.gallery import MODELS  # noqa: E402
 
-#: fits CI: both dialects, a raw-usable and a raw-not-usable model of each, LKJ and enumeration.
-SUBSET = ("pymc-best", "pymc-eight_schools_centered", "numpyro-ucbadmit", "numpyro-baseball_logit",
+#: fits CI: both dialects, raw usable (best, ar2) and not (eight schools, the two baseballs, Dawid-Skene's
+#: label switching), enumeration and scan. Not ucbadmit: its raw R-hat sits at the 1.01 line (1.011 here).
+SUBSET = ("pymc-best", "pymc-eight_schools_centered", "pymc-baseball", "numpyro-baseball_logit",
           "numpyro-dawid_skene", "numpyro-ar2")
 USABLE_RHAT = 1.01
 LIMIT = 300  # seconds per model, both sides
