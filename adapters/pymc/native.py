@@ -95,12 +95,103 @@ def _fgraph_convertible(model: Any) -> bool:
     return model.parent is None and all(v is None for v in model.rvs_to_initial_values.values())
 
 
-def noncentred_model(model: Any, names: frozenset[str]) -> Any:
-    """A copy of ``model`` in which each named latent ``x ~ Normal(mu, sigma)`` is sampled as
-    ``x_decentered ~ Normal(0, 1)`` and ``x = mu + sigma * x_decentered`` is a Deterministic with x's
-    name and dims: the same joint density of x and the rest, without the funnel. Rewritten on PyMC's
-    model fgraph (``pymc.model.fgraph``); the user's model is not changed."""
+#: PyMC family -> the positions of its location and scale among ``op.dist_params``: the latent families
+#: :func:`noncentred_model` samples as ``loc + scale * raw`` (LogNormal as ``exp(loc + scale * raw)``).
+_LOC_SCALE = {"Normal": (0, 1), "StudentT": (1, 2), "Laplace": (0, 1), "Cauchy": (0, 1), "Logistic": (0, 1),
+              "LogNormal": (0, 1)}
+
+
+def _normal_rv(var: Any) -> bool:
+    """Whether ``var`` is a univariate (untruncated) Normal random variable."""
+    from pytensor.tensor.random.basic import NormalRV
+
+    return var is not None and var.owner is not None and isinstance(var.owner.op, NormalRV)
+
+
+def _noncentring_form(rv: Any, transform: Any) -> str | None:
+    """How :func:`noncentred_model` can rewrite the latent ``rv`` with value transform ``transform``: its
+    family (``"Normal"``, ``"StudentT"``, ..., ``"GaussianRandomWalk"``), or None where it cannot safely:
+    another family, a truncation or censoring (another op), a transform other than the family's default
+    (the rewritten site is a Deterministic: a user's transform would be lost), a random walk whose
+    initial value or innovations are not Normal."""
+    node = rv.owner
+    if node is None:
+        return None
+    from pymc.distributions.transforms import _default_transform
+
+    print_name = getattr(node.op, "_print_name", None)
+    family = print_name[0] if print_name else None
+    if family in _LOC_SCALE:
+        default = _default_transform(node.op, rv)
+        same = transform is None if default is None else transform is not None and type(transform) is type(default)
+        return family if same else None
+    if type(node.op).__name__ == "RandomWalkRV" and transform is None and len(node.inputs) >= 2:
+        init, innovations = node.inputs[0], node.inputs[1]
+        if _normal_rv(init) and _normal_rv(innovations):
+            return "GaussianRandomWalk"
+    return None
+
+
+def _loc_scale_params(rv: Any, form: str) -> list[Any]:
+    """The parameters of ``rv`` that non-centring takes out: location and scale (of the initial value and
+    of the innovations for a random walk)."""
+    node = rv.owner
+    if form == "GaussianRandomWalk":
+        return [p for var in node.inputs[:2] for p in var.owner.op.dist_params(var.owner)]
+    params = list(node.op.dist_params(node))
+    return [params[i] for i in _LOC_SCALE[form]]
+
+
+def _noncentred_value(rv: Any, form: str) -> tuple[Any, Any]:
+    """``(raw_rv, back)``: the standard variable to sample and ``back(raw)``, ``rv``'s value from it."""
     import pymc as pm
+    import pytensor.tensor as pt
+
+    if form == "GaussianRandomWalk":
+        # PyMC's RandomWalkRV: x = cumsum(concatenate([init, innovations]), axis=-1), init of shape (1, *batch)
+        # and innovations of shape (steps, *batch) along the first axis before it is moved last.
+        init, innovations = rv.owner.inputs[0], rv.owner.inputs[1]
+        init_mu, init_sigma = init.owner.op.dist_params(init.owner)
+        mu, sigma = innovations.owner.op.dist_params(innovations.owner)
+
+        def walk(raw: Any) -> Any:
+            steps_first = pt.moveaxis(raw, -1, 0)
+            increments = pt.concatenate([init_mu + init_sigma * steps_first[:1], mu + sigma * steps_first[1:]],
+                                        axis=0)
+            return pt.moveaxis(pt.cumsum(increments, axis=0), 0, -1)
+
+        zero, one = np.zeros((), dtype=rv.dtype), np.ones((), dtype=rv.dtype)
+        return pm.Normal.dist(zero, one, size=rv.shape), walk
+    params = list(rv.owner.op.dist_params(rv.owner))
+    loc, scale = (params[i] for i in _LOC_SCALE[form])
+    zero, one = np.zeros((), dtype=rv.dtype), np.ones((), dtype=rv.dtype)  # not float32 literals
+    standard = {
+        "Normal": lambda: pm.Normal.dist(zero, one, size=rv.shape),
+        "LogNormal": lambda: pm.Normal.dist(zero, one, size=rv.shape),
+        "StudentT": lambda: pm.StudentT.dist(nu=params[0], mu=zero, sigma=one, size=rv.shape),
+        "Laplace": lambda: pm.Laplace.dist(zero, one, size=rv.shape),
+        "Cauchy": lambda: pm.Cauchy.dist(zero, one, size=rv.shape),
+        "Logistic": lambda: pm.Logistic.dist(zero, one, size=rv.shape),
+    }[form]
+    if form == "LogNormal":
+        return standard(), lambda raw: pt.exp(loc + scale * raw)
+    return standard(), lambda raw: loc + scale * raw
+
+
+def noncentred_model(model: Any, names: frozenset[str]) -> Any:
+    """A copy of ``model`` in which each named latent loc-scale site is sampled standardised and recovered
+    as a Deterministic with its name and dims: the same joint density of x and the rest, without the funnel.
+
+    - ``x ~ Normal(mu, sigma)``: ``x_decentered ~ Normal(0, 1)``, ``x = mu + sigma * x_decentered``; likewise
+      StudentT(nu, mu, sigma) (``x_decentered ~ StudentT(nu, 0, 1)``), Laplace(mu, b), Cauchy(alpha, beta),
+      Logistic(mu, s);
+    - ``x ~ LogNormal(mu, sigma)``, in log space: ``x_decentered ~ Normal(0, 1)``, ``x = exp(mu + sigma * x_decentered)``;
+    - ``x ~ GaussianRandomWalk(mu, sigma, init_dist=Normal(m0, s0))`` through its innovations:
+      ``x_decentered ~ Normal(0, 1)`` of x's shape, ``x = cumsum([m0 + s0 * raw[0], mu + sigma * raw[1:]])``
+      along the time axis, i.e. ``concatenate([init, init + cumsum(mu + sigma * raw[1:])])``.
+
+    Rewritten on PyMC's model fgraph (``pymc.model.fgraph``); the user's model is not changed. A site that
+    cannot be rewritten safely (:func:`_noncentring_form`) is a :class:`ModelError`."""
     from pymc.model.fgraph import (ModelFreeRV, fgraph_from_model, model_deterministic, model_free_rv,
                                    model_from_fgraph)
 
@@ -112,16 +203,15 @@ def noncentred_model(model: Any, names: frozenset[str]) -> Any:
         if not isinstance(node.op, ModelFreeRV) or node.op.name not in names:
             continue
         name, rv = node.op.name, node.inputs[0]
-        print_name = getattr(rv.owner.op, "_print_name", None)
-        if not print_name or print_name[0] != "Normal" or node.op.transform is not None:
-            raise ModelError(f"Cannot non-centre `{name}`: only an untransformed Normal latent can be sampled as "
-                             "loc + scale * Normal(0, 1).", site=name)
-        mu, sigma = rv.owner.op.dist_params(rv.owner)
-        raw_rv = pm.Normal.dist(0.0, 1.0, size=rv.shape)
+        form = _noncentring_form(rv, node.op.transform)
+        if form is None:
+            raise ModelError(f"Cannot non-centre `{name}`: only a latent Normal, StudentT, Laplace, Cauchy, Logistic "
+                             "or LogNormal with its default transform, or a GaussianRandomWalk with a Normal "
+                             "initial value, can be sampled as loc + scale * a standard variable.", site=name)
         raw_name = f"{name}_decentered"
+        raw_rv, back = _noncentred_value(rv, form)
         raw = model_free_rv(raw_rv, raw_rv.type(name=raw_name), None, raw_name, *node.op.dims)
-        fgraph.replace(node.outputs[0], model_deterministic(mu + sigma * raw, name, *node.op.dims),
-                       import_missing=True)
+        fgraph.replace(node.outputs[0], model_deterministic(back(raw), name, *node.op.dims), import_missing=True)
         done.add(name)
     missing = sorted(set(names) - done)
     if missing:
@@ -250,11 +340,27 @@ def without_infinite_truncations(model: Any, fix: bool) -> tuple[Any, dict[str, 
     return model_from_fgraph(fgraph, mutate_fgraph=True), rewrites
 
 
+def _centred(rv: Any, transform: Any, latents: set) -> bool:
+    """Whether the latent ``rv`` is a loc-scale site :func:`noncentred_model` can rewrite whose location or
+    scale (for a random walk: of its initial value or of its innovations) depends on another latent."""
+    try:
+        form = _noncentring_form(rv, transform)
+        if form is None:
+            return False
+        from pytensor.graph.traversal import ancestors
+
+        params = _loc_scale_params(rv, form)
+        return any(a in latents and a is not rv for a in ancestors(params, blockers=latents))
+    except Exception:  # noqa: BLE001 - an op we do not know is not rewritten: the safe side
+        return False
+
+
 def _native_sites(model: Any) -> dict[str, Site]:
-    """Sites of a pm.Model. A latent ``Normal`` whose location or scale depends on another latent is
-    ``noncenterable``: :func:`noncentred_model` really rewrites it (when PyMC's model fgraph can hold
-    the model)."""
+    """Sites of a pm.Model. A latent loc-scale site (Normal, StudentT, Laplace, Cauchy, Logistic, LogNormal,
+    GaussianRandomWalk) whose location or scale depends on another latent is ``noncenterable``:
+    :func:`noncentred_model` really rewrites it (when PyMC's model fgraph can hold the model)."""
     convertible = _fgraph_convertible(model)
+    latents = set(model.free_RVs)
     named = set(model.named_vars.values())
     site_vars = set(model.free_RVs) | set(model.observed_RVs) | set(model.deterministics)
     sites: dict[str, Site] = {}
@@ -281,9 +387,7 @@ def _native_sites(model: Any) -> dict[str, Site]:
                     facts = _facts(var, set(model.free_RVs))
                 except Exception:  # noqa: BLE001 - facts are best effort for ops we do not know
                     facts = {}
-            centred = (kind == "latent" and convertible and facts.get("family") == "Normal"
-                       and var.owner is not None and model.rvs_to_transforms.get(var) is None
-                       and any(facts.get("parameter_inputs", {}).values()))
+            centred = kind == "latent" and convertible and _centred(var, model.rvs_to_transforms.get(var), latents)
             sites[var.name] = Site(var.name, kind, None, None, (), False, description, inputs, **facts,
                                    noncenterable=centred)
     return sites
