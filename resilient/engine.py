@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from resilient.backend import install_hint
 from resilient.errors import BackendUnavailableError, ResilientError
 
 __all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "INIT_MASS_MATRIX", "EngineChoice", "choose_engine", "modelling_backend",
@@ -185,7 +186,8 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
         return EngineChoice(backend, "pymc", f"auto: PyMC's NUTS (mass_matrix={mass_matrix!r}, which only PyMC's "
                                              "NUTS adapts here)")
     if not installed("nutpie"):
-        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie is not installed: `pip install nutpie`)")
+        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie is not installed: "
+                                                 f"`{install_hint('nutpie')}`)")
     if mass_matrix == "low_rank" and can_sample("nutpie", compiled_pymc) and tune >= 1:
         return EngineChoice(backend, "nutpie", "auto: nutpie (mass_matrix='low_rank', which only nutpie adapts)")
     if not can_sample("nutpie", compiled_pymc):

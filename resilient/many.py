@@ -982,8 +982,10 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     without (the loop itself stops at the budget; the watchdog is for a fit stuck outside it, e.g. in a
     crashed child process); no connected worker for ``worker_timeout`` seconds stops the run with an error.
     """
+    from resilient.backend import require
     from resilient.engine import resolve_engine
 
+    require("distributed", "resilient.sample_many")
     spec = ModelSpec.of(model)
     options = RunOptions(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                          max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,

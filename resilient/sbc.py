@@ -652,6 +652,9 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
     listed, with their reasons, in the result and the report, because dropping the hard fits silently
     biases the check. The report is ``out/sbc.html`` (and ``sbc.json``).
     """
+    from resilient.backend import require
+
+    require("distributed", "resilient.sbc")
     if isinstance(simulations, bool) or not isinstance(simulations, int) or simulations < 1:
         raise ResilientError(f"`simulations` must be a positive integer, got {simulations!r}.")
     if isinstance(rank_draws, bool) or not isinstance(rank_draws, int) or rank_draws < 1:

@@ -320,7 +320,7 @@ def test_without_nutpie_installed_resilient_samples_on_pymc_and_says_which_engin
     process = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     lines = [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
     assert process.returncode == 0, process.stderr[-2000:]
-    assert lines[0]["engine"] == "pymc" and "nutpie is not installed" in lines[0]["reason"] and lines[0]["draws"] == 50
+    assert lines[0]["engine"] == "pymc" and "nutpie is not installed" in lines[0]["reason"] and lines[0]["draws"] >= 50
     assert "engine='nutpie' needs the `nutpie` package, which is not installed" in lines[1]["error"]
 
 
