@@ -205,9 +205,10 @@ def noncentred_model(model: Any, names: frozenset[str]) -> Any:
         name, rv = node.op.name, node.inputs[0]
         form = _noncentring_form(rv, node.op.transform)
         if form is None:
-            raise ModelError(f"Cannot non-centre `{name}`: only a latent Normal, StudentT, Laplace, Cauchy, Logistic "
-                             "or LogNormal with its default transform, or a GaussianRandomWalk with a Normal "
-                             "initial value, can be sampled as loc + scale * a standard variable.", site=name)
+            raise ModelError(f"Cannot non-centre `{name}`: only an untransformed Normal latent (likewise StudentT, "
+                             "Laplace, Cauchy, Logistic), a LogNormal with its default log transform or a "
+                             "GaussianRandomWalk with a Normal initial value can be sampled as loc + scale * a "
+                             "standard variable; a truncation or another transform cannot.", site=name)
         raw_name = f"{name}_decentered"
         raw_rv, back = _noncentred_value(rv, form)
         raw = model_free_rv(raw_rv, raw_rv.type(name=raw_name), None, raw_name, *node.op.dims)
