@@ -191,7 +191,8 @@ def test_adapters_with_data_reuses_the_compiled_model(model):
         assert np.array_equal(moved.log_density_and_gradient(x)[1], fresh.log_density_and_gradient(x)[1])
         assert moved.site_log_densities(x) == fresh.site_log_densities(x)
         assert moved.log_density(x) != sampler.compiled.log_density(x)  # the new data, not the first
-    assert np.array_equal(moved.observed_data()["y"], np.asarray(other["y"]))
+    observed = np.asarray(moved.observed_data()["y"])  # in the model's precision (a native NumPyro one: float32)
+    assert np.array_equal(observed, np.asarray(other["y"]).astype(observed.dtype))
     run = {"draws": 30, "tune": 30, "chains": 2, "random_seed": 3, "progressbar": False, "preflight": False,
            "max_attempts": 1}
     again = resilient.compile(model, backend="numpyro", **other)
