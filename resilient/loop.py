@@ -400,6 +400,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                       tune=settings.tune, draws=settings.draws)
     candidates: list[_Candidate] = []  # attempts whose draws could be returned
     next_remedy: str | None = None
+    last: tuple[str, str, LoopState, Any] | None = None  # the last failed attempt: failure, message, state, model
     dimension: int | None = None
     last_seconds: float | None = None
 
@@ -439,6 +440,22 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                 checkpoint.write_record({}, {k: v for k, v in data.attrs.items() if k.startswith("resilient")})
         return data
 
+    def give_up(summary: str, failure: str, message: str, fallback: _Candidate | None,
+                crash: BaseException | None = None) -> Any:
+        """No remedy left: the best statistical attempt with a warning, or SamplingFailed with the best draws."""
+        usable = [c for c in candidates if c.statistical]
+        if failure in STATISTICAL and policy.on_exhausted == "warn" and usable:
+            chosen = _best(usable, policy)
+            first = usable[0].number == 1 and chosen.number == 1 and len(attempts) > 1
+            verdict = ("the remedies did not help, so the first attempt's draws are returned" if first else
+                       f"returning attempt {chosen.number}'s draws, the best by their diagnostics")
+            warn(f"Resilient: {summary} ({len(attempts)} attempt(s)). {verdict[0].upper()}{verdict[1:]}: "
+                 f"{_ledger(usable, attempts)}. Their diagnostics fail; do not trust them without checking "
+                 "(Policy(on_exhausted='raise') raises instead).")
+            return finish(chosen, "failed", f"{message}; returned attempt {chosen.number}'s draws")
+        chosen = _best(candidates, policy) or fallback
+        return _stop(finish(chosen, "failed", message), summary, attempts, report, policy, warn, cause=crash)
+
     def best_so_far(why: str, current: tuple[int, str | None] = (0, None)) -> tuple[_Candidate | None, str]:
         """The best attempt that ran, and a sentence saying which and why (for a budget or an interruption)."""
         chosen = _best(candidates, policy)
@@ -470,6 +487,25 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         }
         compile_start = time.monotonic()
         compiled = None
+        if last is not None and (state.backend, state.model) not in cache:
+            try:
+                compiled_for(state)
+            except Exception as error:  # noqa: BLE001 - a remedy's variant (float64, non-centred, another engine)
+                failure, message, before, before_compiled = last
+                why = f"the model for this remedy did not compile ({type(error).__name__}: {error})"
+                state = replace(before, used=before.used | state.used)
+                decision = (Decision(None, "the attempt cap is reached", state) if number == policy.max_attempts else
+                            _decide(failure, state, policy, before_compiled, dimension=dimension,
+                                    seconds_left=None if deadline is None else deadline - time.monotonic(),
+                                    last_seconds=last_seconds))
+                done = decision.remedy is None
+                attempts.append(Attempt(number, state.backend, current_settings, remedy, failure,
+                                        f"{why}; " + (decision.note if done else f"next: {decision.note}"),
+                                        "gave-up" if done else "retry", time.monotonic() - attempt_start))
+                if done:
+                    return give_up(f"attempt {number}: {why}; {decision.note}", failure, message, None)
+                next_remedy, state = decision.remedy, decision.state
+                continue
         try:
             compiled = compiled_for(state)
             compile_seconds = time.monotonic() - compile_start
@@ -586,21 +622,11 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                           f"accepted with {divergent} divergent draws")
         if new_remedy is None:
             attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
-            summary = f"attempt {number} failed: {message}; {note}"
-            usable = [c for c in candidates if c.statistical]
-            if failure in STATISTICAL and policy.on_exhausted == "warn" and usable:
-                chosen = _best(usable, policy)
-                first = usable[0].number == 1 and chosen.number == 1 and len(attempts) > 1
-                verdict = ("the remedies did not help, so the first attempt's draws are returned" if first else
-                           f"returning attempt {chosen.number}'s draws, the best by their diagnostics")
-                warn(f"Resilient: {summary} ({len(attempts)} attempt(s)). {verdict[0].upper()}{verdict[1:]}: "
-                     f"{_ledger(usable, attempts)}. Their diagnostics fail; do not trust them without checking "
-                     "(Policy(on_exhausted='raise') raises instead).")
-                return finish(chosen, "failed", f"{message}; returned attempt {chosen.number}'s draws")
-            chosen = _best(candidates, policy) or _Candidate(number, data, quality, False, False)
-            return _stop(finish(chosen, "failed", message), summary, attempts, report, policy, warn, cause=crash)
+            return give_up(f"attempt {number} failed: {message}; {note}", failure, message,
+                           _Candidate(number, data, quality, False, False), crash)
         skipped = f" ({'; '.join(decision.skipped)})" if decision.skipped else ""
         attempts.append(Attempt(**base, failure=failure, message=f"{message}; next: {note}{skipped}", outcome="retry"))
+        last = (failure, message, state, compiled)
         next_remedy, state = new_remedy, decision.state
     raise AssertionError("unreachable: the loop returns or raises within max_attempts")
 

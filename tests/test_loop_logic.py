@@ -375,3 +375,20 @@ def test_infinite_draws_and_uncomputable_r_hat_are_failures_not_passes():
     values[1, 10:] = np.inf  # an improper direction: the chain ran off
     failure, message = assess(buffer_from(values), Policy(), SETTINGS)
     assert failure == "non-finite" and "draws of x are not finite" in message
+
+
+def test_a_remedy_whose_model_does_not_compile_keeps_the_finished_draws():
+    """The float64 variant of a model that only compiles in float32 (NumPyro's hmm_enum under x64): the loop goes
+    back to the model before the remedy and returns the finished attempt instead of losing it."""
+    def only_in_float32():
+        raise RuntimeError("scan carry types differ under x64")
+
+    model = Model(only_in_float32, float32=True)
+    settings = NUTSSettings(draws=400, tune=0, chains=4, random_seed=1)
+    with pytest.warns(ResilientWarning, match=r"did not compile .*Returning attempt 1's draws|did not compile"):
+        data = run_loop(model, "numpyro", settings, Policy(max_attempts=3, remedies=("float64",)), preflight=False,
+                        progressbar=False, compile_cache={("numpyro", model): DivergingModel([0.05])})
+    attempts = read_attempts(data)
+    assert [a["outcome"] for a in attempts] == ["retry", "gave-up"]
+    assert "did not compile" in attempts[1]["message"] and read_run(data)["returned_attempt"] == 1
+    assert data.posterior["x"].shape == (4, 400)
