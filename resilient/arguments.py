@@ -58,7 +58,7 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
                                          "no MultiTrace"),
     "idata_kwargs": ("honoured", "only `{\"log_likelihood\": True/False}` (same as `log_likelihood=`): adds the "
                                  "log_likelihood group az.loo and az.compare read, on every backend (default: NumPyro "
-                                 "models yes, PyMC models no); other keys are refused with their names"),
+                                 "models yes up to 10,000,000 values, PyMC models no); other keys are refused with their names"),
     "nuts_sampler_kwargs": ("refused", "engine options other than target_accept and max_treedepth are not passed on"),
     "callback": ("refused", "draws are handed over per chunk, not per draw; use checkpoint= to see them as they "
                             "finish"),
