@@ -32,6 +32,12 @@ def _hierarchy(family, **site):
             pm.StudentT("x", nu=3, mu=mu, lam=tau ** -2, dims="g", **site)
         elif family == "Cauchy":
             pm.Cauchy("x", alpha=mu, beta=tau, dims="g", **site)
+        elif family == "HalfNormal":  # the horseshoe's scales: a scale that is another latent
+            pm.HalfNormal("x", sigma=tau, dims="g", **site)
+        elif family == "HalfCauchy":
+            pm.HalfCauchy("x", beta=tau, dims="g", **site)
+        elif family == "HalfStudentT":
+            pm.HalfStudentT("x", nu=3, sigma=tau, dims="g", **site)
         elif family == "GaussianRandomWalk":  # init Normal(mu, 2 tau): its parameters are latents too
             pm.GaussianRandomWalk("x", mu=mu, sigma=tau, init_dist=pm.Normal.dist(mu, 2 * tau), dims="g", **site)
         else:
@@ -44,11 +50,15 @@ def _centred_value(family, mu, tau, raw):
     if family == "GaussianRandomWalk":
         steps = np.r_[mu + 2 * tau * raw[0], mu + tau * raw[1:]]
         return np.cumsum(steps), np.log(2 * tau) + (raw.size - 1) * np.log(tau)
+    if family.startswith("Half"):  # x = tau * raw; on the log scale log x = log tau + log raw: Jacobian 1
+        return tau * raw, 0.0
     x = mu + tau * raw  # LogNormal: x's unconstrained value is log x = mu + tau * raw
     return (np.exp(x) if family == "LogNormal" else x), raw.size * np.log(tau)
 
 
-FAMILIES = ["Normal", "StudentT", "StudentT-lam", "Laplace", "Cauchy", "Logistic", "LogNormal", "GaussianRandomWalk"]
+FAMILIES = ["Normal", "StudentT", "StudentT-lam", "Laplace", "Cauchy", "Logistic", "LogNormal", "HalfNormal",
+            "HalfCauchy", "HalfStudentT", "GaussianRandomWalk"]
+HALF = ("HalfNormal", "HalfCauchy", "HalfStudentT")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -68,6 +78,7 @@ def test_the_rewritten_log_density_is_the_original_after_the_change_of_variables
     rng = np.random.default_rng(SEED)
     for _ in range(4):
         mu, tau, raw = rng.normal(), np.exp(rng.normal()), rng.normal(size=len(GROUPS)) * 1.5
+        raw = np.abs(raw) if family in HALF else raw
         x, log_jacobian = _centred_value(family, mu, tau, raw)
         left = rewritten.log_density(rewritten.unconstrain({"mu": mu, "tau": tau, "x_decentered": raw}))
         right = centred.log_density(centred.unconstrain({"mu": mu, "tau": tau, "x": x})) + log_jacobian
@@ -87,11 +98,13 @@ def test_the_deterministic_keeps_the_name_and_dims_and_maps_the_raw_values(famil
     assert {v.name for v in rewritten.free_RVs} == {"mu", "tau", "x_decentered"}
     assert rewritten.named_vars_to_dims["x"] == model.named_vars_to_dims["x"] == ("g",)
     assert rewritten.named_vars_to_dims["x_decentered"] == ("g",)
-    assert rewritten.rvs_to_transforms[rewritten["x_decentered"]] is None
+    transform = rewritten.rvs_to_transforms[rewritten["x_decentered"]]
+    assert (transform is not None and transform.name == "log") if family in HALF else transform is None
     rng = np.random.default_rng(SEED + 1)
     mu, tau, raw = rng.normal(), np.exp(rng.normal()), rng.normal(size=len(GROUPS))
+    raw = np.abs(raw) if family in HALF else raw
     x = rewritten.compile_fn(rewritten["x"], inputs=[rewritten["mu"], rewritten["tau"], rewritten["x_decentered"]],
-                             point_fn=False)(mu, tau, raw)
+                             point_fn=False, on_unused_input="ignore")(mu, tau, raw)  # a Half- x has no mu
     np.testing.assert_allclose(x, _centred_value(family, mu, tau, raw)[0], rtol=1e-12)
 
 
@@ -133,6 +146,7 @@ def _not_rewritable():
         pm.TruncatedNormal("truncated_normal", mu, tau, lower=-5)
         pm.Laplace("other_transform", mu, tau, transform=Interval(-10, 10))
         pm.LogNormal("untransformed", mu, tau, default_transform=None)
+        pm.HalfCauchy("half_untransformed", beta=tau, default_transform=None)
         pm.StudentT("only_nu_latent", nu=tau + 1, mu=0, sigma=1)
         pm.GaussianRandomWalk("laplace_init", mu=mu, sigma=tau, init_dist=pm.Laplace.dist(0, 1), steps=4)
         pm.RandomWalk("studentt_walk", init_dist=pm.Normal.dist(0, 1),
@@ -148,8 +162,8 @@ def test_sites_that_cannot_be_rewritten_safely_stay_centred():
     model = _not_rewritable()
     sites = _native_sites(model)
     assert not any(site.noncenterable for site in sites.values()), {n: s.noncenterable for n, s in sites.items()}
-    for name in ("truncated", "truncated_normal", "other_transform", "untransformed", "laplace_init",
-                 "studentt_walk"):
+    for name in ("truncated", "truncated_normal", "other_transform", "untransformed", "half_untransformed",
+                 "laplace_init", "studentt_walk"):
         with pytest.raises(ModelError, match=f"Cannot non-centre `{name}`"):
             noncentred_model(model, frozenset({name}))
 

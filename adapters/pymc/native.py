@@ -95,10 +95,11 @@ def _fgraph_convertible(model: Any) -> bool:
     return model.parent is None and all(v is None for v in model.rvs_to_initial_values.values())
 
 
-#: PyMC family -> the positions of its location and scale among ``op.dist_params``: the latent families
-#: :func:`noncentred_model` samples as ``loc + scale * raw`` (LogNormal as ``exp(loc + scale * raw)``).
+#: PyMC family -> the positions of its location (None: it has none) and scale among ``op.dist_params``: the
+#: latent families :func:`noncentred_model` samples as ``loc + scale * raw`` (LogNormal as ``exp(loc + scale *
+#: raw)``; the Half- families as ``scale * raw`` with raw on the half line, log-transformed as x was).
 _LOC_SCALE = {"Normal": (0, 1), "StudentT": (1, 2), "Laplace": (0, 1), "Cauchy": (0, 1), "Logistic": (0, 1),
-              "LogNormal": (0, 1)}
+              "LogNormal": (0, 1), "HalfNormal": (0, 1), "HalfCauchy": (None, 0), "HalfStudentT": (None, 1)}
 
 
 def _normal_rv(var: Any) -> bool:
@@ -139,7 +140,7 @@ def _loc_scale_params(rv: Any, form: str) -> list[Any]:
     if form == "GaussianRandomWalk":
         return [p for var in node.inputs[:2] for p in var.owner.op.dist_params(var.owner)]
     params = list(node.op.dist_params(node))
-    return [params[i] for i in _LOC_SCALE[form]]
+    return [params[i] for i in _LOC_SCALE[form] if i is not None]
 
 
 def _noncentred_value(rv: Any, form: str) -> tuple[Any, Any]:
@@ -163,7 +164,7 @@ def _noncentred_value(rv: Any, form: str) -> tuple[Any, Any]:
         zero, one = np.zeros((), dtype=rv.dtype), np.ones((), dtype=rv.dtype)
         return pm.Normal.dist(zero, one, size=rv.shape), walk
     params = list(rv.owner.op.dist_params(rv.owner))
-    loc, scale = (params[i] for i in _LOC_SCALE[form])
+    loc, scale = (0.0 if i is None else params[i] for i in _LOC_SCALE[form])
     zero, one = np.zeros((), dtype=rv.dtype), np.ones((), dtype=rv.dtype)  # not float32 literals
     standard = {
         "Normal": lambda: pm.Normal.dist(zero, one, size=rv.shape),
@@ -172,6 +173,9 @@ def _noncentred_value(rv: Any, form: str) -> tuple[Any, Any]:
         "Laplace": lambda: pm.Laplace.dist(zero, one, size=rv.shape),
         "Cauchy": lambda: pm.Cauchy.dist(zero, one, size=rv.shape),
         "Logistic": lambda: pm.Logistic.dist(zero, one, size=rv.shape),
+        "HalfNormal": lambda: pm.HalfNormal.dist(sigma=one, size=rv.shape),
+        "HalfCauchy": lambda: pm.HalfCauchy.dist(beta=one, size=rv.shape),
+        "HalfStudentT": lambda: pm.HalfStudentT.dist(nu=params[0], sigma=one, size=rv.shape),
     }[form]
     if form == "LogNormal":
         return standard(), lambda raw: pt.exp(loc + scale * raw)
@@ -184,14 +188,17 @@ def noncentred_model(model: Any, names: frozenset[str]) -> Any:
 
     - ``x ~ Normal(mu, sigma)``: ``x_decentered ~ Normal(0, 1)``, ``x = mu + sigma * x_decentered``; likewise
       StudentT(nu, mu, sigma) (``x_decentered ~ StudentT(nu, 0, 1)``), Laplace(mu, b), Cauchy(alpha, beta),
-      Logistic(mu, s);
-    - ``x ~ LogNormal(mu, sigma)``, in log space: ``x_decentered ~ Normal(0, 1)``, ``x = exp(mu + sigma * x_decentered)``;
+      Logistic(mu, s); the Half- families as ``x = sigma * x_decentered``, ``x_decentered ~ HalfNormal(1)``
+      (HalfCauchy(1), HalfStudentT(nu, 1)), log-transformed as x was (the horseshoe's scales);
+    - ``x ~ LogNormal(mu, sigma)``, in log space: ``x_decentered ~ Normal(0, 1)``,
+      ``x = exp(mu + sigma * x_decentered)``;
     - ``x ~ GaussianRandomWalk(mu, sigma, init_dist=Normal(m0, s0))`` through its innovations:
       ``x_decentered ~ Normal(0, 1)`` of x's shape, ``x = cumsum([m0 + s0 * raw[0], mu + sigma * raw[1:]])``
       along the time axis, i.e. ``concatenate([init, init + cumsum(mu + sigma * raw[1:])])``.
 
     Rewritten on PyMC's model fgraph (``pymc.model.fgraph``); the user's model is not changed. A site that
     cannot be rewritten safely (:func:`_noncentring_form`) is a :class:`ModelError`."""
+    from pymc.distributions.transforms import _default_transform
     from pymc.model.fgraph import (ModelFreeRV, fgraph_from_model, model_deterministic, model_free_rv,
                                    model_from_fgraph)
 
@@ -206,12 +213,18 @@ def noncentred_model(model: Any, names: frozenset[str]) -> Any:
         form = _noncentring_form(rv, node.op.transform)
         if form is None:
             raise ModelError(f"Cannot non-centre `{name}`: only an untransformed Normal latent (likewise StudentT, "
-                             "Laplace, Cauchy, Logistic), a LogNormal with its default log transform or a "
+                             "Laplace, Cauchy, Logistic), a LogNormal, HalfNormal, HalfCauchy or HalfStudentT "
+                             "with its default log transform or a "
                              "GaussianRandomWalk with a Normal initial value can be sampled as loc + scale * a "
                              "standard variable; a truncation or another transform cannot.", site=name)
         raw_name = f"{name}_decentered"
         raw_rv, back = _noncentred_value(rv, form)
-        raw = model_free_rv(raw_rv, raw_rv.type(name=raw_name), None, raw_name, *node.op.dims)
+        transform = _default_transform(raw_rv.owner.op, raw_rv)  # log for a Half- family's raw, else None
+        if transform is None:
+            value = raw_rv.type(name=raw_name)
+        else:
+            value = transform.forward(raw_rv, *raw_rv.owner.inputs).type(name=f"{raw_name}_{transform.name}__")
+        raw = model_free_rv(raw_rv, value, transform, raw_name, *node.op.dims)
         fgraph.replace(node.outputs[0], model_deterministic(back(raw), name, *node.op.dims), import_missing=True)
         done.add(name)
     missing = sorted(set(names) - done)
@@ -358,7 +371,8 @@ def _centred(rv: Any, transform: Any, latents: set) -> bool:
 
 def _native_sites(model: Any) -> dict[str, Site]:
     """Sites of a pm.Model. A latent loc-scale site (Normal, StudentT, Laplace, Cauchy, Logistic, LogNormal,
-    GaussianRandomWalk) whose location or scale depends on another latent is ``noncenterable``:
+    HalfNormal, HalfCauchy, HalfStudentT, GaussianRandomWalk) whose location or scale depends on another latent
+    is ``noncenterable``:
     :func:`noncentred_model` really rewrites it (when PyMC's model fgraph can hold the model)."""
     convertible = _fgraph_convertible(model)
     latents = set(model.free_RVs)
