@@ -143,12 +143,13 @@ def noncentering_candidates(model: Model | NativeModel, sites: Mapping[str, Any]
 
 #: remedies in the order they are tried, per failure, as an experienced modeller would try them by hand:
 #: divergences in a hierarchy are a geometry problem (non-centre, then a smaller step, then a better metric);
-#: slow mixing without divergences wants a longer warm-up and more draws, then a better mass matrix; a saturated
+#: slow mixing without divergences: a centred hierarchy is non-centred first (it changes the geometry at no cost),
+#: else a longer warm-up and more draws, then a better mass matrix; a saturated
 #: tree depth wants the mass matrix before anything else (a higher target_accept makes trees deeper); only a
 #: failure that points at the start (initialisation, stuck chains, non-finite values) gets fresh initial points.
 _LADDERS: dict[str, tuple[Remedy, ...]] = {
     "divergences": ("noncenter", "target_accept", "dense_mass", "low_rank", "float64", "other_backend"),
-    "convergence": ("longer_warmup", "dense_mass", "low_rank", "noncenter", "other_backend"),
+    "convergence": ("noncenter", "longer_warmup", "dense_mass", "low_rank", "other_backend"),
     "tree-depth": ("dense_mass", "low_rank", "noncenter", "longer_warmup", "other_backend"),
     "initialization": ("reinitialize", "float64", "target_accept", "other_backend"),
     "multimodal": (),
