@@ -31,7 +31,8 @@ __all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "INIT_MASS_MATRIX", "EngineC
 MODELLING: dict[str, str] = {"numpyro": "numpyro", "pymc": "pymc", "nutpie": "pymc"}
 ENGINES = ("auto", *MODELLING)
 #: the mass matrix adaptations an engine offers beyond the diagonal every engine adapts.
-MASS_MATRICES: dict[str, tuple[str, ...]] = {"nutpie": ("diag", "low_rank"), "pymc": ("diag", "full", "diag_grad")}
+MASS_MATRICES: dict[str, tuple[str, ...]] = {"nutpie": ("diag", "low_rank"), "pymc": ("diag", "full", "diag_grad"),
+                                             "numpyro": ("diag", "full")}
 #: pm.sample's ``init`` -> the mass matrix adaptation it asks for (its jitter: the loop picks the starts).
 INIT_MASS_MATRIX = {"auto": "diag", "adapt_diag": "diag", "jitter+adapt_diag": "diag",
                     "jitter+adapt_diag_grad": "diag_grad", "adapt_full": "full", "jitter+adapt_full": "full"}

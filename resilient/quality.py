@@ -100,9 +100,10 @@ def measure(posterior: Mapping[str, np.ndarray], stats: Mapping[str, np.ndarray]
 
 def badness(quality: Quality, *, rhat_limit: float, min_ess_per_chain: float, max_divergence_rate: float,
             depth_limit: float) -> tuple[int, float]:
-    """Orders attempts, smaller is better: how many of the loop's limits the draws break, then how far they
-    are from them (R-hat excess, ESS shortfall, divergence and saturation rates, each relative to its limit).
-    No draws or no convergence figures at all rank last."""
+    """Orders attempts, smaller is better: how many of the loop's limits on the draws' validity they break
+    (R-hat, bulk ESS per chain, divergence rate), then how far they are from them, each relative to its limit.
+    Tree-depth saturation costs time, not validity (a saturated run's draws are still a valid Markov chain), so
+    it only adds a small term to the distance. No draws or no convergence figures at all rank last."""
     if quality.draws == 0:
         return (5, float("inf"))
     rhat = quality.rhat if quality.rhat is not None else (1.0 if quality.chains < 2 else float("inf"))
@@ -112,7 +113,7 @@ def badness(quality: Quality, *, rhat_limit: float, min_ess_per_chain: float, ma
         (rhat > rhat_limit, (rhat - 1.0) / max(rhat_limit - 1.0, 1e-9)),
         (ess_ratio > 1.0, ess_ratio),
         (quality.divergence_rate > max_divergence_rate, quality.divergence_rate / max_divergence_rate),
-        (quality.depth_saturation > depth_limit, quality.depth_saturation / depth_limit),
+        (False, 0.1 * quality.depth_saturation / depth_limit),
     ]
     return (sum(int(broken) for broken, _ in terms), float(sum(value for _, value in terms)))
 

@@ -34,3 +34,31 @@ def test_chains_in_the_two_modes_are_named_multimodal_and_every_draw_comes_back(
     assert record.read_run(data)["returned_attempt"] == 1
     message = " ".join(str(w.message) for w in said)
     assert "chain(s) 1, 3 near -2" in message and "chain(s) 0, 2 near 2" in message
+
+
+def correlated():
+    """A 2-d Gaussian with correlation 0.995 and scales 1 and 10: hard for a diagonal mass matrix."""
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    cov = jnp.array([[1.0, 0.995 * 10], [0.995 * 10, 100.0]])
+    numpyro.sample("x", dist.MultivariateNormal(jnp.zeros(2), cov))
+
+
+@pytest.mark.numpyro
+def test_numpyro_adapts_a_dense_mass_matrix_when_asked_and_the_loop_can_choose_it():
+    from resilient.engine import mass_matrices
+    from resilient.loop import LoopState, choose_remedy
+    from resilient.model import NativeModel
+    from resilient.policy import Policy
+
+    assert "full" in mass_matrices("numpyro")
+    state = LoopState(NativeModel("numpyro", correlated), "numpyro", 0.8)
+    assert choose_remedy("tree-depth", state, Policy(), mass_matrices=mass_matrices("numpyro"), dimension=2).remedy == (
+        "dense_mass")
+    data = resilient.sample(correlated, draws=300, tune=300, chains=2, random_seed=SEED, mass_matrix="full",
+                            progressbar=False)
+    attempt = record.read_attempts(data)[-1]
+    assert attempt["settings"]["mass_matrix"] == "full" and attempt["outcome"] == "accepted"
+    assert attempt["ess_bulk"] > 150, "a dense metric makes this posterior easy"

@@ -392,3 +392,16 @@ def test_a_remedy_whose_model_does_not_compile_keeps_the_finished_draws():
     assert [a["outcome"] for a in attempts] == ["retry", "gave-up"]
     assert "did not compile" in attempts[1]["message"] and read_run(data)["returned_attempt"] == 1
     assert data.posterior["x"].shape == (4, 400)
+
+
+def test_the_best_attempt_is_ranked_on_validity_first_and_tree_depth_costs_only_time():
+    """The horseshoe in the gallery: attempt 5 (target_accept 0.99: 0.7% divergent, R-hat 1.011, trees at their
+    maximum) beats attempt 3 (1.6% divergent, R-hat 1.023) although its trees saturate."""
+    from resilient.quality import Quality, badness
+
+    limits = dict(rhat_limit=1.05, min_ess_per_chain=25.0, max_divergence_rate=0.005, depth_limit=0.5)
+    third = Quality(draws=500, chains=2, rhat=1.023, ess_bulk=203, divergence_rate=0.016, depth_saturation=0.0)
+    fifth = Quality(draws=500, chains=2, rhat=1.011, ess_bulk=275, divergence_rate=0.007, depth_saturation=0.9)
+    assert badness(fifth, **limits) < badness(third, **limits)
+    clean = Quality(draws=500, chains=2, rhat=1.004, ess_bulk=600, divergence_rate=0.0, depth_saturation=0.9)
+    assert badness(clean, **limits)[0] == 0, "saturated trees alone break no limit on validity"

@@ -3,6 +3,7 @@ and its pieces without one: the output folder, the per-worker compile cache and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -46,10 +47,10 @@ def test_fits_stream_to_disk_failures_are_rows_and_a_rerun_skips_them(client, tm
     for fit_id in ("fit-00000", "fit-00002", "fit-00003"):
         assert rows[fit_id]["status"] == "ok" and (out / rows[fit_id]["file"]).is_file()
         assert rows[fit_id]["compile"] in ("first", "recompiled", "with-data")
-        assert int(rows[fit_id]["draws"]) == 100 and int(rows[fit_id]["chains"]) == 2
+        assert int(rows[fit_id]["draws"]) >= 100 and int(rows[fit_id]["chains"]) == 2  # a remedy may add draws
     assert rows["fit-00000"]["data_hash"] == data_fingerprint(datasets[0])
     tree = result.fit(0)
-    assert tree["posterior"]["mu"].shape == (2, 100)
+    assert tree["posterior"]["mu"].shape == (2, int(rows["fit-00000"]["draws"]))
     # fit i's seed is fixed by the run's seed and i, whichever worker ran it
     assert len({row["random_seed"] for row in rows.values()}) == 4
 
@@ -328,3 +329,49 @@ def test_sample_many_takes_an_engine_and_each_fit_runs_on_it(monkeypatch):
     again, how, _ = sampler_for(spec, None, data, engine="numpyro")
     assert (again.engine, again.backend, how) == ("numpyro", "numpyro", "first")
     assert many.run_settings(many.RunOptions(), fix=True, float32=False, engine="nutpie")["engine"] == "nutpie"
+
+
+CLIENT = """
+import sys
+sys.path.insert(0, {root!r})
+from tests.test_many import RUN, napping
+from examples import sbc_models
+from resilient.many import sample_many
+datasets = [{{**d, "nap": 1.0}} for d in sbc_models.datasets(8, seed=4)]
+sample_many(napping, datasets, out={out!r}, workers=2, random_seed=5, progressbar=False, **RUN)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.numpyro
+def test_a_client_killed_mid_batch_is_completed_by_a_restart_with_no_fit_run_twice(client, tmp_path):
+    """#22.4: SIGKILL the process that runs sample_many (its LocalCluster with it) after some fits are on disk;
+    the same call again finishes the batch, skipping every fit that had finished and running the rest once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "many"
+    root = str(Path(__file__).resolve().parents[1])
+    child = subprocess.Popen([sys.executable, "-c", CLIENT.format(root=root, out=str(out))],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not ((out / "summary.csv").exists() and len(_rows(out)) >= 2):
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no fit finished within 300 s"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # the client and the cluster it started
+        child.wait(timeout=30)
+        child.stderr.close()
+    before = {row["fit_id"] for row in _rows(out)}
+    assert 2 <= len(before) < 8, "killed mid-batch"
+    datasets = [{**d, "nap": 1.0} for d in sbc_models.datasets(8, seed=4)]
+    again = sample_many(napping, datasets, out=out, client=client, random_seed=5, progressbar=False, **RUN)
+    rows = _rows(out)
+    ids = [row["fit_id"] for row in rows]
+    assert sorted(ids) == [f"fit-{i:05d}" for i in range(8)], "every fit once: none twice, none missing"
+    assert again.skipped == len(before) and again.counts["ok"] == 8  # counts include the fits found done
+    assert all(row["status"] == "ok" for row in rows)

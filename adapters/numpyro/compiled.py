@@ -489,7 +489,10 @@ class NumPyroCompiledModel:
 
     def _runner(self, settings: NUTSSettings, method: str, resume_from: int | None = None) -> _Runner:
         length = max(1, min(settings.chunk_size, max(settings.tune, settings.draws)))
-        key = (settings.chains, method, settings.tune, settings.max_tree_depth, length)
+        dense = settings.mass_matrix == "full"
+        if settings.mass_matrix not in ("diag", "full"):
+            raise ValueError(f"NumPyro's NUTS adapts a mass matrix of kind 'diag' or 'full', not {settings.mass_matrix!r}.")
+        key = (settings.chains, method, settings.tune, settings.max_tree_depth, length, dense)
         if key in self._runners:
             return self._runners[key]
         if resume_from is not None and resume_from >= settings.tune:
@@ -507,7 +510,7 @@ class NumPyroCompiledModel:
             chunk function calls it in its own trace and uses only that step (XLA drops the
             rest), so a new target reuses the compiled code (and new data, where they are arguments)."""
             kernel = NUTS(potential_fn=partial(self._potential, data), target_accept_prob=target,
-                          max_tree_depth=settings.max_tree_depth)
+                          max_tree_depth=settings.max_tree_depth, dense_mass=dense)
             return kernel, kernel.init(rng_key, tune, init_params=z, model_args=(), model_kwargs={})
 
         def init_one(rng_key, z, target, data):
