@@ -384,7 +384,7 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
         NUTS maximum tree depth. pm.sample's ``max_treedepth`` and ``nuts={"max_treedepth": ...}`` are
         the same option (give one of them).
     mass_matrix : {"diag", "full", "diag_grad", "low_rank"}, default "diag"
-        Mass matrix adaptation: "diag" everywhere, "full" and "diag_grad" on PyMC's NUTS, "low_rank" on
+        Mass matrix adaptation: "diag" everywhere, "full" on PyMC's NUTS and NumPyro, "diag_grad" on PyMC's NUTS, "low_rank" on
         nutpie. pm.sample's ``init`` (e.g. ``"adapt_full"``) is the same option (give one of the two).
     cores : int, optional
         Chains run at most ``cores`` at a time (PyMC's NUTS and nutpie).
