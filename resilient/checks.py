@@ -30,23 +30,29 @@ _RULE_CAUSES = {
 
 
 def preflight(model: Any = None, *args: Any, backend: str | None = None, fix: bool = True,
-              float32: bool = False, random_seed: int = 0, prior_points: int = 2, uniform_points: int = 2,
+              float32: bool | None = None, random_seed: int = 0, prior_points: int = 2, uniform_points: int = 2,
               **kwargs: Any) -> PreflightReport:
     """Check a model before sampling; returns a :class:`PreflightReport` (``report.ok``, ``report.table()``).
 
     ``model`` and ``*args``/``**kwargs`` are as for :func:`resilient.sample`. ``backend`` may be
     ``"numpyro"`` (default for shared-API models) or ``"pymc"``; ``fix=False`` reports the
-    rewrites without applying them.
+    rewrites without applying them. ``float32``: None (default) checks the precision ``resilient.sample`` starts
+    in, the backend's habit (a native NumPyro function in float32 unless jax's x64 is on, as raw NumPyro runs
+    it; other models in float64); True float32, False float64.
     """
     from resilient.errors import ResilientError
     from resilient.resolve import default_backend, resolve_model
 
-    if not isinstance(float32, (bool, np.bool_)):
+    if float32 is not None and not isinstance(float32, (bool, np.bool_)):
         raise ResilientError(
-            f"preflight's `float32` must be True or False, got {float32!r}: it checks one precision. "
+            f"preflight's `float32` must be True, False or None, got {float32!r}: it checks one precision. "
             "float32='auto' is resilient.sample's (each run chooses, and checks float32 against float64 when it "
             "considers float32).")
-    resolved = resolve_model(model, args, kwargs, fix=fix, float32=float32)
+    resolved = resolve_model(model, args, kwargs, fix=fix, float32=bool(float32))
+    if float32 is None:
+        from resilient.precision import RAW, default_form
+
+        resolved, _ = default_form(resolved, RAW)
     name = default_backend(resolved, backend)
     report, _ = run_preflight(resolved, name, random_seed=random_seed, prior_points=prior_points,
                               uniform_points=uniform_points)

@@ -78,7 +78,7 @@ def command_preflight(options: argparse.Namespace) -> int:
 
     model, module_data = load_model(options.model)
     data = _model_arguments(model, {**module_data, **read_data(options.data)})
-    reports = [preflight(model, backend=backend, fix=options.fix, float32=options.float32, **data)
+    reports = [preflight(model, backend=backend, fix=options.fix, float32=True if options.float32 else None, **data)
                for backend in _backends(options.backend, model)]
     if options.json:
         print(json.dumps([r.to_dict() for r in reports] if len(reports) > 1 else reports[0].to_dict(), indent=2))

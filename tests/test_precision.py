@@ -223,3 +223,15 @@ def test_the_default_float32_is_remedied_by_a_model_really_compiled_in_float64()
     one = compiled[False].log_density(np.ones(10) + 1e-9) - compiled[False].log_density(np.ones(10))
     assert one == pytest.approx(-10 * 1e-9, rel=1e-3)
     assert compiled[True].log_density(np.ones(10) + 1e-9) == compiled[True].log_density(np.ones(10))
+
+
+@pytest.mark.numpyro
+def test_preflight_checks_a_native_numpyro_model_in_the_precision_sample_starts_in():
+    """resilient.preflight (and `resilient preflight`) on NumPyro's hmm_enum: clean in float32, its raw precision,
+    where float64 cannot even run it (it stopped with 'scan body function carry input and carry output must have
+    equal types' when preflight always checked float64)."""
+    from examples.hmm_enum import model_1, simulate
+
+    data = simulate()
+    report = resilient.preflight(model_1, data["sequences"], data["lengths"], data["args"])
+    assert report.ok, report.table()
