@@ -19,7 +19,8 @@ import numpy as np
 from resilient.errors import BackendUnavailableError
 
 __all__ = [
-    "NUTSSettings", "Chunk", "NUTSRun", "CompiledModel", "Adapter", "ADAPTERS", "get_adapter",
+    "NUTSSettings", "Chunk", "NUTSRun", "CompiledModel", "Adapter", "ADAPTERS", "get_adapter", "Capabilities",
+    "CAPABILITIES", "capabilities",
     "available_backends", "STAT_NAMES", "EXTRAS", "install_hint", "require",
 ]
 
@@ -43,7 +44,7 @@ class NUTSSettings:
     deadline: float | None = None
     progressbar: bool = False
     resume_state: Any = None  # from a previous Chunk.state (NumPyro only)
-    mass_matrix: str = "diag"  # also "low_rank" (nutpie), "full" and "diag_grad" (PyMC's NUTS): engine.MASS_MATRICES
+    mass_matrix: str = "diag"  # also "low_rank", "full", "diag_grad": each adapter's Capabilities.mass_matrices
     cores: int | None = None  # chains at a time (PyMC: processes, nutpie: threads); None: the adapter's own
 
 
@@ -136,12 +137,48 @@ class Adapter(Protocol):
         """Compile a shared-API Model, or a native model object this backend understands."""
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter (an engine and the models it runs) can do. Declared here beside the registry, so core
+    asks it without importing a backend; each adapter class carries its own as ``capabilities``, and the
+    conformance test holds the two equal. Core reads these fields instead of comparing engine names."""
+
+    language: str  #: the modelling language of the models it runs natively ("numpyro" or "pymc")
+    mass_matrices: tuple[str, ...] = ("diag",)  #: adaptations it offers ("full", "diag_grad", "low_rank")
+    resume: bool = False  #: continues a run from a checkpoint's sampler state
+    with_data: bool = False  #: a compiled model takes another data set of the same shapes without compiling
+    discrete_latents: bool = False  #: samples discrete latents (PyMC's compound step)
+    enumeration: bool = False  #: marginalises discrete sites marked for enumeration
+    float32: bool = False  #: runs a model in float32 when asked
+    #: adds the pointwise log_likelihood group by default, as the backend's own converter does (az.from_numpyro)
+    log_likelihood_by_default: bool = False
+    #: auto weighs it against nutpie by timing the compiled gradient (a pm.Model can run on either)
+    weighed_against_nutpie: bool = False
+
+
 #: backend name -> (module, attribute, package that must be installed)
 ADAPTERS: dict[str, tuple[str, str, str]] = {
     "numpyro": ("resilient.adapters.numpyro", "NumPyroAdapter", "numpyro"),
     "pymc": ("resilient.adapters.pymc", "PyMCAdapter", "pymc"),
     "nutpie": ("resilient.adapters.nutpie", "NutpieAdapter", "nutpie"),
 }
+
+#: backend name -> what it can do (see :class:`Capabilities`).
+CAPABILITIES: dict[str, Capabilities] = {
+    "numpyro": Capabilities("numpyro", ("diag", "full"), resume=True, with_data=True, enumeration=True, float32=True,
+                            log_likelihood_by_default=True),
+    "pymc": Capabilities("pymc", ("diag", "full", "diag_grad"), discrete_latents=True, weighed_against_nutpie=True),
+    "nutpie": Capabilities("pymc", ("diag", "low_rank")),
+}
+
+
+def capabilities(name: str) -> Capabilities:
+    """What the adapter registered as ``name`` can do (a :class:`Capabilities`); imports nothing."""
+    try:
+        return CAPABILITIES[name]
+    except KeyError:
+        raise BackendUnavailableError(f"Unknown backend {name!r}. Expected one of: {', '.join(CAPABILITIES)}.") from None
+
 
 #: optional package -> the extra of pyproject.toml that installs it (``pip install "resilient[<extra>]"``).
 #: The core (numpy, ArviZ, h5netcdf/h5py, matplotlib, rich, jinja2) is always there; each backend and

@@ -21,18 +21,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from resilient.backend import install_hint
+from resilient.backend import CAPABILITIES, install_hint
 from resilient.errors import BackendUnavailableError, ResilientError
 
 __all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "INIT_MASS_MATRIX", "EngineChoice", "choose_engine", "modelling_backend",
            "mass_matrices", "can_sample"]
 
-#: engine -> the backend (modelling language) whose models it runs.
-MODELLING: dict[str, str] = {"numpyro": "numpyro", "pymc": "pymc", "nutpie": "pymc"}
+#: engine -> the backend (modelling language) whose models it runs, as each adapter declares it.
+MODELLING: dict[str, str] = {name: c.language for name, c in CAPABILITIES.items()}
 ENGINES = ("auto", *MODELLING)
-#: the mass matrix adaptations an engine offers beyond the diagonal every engine adapts.
-MASS_MATRICES: dict[str, tuple[str, ...]] = {"nutpie": ("diag", "low_rank"), "pymc": ("diag", "full", "diag_grad"),
-                                             "numpyro": ("diag", "full")}
+#: the mass matrix adaptations each engine offers (its adapter's Capabilities.mass_matrices).
+MASS_MATRICES: dict[str, tuple[str, ...]] = {name: c.mass_matrices for name, c in CAPABILITIES.items()}
 #: pm.sample's ``init`` -> the mass matrix adaptation it asks for (its jitter: the loop picks the starts).
 INIT_MASS_MATRIX = {"auto": "diag", "adapt_diag": "diag", "jitter+adapt_diag": "diag",
                     "jitter+adapt_diag_grad": "diag_grad", "adapt_full": "full", "jitter+adapt_full": "full"}

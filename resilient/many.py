@@ -181,6 +181,7 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
     dtypes and the same other arguments; the last few compiled bases are asked, so data sets of a few
     shapes each compile once.
     """
+    from resilient.backend import capabilities
     from resilient.engine import model_backend
     from resilient.model import Model, NativeModel
     from resilient.resolve import default_backend, resolve_model
@@ -201,7 +202,8 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
     sampler = None
     how = "recompiled" if bases else "first"
     # with_data takes the model function's data; a PyMC builder's arguments are not the pm.Model's data
-    takes_data = isinstance(resolved, Model) or (isinstance(resolved, NativeModel) and resolved.backend == "numpyro")
+    takes_data = isinstance(resolved, Model) or (isinstance(resolved, NativeModel)
+                                                 and capabilities(resolved.backend).with_data)
     for base in bases if takes_data else ():
         if not hasattr(base.compiled, "with_data"):
             break

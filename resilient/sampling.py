@@ -11,7 +11,7 @@ import numpy as np
 
 from resilient.arguments import (compile_options, idata_options, pm_sample_spellings,
                                  refuse_unsupported, split_keywords)
-from resilient.backend import NUTSSettings
+from resilient.backend import NUTSSettings, capabilities
 from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
 from resilient.options import RunOptions
@@ -119,7 +119,7 @@ class CompiledSampler:
                         progressbar=options.progressbar, compile_cache=self.cache, engine_reason=choice.reason,
                         keep_warmup=not options.discard_tuned_samples, precision_reason=precision_reason)
         wanted = options.log_likelihood
-        if data is not None and (self.backend == "numpyro" if wanted is None else wanted):
+        if data is not None and (capabilities(self.backend).log_likelihood_by_default if wanted is None else wanted):
             self._add_log_likelihood(data, limit=LOG_LIKELIHOOD_DEFAULT_LIMIT if wanted is None else None)
         if keep is not None and data is not None:
             data["posterior"] = data["posterior"].to_dataset()[keep]
@@ -196,7 +196,8 @@ class CompiledSampler:
 
         compiled = None
         try:
-            if self.engine == "nutpie" or (self.backend == "pymc" and self.engine == "auto" and installed("nutpie")):
+            weighed = capabilities(self.backend).weighed_against_nutpie
+            if self.engine == "nutpie" or (weighed and self.engine == "auto" and installed("nutpie")):
                 compiled = self.compiled
         except Exception:  # noqa: BLE001 - preflight compiles it again and reports why, by site
             if self.engine == "auto":
@@ -204,7 +205,8 @@ class CompiledSampler:
                                                           "preflight says why)")
             return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
         choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
-                               compiled_pymc=compiled if self.backend == "pymc" else None, draws=draws, tune=tune,
+                               compiled_pymc=compiled if capabilities(self.backend).weighed_against_nutpie else None,
+                               draws=draws, tune=tune,
                                chains=chains, cores=cores, mass_matrix=mass_matrix)
         if choice.engine == "nutpie" and compiled is not None and ("nutpie", self.model) not in self.cache:
             from resilient.adapters.nutpie import NutpieCompiledModel

@@ -101,3 +101,20 @@ def test_math_namespace_is_complete(backend):
     missing = [name for name in FUNCTIONS if not hasattr(seen["math"], name)]
     assert missing == []
     assert Trace  # the namespace reached the model through the trace
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pymc", "nutpie"])
+def test_each_adapter_declares_its_capabilities_as_the_registry_does(backend):
+    """Core asks resilient.backend.capabilities(name) (no backend import); the adapter class carries the same
+    record, so what core believes and what the adapter does cannot drift apart."""
+    import importlib
+
+    from resilient.backend import ADAPTERS, capabilities
+    from resilient.engine import MASS_MATRICES, MODELLING
+
+    pytest.importorskip(ADAPTERS[backend][2])
+    module, attribute, _ = ADAPTERS[backend]
+    adapter = getattr(importlib.import_module(module), attribute)
+    assert adapter.capabilities == capabilities(backend)
+    assert MASS_MATRICES[backend] == capabilities(backend).mass_matrices
+    assert MODELLING[backend] == capabilities(backend).language

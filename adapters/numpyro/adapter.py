@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resilient.backend import CAPABILITIES
+
 from resilient.adapters.common import require_native
 
 from functools import partial
@@ -25,6 +27,7 @@ class NumPyroAdapter:
     """
 
     name = "numpyro"
+    capabilities = CAPABILITIES["numpyro"]
 
     def __init__(self, chain_method: str | None = None) -> None:
         if chain_method is not None and chain_method not in CHAIN_METHODS:

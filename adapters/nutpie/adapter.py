@@ -3,6 +3,8 @@ NumPyro model, compiled by its own adapter and sampled by nutpie."""
 
 from __future__ import annotations
 
+from resilient.backend import CAPABILITIES
+
 from typing import Any
 
 from resilient.adapters.nutpie.compiled import NutpieCompiledModel
@@ -17,6 +19,7 @@ class NutpieAdapter:
     """
 
     name = "nutpie"
+    capabilities = CAPABILITIES["nutpie"]
 
     def __init__(self, cores: int | None = None) -> None:
         if cores is not None and int(cores) < 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from resilient.backend import CAPABILITIES
+
 from resilient.adapters.common import require_native
 
 from dataclasses import replace
@@ -25,6 +27,7 @@ class PyMCAdapter:
     """
 
     name = "pymc"
+    capabilities = CAPABILITIES["pymc"]
 
     def __init__(self, cores: int | None = None) -> None:
         if cores is not None and int(cores) < 1:
