@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from resilient.errors import ModelError, ParameterError
+from resilient.errors import ModelError, ParameterError, ResilientError
 from resilient.findings import Finding, PreflightReport
 from resilient.model import Model, NativeModel
 
@@ -48,6 +48,7 @@ def preflight(model: Any = None, *args: Any, backend: str | None = None, fix: bo
             f"preflight's `float32` must be True, False or None, got {float32!r}: it checks one precision. "
             "float32='auto' is resilient.sample's (each run chooses, and checks float32 against float64 when it "
             "considers float32).")
+    _check_data_names(model, kwargs)
     resolved = resolve_model(model, args, kwargs, fix=fix, float32=bool(float32))
     if float32 is None:
         from resilient.precision import RAW, default_form
@@ -57,6 +58,33 @@ def preflight(model: Any = None, *args: Any, backend: str | None = None, fix: bo
     report, _ = run_preflight(resolved, name, random_seed=random_seed, prior_points=prior_points,
                               uniform_points=uniform_points)
     return report
+
+
+_PREFLIGHT_OPTIONS = ("backend", "fix", "float32", "random_seed", "prior_points", "uniform_points")
+
+
+def _check_data_names(model: Any, kwargs: Mapping[str, Any]) -> None:
+    """preflight's keywords are the model function's data: a name the function does not take (and no
+    ``**kwargs`` of its own) is a typo, named with the closest option or parameter (as resilient.sample does)."""
+    import difflib
+    import inspect
+
+    if not kwargs or not callable(model) or isinstance(model, type):
+        return
+    try:
+        parameters = list(inspect.signature(model).parameters.values())
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    takes = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name in kwargs:
+        if name not in takes:
+            close = difflib.get_close_matches(name, [*_PREFLIGHT_OPTIONS, *takes], n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else "."
+            label = getattr(model, "__name__", "the model function")
+            raise ResilientError(f"unknown argument `{name}`{hint} It is not an option of resilient.preflight or a "
+                                 f"parameter {label}() names ({', '.join(takes) or 'none'}).")
 
 
 def compile_model(model: Model | NativeModel, backend: str) -> Any:

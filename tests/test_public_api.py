@@ -162,3 +162,18 @@ def test_help_documents_every_parameter_and_the_return_type():
     assert signature.return_annotation == "xarray.DataTree"
     assert all(p.kind is p.KEYWORD_ONLY for n, p in signature.parameters.items() if n not in ("model", "args",
                                                                                               "kwargs"))
+
+
+def test_preflight_names_a_keyword_the_model_does_not_take_and_the_closest_one():
+    from resilient.distributions import Normal
+    from resilient.model import sample
+
+    def model(y):
+        mu = sample("mu", Normal(0, 1))
+        sample("y", Normal(mu, 1), observed=y)
+
+    with pytest.raises(resilient.ResilientError, match=r"unknown argument `random_seeds`; did you mean `random_seed`"):
+        resilient.preflight(model, random_seeds=1, y=np.zeros(3))
+    with pytest.raises(resilient.ResilientError, match=r"unknown argument `yy`; did you mean `y`\? .*model\(\) names \(y\)"):
+        resilient.preflight(model, yy=np.zeros(3))
+    assert resilient.preflight(model, y=np.zeros(3)).ok
