@@ -94,6 +94,12 @@ def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_st
         if rhat > policy.rhat_limit or ess < policy.min_ess_bulk_per_chain * settings.chains:
             modes = separated_modes(posterior)
             if modes is not None and rhat > policy.rhat_limit:
+                minor = _minor_mode(modes, stats.get("lp"))
+                if minor is not None:
+                    return "minor-mode", (
+                        f"{name} has R-hat {rhat:.3f}: the chains settled in separate modes, {modes.describe()}; "
+                        f"{minor}: a local mode of little posterior mass the start led them into"
+                    )
                 return "multimodal", (
                     f"{name} has R-hat {rhat:.3f}: the chains settled in separate modes, {modes.describe()}; "
                     "the posterior is multimodal (or unidentified) and NUTS does not cross between separated "
@@ -106,6 +112,25 @@ def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_st
                    "the chains agree but mix slowly (too few effective draws)")
             )
     return None, ""
+
+
+def _minor_mode(modes: Any, lp: Any) -> str | None:
+    """When the modes' heights differ (the chains in one have a clearly lower log density: more than 3 of their
+    within-chain standard deviations and 2 nats), a sentence naming the lower chains; None for modes of equal
+    height (a symmetry such as label switching, which no restart fixes)."""
+    if lp is None:
+        return None
+    lp = np.asarray(lp, float)
+    if lp.ndim != 2 or not np.all(np.isfinite(lp)):
+        return None
+    heights = [float(lp[list(group)].mean()) for group in modes.groups]
+    spread = float(np.mean([lp[c].std() for group in modes.groups for c in group]))
+    low, high = int(np.argmin(heights)), int(np.argmax(heights))
+    gap = heights[high] - heights[low]
+    if gap <= max(3.0 * spread, 2.0):
+        return None
+    chains = ", ".join(map(str, modes.groups[low]))
+    return f"chain(s) {chains} sit {gap:.1f} below the others in log density"
 
 
 def _stuck_chains(posterior: dict[str, np.ndarray], stats: dict[str, np.ndarray]) -> list[int]:
@@ -153,6 +178,8 @@ _LADDERS: dict[str, tuple[Remedy, ...]] = {
     "tree-depth": ("dense_mass", "low_rank", "noncenter", "longer_warmup", "other_backend"),
     "initialization": ("reinitialize", "float64", "target_accept", "other_backend"),
     "multimodal": (),
+    # chains in a lower, minor mode: the start put them there, so new starts are the remedy (two kinds, then stop)
+    "minor-mode": ("reinitialize",),
 }
 for _failure in ("non-finite", "stuck", "no-draws", "sampler-error"):
     _LADDERS[_failure] = _LADDERS["initialization"]
@@ -272,7 +299,7 @@ def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any, *
 
 
 #: failures after which the draws exist and are a valid (if poor) Markov chain: worth returning at the cap.
-STATISTICAL: frozenset[str] = frozenset({"divergences", "tree-depth", "convergence", "multimodal"})
+STATISTICAL: frozenset[str] = frozenset({"divergences", "tree-depth", "convergence", "multimodal", "minor-mode"})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ Severity = Literal["error", "fixed", "warning", "info"]
 Outcome = Literal["accepted", "retry", "gave-up", "budget", "interrupted"]
 #: what went wrong in an attempt (None in an Attempt: nothing).
 Failure = Literal["initialization", "no-draws", "non-finite", "stuck", "divergences", "tree-depth",
-                  "convergence", "multimodal", "sampler-error", "budget", "interrupted"]
+                  "convergence", "multimodal", "minor-mode", "sampler-error", "budget", "interrupted"]
 #: whether a remedy can help a backend error: see :class:`resilient.errors.SamplerError`.
 SamplerErrorKind = Literal["numerical", "resources", "crash"]
 #: every remedy the loop knows, in the order it tries them for a failure they fit.

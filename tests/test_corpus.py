@@ -264,8 +264,11 @@ def numpyro_run(name: str) -> dict:
         raw_seconds = time.perf_counter() - started
         started = time.perf_counter()
         initvals = {} if case.init_values is None else {"initvals": case.init_values}
+        # float32=False: the precision the raw run above has (x64 on), which is what our default gives a NumPyro
+        # model when the user turned x64 on; the downstream calls then run on draws of one precision
         ours = _quietly(resilient.sample, case.model, *case.args, draws=case.draws, tune=case.tune,
-                        chains=case.chains, random_seed=SEED, progressbar=False, **initvals, **case.kwargs)
+                        chains=case.chains, random_seed=SEED, progressbar=False, float32=False, **initvals,
+                        **case.kwargs)
         return {"case": case, "mcmc": mcmc, "theirs": theirs, "ours": ours, "raw_seconds": raw_seconds,
                 "ours_seconds": time.perf_counter() - started}
 

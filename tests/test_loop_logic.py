@@ -405,3 +405,17 @@ def test_the_best_attempt_is_ranked_on_validity_first_and_tree_depth_costs_only_
     assert badness(fifth, **limits) < badness(third, **limits)
     clean = Quality(draws=500, chains=2, rhat=1.004, ess_bulk=600, divergence_rate=0.0, depth_saturation=0.9)
     assert badness(clean, **limits)[0] == 0, "saturated trees alone break no limit on validity"
+
+
+def test_chains_in_a_lower_mode_are_a_minor_mode_and_get_new_starts_not_a_verdict():
+    """Modes of unequal height: two chains sit 16 nats lower (a mixture's swapped labels under an ordering
+    prior); new starts are the remedy. Modes of equal height (a symmetry) stay multimodal, with no remedy."""
+    rng = np.random.default_rng(5)
+    values = rng.normal(scale=0.05, size=(4, 400)) + np.array([[2.0], [-2.0], [2.0], [-2.0]])
+    lp = rng.normal(scale=1.0, size=(4, 400)) + np.array([[0.0], [-16.0], [0.0], [-16.0]])
+    failure, message = assess(buffer_from(values, lp=lp), Policy(), SETTINGS)
+    assert failure == "minor-mode" and "chain(s) 1, 3 sit 16" in message
+    decision = choose_remedy("minor-mode", LoopState(Model(lambda: None), "numpyro", 0.8), Policy())
+    assert decision.remedy == "reinitialize"
+    level = rng.normal(scale=1.0, size=(4, 400))
+    assert assess(buffer_from(values, lp=level), Policy(), SETTINGS)[0] == "multimodal"
