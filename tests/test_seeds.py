@@ -45,11 +45,16 @@ def _draws(engine: str, seed: int) -> dict[str, list]:
     return {name: data.posterior[name].values.tolist() for name in ("mu", "tau", "theta_raw")}
 
 
+def _differing(first: dict[str, list], second: dict[str, list]) -> list[str]:
+    """The variables whose draws differ (a plain list: pytest's diff of two long nested lists takes minutes)."""
+    return sorted(name for name in first if not np.array_equal(np.asarray(first[name]), np.asarray(second[name])))
+
+
 @pytest.mark.parametrize("engine", IN_PROCESS)
 def test_the_same_seed_gives_the_same_draws_in_one_process_and_another_seed_other_draws(engine):
     first, again, other = _draws(engine, 11), _draws(engine, 11), _draws(engine, 12)
-    assert first == again, "bitwise equal"
-    assert first["mu"] != other["mu"]
+    assert _differing(first, again) == [], "bitwise equal"
+    assert _differing(first, other) == ["mu", "tau", "theta_raw"]
 
 
 CHILD = textwrap.dedent("""
@@ -67,4 +72,4 @@ def test_the_same_seed_gives_the_same_draws_in_a_fresh_process(engine):
     done = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), engine=engine)], capture_output=True,
                           text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == here
+    assert _differing(json.loads(done.stdout.strip().splitlines()[-1]), here) == [], "bitwise equal"
