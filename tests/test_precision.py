@@ -104,7 +104,7 @@ def test_auto_is_float64_where_float32_is_not_safe_or_not_applied(monkeypatch):
         assert not choice.float32 and "PyMC models here run in float64" in choice.reason
     with pytest.raises(ResilientError, match=r"`float32` must be True, False or 'auto'"):
         resilient.sample(logistic, *SMALL, float32="yes")
-    with pytest.raises(ResilientError, match=r"preflight's `float32` must be True or False, got 'auto'"):
+    with pytest.raises(ResilientError, match=r"preflight's `float32` must be True, False or None, got 'auto'"):
         resilient.preflight(logistic, *SMALL, float32="auto")
 
 
