@@ -5,7 +5,7 @@ best attempt. Pure functions of arrays (ArviZ's ``array_stats`` for R-hat and ES
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -40,9 +40,6 @@ class Quality:
         if self.depth_saturation:
             parts.append(f"{100 * self.depth_saturation:.0f}% at the maximum tree depth")
         return ", ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _scalars(posterior: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray] | None:
@@ -128,12 +125,13 @@ class Modes:
     spread: float  #: the largest within-chain standard deviation
 
     def describe(self) -> str:
-        groups = " and ".join(f"chain(s) {', '.join(map(str, g))} near {label_value(m)}"
+        groups = " and ".join(f"chain(s) {', '.join(map(str, g))} near {_figure(m)}"
                               for g, m in zip(self.groups, self.means))
-        return f"{self.label}: {groups} (each chain's spread about {label_value(self.spread)})"
+        return f"{self.label}: {groups} (each chain's spread about {_figure(self.spread)})"
 
 
-def label_value(value: float) -> str:
+def _figure(value: float) -> str:
+    """A mode's location or spread in three significant figures, for the message."""
     return f"{value:.3g}"
 
 
