@@ -6,7 +6,7 @@ best attempt. Pure functions of arrays (ArviZ's ``array_stats`` for R-hat and ES
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
