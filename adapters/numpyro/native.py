@@ -108,6 +108,15 @@ _NATIVE_BASES: dict[type, tuple[str, tuple[tuple[str, str], ...]]] = {
     dist.Logistic: ("Logistic", (("loc", "mu"), ("scale", "s"))),
 }
 
+#: scale families and random walks that are non-centred as ``scale * raw`` (a random walk through its
+#: innovations: ``scale * cumsum(raw)``), where ``LocScaleReparam`` does not apply (they have no ``loc``): the
+#: horseshoe's local and global scales, the latent path of a stochastic volatility model.
+_SCALE_BASES: dict[type, tuple[str, tuple[tuple[str, str], ...]]] = {
+    dist.HalfNormal: ("HalfNormal", (("scale", "sigma"),)),
+    dist.HalfCauchy: ("HalfCauchy", (("scale", "beta"),)),
+    dist.GaussianRandomWalk: ("GaussianRandomWalk", (("scale", "sigma"),)),
+}
+
 
 _TRUNCATED_TYPES = (LeftTruncatedDistribution, RightTruncatedDistribution, TwoSidedTruncatedDistribution)
 
@@ -309,7 +318,7 @@ def _decentrable(d: Any) -> bool:
     truncation) around a location-scale family."""
     while isinstance(d, (ExpandedDistribution, Independent)):
         d = d.base_dist
-    return type(d) in _NATIVE_BASES
+    return type(d) in _NATIVE_BASES or type(d) in _SCALE_BASES
 
 
 def _parameters(model: Callable, **latents: Any) -> dict[str, dict[str, Any]]:
@@ -324,7 +333,7 @@ def _parameters(model: Callable, **latents: Any) -> dict[str, dict[str, Any]]:
         if site["type"] != "sample" or _is_unit(site):
             continue
         inner, _ = _unwrap(site["fn"])
-        spec = _NATIVE_BASES.get(type(inner))
+        spec = _NATIVE_BASES.get(type(inner)) or _SCALE_BASES.get(type(inner))
         if spec is None:
             continue
         values = {pname: getattr(inner, attribute, None) for attribute, pname in spec[1]}
@@ -380,13 +389,41 @@ def _native_sites(model_trace: dict, fixes: _NativeFixes, noncentered: frozenset
 
 
 def reparam_config(noncentered: frozenset[str]) -> Callable[[dict], Any]:
-    """``handlers.reparam`` config: ``LocScaleReparam(0)`` on the named sites (StudentT keeps its df)."""
+    """``handlers.reparam`` config: ``LocScaleReparam(0)`` on the named sites (StudentT keeps its df); a scale
+    family or a Gaussian random walk gets :func:`_scale_reparam`."""
     from numpyro.infer.reparam import LocScaleReparam
 
     def config(msg: dict) -> Any:
         if msg["name"] not in noncentered:
             return None
         inner, _ = _unwrap(msg["fn"])
+        if type(inner) in _SCALE_BASES:
+            return _scale_reparam()
         return LocScaleReparam(0, shape_params=("df",) if isinstance(inner, dist.StudentT) else ())
 
     return config
+
+
+def _scale_reparam() -> Any:
+    """A NumPyro ``Reparam`` sampling ``x ~ Family(scale)`` as ``scale * raw`` with ``raw ~ Family(1)`` (a
+    Gaussian random walk as ``scale * cumsum(raw)`` with standard normal innovations): the value is the same
+    random variable, the geometry no longer depends on the scale. ``raw`` is the site ``<name>_decentered``,
+    as ``LocScaleReparam`` names it."""
+    import jax.numpy as jnp
+    import numpyro
+    from numpyro.infer.reparam import Reparam
+
+    class ScaleReparam(Reparam):
+        def __call__(self, name: str, fn: Any, obs: Any) -> tuple[None, Any]:
+            assert obs is None, "only latent sites are non-centred"
+            inner, expand_shape, event_dim = self._unwrap(fn)
+            if isinstance(inner, dist.GaussianRandomWalk):
+                shape = inner.batch_shape + inner.event_shape
+                base = dist.Normal(jnp.zeros(shape), 1.0).to_event(1)
+                raw = numpyro.sample(f"{name}_decentered", self._wrap(base, expand_shape, event_dim))
+                return None, jnp.cumsum(raw, axis=-1) * jnp.expand_dims(inner.scale, -1)
+            unit = type(inner)(jnp.ones(inner.batch_shape))
+            raw = numpyro.sample(f"{name}_decentered", self._wrap(unit, expand_shape, event_dim))
+            return None, inner.scale * raw
+
+    return ScaleReparam()
