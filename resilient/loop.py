@@ -55,9 +55,10 @@ class Decision:
     skipped: tuple[str, ...] = ()
 
 
-def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_stats: dict | None = None
-           ) -> tuple[str | None, str]:
-    """The first failure seen in an attempt's draws, with a sentence about it (``None``: accept)."""
+def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_stats: dict | None = None,
+           table: list[tuple[str, float, float]] | None = None) -> tuple[str | None, str]:
+    """The first failure seen in an attempt's draws, with a sentence about it (``None``: accept); ``table``:
+    :func:`resilient.quality.convergence`'s rows for these draws where the caller has them already."""
     stats = buffer.sample_stats()
     posterior = buffer.posterior()
     if not stats or buffer.complete_draws == 0:
@@ -88,7 +89,7 @@ def assess(buffer: DrawBuffer, policy: Policy, settings: NUTSSettings, warmup_st
                 f"{100 * saturated:.0f}% of draws hit the maximum tree depth {settings.max_tree_depth}: "
                 "the posterior may be improper or unidentified"
             )
-    worst = _worst_convergence(posterior, settings.chains)
+    worst = _worst_convergence(posterior, settings.chains, table)
     if worst is not None:
         name, rhat, ess = worst
         if rhat > policy.rhat_limit or ess < policy.min_ess_bulk_per_chain * settings.chains:
@@ -148,12 +149,13 @@ def _stuck_chains(posterior: dict[str, np.ndarray], stats: dict[str, np.ndarray]
     return stuck
 
 
-def _worst_convergence(posterior: dict[str, np.ndarray], chains: int) -> tuple[str, float, float] | None:
+def _worst_convergence(posterior: dict[str, np.ndarray], chains: int,
+                       table: list[tuple[str, float, float]] | None = None) -> tuple[str, float, float] | None:
     """The scalar furthest from convergence (R-hat excess first, then the smallest ESS) with its figures."""
     if chains < 2 or not posterior:
         return None
     rows = [(label, rhat if np.isfinite(rhat) else np.inf, ess if np.isfinite(ess) else 0.0)
-            for label, rhat, ess in convergence(posterior)]  # a figure ArviZ cannot compute counts as failing
+            for label, rhat, ess in (convergence(posterior) if table is None else table)]  # a figure ArviZ cannot compute counts as failing
     if not rows:
         return None
     return max(rows, key=lambda row: (max(row[1] - 1.0, 0.0) * 100 + 1.0 / max(row[2], 1.0)))
@@ -592,15 +594,17 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
                            warmup_stats=buffer.warmup_stats(), layout=_layout(compiled),
                            warmup_posterior=buffer.warmup_posterior())
-        quality = measure(buffer.posterior(), buffer.sample_stats(), draws=buffer.complete_draws,
-                          chains=settings.chains, max_tree_depth=settings.max_tree_depth)
+        posterior = buffer.posterior()
+        table = convergence(posterior) if settings.chains >= 2 and posterior else []  # once: measure and assess
+        quality = measure(posterior, buffer.sample_stats(), draws=buffer.complete_draws,
+                          chains=settings.chains, max_tree_depth=settings.max_tree_depth, table=table)
         base = dict(attempt=number, backend=state.backend, settings=current_settings, remedy=remedy,
                     seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences(),
                     compile_seconds=compile_seconds, warmup_seconds=outcome.warmup_seconds,
                     sampling_seconds=outcome.sampling_seconds, rhat=quality.rhat, ess_bulk=quality.ess_bulk)
         if crash is None and not outcome.completed:
             kind = "budget" if outcome.reason == "deadline" else "interrupted"
-            seen, note = assess(buffer, policy, run_settings) if buffer.complete_draws >= 8 else (None, "")
+            seen, note = assess(buffer, policy, run_settings, table=table) if buffer.complete_draws >= 8 else (None, "")
             if buffer.complete_draws:
                 candidates.append(_Candidate(number, data, quality, finished=False,
                                              statistical=seen is None or seen in STATISTICAL))
@@ -621,7 +625,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             failure = "sampler-error"
             message = f"{crash}; {buffer.complete_draws} draws per chain were finished before it"
         else:
-            failure, message = assess(buffer, policy, run_settings)
+            failure, message = assess(buffer, policy, run_settings, table=table)
             noncenterable = noncentering_candidates(state.model, compiled.sites)
             remedying = bool(attempts) and attempts[-1].failure == "divergences"
             soft = failure is None and divergent > 0 and policy.retry_divergences and bool(noncenterable or remedying)

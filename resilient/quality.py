@@ -78,9 +78,11 @@ def convergence(posterior: Mapping[str, np.ndarray]) -> list[tuple[str, float, f
 
 
 def measure(posterior: Mapping[str, np.ndarray], stats: Mapping[str, np.ndarray], *, draws: int, chains: int,
-            max_tree_depth: int | None = None) -> Quality:
-    """The :class:`Quality` of one attempt's draws and sample statistics."""
-    rows = [row for row in convergence(posterior) if np.isfinite(row[1]) and np.isfinite(row[2])]
+            max_tree_depth: int | None = None, table: list[tuple[str, float, float]] | None = None) -> Quality:
+    """The :class:`Quality` of one attempt's draws and sample statistics; ``table``: :func:`convergence`'s
+    rows where the caller has them already."""
+    rows = [row for row in (convergence(posterior) if table is None else table)
+            if np.isfinite(row[1]) and np.isfinite(row[2])]
     rhat = ess = worst = None
     if rows:
         label, rhat, _ = max(rows, key=lambda row: row[1])
