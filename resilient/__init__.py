@@ -16,7 +16,7 @@ from resilient.errors import (
 from resilient.model import Model, deterministic, factor
 from resilient.policy import Policy
 from resilient.sampling import CompiledSampler, compile, sample
-from resilient.many import sample_many
+from resilient.batch import sample_many
 from resilient.sbc import sbc  # the function; `from resilient.sbc import ...` still reaches the module
 
 __version__ = "0.1.0"

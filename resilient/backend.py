@@ -20,7 +20,7 @@ from resilient.errors import BackendUnavailableError
 
 __all__ = [
     "NUTSSettings", "Chunk", "NUTSRun", "CompiledModel", "Adapter", "ADAPTERS", "get_adapter", "Capabilities",
-    "CAPABILITIES", "capabilities",
+    "CAPABILITIES", "capabilities", "DEFAULT_BACKEND", "PRIOR_SIMULATORS", "simulate_prior",
     "available_backends", "STAT_NAMES", "EXTRAS", "install_hint", "require",
 ]
 
@@ -154,6 +154,9 @@ class Capabilities:
     log_likelihood_by_default: bool = False
     #: auto weighs it against nutpie by timing the compiled gradient (a pm.Model can run on either)
     weighed_against_nutpie: bool = False
+    #: draws a model's prior predictive with the backend's own forward sampler (SBC's simulations; see
+    #: :func:`simulate_prior`)
+    prior_simulation: bool = False
 
 
 #: backend name -> (module, attribute, package that must be installed)
@@ -166,9 +169,21 @@ ADAPTERS: dict[str, tuple[str, str, str]] = {
 #: backend name -> what it can do (see :class:`Capabilities`).
 CAPABILITIES: dict[str, Capabilities] = {
     "numpyro": Capabilities("numpyro", ("diag", "full"), resume=True, with_data=True, enumeration=True, float32=True,
-                            log_likelihood_by_default=True),
-    "pymc": Capabilities("pymc", ("diag", "full", "diag_grad"), discrete_latents=True, weighed_against_nutpie=True),
+                            log_likelihood_by_default=True, prior_simulation=True),
+    "pymc": Capabilities("pymc", ("diag", "full", "diag_grad"), discrete_latents=True, weighed_against_nutpie=True,
+                         prior_simulation=True),
     "nutpie": Capabilities("pymc", ("diag", "low_rank")),
+}
+
+
+#: the language a shared-API model is compiled in when nothing else decides it.
+DEFAULT_BACKEND = "numpyro"
+
+#: language -> (module, function) that draws a model's prior predictive by the backend's own forward sampler
+#: (NumPyro's effect handlers, ``pm.draw``): ``simulate_prior(function, kwargs, *, native, random_seed)``.
+PRIOR_SIMULATORS: dict[str, tuple[str, str]] = {
+    "numpyro": ("resilient.adapters.numpyro.prior", "simulate_prior"),
+    "pymc": ("resilient.adapters.pymc.prior", "simulate_prior"),
 }
 
 
@@ -218,6 +233,23 @@ def require(package: str, purpose: str) -> None:
 
 def available_backends() -> list[str]:
     return [name for name, (_, _, package) in ADAPTERS.items() if _importable(package)]
+
+
+def simulate_prior(name: str, function: Any, kwargs: Mapping[str, Any], *, native: bool,
+                   random_seed: int) -> dict[str, np.ndarray]:
+    """One joint draw of every unobserved site of ``function(**kwargs)`` (latents, deterministics and the sites
+    whose data arguments are None) by the forward sampler of ``name``'s language (an engine's name gives its
+    language's: nutpie's models are PyMC's). ``native``: ``function`` is written for that backend (a NumPyro
+    function, a builder of a ``pm.Model``); else it is a shared-API model, translated. The adapter's module is
+    imported now, through this registry, so core never imports it."""
+    language = capabilities(name).language
+    if not capabilities(language).prior_simulation or language not in PRIOR_SIMULATORS:
+        raise BackendUnavailableError(f"Backend {name!r} cannot simulate from a model's prior; "
+                                      f"{', '.join(repr(n) for n in PRIOR_SIMULATORS)} can.")
+    require(ADAPTERS[language][2], f"Simulating from the prior on {language!r}")
+    module_name, attribute = PRIOR_SIMULATORS[language]
+    return getattr(importlib.import_module(module_name), attribute)(function, kwargs, native=native,
+                                                                     random_seed=random_seed)
 
 
 def get_adapter(name: str, **options: Any) -> Adapter:

@@ -221,7 +221,7 @@ def _print_failures(console: Any, rows: list[dict], limit: int = 10) -> None:
 def command_sample_many(options: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from resilient.many import sample_many
+    from resilient.batch import sample_many
 
     console = Console(width=140, stderr=True)
     reference, model, module_data = _reference(options.model)

@@ -15,7 +15,7 @@ import pytest
 
 from examples import sbc_models
 from resilient.errors import ResilientError
-from resilient.many import (
+from resilient.batch import (
     SUMMARY_COLUMNS, FitStore, ModelSpec, data_fingerprint, read_summary, sample_many, sampler_for,
 )
 
@@ -116,10 +116,12 @@ class _RecordingCompiled:
 def test_with_data_contract_is_called_with_the_model_functions_arguments(monkeypatch):
     """The cache asks the first compile's ``compiled.with_data(args, kwargs)`` for each new data set."""
     import resilient
-    from resilient import many
+    from collections import OrderedDict
 
-    monkeypatch.setattr(many, "_SAMPLERS", many.OrderedDict())
-    monkeypatch.setattr(many, "_BASES", {})
+    from resilient.batch import worker
+
+    monkeypatch.setattr(worker, "_SAMPLERS", OrderedDict())
+    monkeypatch.setattr(worker, "_BASES", {})
     spec = ModelSpec.of(sbc_models.normal)
     first, second = sbc_models.datasets(2, seed=2)
     base, how, _ = sampler_for(spec, "numpyro", first)
@@ -139,10 +141,12 @@ def test_with_data_contract_is_called_with_the_model_functions_arguments(monkeyp
 def test_sampler_for_derives_each_data_set_from_a_base_of_its_shape(monkeypatch):
     """With the NumPyro adapter's own ``with_data``: the first data set compiles, the next of the same shape is
     derived, one of a new ``N`` compiles again and becomes a second base, and both shapes are then derived."""
-    from resilient import many
+    from collections import OrderedDict
 
-    monkeypatch.setattr(many, "_SAMPLERS", many.OrderedDict())
-    monkeypatch.setattr(many, "_BASES", {})
+    from resilient.batch import worker
+
+    monkeypatch.setattr(worker, "_SAMPLERS", OrderedDict())
+    monkeypatch.setattr(worker, "_BASES", {})
     spec = ModelSpec.of(sbc_models.normal)
     five = sbc_models.datasets(3, N=5, seed=7)
     six = sbc_models.datasets(2, N=6, seed=8)
@@ -318,17 +322,22 @@ def test_a_stuck_fit_is_recorded_lost_after_fit_timeout_and_the_batch_goes_on(cl
 
 def test_sample_many_takes_an_engine_and_each_fit_runs_on_it(monkeypatch):
     """engine= reaches every fit's sampler (sample_many had none: fits ran on auto's choice)."""
-    from resilient import many
+    from collections import OrderedDict
 
-    monkeypatch.setattr(many, "_SAMPLERS", many.OrderedDict())
-    monkeypatch.setattr(many, "_BASES", {})
+    from resilient.batch import worker
+
+    monkeypatch.setattr(worker, "_SAMPLERS", OrderedDict())
+    monkeypatch.setattr(worker, "_BASES", {})
     spec = ModelSpec.of(sbc_models.normal)
     data, = sbc_models.datasets(1, seed=3)
     sampler, _, _ = sampler_for(spec, None, data, engine="pymc")
     assert (sampler.engine, sampler.backend) == ("pymc", "pymc")
     again, how, _ = sampler_for(spec, None, data, engine="numpyro")
     assert (again.engine, again.backend, how) == ("numpyro", "numpyro", "first")
-    assert many.run_settings(many.RunOptions(), fix=True, float32=False, engine="nutpie")["engine"] == "nutpie"
+    from resilient.batch import run_settings
+    from resilient.options import RunOptions
+
+    assert run_settings(RunOptions(), fix=True, float32=False, engine="nutpie")["engine"] == "nutpie"
 
 
 CLIENT = """
@@ -336,7 +345,7 @@ import sys
 sys.path.insert(0, {root!r})
 from tests.test_many import RUN, napping
 from examples import sbc_models
-from resilient.many import sample_many
+from resilient.batch import sample_many
 datasets = [{{**d, "nap": 1.0}} for d in sbc_models.datasets(8, seed=4)]
 sample_many(napping, datasets, out={out!r}, workers=2, random_seed=5, progressbar=False, **RUN)
 """
@@ -375,3 +384,14 @@ def test_a_client_killed_mid_batch_is_completed_by_a_restart_with_no_fit_run_twi
     assert sorted(ids) == [f"fit-{i:05d}" for i in range(8)], "every fit once: none twice, none missing"
     assert again.skipped == len(before) and again.counts["ok"] == 8  # counts include the fits found done
     assert all(row["status"] == "ok" for row in rows)
+
+
+def test_the_old_module_path_reaches_the_batch_package():
+    """sample_many moved from resilient/many.py into the package resilient/batch/ (one topic a module);
+    ``from resilient.many import ...`` still gives the same objects, and the public function is the same."""
+    import resilient
+    from resilient import batch, many
+
+    for name in batch.__all__:
+        assert getattr(many, name) is getattr(batch, name), name
+    assert resilient.sample_many is batch.sample_many is many.sample_many

@@ -18,7 +18,7 @@ import pytest
 
 from examples import sbc_models
 from resilient.errors import ResilientError
-from resilient.many import worker_environment
+from resilient.batch import worker_environment
 from resilient.sbc import analyse, null_statistics, prior_draw, rank_rows, sbc, uniformity_test
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,3 +256,19 @@ def test_cli_sbc_on_a_subprocess_cluster_survives_a_killed_worker(tmp_path):
     finally:
         for process in reversed(processes):
             _end(process)
+
+
+def test_core_reaches_the_backends_forward_samplers_only_through_the_registry():
+    """SBC's prior draws are the adapters' (resilient.backend.simulate_prior finds them by language): no module
+    of resilient/sbc/ or resilient/batch/ imports an adapter or a backend at its top, and nutpie's models are
+    simulated in their language, PyMC's."""
+    from resilient import backend
+
+    for folder in ("sbc", "batch"):
+        for path in (ROOT / "resilient" / folder).glob("*.py"):
+            text = path.read_text()
+            assert "resilient.adapters" not in text, path
+            assert not any(line.startswith(("import numpyro", "import pymc", "from numpyro", "from pymc"))
+                           for line in text.splitlines()), path
+    assert backend.capabilities("nutpie").language in backend.PRIOR_SIMULATORS
+    assert all(backend.capabilities(name).prior_simulation for name in backend.PRIOR_SIMULATORS)

@@ -1,0 +1,145 @@
+""":func:`sample_many`: one resilient fit per data set on dask.distributed, and :class:`ManyResult`, what
+it left in its output folder.
+
+Dependency rule: numpy and the standard library at import time; dask.distributed, pandas, xarray and the
+backends are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from resilient.batch.cluster import execute
+from resilient.batch.spec import (
+    FIT_STATUSES, SUMMARY_COLUMNS, FitJob, ModelSpec, fit_seed, manifest_of, resolve_fit_timeout, run_settings,
+)
+from resilient.batch.store import FitStore, read_summary
+from resilient.errors import ResilientError
+from resilient.options import RunOptions
+from resilient.policy import Policy
+
+__all__ = ["sample_many", "ManyResult"]
+
+@dataclass
+class ManyResult:
+    """What :func:`sample_many` left in ``out``: counts and a way to read each fit."""
+
+    out: Path
+    total: int
+    counts: dict[str, int]
+    skipped: int = 0
+    seconds: float = 0.0
+
+    @property
+    def summary(self) -> Any:
+        """``summary.csv`` as a pandas DataFrame (one row per fit, the last run of each)."""
+        import pandas as pd
+
+        rows = read_summary(self.out)
+        frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+        for column in ("index", "seconds", "compile_seconds", "attempts", "chains", "draws", "divergences",
+                       "max_rhat", "min_ess_bulk", "random_seed", "starts"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+        return frame.sort_values("index").reset_index(drop=True)
+
+    def fit(self, fit_id: str | int) -> Any:
+        """One fit's DataTree, read from its netCDF file."""
+        import xarray as xr
+
+        name = fit_id if isinstance(fit_id, str) else f"fit-{int(fit_id):05d}"
+        path = self.out / "fits" / f"{name}.nc"
+        if not path.is_file():
+            raise ResilientError(f"No draws for {name} in {self.out / 'fits'}: see its row in summary.csv for why.")
+        return xr.open_datatree(path, engine="h5netcdf").load()
+
+    @property
+    def failed(self) -> list[dict[str, str]]:
+        """The rows of fits that are not ``ok``, with their reasons."""
+        return [r for r in read_summary(self.out) if r["status"] != "ok"]
+
+
+def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str | os.PathLike | None = None,
+                backend: str | None = None, engine: str = "auto", client: Any = None, workers: int | None = None,
+                draws: int = 1000, tune: int = 1000, chains: int = 4, target_accept: float = 0.8, max_tree_depth: int = 10,
+                random_seed: int = 0, policy: Policy | None = None, time_budget: float | None = None,
+                max_attempts: int | None = None, fix: bool = True, float32: bool = False, keep_draws: bool = True,
+                ids: Sequence[str] | None = None, progressbar: bool = True, progress_lines: bool = False,
+                fit_timeout: float | str | None = "auto", worker_timeout: float = 120.0,
+                max_in_flight: int | None = None) -> ManyResult:
+    """One resilient fit per data set, on dask.distributed; results stream to ``out`` as they finish.
+
+    ``model``: a model function (shared API, NumPyro, or a function that builds and returns a
+    ``pm.Model``) or a ``"file.py:name"`` / ``"package.module:name"`` reference that workers load
+    themselves. ``datasets``: an iterable of the function's keyword arguments, one dict per fit (read
+    lazily: a generator of thousands is fine). ``engine`` is what runs NUTS, as for :func:`resilient.sample`
+    (``"auto"``, ``"numpyro"``, ``"pymc"``, ``"nutpie"``). Every fit runs under the same :class:`Policy`
+    (``time_budget`` and ``max_attempts`` override it) with ``draws``/``tune``/``chains`` as in
+    :func:`resilient.sample`; fit ``i``'s seed comes from ``random_seed`` and ``i``.
+
+    ``client``: ``None`` starts a ``LocalCluster`` on this machine (``workers`` processes, default one per
+    core, one thread each); a scheduler address (``"tcp://host:8786"``) or a ``distributed.Client`` uses
+    that cluster. Each worker compiles the model once and reuses it (see :func:`sampler_for`).
+
+    ``out`` (default: a new temporary folder) receives ``fits/<fit_id>.nc`` (the DataTree, unless
+    ``keep_draws=False``), ``summary.csv`` (one row per fit: status, reason, timings, diagnostics) and
+    ``manifest.json``. Run again with the same ``out`` and settings and the finished fits are skipped.
+    A fit that fails its policy is a ``failed`` row with its reason; a fit whose worker dies is run
+    again by Dask on another worker (up to ``distributed.scheduler.allowed-failures`` times, then a
+    ``lost`` row). ``fit_timeout`` (seconds): a fit running longer has its worker restarted and is
+    recorded ``lost``; ``"auto"`` (default) is ``max(600, 3 * time_budget)`` with a time budget and one hour
+    without (the loop itself stops at the budget; the watchdog is for a fit stuck outside it, e.g. in a
+    crashed child process); no connected worker for ``worker_timeout`` seconds stops the run with an error.
+    """
+    from resilient.backend import require
+    from resilient.engine import resolve_engine
+
+    require("distributed", "resilient.sample_many")
+    spec = ModelSpec.of(model)
+    options = RunOptions(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
+                         max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
+                         max_attempts=max_attempts, progressbar=False)
+    engine, backend = resolve_engine(engine, None, backend)
+    run = run_settings(options, fix=fix, float32=float32, engine=engine)
+    resolve_fit_timeout(fit_timeout, run["policy"])
+    id_list = list(ids) if ids is not None else None
+    if id_list is not None and len(set(id_list)) != len(id_list):
+        raise ResilientError("`ids` must be unique: each names one fit's file and row.")
+    total = len(datasets) if hasattr(datasets, "__len__") else None  # type: ignore[arg-type]
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="resilient-many-"))
+    store = FitStore(out, manifest_of("sample_many", spec, backend, run, random_seed, keep_draws=keep_draws))
+
+    def jobs() -> Iterator[FitJob]:
+        for index, data in enumerate(datasets):
+            if not isinstance(data, Mapping):
+                raise ResilientError(f"Each data set must be a dict of the model's keyword arguments; data set "
+                                     f"{index} is {type(data).__name__}.")
+            fit_id = _fit_id(index, id_list)
+            yield FitJob(fit_id=fit_id, index=index, model=spec, backend=backend, data=dict(data), run=run,
+                         random_seed=fit_seed(random_seed, index), keep_draws=keep_draws)
+
+    started = time.monotonic()
+    progress = execute(jobs(), store, total=total, client=client, workers=workers, progressbar=progressbar,
+                       progress_lines=progress_lines, description=f"fits of {spec.name}",
+                       fit_timeout=resolve_fit_timeout(fit_timeout, run["policy"]),
+                       worker_timeout=worker_timeout, max_in_flight=max_in_flight, devices=run["chains"])
+    counts = {status: 0 for status in FIT_STATUSES}
+    for row in read_summary(out):
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return ManyResult(out=out, total=progress.done, counts=counts, skipped=progress.skipped,
+                      seconds=time.monotonic() - started)
+
+
+def _fit_id(index: int, ids: Sequence[str] | None) -> str:
+    if ids is None:
+        return f"fit-{index:05d}"
+    if index >= len(ids):
+        raise ResilientError(f"`ids` has {len(ids)} names but there are more data sets than that.")
+    name = str(ids[index])
+    if not name or any(c in name for c in "/\\:\n,") or name.startswith("."):
+        raise ResilientError(f"Fit id {name!r} cannot name a file: use letters, digits, '-', '_' and '.'.")
+    return name
