@@ -8,14 +8,15 @@ walks it against ``inspect.signature(pm.sample)`` so a new PyMC argument cannot 
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass, fields
 from typing import Any, Iterable, Literal, Mapping
 
 import numpy as np
 
 from resilient.errors import ResilientError
 
-__all__ = ["PM_SAMPLE_ARGUMENTS", "Fate", "normalise_seed", "pm_sample_spellings", "split_keywords",
-           "idata_options", "refuse_unsupported", "markdown_table"]
+__all__ = ["PM_SAMPLE_ARGUMENTS", "IDATA_KWARGS", "IdataOptions", "Fate", "normalise_seed", "pm_sample_spellings",
+           "split_keywords", "idata_options", "refuse_unsupported", "markdown_table"]
 
 Fate = Literal["honoured", "ignored", "refused"]
 
@@ -56,9 +57,10 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "keep_warning_stat": ("ignored", "sample stats are plain arrays"),
     "return_inferencedata": ("honoured", "True (the default) returns an ArviZ DataTree; False is refused: there is "
                                          "no MultiTrace"),
-    "idata_kwargs": ("honoured", "only `{\"log_likelihood\": True/False}` (same as `log_likelihood=`): adds the "
-                                 "log_likelihood group az.loo and az.compare read, on every backend (default: NumPyro "
-                                 "models yes up to 10,000,000 values, PyMC models no); other keys are refused with their names"),
+    "idata_kwargs": ("honoured", "each key of pm.to_inference_data as pm.sample passes it on (dims, coords, "
+                                 "log_likelihood, log_prior, include_transformed, save_warmup, prior, "
+                                 "posterior_predictive); see the table of its keys below; an unknown key is refused "
+                                 "by name"),
     "nuts_sampler_kwargs": ("refused", "engine options other than target_accept and max_treedepth are not passed on"),
     "callback": ("refused", "draws are handed over per chunk, not per draw; use checkpoint= to see them as they "
                             "finish"),
@@ -232,23 +234,145 @@ def compile_options(backend: str | None, kwargs: dict[str, Any]) -> tuple[str | 
     return backend, compile_backend, gradient
 
 
-#: the ``idata_kwargs={...}`` keys Resilient honours.
-_IDATA_KEYS = ("log_likelihood",)
+#: what ``resilient.sample`` does with each key of ``idata_kwargs={...}``: pm.sample hands the dict to
+#: ``pm.to_inference_data`` (after its own ``model=`` and ``save_warmup=not discard_tuned_samples``), so
+#: every keyword of that function has a fate here; a test walks ``inspect.signature(pm.to_inference_data)``.
+IDATA_KWARGS: dict[str, tuple[Fate, str]] = {
+    "trace": ("refused", "pm.sample passes its own trace; a second one makes pm.sample itself raise TypeError"),
+    "prior": ("honoured", "a dict of prior draws (draw, ...) by name: the prior and prior_predictive groups (observed "
+                          "names go to prior_predictive), with the run's dims and coords, as pm.to_inference_data "
+                          "makes them"),
+    "posterior_predictive": ("honoured", "a dict of (chain, draw, ...) arrays by name: the posterior_predictive "
+                                         "group, with the run's dims and coords"),
+    "log_likelihood": ("honoured", "True/False (same as `log_likelihood=`): the log_likelihood group az.loo and "
+                                   "az.compare read, on every backend (default: NumPyro models yes up to 10,000,000 "
+                                   "values, PyMC models no); a list of observed names keeps those only"),
+    "log_prior": ("honoured", "True or a list of free variables: the log_prior group, computed by "
+                              "pm.compute_log_prior on the returned draws (a pm.Model, or a shared-API model on the "
+                              "PyMC backend); refused for NumPyro models, which have no such converter option"),
+    "coords": ("honoured", "added to (and overriding) the model's coords, as pm.to_inference_data does"),
+    "dims": ("honoured", "variable -> dimension names, added to (and overriding) the model's dims in the posterior, "
+                         "warmup_posterior, observed_data, constant_data, prior and predictive groups; "
+                         "log_likelihood and log_prior keep the model's dims, as pm.sample's do (PyMC computes them "
+                         "from the model alone)"),
+    "sample_dims": ("honoured", "only None or ['chain', 'draw']: MCMC draws have those two sample dimensions; "
+                                "other values are refused"),
+    "model": ("honoured", "only the model being sampled (pm.sample's own `model`); another model's names would "
+                          "label these draws, so it is refused"),
+    "save_warmup": ("honoured", "False leaves out the warmup groups (warmup_posterior and warmup_sample_stats), as "
+                                "pm.sample does; True keeps what discard_tuned_samples keeps (pm.sample discards "
+                                "the tuned draws before converting, so True alone adds nothing there either)"),
+    "include_transformed": ("honoured", "True adds each transformed free variable's unconstrained values "
+                                        "(`sigma_log__` ...) to the posterior, as pm.sample does (PyMC models; "
+                                        "refused for NumPyro models)"),
+}
 
 
-def idata_options(kwargs: dict[str, Any], log_likelihood: bool | None = None) -> bool | None:
-    """Pop ``idata_kwargs={...}`` from pm.sample-style kwargs; the ``log_likelihood`` choice it and the
-    argument of that name make together (None: the backend's default)."""
-    options = _pop_dict(kwargs, "idata_kwargs", "a dict", _IDATA_KEYS)
+@dataclass(frozen=True)
+class IdataOptions:
+    """``idata_kwargs={...}`` checked once: what the result's groups get beyond the draws. The defaults change
+    nothing (``log_likelihood`` itself is a :class:`~resilient.options.RunOptions` field; ``log_likelihood_names``
+    narrows the group to those observed variables)."""
+
+    log_likelihood_names: tuple[str, ...] | None = None
+    log_prior: bool | tuple[str, ...] = False
+    coords: Mapping[str, Any] | None = None
+    dims: Mapping[str, tuple[str, ...]] | None = None
+    save_warmup: bool | None = None
+    include_transformed: bool = False
+    prior: Mapping[str, Any] | None = None
+    posterior_predictive: Mapping[str, Any] | None = None
+    model: Any = None
+
+    @property
+    def relabels(self) -> bool:
+        """Whether the groups' dims or coords change."""
+        return bool(self.coords) or bool(self.dims)
+
+    @property
+    def changes(self) -> bool:
+        """Whether any key asks for more than the run's own result."""
+        return any(getattr(self, f.name) is not None and getattr(self, f.name) is not False for f in fields(self))
+
+
+def _names(value: Any, key: str, what: str) -> bool | tuple[str, ...]:
+    """A ``bool`` or a list of variable names (``log_likelihood``, ``log_prior``)."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, Iterable) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ResilientError(f"idata_kwargs={{{key!r}: ...}} must be True, False or a list of {what} names, got {value!r}.")
+
+
+def _checked_dims(dims: Any) -> dict[str, tuple[str, ...]] | None:
+    if dims is None:
+        return None
+    if not isinstance(dims, Mapping):
+        raise ResilientError(f"idata_kwargs={{'dims': ...}} must be a dict of variable name -> dimension names, got "
+                             f"{type(dims).__name__}.")
+    checked = {}
+    for name, names in dims.items():
+        names = (names,) if isinstance(names, str) else names
+        if not isinstance(names, Iterable) or not all(isinstance(n, str) for n in names):
+            raise ResilientError(f"idata_kwargs={{'dims': {{{name!r}: ...}}}} must be a list of dimension names, got "
+                                 f"{names!r}.")
+        checked[str(name)] = tuple(names)
+    return checked
+
+
+def _checked_arrays(value: Any, key: str, shape: str) -> dict[str, np.ndarray] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ResilientError(f"idata_kwargs={{{key!r}: ...}} must be a dict of variable name -> {shape} array, got "
+                             f"{type(value).__name__}.")
+    return {str(name): np.asarray(array) for name, array in value.items()}
+
+
+def idata_options(kwargs: dict[str, Any], log_likelihood: bool | None = None) -> tuple[bool | None, IdataOptions]:
+    """Pop ``idata_kwargs={...}`` from pm.sample-style kwargs: ``(log_likelihood, IdataOptions)``, the
+    ``log_likelihood`` choice it and the argument of that name make together (None: the backend's default)
+    and the rest of its keys, each as :data:`IDATA_KWARGS` says."""
+    options = dict(_pop_dict(kwargs, "idata_kwargs", "a dict of pm.to_inference_data's keywords", IDATA_KWARGS))
+    for key in ("trace",):
+        if key in options:
+            raise ResilientError(f"idata_kwargs={{{key!r}: ...}} is not supported: {IDATA_KWARGS[key][1]}.")
     asked = options.get("log_likelihood")
-    for value in (asked, log_likelihood):
-        if value is not None and not isinstance(value, (bool, np.bool_)):
-            raise ResilientError(f"`log_likelihood` must be True, False or None, got {value!r}.")
+    names = None
+    if asked is not None and not isinstance(asked, (bool, np.bool_)):
+        picked = _names(asked, "log_likelihood", "observed variable")
+        names, asked = (picked, True) if picked else (None, False)
+    if log_likelihood is not None and not isinstance(log_likelihood, (bool, np.bool_)):
+        raise ResilientError(f"`log_likelihood` must be True, False or None, got {log_likelihood!r}.")
     if asked is not None and log_likelihood is not None and bool(asked) != bool(log_likelihood):
-        raise ResilientError(f"log_likelihood={log_likelihood!r} and idata_kwargs={{'log_likelihood': {asked!r}}} "
-                             "disagree: give one.")
+        raise ResilientError(f"log_likelihood={log_likelihood!r} and idata_kwargs={{'log_likelihood': "
+                             f"{options.get('log_likelihood')!r}}} disagree: give one.")
     chosen = log_likelihood if log_likelihood is not None else asked
-    return None if chosen is None else bool(chosen)
+    sample_dims = options.get("sample_dims")
+    if sample_dims is not None and list(sample_dims) != ["chain", "draw"]:
+        raise ResilientError(f"idata_kwargs={{'sample_dims': {sample_dims!r}}} is not supported: MCMC draws have the "
+                             "sample dimensions ['chain', 'draw'] (pm.sample's); leave it out.")
+    coords = options.get("coords")
+    if coords is not None and not isinstance(coords, Mapping):
+        raise ResilientError(f"idata_kwargs={{'coords': ...}} must be a dict of dimension name -> values, got "
+                             f"{type(coords).__name__}.")
+    save_warmup = options.get("save_warmup")
+    if save_warmup is not None and not isinstance(save_warmup, (bool, np.bool_)):
+        raise ResilientError(f"idata_kwargs={{'save_warmup': ...}} must be True, False or None, got {save_warmup!r}.")
+    include = options.get("include_transformed", False)
+    if not isinstance(include, (bool, np.bool_)):
+        raise ResilientError(f"idata_kwargs={{'include_transformed': ...}} must be True or False, got {include!r}.")
+    idata = IdataOptions(
+        log_likelihood_names=names, log_prior=_names(options.get("log_prior"), "log_prior", "free variable"),
+        coords={str(k): v for k, v in coords.items()} if coords else None, dims=_checked_dims(options.get("dims")),
+        save_warmup=None if save_warmup is None else bool(save_warmup), include_transformed=bool(include),
+        prior=_checked_arrays(options.get("prior"), "prior", "(draw, ...)"),
+        posterior_predictive=_checked_arrays(options.get("posterior_predictive"), "posterior_predictive",
+                                             "(chain, draw, ...)"),
+        model=options.get("model"))
+    return (None if chosen is None else bool(chosen)), idata
 
 
 def normalise_seed(seed: Any, chains: int) -> int | None:
@@ -275,8 +399,15 @@ def normalise_seed(seed: Any, chains: int) -> int | None:
                          f"per chain; got {type(seed).__name__}.")
 
 
-def markdown_table() -> str:
-    """The README's table of pm.sample arguments."""
-    rows = ["| `pm.sample` argument | fate | what happens |", "|---|---|---|"]
-    rows += [f"| `{name}` | {fate} | {words} |" for name, (fate, words) in PM_SAMPLE_ARGUMENTS.items()]
+def markdown_table(which: str = "pm.sample") -> str:
+    """The guide's table of pm.sample's arguments (``which="pm.sample"``) or of the ``idata_kwargs`` keys
+    (``which="idata_kwargs"``: pm.to_inference_data's keywords)."""
+    if which == "idata_kwargs":
+        table, header = IDATA_KWARGS, "| `idata_kwargs` key | fate | what happens |"
+    elif which == "pm.sample":
+        table, header = PM_SAMPLE_ARGUMENTS, "| `pm.sample` argument | fate | what happens |"
+    else:
+        raise ResilientError(f"`which` must be 'pm.sample' or 'idata_kwargs', got {which!r}.")
+    rows = [header, "|---|---|---|"]
+    rows += [f"| `{name}` | {fate} | {words} |" for name, (fate, words) in table.items()]
     return "\n".join(rows)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from resilient.arguments import (compile_options, idata_options, pm_sample_spellings,
+from resilient.arguments import (IdataOptions, compile_options, idata_options, pm_sample_spellings,
                                  refuse_unsupported, split_keywords)
 from resilient.backend import NUTSSettings, capabilities
 from resilient.errors import ResilientError, warn
@@ -79,14 +79,21 @@ class CompiledSampler:
             var_names=var_names, mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores,
             discard_tuned_samples=discard_tuned_samples))
 
-    def run(self, options: RunOptions) -> xarray.DataTree:
+    def run(self, options: RunOptions, idata: IdataOptions | None = None) -> xarray.DataTree:
         """Preflight and the resilient NUTS loop under ``options`` (a checked
-        :class:`~resilient.options.RunOptions`); an ArviZ DataTree."""
-        from resilient.checkpoint import Checkpoint, read_state
+        :class:`~resilient.options.RunOptions`); an ArviZ DataTree, shaped as pm.sample's ``idata_kwargs``
+        (``idata``, checked by :func:`resilient.arguments.idata_options`) asks."""
+        from resilient.checkpoint import Checkpoint
         from resilient.loop import run_loop
 
         keep = self._checked_var_names(options.var_names)
-        resume_state = read_state(options.resume) if options.resume is not None else None
+        idata = idata or IdataOptions()
+        pymc_model = self._checked_idata(idata)
+        if options.resume is not None:  # continue a checkpoint's run from its sampler state (resilient/resume.py)
+            from resilient.resume import resume_run
+
+            return resume_run(self, options, keep)
+        resume_state = None
         from resilient.engine import engines_adapting, mass_matrices
 
         mass_matrix = options.mass_matrix
@@ -121,11 +128,74 @@ class CompiledSampler:
         wanted = options.log_likelihood
         if data is not None and (capabilities(self.backend).log_likelihood_by_default if wanted is None else wanted):
             self._add_log_likelihood(data, limit=LOG_LIKELIHOOD_DEFAULT_LIMIT if wanted is None else None)
+        if data is not None and idata.changes:
+            keep = self._idata_groups(data, idata, pymc_model, keep)
         if keep is not None and data is not None:
             data["posterior"] = data["posterior"].to_dataset()[keep]
+        if data is not None and idata.changes:
+            from resilient.idata import shape_result
+
+            shape_result(data, idata)
         if options.compute_convergence_checks and data is not None:
             _warn_convergence(data)
         return data
+
+    def _checked_idata(self, idata: IdataOptions) -> Any:
+        """Refuse, before sampling, the ``idata_kwargs`` keys this model cannot honour; the ``pm.Model``
+        behind it where there is one (``log_prior`` and ``include_transformed`` are computed with it)."""
+        from resilient.resolve import is_pymc_model
+
+        pymc_model = None
+        if isinstance(self.model, NativeModel) and is_pymc_model(self.model.model):
+            pymc_model = self.model.model
+        elif isinstance(self.model, Model) and is_pymc_model(getattr(self.compiled, "model", None)):
+            pymc_model = self.compiled.model
+        if idata.model is not None and (pymc_model is None or idata.model is not pymc_model):
+            raise ResilientError("idata_kwargs={'model': ...} must be the model being sampled (pm.sample's own "
+                                 "`model`); another model's names and dims would label these draws. Leave it out.")
+        asked = [key for key, value in (("log_prior", idata.log_prior), ("include_transformed",
+                                                                        idata.include_transformed)) if value]
+        if asked and pymc_model is None:
+            raise ResilientError(f"idata_kwargs keys {asked} are pm.to_inference_data's, computed from a pm.Model; "
+                                 f"this model runs on {self.backend!r} without one. Give a pm.Model (or backend="
+                                 "'pymc' for a shared-API model), or leave them out.")
+        if pymc_model is not None and isinstance(idata.log_prior, tuple):
+            from resilient.adapters.pymc.idata import free_names
+
+            unknown = sorted(set(idata.log_prior) - set(free_names(pymc_model)))
+            if unknown:
+                raise ResilientError(f"idata_kwargs={{'log_prior': [...]}} names {unknown}, which are not free "
+                                     f"variables of the model; it has {', '.join(free_names(pymc_model))}.")
+        if idata.log_likelihood_names is not None:
+            observed = sorted(name for name, site in self.compiled.sites.items() if site.kind == "observed")
+            unknown = sorted(set(idata.log_likelihood_names) - set(observed))
+            if unknown:
+                raise ResilientError(f"idata_kwargs={{'log_likelihood': [...]}} names {unknown}, which are not "
+                                     f"observed variables of the model; it has {', '.join(observed) or 'none'}.")
+        return pymc_model
+
+    def _idata_groups(self, data: Any, idata: IdataOptions, pymc_model: Any, keep: list[str] | None
+                      ) -> list[str] | None:
+        """The groups ``idata_kwargs`` adds from the model on the returned draws (``log_likelihood`` narrowed
+        to the names asked, ``log_prior``, the transformed free variables); ``keep`` (var_names) grown by
+        the transformed names of the variables it keeps."""
+        if idata.log_likelihood_names is not None and "log_likelihood" in data.children:
+            data["log_likelihood"] = data["log_likelihood"].to_dataset()[list(idata.log_likelihood_names)]
+        if pymc_model is None:
+            return keep
+        from resilient.adapters.pymc import idata as pymc_idata
+
+        if idata.log_prior:
+            names = idata.log_prior if isinstance(idata.log_prior, tuple) else None
+            data["log_prior"] = pymc_idata.log_prior(pymc_model, data, names)
+        if idata.include_transformed:
+            values = pymc_idata.transformed_values(pymc_model, data["posterior"].to_dataset())
+            if values is not None:
+                data["posterior"] = data["posterior"].to_dataset().merge(values)
+                if keep is not None:
+                    bases = pymc_idata.transformed_names(pymc_model)
+                    keep = [*keep, *(name for name in values.data_vars if bases.get(name) in keep)]
+        return keep
 
     def _add_log_likelihood(self, data: Any, limit: int | None = None) -> None:
         """Add the ``log_likelihood`` group (what ``az.loo`` / ``az.compare`` read) for the draws in ``data``,
@@ -142,11 +212,19 @@ class CompiledSampler:
         precision = max(floats, key=lambda dtype: dtype.itemsize) if floats else np.dtype(np.float64)
         if limit is not None and _too_big_for_default(data, posterior, precision, limit):
             return
+        draws = {str(name): np.asarray(value.transpose("chain", "draw", ...).values)
+                 for name, value in posterior.data_vars.items()}
         try:
             compiled = self._compiled_that_made(data)
-            draws = {str(name): np.asarray(value.transpose("chain", "draw", ...).values)
-                     for name, value in posterior.data_vars.items()}
-            values = compiled.log_likelihood(draws)
+            try:
+                values = compiled.log_likelihood(draws)
+            except KeyError:
+                # a native PyMC variant samples sites of its own (theta_decentered) that the draws leave out; the
+                # model as given scores the same observed variables at the user's variables the draws hold
+                if compiled is self.compiled:
+                    raise
+                compiled = self.compiled
+                values = compiled.log_likelihood(draws)
         except Exception as error:  # noqa: BLE001 - the draws are worth more than the group
             warn(f"Resilient: no log_likelihood group: computing it failed ({type(error).__name__}: {error}).")
             return
@@ -453,7 +531,7 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
         draws, model = int(model), None
     pm_kwargs, data_kwargs = split_keywords(model, kwargs, tuple(sample.__kwdefaults__))
     data_kwargs = {**_checked_model_kwargs(model_kwargs), **data_kwargs}
-    log_likelihood = idata_options(pm_kwargs, log_likelihood)
+    log_likelihood, idata = idata_options(pm_kwargs, log_likelihood)
     refuse_unsupported(pm_kwargs)
     given = {"target_accept": target_accept, "max_tree_depth": max_tree_depth, "mass_matrix": mass_matrix}
     for option, (value, spelling) in pm_sample_spellings(pm_kwargs).items():
@@ -483,7 +561,7 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
                                              pm_kwargs, fix=fix, float32=False if auto else float32)
         resolved, auto = default_form(resolved, auto)
         sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
-    return sampler.run(options)
+    return sampler.run(options, idata)
 
 
 def _warn_convergence(data: Any) -> None:
@@ -531,6 +609,14 @@ def _declare_site_deprecated(name: str, *args: Any, **kwargs: Any) -> Any:
     return model_api.sample(name, *args, **kwargs)
 
 
-def resume(path: str, model: Any, *args: Any, draws: int = 1000, **kwargs: Any) -> Any:
-    """Continue a NumPyro run saved in the checkpoint folder ``path`` for ``draws`` more draws."""
-    return sample(model, *args, draws=draws, resume=path, preflight=False, **kwargs)
+def resume(path: str, model: Any, *args: Any, draws: int | None = None, **kwargs: Any) -> Any:
+    """Continue the run saved in the checkpoint folder ``path`` (NumPyro, PyMC's NUTS or nutpie) until each
+    chain has ``draws`` draws (None: the run's own ``draws``; more extends a finished run). The model and its
+    data must be the run's; the run's settings (chains, tune, target_accept, seed, tree depth, mass matrix)
+    are taken from the checkpoint, and one given otherwise is refused. See :mod:`resilient.resume`."""
+    from resilient.resume import checkpoint_settings
+
+    recorded = checkpoint_settings(path)
+    taken = {name: value for name, value in recorded.items() if name != "draws" and name not in kwargs}
+    return sample(model, *args, draws=recorded.get("draws", 1000) if draws is None else draws, resume=path,
+                  preflight=False, **taken, **kwargs)

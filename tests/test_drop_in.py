@@ -116,3 +116,94 @@ def test_compute_convergence_checks_true_warns_as_pm_sample_does():
         warnings.simplefilter("error")
         data = resilient.sample(model, compute_convergence_checks=False, **run)
     assert resilient.diagnose(data).verdict == "warn"
+
+
+# ---- idata_kwargs: every key of pm.to_inference_data, as pm.sample passes it on ---------------------------------
+
+@pytest.mark.pymc
+def test_every_idata_kwargs_key_has_a_stated_fate_and_the_guide_shows_its_table():
+    import pymc as pm
+
+    from resilient.arguments import IDATA_KWARGS
+
+    keys = [n for n, p in inspect.signature(pm.to_inference_data).parameters.items() if p.kind is not p.VAR_KEYWORD]
+    assert sorted(keys) == sorted(IDATA_KWARGS)
+    assert markdown_table("idata_kwargs") in (ROOT / "docs" / "guide" / "native-models.md").read_text()
+
+
+def _layout(data):
+    """Each group's variables with their dims, and its index coordinates (sample dims' excepted)."""
+    layout = {}
+    for group in data.children:
+        dataset = data[group].to_dataset()
+        layout[group] = ({str(n): tuple(v.dims) for n, v in dataset.data_vars.items()},
+                         {str(n): list(np.asarray(dataset[n].values)) for n in dataset.indexes
+                          if n not in ("chain", "draw")})
+    return layout
+
+
+@pytest.mark.pymc
+@pytest.mark.slow  # ~15 s: PyMC compiles the model for our run, for log_prior and for pm.sample's own run
+def test_idata_kwargs_dims_coords_log_prior_and_transformed_as_pm_sample_gives_them():
+    import warnings
+
+    import pymc as pm
+
+    with pm.Model(coords={"obs": range(4)}) as model:
+        x = pm.Data("x", np.arange(4.0))
+        mu = pm.Normal("mu", 0, 1)
+        sigma = pm.HalfNormal("sigma", 1)
+        pm.Normal("theta", mu, 1, shape=3)  # not a funnel: the loop keeps the model as it is
+        pm.Normal("y", mu + 0.1 * x, sigma, observed=np.array([0.3, -0.2, 1.1, 0.5]))
+    kwargs = {"dims": {"theta": ["group"], "y": ["row"], "x": ["row"]},
+              "coords": {"group": ["a", "b", "c"], "row": [10, 11, 12, 13]},
+              "include_transformed": True, "log_prior": True, "log_likelihood": True}
+    run = dict(draws=300, tune=300, chains=2, random_seed=1, progressbar=False)
+    ours = resilient.sample(model, engine="pymc", idata_kwargs=kwargs, **run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = pm.sample(model=model, nuts_sampler="pymc", idata_kwargs=kwargs, **run)
+    mine, pymc = _layout(ours), _layout(theirs)
+    for group in ("posterior", "observed_data", "constant_data", "log_likelihood", "log_prior"):
+        assert mine[group] == pymc[group], group
+    assert mine["posterior"][0]["theta"] == ("chain", "draw", "group") and "sigma_log__" in mine["posterior"][0]
+    np.testing.assert_allclose(ours.posterior["sigma_log__"].values, np.log(ours.posterior["sigma"].values))
+    prior = pm.logp(pm.HalfNormal.dist(1), ours.posterior["sigma"].values).eval()
+    np.testing.assert_allclose(ours.log_prior["sigma"].values, prior)
+
+
+@pytest.mark.numpyro
+def test_idata_kwargs_dims_coords_warmup_and_predictive_groups(compiled):
+    sampler = compiled(tiny, "numpyro")
+    run = dict(draws=30, tune=30, chains=2, random_seed=2, progressbar=False)
+    data = resilient.sample(sampler, discard_tuned_samples=False, idata_kwargs={
+        "dims": {"y": ["row"]}, "coords": {"row": ["r1", "r2", "r3"]}, "save_warmup": False, "sample_dims": None,
+        "prior": {"mu": np.zeros(5), "y": np.zeros((5, 3))},
+        "posterior_predictive": {"y": np.ones((2, 30, 3))}}, **run)
+    assert data.observed_data["y"].dims == ("row",) and list(data.observed_data["row"].values) == ["r1", "r2", "r3"]
+    assert data.log_likelihood["y"].dims[:2] == ("chain", "draw")  # the model's dims, as pm.sample's
+    assert not {"warmup_posterior", "warmup_sample_stats"} & set(data.children)
+    assert data.prior["mu"].shape == (1, 5) and data.prior_predictive["y"].dims == ("chain", "draw", "row")
+    assert data.posterior_predictive["y"].dims == ("chain", "draw", "row")
+    assert list(data.posterior_predictive["row"].values) == ["r1", "r2", "r3"]
+    narrowed = resilient.sample(sampler, idata_kwargs={"log_likelihood": ["y"]}, **run)
+    assert list(narrowed.log_likelihood.data_vars) == ["y"]
+    assert resilient.diagnose(data).verdict in ("pass", "warn", "fail")
+
+
+@pytest.mark.numpyro
+def test_idata_kwargs_that_cannot_mean_anything_here_are_refused_with_the_reason(compiled):
+    sampler = compiled(tiny, "numpyro")
+    run = dict(draws=20, tune=20, chains=1, progressbar=False)
+    refused = [({"trace": object()}, r"pm.sample passes its own trace"),
+               ({"sample_dims": ["sample"]}, r"sample dimensions \['chain', 'draw'\]"),
+               ({"log_prior": True}, r"keys \['log_prior'\] are pm.to_inference_data's, computed from a pm.Model"),
+               ({"include_transformed": True}, r"\['include_transformed'\]"),
+               ({"model": object()}, r"must be the model being sampled"),
+               ({"log_likelihood": ["mu"]}, r"names \['mu'\], which are not observed variables of the model; it has y"),
+               ({"dims": {"y": ["a", "b"]}}, r"`y` has 1 dimension\(s\) after \[\], got 2 names"),
+               ({"coords": {"row": [1, 2]}, "dims": {"y": ["row"]}}, r"`row` has 2 values but the dimension has length 3"),
+               ({"group": 1}, r"idata_kwargs=\{...\} keys \['group'\] are not passed on")]
+    for kwargs, message in refused:
+        with pytest.raises(ResilientError, match=message):
+            resilient.sample(sampler, idata_kwargs=kwargs, **run)
