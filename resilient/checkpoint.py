@@ -4,7 +4,8 @@ Layout of a checkpoint folder::
 
     run/                      meta.json (settings, model name, backend)
     run/attempt-01/           chunk-000001.nc, chunk-000002.nc, ... (post-warm-up draws)
-                              state.pkl (NumPyro: the sampler state after the last chunk)
+                              state.json + state.npz (the sampler state after the last chunk: see
+                              :mod:`resilient.sampler_state`; no pickle)
                               record.json (observed data, attempt log and preflight, at the end)
 
 A file is written to a temporary name and renamed, so a run killed with SIGKILL leaves only
@@ -22,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,7 +32,7 @@ import numpy as np
 from resilient.backend import Chunk
 from resilient.errors import ResilientError
 
-__all__ = ["Checkpoint", "read_checkpoint", "latest_attempt"]
+__all__ = ["Checkpoint", "read_checkpoint", "latest_attempt", "read_state", "read_meta"]
 
 
 _SEPARATOR = "__"  # group__variable: netCDF names cannot hold "/"
@@ -91,6 +91,10 @@ class Checkpoint:
         _atomic_write(self.root / "meta.json", lambda p: p.write_text(json.dumps(dict(meta), default=str, indent=2)))
         self.folder: Path | None = None
         self._count = 0
+        #: the sampler state of each chain after its last chunk, this attempt (see :meth:`write_state`)
+        self._states: dict[int, Any] = {}
+        #: the state last written (all chains), or None
+        self.state: Any = None
         #: why checkpoint writes stopped (None while they work): see the module's rule
         self.error: str | None = None
 
@@ -108,12 +112,23 @@ class Checkpoint:
         from resilient.errors import warn
 
         warn(f"Resilient: the checkpoint folder {self.root} held an earlier run; it was moved to {target} so the "
-             "two runs are not mixed. To continue a NumPyro run, use resilient.resume(folder, model, ...).")
+             "two runs are not mixed. To continue a run, use resilient.resume(folder, model, ...).")
 
     def start_attempt(self, number: int) -> None:
         self.folder = self.root / f"attempt-{number:02d}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self._count = len(list(self.folder.glob("chunk-*.nc")))
+        self._states, self.state = {}, None
+        self.attempt = number
+
+    def continue_from(self, state: Any) -> None:
+        """Continue the attempt ``state`` was saved in (a resumed run): its chunks are added after the
+        ones there, and each chain's state stays in the file until that chain writes a newer one."""
+        from resilient.sampler_state import select
+
+        self.start_attempt(state.attempt or int(latest_attempt(self.root).name.split("-")[1]))
+        self._states = {chain: select(state, [row]) for row, chain in enumerate(state.chains)}
+        self.state = state
 
     def _guarded(self, what: str, write: Any) -> None:
         """Run ``write``; an OSError stops checkpointing for the rest of the run with one warning."""
@@ -159,9 +174,19 @@ class Checkpoint:
             self.write_state(chunk.state)
 
     def write_state(self, state: Any) -> None:
+        """Merge ``state`` (a :class:`~resilient.sampler_state.SamplerState` for the chunk's chains) into
+        the attempt's state and write it (``state.json`` + ``state.npz``)."""
+        from dataclasses import replace
+
+        from resilient.sampler_state import SamplerState, merge_states, stack
+
         assert self.folder is not None
-        self._guarded("the sampler state", lambda: _atomic_write(
-            self.folder / "state.pkl", lambda p: p.write_bytes(pickle.dumps(state))))
+        if not isinstance(state, SamplerState):
+            return
+        self._states = merge_states(self._states, state)
+        whole = replace(stack(list(self._states.values())), attempt=getattr(self, "attempt", None))
+        self.state = whole
+        self._guarded("the sampler state", lambda: whole.save(self.folder))
 
     def write_record(self, observed: Mapping[str, Any], attrs: Mapping[str, Any]) -> None:
         if self.folder is None:
@@ -179,38 +204,57 @@ def latest_attempt(root: str | os.PathLike) -> Path:
 
 
 def read_state(root: str | os.PathLike) -> Any:
-    path = latest_attempt(root) / "state.pkl"
-    if not path.exists():
+    """The :class:`~resilient.sampler_state.SamplerState` of the last attempt in the checkpoint ``root``."""
+    from resilient.sampler_state import SamplerState
+
+    folder = latest_attempt(root)
+    if not (folder / "state.json").exists():
+        if (folder / "state.pkl").exists():
+            raise ResilientError(
+                f"The checkpoint {folder} holds a sampler state written by an older Resilient (state.pkl, a pickle), "
+                "which this version does not read: it keeps states as JSON and .npz. Its draws still read with "
+                "resilient.read_checkpoint; start a new run to sample more.")
         raise ResilientError(
-            f"The checkpoint in {root} has no sampler state to resume from (state.pkl): only NumPyro runs "
-            "that finished warm-up save one. Start a new run instead."
-        )
-    return pickle.loads(path.read_bytes())
+            f"The checkpoint {folder} has no sampler state to resume from (state.json): the run stopped before its "
+            "first chunk after warm-up (NumPyro: its first chunk). Start a new run instead.")
+    try:
+        return SamplerState.load(folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise ResilientError(f"The sampler state in {folder} cannot be read ({type(error).__name__}: {error}); "
+                             "start a new run instead.") from error
 
 
-def _read_chunk(file: Path) -> dict[int, dict[str, np.ndarray]]:
-    """One chunk file's arrays per chain, read whole (a file that fails anywhere is not used at all)."""
+def read_meta(root: str | os.PathLike) -> dict[str, Any]:
+    """The settings a checkpoint's run was started with (``meta.json``), or {} where there is none."""
+    path = Path(root) / "meta.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _read_chunk(file: Path) -> dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """One chunk file's draw indices and arrays per chain, read whole (a file that fails anywhere is not used)."""
     import xarray as xr
 
-    rows: dict[int, dict[str, np.ndarray]] = {}
+    rows: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     with xr.open_dataset(file) as dataset:  # classic netCDF or netCDF4, told apart by xarray
+        draws = np.asarray(dataset["draw"].values, np.int64)
         for row, chain in enumerate(dataset["chain"].values.tolist()):
-            store = rows.setdefault(int(chain), {})
+            store = rows.setdefault(int(chain), (draws, {}))[1]
             for name, variable in dataset.data_vars.items():
                 values = np.asarray(variable.values[row])
                 store[name] = values.astype(np.int64) if values.dtype.kind == "i" else values
     return rows
 
 
-def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
-    """Every finished chunk of the last (or the given) attempt, as a DataTree."""
-    from resilient.draws import to_datatree
-
-    folder = Path(root) / f"attempt-{attempt:02d}" if attempt else latest_attempt(root)
+def read_chains(folder: Path, with_draws: bool = False) -> dict[int, dict[str, np.ndarray]]:
+    """Every readable chunk of one attempt folder, per chain: ``group__name`` -> the chain's draws in draw
+    order, each chain as long as it got (chains of PyMC's NUTS and nutpie finish at their own pace). A draw
+    written twice (a resumed run redoing the chunk a kill cut off from its state) is read from the later
+    file. An unreadable chunk file is skipped with a warning naming it. ``with_draws``: each chain's draw
+    indices too, as ``"draw"``."""
     files = sorted(folder.glob("chunk-*.nc"))
     if not files:
         raise ResilientError(f"The checkpoint {folder} holds no finished chunk yet.")
-    per_chain: dict[int, dict[str, list[np.ndarray]]] = {}
+    per_chain: dict[int, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
     skipped = []
     for file in files:
         try:
@@ -218,10 +262,8 @@ def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
         except Exception as error:  # noqa: BLE001 - any unreadable file: skipped and named, never read as data
             skipped.append(f"{file.name} ({type(error).__name__}: {error})")
             continue
-        for chain, values in rows.items():
-            store = per_chain.setdefault(chain, {})
-            for name, array in values.items():
-                store.setdefault(name, []).append(array)
+        for chain, piece in rows.items():
+            per_chain.setdefault(chain, []).append(piece)
     if skipped:
         from resilient.errors import warn
 
@@ -229,15 +271,41 @@ def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
              f"{'; '.join(skipped)}. The other chunks are returned.")
     if not per_chain:
         raise ResilientError(f"The checkpoint {folder} holds no readable chunk.")
-    length = min(len(np.concatenate(v)) for chain in per_chain.values() for v in chain.values())
+    result = {}
+    for chain, pieces in per_chain.items():
+        draws = np.concatenate([d for d, _ in pieces])
+        _, last = np.unique(draws[::-1], return_index=True)  # the last copy of each draw, in draw order
+        keep = len(draws) - 1 - last
+        names = set.intersection(*(set(v) for _, v in pieces))
+        result[chain] = {name: np.concatenate([v[name] for _, v in pieces])[keep] for name in sorted(names)}
+        if with_draws:
+            result[chain]["draw"] = draws[keep]
+    return result
+
+
+def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
+    """Every finished chunk of the last (or the given) attempt, as a DataTree."""
+    from resilient.draws import to_datatree
+
+    folder = Path(root) / f"attempt-{attempt:02d}" if attempt else latest_attempt(root)
+    per_chain = read_chains(folder)
+    length = min(len(v) for chain in per_chain.values() for v in chain.values())
     chains = sorted(per_chain)
     groups: dict[str, dict[str, np.ndarray]] = {"posterior": {}, "sample_stats": {}}
     for key in per_chain[chains[0]]:
         group, name = key.split(_SEPARATOR, 1)
-        groups[group][name] = np.stack([np.concatenate(per_chain[c][key])[:length] for c in chains])
+        groups[group][name] = np.stack([per_chain[c][key][:length] for c in chains])
     record_path = folder / "record.json"
     observed, attrs = {}, {"resilient_checkpoint": str(folder)}
     if record_path.exists():
         record = json.loads(record_path.read_text())
         observed, attrs = record["observed"], {**attrs, **record["attrs"]}
-    return to_datatree(groups["posterior"], groups["sample_stats"], observed, attrs)
+    data = to_datatree(groups["posterior"], groups["sample_stats"], observed, attrs)
+    if (folder / "state.json").exists():
+        from resilient.sampler_state import SamplerState
+
+        try:
+            data["sampler_state"] = SamplerState.load(folder).to_dataset()
+        except (OSError, ValueError, KeyError):  # the draws are worth more than the state
+            pass
+    return data

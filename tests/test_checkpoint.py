@@ -1,4 +1,5 @@
-"""Nothing finished is lost: chunks on disk survive SIGKILL; a NumPyro run resumes from its state."""
+"""Nothing finished is lost: chunks on disk survive SIGKILL; a finished run is extended from its state
+(resuming a killed run on every engine: test_resume.py)."""
 
 import contextlib
 import os
@@ -102,18 +103,19 @@ def test_sigkill_leaves_every_finished_chunk_readable(backend, engine, tmp_path)
 
 @pytest.mark.numpyro
 @pytest.mark.slow  # 7 s cold; CI runs it
-def test_a_numpyro_run_resumes_from_its_checkpoint(tmp_path):
+def test_a_finished_numpyro_run_is_extended_from_its_checkpoint(tmp_path):
     folder = str(tmp_path / "run")
     first = resilient.sample(pathologies.mirrored, draws=300, random_seed=3, progressbar=False, checkpoint=folder)
-    second = resilient.resume(folder, pathologies.mirrored, draws=300, random_seed=4, progressbar=False)
+    second = resilient.resume(folder, pathologies.mirrored, draws=600, progressbar=False)
+    assert second.posterior.sizes["draw"] == 600, "resume's draws are the whole run's: 300 more here"
+    assert np.array_equal(second.posterior["mu"].values[:, :300], first.posterior["mu"].values)
     step_before = first.sample_stats["step_size"].values[:, -1]
-    step_after = second.sample_stats["step_size"].values[:, 0]
+    step_after = second.sample_stats["step_size"].values[:, 300]
     assert np.allclose(step_before, step_after), "the adapted step size carries over: no new warm-up"
-    assert second.posterior.sizes["draw"] == 300
-    assert not np.allclose(first.posterior["mu"].values[:, -1], second.posterior["mu"].values[:, -1])
+    assert np.allclose(second["sampler_state"]["step_size"].values, step_before)
     combined = read_checkpoint(folder)
     assert combined.posterior.sizes["draw"] == 600
-    assert np.allclose(combined.posterior["mu"].values[:, 300:], second.posterior["mu"].values)
+    assert np.array_equal(combined.posterior["mu"].values, second.posterior["mu"].values)
 
 
 STATS = {"diverging": np.array([[True, False, False], [False, True, False]]),

@@ -25,7 +25,8 @@ from resilient.backend import STAT_NAMES, Chunk, NUTSRun, NUTSSettings
 from resilient.errors import DiscreteLatentError, ModelError
 from resilient.model import Site
 from resilient.adapters.numpyro.native import _is_real, _is_unit, _unwrap
-from resilient.adapters.numpyro.runner import CHAIN_METHODS, _NoProgress, _Runner, _jax_failure, _progress, _resume_iteration
+from resilient.adapters.numpyro.runner import (CHAIN_METHODS, _NoProgress, _Runner, _jax_failure, _progress,
+                                              _resume_iteration, hmc_state, state_record)
 
 
 
@@ -575,12 +576,18 @@ class NumPyroCompiledModel:
         try:
             with self.precision():
                 resume_from = None
-                if settings.resume_state is not None:
-                    resume_from = _resume_iteration(settings.resume_state, chains, self.dimension)
+                resumed = settings.resume_state
+                if resumed is not None and hasattr(resumed, "native"):  # a SamplerState: its HMCState, exactly
+                    if resumed.engine != "numpyro" or not resumed.native:
+                        raise ValueError(f"`resume_state` must be a NumPyro run's state, got one of {resumed.engine}.")
+                    seed = int(resumed.random_state.get("seed", seed))
+                    resumed = jax.tree_util.tree_map(jnp.asarray, hmc_state(dict(resumed.native)))
+                if resumed is not None:
+                    resume_from = _resume_iteration(resumed, chains, self.dimension)
                 runner = self._runner(settings, method, resume_from)
                 target = np.asarray(settings.target_accept, self.dtype)  # an argument: no recompile per target
-                if settings.resume_state is not None:
-                    state = settings.resume_state
+                if resumed is not None:
+                    state = resumed
                     warmup_start = min(resume_from, settings.tune)
                     extra["resumed_from_iteration"] = resume_from
                 else:
@@ -599,6 +606,9 @@ class NumPyroCompiledModel:
                         phase = "warm-up" if warmup else "sampling"
                         with _jax_failure(f"in {phase} iterations {position}-{position + n - 1}"):
                             state, chunk = self._chunk(runner, state, n, position, warmup, chains, target)
+                        chunk.state = state_record(self, chunk.state, settings, seed,
+                                                   position + n if warmup else settings.tune,
+                                                   0 if warmup else position + n)
                         elapsed = time.monotonic() - tic
                         if warmup:
                             warmup_seconds += elapsed

@@ -76,3 +76,58 @@ def _progress(settings: NUTSSettings, total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="NUTS (numpyro)", unit="draw")
+
+
+def state_record(compiled: Any, state: Any, settings: NUTSSettings, seed: int, tune_done: int, draws_done: int) -> Any:
+    """NumPyro's ``HMCState`` (all chains, on the host) as a :class:`~resilient.sampler_state.SamplerState`:
+    positions, step sizes, inverse mass matrices and counts, and every leaf of the ``HMCState`` by its path
+    (``native``), from which :func:`hmc_state` rebuilds it exactly: a resumed run continues bitwise."""
+    from resilient.sampler_state import SamplerState, cached_fingerprint
+
+    chains = int(settings.chains)
+    native = {jax.tree_util.keystr(path): np.asarray(leaf)
+              for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]}
+    matrix = state.adapt_state.inverse_mass_matrix
+    return SamplerState(
+        engine="numpyro", chains=tuple(range(chains)), positions=np.asarray(state.z),
+        step_size=np.asarray(state.adapt_state.step_size).reshape(chains),
+        draws_done=np.full(chains, draws_done, np.int64), tune_done=np.full(chains, tune_done, np.int64),
+        inverse_mass_matrix=np.asarray(matrix) if isinstance(matrix, (np.ndarray, jax.Array)) else None,
+        mass_matrix=settings.mass_matrix, random_state={"seed": int(seed), "key": "native['.rng_key']"},
+        settings=settings_record(settings), fingerprint=cached_fingerprint(compiled),
+        latent_names=tuple(compiled.latent_names), native=native)
+
+
+def settings_record(settings: NUTSSettings) -> dict[str, Any]:
+    """The NUTS settings a state was made under, as the state files keep them."""
+    return {"tune": int(settings.tune), "target_accept": float(settings.target_accept),
+            "max_tree_depth": int(settings.max_tree_depth), "mass_matrix": settings.mass_matrix,
+            "chains": int(settings.chains), "chunk_size": int(settings.chunk_size)}
+
+
+def hmc_state(native: dict[str, np.ndarray]) -> Any:
+    """The ``HMCState`` whose leaves :func:`state_record` kept by path (``.adapt_state.ss_state[0]`` ...)."""
+    import re
+
+    from numpyro.infer.hmc import HMCState
+    from numpyro.infer.hmc_util import HMCAdaptState
+
+    tree: dict = {}
+    for path, value in native.items():
+        node = tree
+        keys = [int(k) if k.isdigit() else k for k in re.findall(r"\.(\w+)|\[(\d+)\]", path) for k in k if k]
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+
+    def build(node: Any, cls: Any = None) -> Any:
+        if not isinstance(node, dict):
+            return node
+        if cls is not None:  # fields that held None (NUTS's ``r``, ``trajectory_length``) have no leaf
+            return cls(**{name: build(node[name], HMCAdaptState if name == "adapt_state" else None)
+                          if name in node else None for name in cls._fields})
+        if all(isinstance(key, int) for key in node):
+            return tuple(build(node[key]) for key in sorted(node))
+        raise ValueError(f"unexpected fields {sorted(node)} in a saved NumPyro state")
+
+    return build(tree, HMCState)
