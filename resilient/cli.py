@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from resilient import jsonio
 from resilient.errors import ModelError, ResilientError, SamplingFailed, UnsupportedModelError
 from resilient.loading import ModelFileError, load_model
 
@@ -81,7 +82,7 @@ def command_preflight(options: argparse.Namespace) -> int:
     reports = [preflight(model, backend=backend, fix=options.fix, float32=True if options.float32 else None, **data)
                for backend in _backends(options.backend, model)]
     if options.json:
-        print(json.dumps([r.to_dict() for r in reports] if len(reports) > 1 else reports[0].to_dict(), indent=2))
+        print(jsonio.dumps([r.to_dict() for r in reports] if len(reports) > 1 else reports[0].to_dict(), indent=2))
     else:
         console = Console(width=140)
         for report in reports:
@@ -318,7 +319,7 @@ def command_check_agreement(options: argparse.Namespace) -> int:
                            for p in result.parameters],
         }
         Path(options.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(options.json).write_text(json.dumps(document, indent=2) + "\n")
+        jsonio.write(options.json, document, indent=2)
     return EXIT_OK if result.ok else EXIT_FAIL
 
 

@@ -49,7 +49,8 @@ def to_jsonable(value: Any, default: Callable[[Any], Any] | None = str) -> Any:
         return [to_jsonable(item, default) for item in sorted(value, key=repr)]
     if default is None:
         return value
-    return to_jsonable(default(value), None)
+    converted = default(value)
+    return converted if converted is value else to_jsonable(converted, default)
 
 
 def dumps(value: Any, *, indent: int | None = None, sort_keys: bool = False,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,34 @@ def test_every_package_folder_and_data_file_is_installed():
             if not shipped:
                 unshipped.append(str(path.relative_to(ROOT)))
     assert not unshipped, f"data files no package-data glob ships: {unshipped}"
+
+
+def test_the_wheel_holds_every_package_module_and_data_file(tmp_path):
+    """A non-editable install gets what the checkout has: the wheel built from a copy of the sources holds every
+    module of every package folder (resilient/batch/, resilient/sbc/, resilient/report/, the adapters) and the
+    data files (templates, report.schema.json). Built without build isolation: setuptools is in the venv."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for folder in ("resilient", "adapters"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=ignore)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    wheel, = (tmp_path / "dist").glob("resilient-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    expected = set()
+    for top, installed_as in (("resilient", "resilient"), ("adapters", "resilient/adapters")):
+        for path in (source / top).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                expected.add(f"{installed_as}/{path.relative_to(source / top).as_posix()}")
+    missing = sorted(expected - names)
+    assert not missing, f"not in the wheel: {missing}"
+    for package in ("batch", "sbc", "report"):
+        assert f"resilient/{package}/__init__.py" in names, package
 
 
 def test_a_missing_backend_names_the_extra_to_install(monkeypatch):

@@ -130,8 +130,8 @@ def test_report_carries_run_diagnostics_summary_preflight_and_attempts(bad_run):
     assert checks["tree_depth"]["value"] == 500
     assert [r["variable"] for r in report["summary"]["rows"]] == ["mu", "theta[0]", "theta[1]", "theta[2]"]
     assert report["summary"]["ci_kind"] == "eti"
-    # the NaN gradient is the finding: kept, as a string, so the JSON stays strict
-    assert report["preflight"]["findings"][0]["values"] == {"sigma": 1.0, "V": 2.0, "gradient": "nan"}
+    # the NaN gradient is the finding: its message says so; its value is None (null in the file), as every NaN
+    assert report["preflight"]["findings"][0]["values"] == {"sigma": 1.0, "V": 2.0, "gradient": None}
     assert report["attempts"] == ATTEMPTS
 
 
@@ -182,6 +182,47 @@ def test_schema_is_self_consistent():
             walk(schema["items"], f"{where}[]")
 
     walk(REPORT_SCHEMA, "$")
+
+
+def test_the_schema_is_the_shipped_json_file_and_its_enums_are_the_code_s():
+    """REPORT_SCHEMA is read from resilient/report/report.schema.json (package data, in the wheel); its enums are the
+    verdicts and severities the code writes, and its const schema_version is REPORT_SCHEMA_VERSION."""
+    from pathlib import Path
+
+    from resilient.diagnostics import VERDICTS
+    from resilient.report import schema
+    from resilient.states import SEVERITIES
+    from resilient.states import VERDICTS as RUN_VERDICTS
+
+    path = Path(schema.__file__).with_name(schema.SCHEMA_FILE)
+    assert json.loads(path.read_text(encoding="utf-8")) == REPORT_SCHEMA == schema.load_schema()
+    properties = REPORT_SCHEMA["properties"]
+    assert properties["schema_version"]["const"] == REPORT_SCHEMA_VERSION
+    assert properties["verdict"]["enum"] == list(RUN_VERDICTS)
+    assert properties["diagnostics"]["properties"]["verdict"]["enum"] == list(RUN_VERDICTS)
+    assert properties["diagnostics"]["properties"]["checks"]["items"]["properties"]["verdict"]["enum"] == list(VERDICTS)
+    finding = properties["preflight"]["properties"]["findings"]["items"]
+    assert finding["properties"]["severity"]["enum"] == list(SEVERITIES)
+
+
+def test_every_nan_of_a_run_is_null_in_report_json(tmp_path):
+    """One NaN policy: a NaN or infinite figure anywhere (run record, findings, attempts) is null in report.json,
+    which parses as strict JSON (no NaN/Infinity constants) and validates."""
+    attempts = [dict(ATTEMPTS[0], rhat=float("nan")), *ATTEMPTS[1:]]
+    run = {**RUN, "seconds": float("inf"), "extra": [float("nan"), 1.0]}
+    bad_run = record.attach(make_tree(1, bad=True), preflight=PREFLIGHT, attempts=attempts, run=run)
+    paths = write_report(bad_run, tmp_path, formats=("json",))
+    text = paths["json"].read_text(encoding="utf-8")
+
+    def refuse(name):
+        raise AssertionError(f"{name} in report.json")
+
+    report = json.loads(text, parse_constant=refuse)
+    assert report["run"]["seconds"] is None and report["run"]["record"]["extra"] == [None, 1.0]
+    assert report["run"]["record"]["seconds"] is None
+    assert report["attempts"][0]["rhat"] is None
+    assert report["preflight"]["findings"][0]["values"]["gradient"] is None
+    assert schema_errors(report) == []
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -372,8 +413,8 @@ def test_importing_the_report_loads_neither_arviz_nor_matplotlib():
 
 
 def test_precomputed_diagnostics_are_reused(bad_run, tmp_path, monkeypatch):
-    from resilient import report as report_module
     from resilient.diagnostics import diagnose
+    from resilient.report import data as report_module
 
     diagnostics = diagnose(bad_run, max_divergences=100)
 
