@@ -38,6 +38,9 @@ class NumPyroAdapter:
         self.chain_method = chain_method
 
     def compile(self, model: Any) -> NumPyroCompiledModel:
+        from resilient.caches import enable_jax_cache
+
+        enable_jax_cache()
         if isinstance(model, Model):
             compiled = self._compile_shared(model)
         elif isinstance(model, NativeModel):
