@@ -1,7 +1,7 @@
 """Compilation caches that outlive the process (issue #24): a second Python process sampling the same model
 skips the compilations the first one paid for, where the backend can keep them.
 
-* JAX (NumPyro's NUTS, nutpie's JAX backend): XLA's persistent compilation cache, switched on in
+* JAX (NumPyro's NUTS): XLA's persistent compilation cache, switched on in
   ``<cache root>/jax`` the first time Resilient compiles a NumPyro model, unless the user has set JAX's own
   ``jax_compilation_cache_dir`` (theirs is kept) or turned it off.
 * PyTensor (PyMC's NUTS): its C modules are cached in PyTensor's ``compiledir`` (``~/.pytensor``) by PyTensor
