@@ -1,8 +1,9 @@
-"""Reproducible seeds (#22.5): the same random_seed gives the same draws on NumPyro and PyMC's NUTS, in one process
-and in a fresh one. Bitwise: each seeds every chain from the run's seed (NumPyro's threefry keys, PyMC's per-chain
-seeds), so neither scheduling nor CPU load changes a chain's draws on one machine. nutpie is left out: on a loaded
-machine one in-process repeat of the same seed gave other draws (three quiet repeats agreed; cause not found), so
-it is not promised. Another CPU may give other draws (compiled code takes other paths): no test compares machines."""
+"""Reproducible seeds (#22.5): the same random_seed gives the same draws on NumPyro, PyMC's NUTS and nutpie, in one
+process and in a fresh one. Bitwise: each seeds every chain from the run's seed (NumPyro's threefry keys, PyMC's
+per-chain seeds, nutpie's per-chain generators), so neither scheduling nor CPU load changes a chain's draws on one
+machine. nutpie: once (2026-12-05, load about 15) one in-process repeat differed and the cause was not found; 40 of
+40 repeats at load 4-8 on 2026-12-06 agreed, so it is tested here (in the slow set) rather than excused. Another CPU
+may give other draws (compiled code takes other paths): no test compares machines."""
 
 import json
 import subprocess
@@ -19,7 +20,8 @@ import resilient
 ROOT = Path(__file__).resolve().parents[1]
 Y = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
 S = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
-ENGINES = [pytest.param("numpyro", marks=pytest.mark.numpyro), pytest.param("pymc", marks=pytest.mark.pymc)]
+ENGINES = [pytest.param("numpyro", marks=pytest.mark.numpyro), pytest.param("pymc", marks=pytest.mark.pymc),
+           pytest.param("nutpie", marks=pytest.mark.pymc)]
 #: in the default suite NumPyro only (the suite's time budget); CI runs all three
 IN_PROCESS = [ENGINES[0], *(pytest.param(*p.values, marks=[*p.marks, pytest.mark.slow]) for p in ENGINES[1:])]
 
@@ -37,7 +39,7 @@ def schools(y, s):
 
 
 def _draws(engine: str, seed: int) -> dict[str, list]:
-    backend = "numpyro" if engine == "numpyro" else "pymc"
+    backend = "numpyro" if engine == "numpyro" else "pymc"  # nutpie samples the PyMC translation
     with warnings.catch_warnings():  # a seed whose short run fails a check warns; the draws are what is compared
         warnings.simplefilter("ignore", resilient.ResilientWarning)
         data = resilient.sample(schools, Y, S, backend=backend, engine=engine, draws=150, tune=150, chains=2,
