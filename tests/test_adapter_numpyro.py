@@ -318,7 +318,7 @@ def test_errors_name_the_problem(adapter):
     def failing():
         raise RuntimeError("boom")
 
-    with pytest.raises(ModelError, match=r"Running the model 'failing' under NumPyro failed: RuntimeError: boom"):
+    with pytest.raises(ModelError, match=r"Running the model 'failing' under NumPyro failed at test_adapter_numpyro.py:\d+ \(`raise RuntimeError\(\"boom\"\)`\): RuntimeError: boom"):
         adapter.compile(NativeModel("numpyro", failing))
     compiled = adapter.compile(Model(p4_shared))
     for strategy in ("prior", "median"):  # prior draws in the far tail stay finite

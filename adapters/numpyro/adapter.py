@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from resilient.backend import CAPABILITIES
 
 from resilient.adapters.common import require_native
@@ -146,6 +148,37 @@ def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:
     except ResilientError:
         raise
     except Exception as error:  # noqa: BLE001 - the model function raised: report it as the model's
+        where, site = _users_line(error)
         raise ModelError(
-            f"Running the model {compiled.name!r} under NumPyro failed: {type(error).__name__}: {error}"
+            f"Running the model {compiled.name!r} under NumPyro failed{where}: {type(error).__name__}: {error}"
+            + (_TRUNCATION_HINT if isinstance(error, AssertionError) and _raised_in(error, "truncated.py") else ""),
+            site=site,
         ) from error
+
+
+_TRUNCATION_HINT = (". NumPyro's TruncatedDistribution takes a base distribution on the whole real line (Normal, "
+                    "Cauchy, StudentT, Laplace, Logistic, SoftLaplace); truncate another family with the shared API's "
+                    "Truncated, or write its bounds into the model")
+
+
+def _raised_in(error: BaseException, filename: str) -> bool:
+    import traceback
+
+    return any(Path(f.filename).name == filename for f in traceback.extract_tb(error.__traceback__))
+
+
+def _users_line(error: BaseException) -> tuple[str, str | None]:
+    """Where in the user's code ``error`` was raised (the innermost frame outside NumPyro, JAX and Resilient) as
+    `` at file:line (`source`)``, and the site name a ``numpyro.sample("name", ...)`` on that line gives."""
+    import linecache
+    import re
+    import traceback
+
+    skip = ("site-packages", "dist-packages", f"{Path(__file__).parents[1]}", f"{Path(__file__).parents[2]}/resilient")
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(part in f.filename for part in skip)]
+    if not frames:
+        return "", None
+    frame = frames[-1]
+    source = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+    match = re.search(r"""\bsample\(\s*["']([^"']+)["']""", source)
+    return f" at {Path(frame.filename).name}:{frame.lineno} (`{source}`)", match.group(1) if match else None
