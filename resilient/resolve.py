@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from resilient.errors import UnsupportedModelError
 from resilient.model import Model, NativeModel
 
-__all__ = ["resolve_model", "is_numpyro_function", "is_pymc_function", "is_pymc_model"]
+__all__ = ["resolve_model", "is_numpyro_function", "is_pymc_function", "is_pymc_model", "is_bambi_model"]
 
 SUPPORTED = (
     "a shared-API model function (calling resilient.model.sample / deterministic), "
@@ -22,6 +22,12 @@ SUPPORTED = (
 def is_pymc_model(obj: Any) -> bool:
     """A ``pm.Model``, or the frozen copy ``freeze_model`` makes of one."""
     return any(c.__module__.startswith("pymc") and c.__name__ in ("Model", "BaseModel") for c in type(obj).__mro__)
+
+
+def is_bambi_model(obj: Any) -> bool:
+    """A ``bambi.Model`` (recognised by its class, without importing bambi); ``resilient.sample`` runs the
+    PyMC model it builds and shapes the result as ``fit`` does (:mod:`resilient.adapters.pymc.bambi`)."""
+    return any(c.__module__.split(".")[0] == "bambi" and c.__name__ == "Model" for c in type(obj).__mro__)
 
 
 def _referenced_objects(function: Any) -> list[Any]:
@@ -113,6 +119,10 @@ def resolve_model(model: Any, args: tuple = (), kwargs: Mapping[str, Any] | None
                 "No model given. Pass one as the first argument, or call inside `with pm.Model():`. "
                 f"Resilient runs {SUPPORTED}."
             )
+    if is_bambi_model(model):  # the PyMC model Bambi builds (resilient.sample also shapes the result as fit does)
+        if not model.built:
+            model.build()
+        model = model.backend.model
     if is_pymc_model(model):
         if args or kwargs:
             raise UnsupportedModelError(

@@ -522,13 +522,17 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
     Sites inside a model are declared with :func:`resilient.model.sample`; calling this function with
     a site name inside a model still works but is deprecated.
     """
+    given = dict(locals())
     from resilient.context import inside_model
+    from resilient.resolve import is_bambi_model
 
     if isinstance(model, str) and inside_model():
         return _declare_site_deprecated(model, *args, **kwargs)
 
     if isinstance(model, numbers.Integral) and not isinstance(model, bool):  # pm.sample(500) in a with-block
         draws, model = int(model), None
+    if is_bambi_model(model):
+        return _sample_bambi(**given)
     pm_kwargs, data_kwargs = split_keywords(model, kwargs, tuple(sample.__kwdefaults__))
     data_kwargs = {**_checked_model_kwargs(model_kwargs), **data_kwargs}
     log_likelihood, idata = idata_options(pm_kwargs, log_likelihood)
@@ -562,6 +566,21 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
         resolved, auto = default_form(resolved, auto)
         sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
     return sampler.run(options, idata)
+
+
+def _sample_bambi(model: Any, args: tuple, kwargs: dict[str, Any], engine: str, var_names: Any,
+                  **options: Any) -> Any:
+    """``resilient.sample(bmb_model, ...)``: ``bmb.Model.fit``'s arguments resolved
+    (:func:`resilient.adapters.pymc.bambi.plan_fit`), the PyMC model Bambi builds run as any pm.Model is, and
+    the result shaped as ``fit`` shapes it."""
+    from resilient.adapters.pymc.bambi import plan_fit
+
+    if args or options.pop("model_kwargs", None):
+        raise ResilientError("A Bambi model carries its data (the data frame given to bmb.Model): pass only fit's "
+                             "and pm.sample's arguments.")
+    fit = plan_fit(model, dict(kwargs), engine=engine, var_names=var_names, options=tuple(sample.__kwdefaults__))
+    data = sample(fit.pymc_model, engine=fit.engine, var_names=fit.var_names, **options, **fit.kwargs)
+    return fit.finish(data)
 
 
 def _warn_convergence(data: Any) -> None:
