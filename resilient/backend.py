@@ -21,6 +21,7 @@ from resilient.errors import BackendUnavailableError
 __all__ = [
     "NUTSSettings", "Chunk", "NUTSRun", "CompiledModel", "Adapter", "ADAPTERS", "get_adapter", "Capabilities",
     "CAPABILITIES", "capabilities", "DEFAULT_BACKEND", "PRIOR_SIMULATORS", "simulate_prior",
+    "LANGUAGES", "LANGUAGE_NAMES",
     "available_backends", "STAT_NAMES", "EXTRAS", "install_hint", "require",
 ]
 
@@ -157,6 +158,21 @@ class Capabilities:
     #: draws a model's prior predictive with the backend's own forward sampler (SBC's simulations; see
     #: :func:`simulate_prior`)
     prior_simulation: bool = False
+    #: how a reason names it ("NumPyro's NUTS")
+    title: str = ""
+    #: samples continuous latents only (no compound step, no enumeration)
+    continuous_only: bool = False
+    #: languages besides its own whose native models it runs (nutpie: NumPyro functions, through its function
+    #: interface), so naming the engine does not imply the model's language
+    foreign_native: tuple[str, ...] = ()
+    #: pm.sample's compute backends (``backend="numba"``, ``"jax"``, ``"c"``) it is the engine for here
+    compute_backends: tuple[str, ...] = ()
+    #: its native models run in float32 unless the user says otherwise (jax without x64), the raw habit that
+    #: ``float32=None`` keeps
+    float32_by_default: bool = False
+    #: its compilation has a one-off cost per process (Numba's first compile) that ``engine="auto"`` weighs by
+    #: ski rental against the seconds the language's own engine has sampled
+    one_off_compile: bool = False
 
 
 #: backend name -> (module, attribute, package that must be installed)
@@ -169,15 +185,22 @@ ADAPTERS: dict[str, tuple[str, str, str]] = {
 #: backend name -> what it can do (see :class:`Capabilities`).
 CAPABILITIES: dict[str, Capabilities] = {
     "numpyro": Capabilities("numpyro", ("diag", "full"), resume=True, with_data=True, enumeration=True, float32=True,
-                            log_likelihood_by_default=True, prior_simulation=True),
+                            log_likelihood_by_default=True, prior_simulation=True, title="NumPyro's NUTS",
+                            float32_by_default=True),
     "pymc": Capabilities("pymc", ("diag", "full", "diag_grad"), discrete_latents=True, weighed_against_nutpie=True,
-                         prior_simulation=True),
-    "nutpie": Capabilities("pymc", ("diag", "low_rank")),
+                         prior_simulation=True, title="PyMC's NUTS", compute_backends=("c",)),
+    "nutpie": Capabilities("pymc", ("diag", "low_rank"), title="nutpie", continuous_only=True,
+                           foreign_native=("numpyro",), compute_backends=("numba", "jax"), one_off_compile=True),
 }
 
 
 #: the language a shared-API model is compiled in when nothing else decides it.
 DEFAULT_BACKEND = "numpyro"
+
+#: the modelling languages (a model's ``backend``), each the name of its own engine too.
+LANGUAGES: tuple[str, ...] = tuple(dict.fromkeys(c.language for c in CAPABILITIES.values()))
+#: how a message names each language.
+LANGUAGE_NAMES: dict[str, str] = {"numpyro": "NumPyro", "pymc": "PyMC"}
 
 #: language -> (module, function) that draws a model's prior predictive by the backend's own forward sampler
 #: (NumPyro's effect handlers, ``pm.draw``): ``simulate_prior(function, kwargs, *, native, random_seed)``.

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from resilient.backend import CAPABILITIES, install_hint
+from resilient.backend import ADAPTERS, CAPABILITIES, LANGUAGE_NAMES, LANGUAGES, capabilities, install_hint
 from resilient.errors import BackendUnavailableError, ResilientError
 
 __all__ = ["ENGINES", "MODELLING", "MASS_MATRICES", "INIT_MASS_MATRIX", "EngineChoice", "choose_engine", "modelling_backend",
-           "mass_matrices", "can_sample"]
+           "mass_matrices", "can_sample", "EngineHistory", "HISTORY"]
 
 #: engine -> the backend (modelling language) whose models it runs, as each adapter declares it.
 MODELLING: dict[str, str] = {name: c.language for name, c in CAPABILITIES.items()}
@@ -48,28 +49,55 @@ STEPS_PER_DRAW = 8
 #: gradient-based mass matrix adaptation; its paper reports 1.3x median over Stan's, diagonal).
 NUTPIE_EFFICIENCY = 1.3
 
-_nutpie_compiles = 0
-#: seconds PyMC's NUTS has sampled in this process (warm-up and draws of every attempt).
-_pymc_seconds = 0.0
+
+@dataclass
+class EngineHistory:
+    """What this process has done with its engines, the state of ``engine="auto"``'s ski rental.
+
+    ``compiles``: compilations per engine whose compilation has a one-off cost per process
+    (``Capabilities.one_off_compile``: nutpie's Numba; later ones are cheaper); ``rent_seconds``: the seconds
+    engines that are weighed against such an engine (``Capabilities.weighed_against_nutpie``: PyMC's NUTS)
+    have sampled, warm-up and draws of every attempt. The engine registry owns one, :data:`HISTORY`, which
+    the loop and the adapters report to and :func:`choose_engine` reads; pass another to decide apart from it.
+    """
+
+    compiles: dict[str, int] = field(default_factory=dict)
+    rent_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def note_compile(self, engine: str) -> None:
+        """``engine`` compiled a model in this process (its one-off cost, if it has one, is paid)."""
+        with self._lock:
+            self.compiles[engine] = self.compiles.get(engine, 0) + 1
+
+    def note_run(self, engine: str, seconds: float) -> None:
+        """``engine`` sampled for ``seconds`` (one attempt): the rent, when it is an engine that pays it."""
+        if seconds > 0 and engine in CAPABILITIES and capabilities(engine).weighed_against_nutpie:
+            with self._lock:
+                self.rent_seconds += float(seconds)
+
+    def compiled(self, engine: str) -> int:
+        """How many times ``engine`` has compiled in this process."""
+        return self.compiles.get(engine, 0)
+
+    def reset_session(self) -> None:
+        """Forget the rent; the compilations stay counted (Numba stays warm)."""
+        with self._lock:
+            self.rent_seconds = 0.0
 
 
-def note_nutpie_compile() -> None:
-    """Called by the nutpie adapter after a compilation: later ones in this process are cheaper."""
-    global _nutpie_compiles
-    _nutpie_compiles += 1
+#: this process's engine history (see :class:`EngineHistory`).
+HISTORY = EngineHistory()
 
 
 def note_run(engine: str, seconds: float) -> None:
-    """Called by the loop after each attempt: the seconds ``engine`` sampled (the rent of the ski rental)."""
-    global _pymc_seconds
-    if engine == "pymc" and seconds > 0:
-        _pymc_seconds += float(seconds)
+    """Called by the loop after each attempt: ``HISTORY.note_run(engine, seconds)``."""
+    HISTORY.note_run(engine, seconds)
 
 
 def reset_session() -> None:
-    """Forget what this process has sampled (the rent); nutpie's compilations stay counted (Numba is warm)."""
-    global _pymc_seconds
-    _pymc_seconds = 0.0
+    """``HISTORY.reset_session()``: forget what this process has sampled (the rent)."""
+    HISTORY.reset_session()
 
 
 def modelling_backend(engine: str) -> str:
@@ -79,13 +107,16 @@ def modelling_backend(engine: str) -> str:
 def model_backend(engine: str, backend: str | None, native: str | None) -> str | None:
     """The backend (language) to compile a model in: a native model's own, else ``backend``, else the
     engine's default language (``None``: the shared API's default)."""
-    if engine == "nutpie" and native is None and backend == "numpyro":
-        raise ResilientError("engine='nutpie' and backend='numpyro' disagree for a shared-API model: nutpie runs it "
-                             "through the PyMC translation, compiled with Numba (native NumPyro functions run through "
-                             "nutpie's function interface). Drop one of them.")
+    if engine in CAPABILITIES and native is None and backend is not None and backend in capabilities(engine).foreign_native:
+        language = capabilities(engine).language
+        raise ResilientError(f"engine={engine!r} and backend={backend!r} disagree for a shared-API model: {engine} runs "
+                             f"it through the {LANGUAGE_NAMES.get(language, language)} translation"
+                             + (", compiled with Numba" if capabilities(engine).one_off_compile else "")
+                             + f" (native {LANGUAGE_NAMES.get(backend, backend)} functions run through {engine}'s "
+                             "function interface). Drop one of them.")
     if native is not None or backend is not None:
         return backend
-    return MODELLING[engine] if engine != "auto" else None
+    return MODELLING.get(engine)
 
 
 def mass_matrices(engine: str) -> tuple[str, ...]:
@@ -101,8 +132,10 @@ def engines_adapting(mass_matrix: str) -> tuple[str, ...]:
 
 
 def can_sample(engine: str, compiled: Any) -> bool:
-    """Whether ``engine`` samples ``compiled``: nutpie samples continuous latents only."""
-    return not (engine == "nutpie" and getattr(compiled, "discrete_latents", ()))
+    """Whether ``engine`` samples ``compiled``: an engine for continuous latents only (nutpie) does not sample a
+    model with discrete ones."""
+    return not (engine in CAPABILITIES and capabilities(engine).continuous_only
+                and getattr(compiled, "discrete_latents", ()))
 
 
 @dataclass(frozen=True)
@@ -124,16 +157,18 @@ def resolve_engine(engine: str | None, nuts_sampler: str | None, backend: str | 
         engine = nuts_sampler
     if engine not in ENGINES:
         raise ResilientError(f"`engine` must be one of {', '.join(repr(e) for e in ENGINES)}, got {engine!r}.")
-    if backend == "nutpie":  # a backend of its own name would only confuse: it is the PyMC language's engine
-        if engine not in ("auto", "nutpie"):
-            raise ResilientError(f"backend='nutpie' and engine={engine!r} disagree; give one of them.")
-        engine, backend = "nutpie", None
-    if backend is not None and backend not in ("numpyro", "pymc"):
-        raise BackendUnavailableError(f"`backend` must be one of 'numpyro', 'pymc', got {backend!r} (the model's "
-                                      "language; engines are chosen with `engine=`), or one of pm.sample's compute "
-                                      "backends 'numba', 'jax', 'c'.")
-    if engine == "nutpie":
-        return engine, backend  # a PyMC model (shared-API ones go through PyMC), or a native NumPyro one
+    if backend in MODELLING and backend not in LANGUAGES:  # an engine's name given as the backend (nutpie): it is
+        # an engine of a language, not a language
+        if engine not in ("auto", backend):
+            raise ResilientError(f"backend={backend!r} and engine={engine!r} disagree; give one of them.")
+        engine, backend = backend, None
+    if backend is not None and backend not in LANGUAGES:
+        raise BackendUnavailableError(f"`backend` must be one of {', '.join(repr(b) for b in LANGUAGES)}, got "
+                                      f"{backend!r} (the model's language; engines are chosen with `engine=`), or one "
+                                      "of pm.sample's compute backends "
+                                      f"{', '.join(repr(b) for b in COMPUTE_BACKEND_ENGINE)}.")
+    if engine in MODELLING and capabilities(engine).foreign_native:
+        return engine, backend  # its language's models, or a native model of another language it runs (nutpie)
     if engine != "auto":
         implied = MODELLING[engine]
         if backend is not None and backend != implied:
@@ -144,8 +179,8 @@ def resolve_engine(engine: str | None, nuts_sampler: str | None, backend: str | 
     return engine, backend
 
 
-#: the engine that runs each of pm.sample's compute backends here.
-COMPUTE_BACKEND_ENGINE = {"numba": "nutpie", "jax": "nutpie", "c": "pymc"}
+#: the engine that runs each of pm.sample's compute backends here (each adapter's Capabilities.compute_backends).
+COMPUTE_BACKEND_ENGINE = {backend: name for name, c in reversed(CAPABILITIES.items()) for backend in c.compute_backends}
 
 
 def engine_for_compute_backend(engine: str, compute_backend: str | None) -> str:
@@ -170,59 +205,68 @@ def installed(engine: str) -> bool:
 
 def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any = None, draws: int = 1000,
                   tune: int = 1000, chains: int = 4, cores: int | None = None,
-                  mass_matrix: str = "diag") -> EngineChoice:
+                  mass_matrix: str = "diag", history: EngineHistory | None = None) -> EngineChoice:
     """The engine for a model written for ``backend``. ``engine`` is ``"auto"`` or a checked name;
-    ``compiled_pymc`` (the PyMC adapter's compiled model) lets ``auto`` time the gradient; a
-    ``mass_matrix`` only one PyMC engine adapts decides it."""
+    ``compiled_pymc`` (the language's compiled model) lets ``auto`` time the gradient; a ``mass_matrix`` only
+    one of the language's engines adapts decides it. ``history`` (default: the process's :data:`HISTORY`) is
+    the ski rental's state: what the process has compiled and sampled."""
+    history = HISTORY if history is None else history
     if engine != "auto":
         if not installed(engine):
             raise ResilientError(f"engine={engine!r} needs the `{engine}` package, which is not installed: "
                                  f"`pip install {engine}`, or engine='auto'.")
         return EngineChoice(backend, engine, f"asked for ({engine})")
-    if backend == "numpyro":
-        what = "a NumPyro model" if native else "a shared-API model on the NumPyro backend"
-        return EngineChoice(backend, "numpyro", f"auto: NumPyro's NUTS, the one engine here for {what}")
-    if mass_matrix in mass_matrices("pymc") and mass_matrix not in mass_matrices("nutpie"):
-        return EngineChoice(backend, "pymc", f"auto: PyMC's NUTS (mass_matrix={mass_matrix!r}, which only PyMC's "
-                                             "NUTS adapts here)")
-    if not installed("nutpie"):
-        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie is not installed: "
-                                                 f"`{install_hint('nutpie')}`)")
-    if mass_matrix == "low_rank" and can_sample("nutpie", compiled_pymc) and tune >= 1:
-        return EngineChoice(backend, "nutpie", "auto: nutpie (mass_matrix='low_rank', which only nutpie adapts)")
-    if not can_sample("nutpie", compiled_pymc):
-        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS with its compound step (discrete latents: "
-                                             f"{', '.join(compiled_pymc.discrete_latents)}; nutpie samples "
-                                             "continuous ones only)")
+    own = capabilities(backend)  # a language's own engine has the language's name
+    rival = next((name for name, c in CAPABILITIES.items() if c.language == backend and name != backend), None)
+    if not own.weighed_against_nutpie or rival is None:
+        language = LANGUAGE_NAMES.get(backend, backend)
+        what = f"a {language} model" if native else f"a shared-API model on the {language} backend"
+        return EngineChoice(backend, backend, f"auto: {own.title}, the one engine here for {what}")
+    other = capabilities(rival)
+    if mass_matrix in own.mass_matrices and mass_matrix not in other.mass_matrices:
+        return EngineChoice(backend, backend, f"auto: {own.title} (mass_matrix={mass_matrix!r}, which only "
+                                              f"{own.title} adapts here)")
+    if not installed(ADAPTERS[rival][2]):
+        return EngineChoice(backend, backend, f"auto: {own.title} ({rival} is not installed: "
+                                              f"`{install_hint(ADAPTERS[rival][2])}`)")
+    if mass_matrix in other.mass_matrices and mass_matrix not in own.mass_matrices and can_sample(rival, compiled_pymc) \
+            and tune >= 1:
+        return EngineChoice(backend, rival, f"auto: {other.title} (mass_matrix={mass_matrix!r}, which only "
+                                            f"{other.title} adapts)")
+    if not can_sample(rival, compiled_pymc):
+        return EngineChoice(backend, backend, f"auto: {own.title} with its compound step (discrete latents: "
+                                              f"{', '.join(compiled_pymc.discrete_latents)}; {other.title} samples "
+                                              "continuous ones only)")
     if tune < 1:
-        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (nutpie needs at least one warm-up draw)")
+        return EngineChoice(backend, backend, f"auto: {own.title} ({other.title} needs at least one warm-up draw)")
     if compiled_pymc is None:
-        return EngineChoice(backend, "nutpie", "auto: nutpie (no gradient timing available)")
+        return EngineChoice(backend, rival, f"auto: {other.title} (no gradient timing available)")
     gradient = _gradient_seconds(compiled_pymc)
     if gradient is None:
-        return EngineChoice(backend, "pymc", "auto: PyMC's NUTS (the gradient could not be timed at the initial "
-                                             "point; nutpie would compile for nothing if the model fails)")
+        return EngineChoice(backend, backend, f"auto: {own.title} (the gradient could not be timed at the initial "
+                                              f"point; {other.title} would compile for nothing if the model fails)")
     parallel = max(1, min(chains, cores or os.cpu_count() or 1))
     steps = chains * (tune + draws) * STEPS_PER_DRAW / parallel
-    if _nutpie_compiles:
+    rent = history.rent_seconds
+    if history.compiled(rival):
         compile_seconds, compile_note = NUMBA_COMPILE_SECONDS_LATER, "later compilations in this process"
-    elif _pymc_seconds >= NUMBA_COMPILE_SECONDS_FIRST:
+    elif rent >= NUMBA_COMPILE_SECONDS_FIRST:
         compile_seconds = NUMBA_COMPILE_SECONDS_LATER
-        compile_note = (f"as later compilations do: PyMC's NUTS has already sampled {_pymc_seconds:.1f} s in this "
+        compile_note = (f"as later compilations do: {own.title} has already sampled {rent:.1f} s in this "
                         f"process, more than the first compilation's {NUMBA_COMPILE_SECONDS_FIRST:g} s, which is "
                         "paid once in a process that samples again (ski rental)")
     else:
         compile_seconds, compile_note = NUMBA_COMPILE_SECONDS_FIRST, "the first in this process"
-    pymc_seconds = PYMC_START_SECONDS + steps * (gradient + PYMC_STEP_OVERHEAD_SECONDS)
-    nutpie_seconds = compile_seconds + steps * gradient / NUTPIE_EFFICIENCY
-    pick = "nutpie" if nutpie_seconds < pymc_seconds else "pymc"
-    name = "nutpie" if pick == "nutpie" else "PyMC's NUTS"
+    own_seconds = PYMC_START_SECONDS + steps * (gradient + PYMC_STEP_OVERHEAD_SECONDS)
+    rival_seconds = compile_seconds + steps * gradient / NUTPIE_EFFICIENCY
+    pick = rival if rival_seconds < own_seconds else backend
+    name = capabilities(pick).title
     return EngineChoice(backend, pick, (
-        f"auto: {name}, expected {min(pymc_seconds, nutpie_seconds):.1f} s against "
-        f"{max(pymc_seconds, nutpie_seconds):.1f} s ({chains} x {tune + draws} draws at an assumed {STEPS_PER_DRAW} "
-        f"steps each on {parallel} core(s); gradient {gradient * 1e6:.0f} us; nutpie compiles in about "
+        f"auto: {name}, expected {min(own_seconds, rival_seconds):.1f} s against "
+        f"{max(own_seconds, rival_seconds):.1f} s ({chains} x {tune + draws} draws at an assumed {STEPS_PER_DRAW} "
+        f"steps each on {parallel} core(s); gradient {gradient * 1e6:.0f} us; {other.title} compiles in about "
         f"{compile_seconds:g} s ({compile_note}) "
-        f"and needs about 1/{NUTPIE_EFFICIENCY:g} of the steps, PyMC's NUTS adds about "
+        f"and needs about 1/{NUTPIE_EFFICIENCY:g} of the steps, {own.title} adds about "
         f"{PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us a step)"))
 
 

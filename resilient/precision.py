@@ -101,9 +101,11 @@ def x64_enabled() -> bool:
 
 
 def _native_numpyro(model: Any) -> bool:
+    """A native model of a language that runs in float32 by default (NumPyro: jax without x64)."""
+    from resilient.backend import capabilities
     from resilient.model import NativeModel
 
-    return isinstance(model, NativeModel) and model.backend == "numpyro"
+    return isinstance(model, NativeModel) and capabilities(model.backend).float32_by_default
 
 
 def default_float32(model: Any) -> bool | str:
@@ -163,10 +165,11 @@ def choose_precision(model: Any, engine: str, cache: dict, random_seed: int | No
     ``model`` is in the precision :func:`default_form` gave it)."""
     if mode == RAW:
         return _choose_raw(model, engine, cache, random_seed)
-    from resilient.backend import get_adapter
+    from resilient.backend import capabilities, get_adapter
 
-    if engine != "numpyro":
-        if getattr(model, "backend", None) == "numpyro":  # a NumPyro function on nutpie
+    if not capabilities(engine).float32:
+        native = getattr(model, "backend", None)
+        if native is not None and native != capabilities(engine).language:  # a NumPyro function on nutpie
             return _float64(model, f"the {engine} engine samples in float64 (nutpie's own NUTS over the NumPyro "
                                    "log density, run in x64); only NumPyro's NUTS runs a model in float32")
         return _float64(model, "PyMC models here run in float64 (PyMC's NUTS and nutpie; the PyMC adapter does "
@@ -199,13 +202,13 @@ def choose_precision(model: Any, engine: str, cache: dict, random_seed: int | No
 def _choose_raw(model: Any, engine: str, cache: dict, random_seed: int | None) -> PrecisionChoice:
     """The default on a native NumPyro function: the precision raw NumPyro gives it (``model``'s, as
     :func:`default_form` set it), float64 where the float32 check fails and float64 runs."""
-    from resilient.backend import get_adapter
+    from resilient.backend import capabilities, get_adapter
 
     if not model.float32:
         return _float64(model, "jax's x64 is on (numpyro.enable_x64, jax_enable_x64 or JAX_ENABLE_X64), so raw "
                                "NumPyro runs this model in float64 too; float32=True asks for float32", RAW)
     float64 = model.with_options(float32=False)
-    if engine != "numpyro":
+    if not capabilities(engine).float32:
         return _float64(float64, f"the {engine} engine samples in float64 (nutpie's own NUTS over the NumPyro log "
                                  "density, run in x64); only NumPyro's NUTS runs a model in float32", RAW)
     habit = "raw NumPyro's precision: jax's x64 is off, as by default"

@@ -235,24 +235,27 @@ def test_auto_pays_nutpies_first_compilation_once_pymc_has_sampled_as_long(monke
 
     import resilient.engine as engine
 
-    monkeypatch.setattr(engine, "_nutpie_compiles", 0)
+    history = engine.EngineHistory()  # the ski rental's state, explicit: the process's HISTORY is left alone
     monkeypatch.setattr(engine, "_gradient_seconds", lambda compiled: 20e-6)
     model = types.SimpleNamespace(discrete_latents=())
 
     def choose():
         return engine.choose_engine("auto", "pymc", native=True, compiled_pymc=model, draws=1000, tune=1000,
-                                    chains=1, cores=1)
+                                    chains=1, cores=1, history=history)
 
     assert choose().engine == "pymc" and "the first in this process" in choose().reason
-    engine.note_run("nutpie", 60.0)  # only PyMC's NUTS pays rent
-    engine.note_run("pymc", 2.0)
+    history.note_run("nutpie", 60.0)  # only PyMC's NUTS pays rent
+    history.note_run("pymc", 2.0)
     assert choose().engine == "pymc"
-    engine.note_run("pymc", 1.5)
+    history.note_run("pymc", 1.5)
     bought = choose()
     assert bought.engine == "nutpie" and "PyMC's NUTS has already sampled 3.5 s" in bought.reason
     assert "ski rental" in bought.reason
-    engine.reset_session()
+    history.reset_session()
     assert choose().engine == "pymc"
+    history.note_compile("nutpie")  # once nutpie has compiled here, later compilations are charged
+    assert "later compilations in this process" in choose().reason
+    assert engine.HISTORY.rent_seconds == 0 and engine.HISTORY is not history
 
 
 def test_the_engine_reason_counts_the_cores_the_user_gave(monkeypatch):
@@ -297,7 +300,7 @@ def test_the_loop_records_pymc_sampling_time_for_auto():
     with pm.Model() as model:
         pm.Normal("x", 0, 1)
     resilient.sample(model, engine="pymc", draws=200, tune=200, chains=2, random_seed=1, progressbar=False)
-    assert engine._pymc_seconds > 0
+    assert engine.HISTORY.rent_seconds > 0
 
 
 def test_without_nutpie_installed_resilient_samples_on_pymc_and_says_which_engine(tmp_path):

@@ -140,9 +140,9 @@ class NutpieCompiledModel:
                         raise RuntimeError(f"compiling the model for nutpie failed: {error}") from error
                 self.compile_seconds = time.perf_counter() - started
                 if self.compile_backend == "numba":
-                    from resilient.engine import note_nutpie_compile
+                    from resilient.engine import HISTORY
 
-                    note_nutpie_compile()
+                    HISTORY.note_compile("nutpie")  # its later compilations in this process are cheaper
             return self._compiled
 
     def _compile(self) -> Any:
