@@ -196,6 +196,12 @@ class Diagnostics:
             table.add_row(row["variable"], *cells)
         return table
 
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the verdict and the checks as an HTML table (:mod:`resilient.notebook`)."""
+        from resilient.notebook import diagnostics_html
+
+        return diagnostics_html(self)
+
     def __str__(self) -> str:
         lines = [f"Verdict: {self.verdict.upper()} ({self.chains} chains x {self.draws} draws)"]
         for c in self.checks:

@@ -61,8 +61,18 @@ def read_preflight(data: Any) -> dict | None:
     return _read(data, PREFLIGHT_KEY, None)
 
 
-def read_attempts(data: Any) -> list[dict]:
-    return _read(data, ATTEMPTS_KEY, [])
+class AttemptLog(list):
+    """The attempt log: a list of the attempts' dicts (the schema above) that Jupyter displays as a table."""
+
+    def _repr_html_(self) -> str:
+        from resilient.notebook import attempts_html
+
+        return attempts_html(self)
+
+
+def read_attempts(data: Any) -> AttemptLog:
+    """The attempt log of a result, oldest first (a list of dicts; displayed as a table in Jupyter)."""
+    return AttemptLog(_read(data, ATTEMPTS_KEY, []))
 
 
 def read_run(data: Any) -> dict | None:
