@@ -83,6 +83,19 @@ def _agree_within_mcse(ours, theirs, z=4.5):
         assert bool((gap <= band).all()), (name, gap.values, band.values)
 
 
+def test_every_fit_argument_has_a_stated_fate_and_the_guide_shows_the_table():
+    import inspect
+    from pathlib import Path
+
+    from resilient.adapters.pymc.bambi import FIT_ARGUMENTS, markdown_table
+
+    arguments = [n for n, p in inspect.signature(bmb.Model.fit).parameters.items()
+                 if n != "self" and p.kind is not p.VAR_KEYWORD]
+    assert [n for n in arguments if n not in FIT_ARGUMENTS] == []
+    guide = Path(__file__).resolve().parents[1] / "docs" / "guide" / "bambi.md"
+    assert markdown_table() in guide.read_text()
+
+
 def test_fit_arguments_are_resolved_or_refused_with_the_reason():
     model = linear()
     for method, message in (("numpyro", "inference_method='numpyro' is not supported: it runs Bambi's PyMC model"),

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from resilient.errors import ResilientError
 from resilient.resolve import is_bambi_model
 
-__all__ = ["FIT_ARGUMENTS", "BambiFit", "plan_fit", "is_bambi_model"]
+__all__ = ["FIT_ARGUMENTS", "BambiFit", "plan_fit", "is_bambi_model", "markdown_table"]
 
 Fate = Literal["honoured", "ignored", "refused"]
 
@@ -145,3 +145,10 @@ def _engine(method: str, engine: str) -> str:
     if engine not in ("auto", _ENGINES[method]):
         raise ResilientError(f"inference_method={method!r} and engine={engine!r} disagree; give one of them.")
     return _ENGINES[method]
+
+
+def markdown_table() -> str:
+    """The guide's table of ``bmb.Model.fit``'s arguments (docs/guide/bambi.md)."""
+    rows = ["| `bmb.Model.fit` argument | fate | what happens |", "|---|---|---|"]
+    rows += [f"| `{name}` | {fate} | {words} |" for name, (fate, words) in FIT_ARGUMENTS.items()]
+    return "\n".join(rows)
