@@ -187,9 +187,9 @@ CAPABILITIES: dict[str, Capabilities] = {
     "numpyro": Capabilities("numpyro", ("diag", "full"), resume=True, with_data=True, enumeration=True, float32=True,
                             log_likelihood_by_default=True, prior_simulation=True, title="NumPyro's NUTS",
                             float32_by_default=True),
-    "pymc": Capabilities("pymc", ("diag", "full", "diag_grad"), discrete_latents=True, weighed_against_nutpie=True,
-                         prior_simulation=True, title="PyMC's NUTS", compute_backends=("c",)),
-    "nutpie": Capabilities("pymc", ("diag", "low_rank"), title="nutpie", continuous_only=True,
+    "pymc": Capabilities("pymc", ("diag", "full", "diag_grad"), resume=True, discrete_latents=True,
+                         weighed_against_nutpie=True, prior_simulation=True, title="PyMC's NUTS", compute_backends=("c",)),
+    "nutpie": Capabilities("pymc", ("diag", "low_rank"), resume=True, title="nutpie", continuous_only=True,
                            foreign_native=("numpyro",), compute_backends=("numba", "jax"), one_off_compile=True),
 }
 

@@ -89,8 +89,8 @@ class CompiledSampler:
         keep = self._checked_var_names(options.var_names)
         idata = idata or IdataOptions()
         pymc_model = self._checked_idata(idata)
-        if options.resume is not None:  # continue a checkpoint's run from its sampler state (resilient/resume.py)
-            from resilient.resume import resume_run
+        if options.resume is not None:  # continue a checkpoint's run (resilient/resumption.py)
+            from resilient.resumption import resume_run
 
             return resume_run(self, options, keep)
         resume_state = None
@@ -632,8 +632,8 @@ def resume(path: str, model: Any, *args: Any, draws: int | None = None, **kwargs
     """Continue the run saved in the checkpoint folder ``path`` (NumPyro, PyMC's NUTS or nutpie) until each
     chain has ``draws`` draws (None: the run's own ``draws``; more extends a finished run). The model and its
     data must be the run's; the run's settings (chains, tune, target_accept, seed, tree depth, mass matrix)
-    are taken from the checkpoint, and one given otherwise is refused. See :mod:`resilient.resume`."""
-    from resilient.resume import checkpoint_settings
+    are taken from the checkpoint, and one given otherwise is refused. See :mod:`resilient.resumption`."""
+    from resilient.resumption import checkpoint_settings
 
     recorded = checkpoint_settings(path)
     taken = {name: value for name, value in recorded.items() if name != "draws" and name not in kwargs}

@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 import warnings
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -44,6 +45,10 @@ PYMC_COMPUTED = ("divergences", "largest_eigval", "smallest_eigval")
 #: PyMC's NUTS statistics a nutpie run leaves out: nutpie's Rust sampler does not time each draw, and a
 #: time shared out from the polling of chunks would not be the draw's.
 PYMC_UNAVAILABLE = ("perf_counter_diff", "perf_counter_start", "process_time_diff")
+
+#: nutpie keeps its mass matrix per draw in the trace (``store_mass_matrix``) for models up to this many
+#: unconstrained values, so a checkpoint's sampler state shows it; above, the state has positions and step sizes.
+STORE_MASS_MATRIX_UP_TO = 200
 
 #: seconds between looks at the trace while nutpie samples (at least; longer as the trace grows).
 POLL_SECONDS = 0.5
@@ -89,6 +94,8 @@ class _Feeder:
         # pm.sample(nuts_sampler="nutpie") keeps nutpie's own names (`depth`, `logp`, `mean_tree_accept`, `tuning`):
         # so does a PyMC model's run, besides ours. A NumPyro model's run has ours for those.
         self.skipped = _SKIPPED if self.pymc_names else _SKIPPED | {"tuning", *STAT_SOURCES.values()}
+        self.model = model
+        self.mass: dict[int, np.ndarray] = {}  # each chain's last mass matrix (inverse, diagonal), nutpie's order
 
     def feed(self, trace: Any, final: bool) -> bool:
         """Hand over the complete chunks in ``trace`` (all finished draws when ``final``); ``False``
@@ -130,7 +137,14 @@ class _Feeder:
                 sample_stats[str(name)] = array[None]
         if self.pymc_names:
             sample_stats.update(self._pymc_stats(sample_stats, chain, warmup))
-        chunk = Chunk(chains=(chain,), start=start, warmup=warmup, posterior=posterior, sample_stats=sample_stats)
+        if "mass_matrix_inv" in stats:  # nutpie writes it where it changes (NaN elsewhere): keep the last one
+            rows = np.asarray(stats["mass_matrix_inv"].values[chain, span], np.float64)
+            finite = np.flatnonzero(np.all(np.isfinite(rows), axis=-1)) if rows.ndim == 2 else []
+            if len(finite):
+                self.mass[chain] = rows[finite[-1]]
+        state = None if warmup else self._state(values, stats, chain, start + count)
+        chunk = Chunk(chains=(chain,), start=start, warmup=warmup, posterior=posterior, sample_stats=sample_stats,
+                      state=state)
         self.sent[(chain, warmup)] = start + count
         try:
             keep_going = self.on_chunk(chunk)
@@ -139,6 +153,34 @@ class _Feeder:
             raise
         if keep_going is False:
             self.stopped = True
+
+    def _state(self, values: Any, stats: Any, chain: int, done: int) -> Any:
+        """The chain's :class:`~resilient.sampler_state.SamplerState` after its draw ``done - 1``: the position
+        (our unconstrained vector at that draw), nutpie's step size and, where the trace keeps it, its mass
+        matrix; ``adaptation="re-adapt"``: nutpie takes neither back, a resumed run adapts again briefly."""
+        from resilient.sampler_state import SamplerState, cached_fingerprint
+
+        model, settings = self.model, self.settings
+        try:
+            point = {name: np.asarray(values[name].values[chain, done - 1]) for name in model.latent_names}
+            position = np.asarray(model.unconstrain(point), np.float64)
+        except Exception:  # noqa: BLE001 - no state is better than a wrong one; the draws go on
+            return None
+        matrix = None
+        nutpie_order = self.mass.get(chain)
+        if nutpie_order is not None and nutpie_order.shape == (model.dimension,):
+            matrix = np.empty_like(nutpie_order)
+            matrix[np.asarray(model.order)] = nutpie_order  # x_nutpie = x[order]
+        return SamplerState(
+            engine="nutpie", chains=(chain,), positions=position[None],
+            step_size=np.asarray([float(stats["step_size"].values[chain, done - 1])]),
+            draws_done=np.asarray([done], np.int64), tune_done=np.asarray([self.sent[(chain, True)]], np.int64),
+            inverse_mass_matrix=None if matrix is None else matrix[None], mass_matrix=settings.mass_matrix,
+            adaptation="re-adapt", random_state={"seed": settings.random_seed},
+            settings={"tune": int(settings.tune), "target_accept": float(settings.target_accept),
+                      "max_tree_depth": int(settings.max_tree_depth), "mass_matrix": settings.mass_matrix,
+                      "chains": int(settings.chains), "chunk_size": int(settings.chunk_size)},
+            fingerprint=cached_fingerprint(model), latent_names=tuple(model.latent_names))
 
     def _pymc_stats(self, sample_stats: dict[str, np.ndarray], chain: int, warmup: bool) -> dict[str, np.ndarray]:
         """PyMC's names for this chunk (:data:`PYMC_ALIASES`, :data:`PYMC_COMPUTED`), as pm.sample's NUTS gives them."""
@@ -215,9 +257,20 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
     """nutpie's NUTS in the background, polled every :data:`POLL_SECONDS` (or until the deadline)."""
     import nutpie
 
-    if settings.resume_state is not None:
-        raise NotImplementedError("The nutpie engine cannot resume a run: start a new one (e.g. from the last draws).")
     from resilient.engine import mass_matrices
+
+    extra_settings: dict[str, Any] = {}
+    resumed = settings.resume_state
+    if resumed is not None:
+        # nutpie takes no adaptation back: the chains start at their saved positions with the saved step size
+        # (the median over chains: nutpie's initial step is one number) and adapt again for `tune` iterations.
+        if getattr(resumed, "engine", None) != "nutpie":
+            raise ValueError(f"`resume_state` must be the SamplerState of a nutpie run, got one of "
+                             f"{getattr(resumed, 'engine', None)!r}.")
+        settings = replace(settings, initial_points=np.asarray(resumed.positions, np.float64))
+        extra_settings["initial_step"] = float(np.median(resumed.step_size))
+    if model.dimension <= STORE_MASS_MATRIX_UP_TO:
+        extra_settings["store_mass_matrix"] = True
 
     mass_matrix = settings.mass_matrix
     if mass_matrix not in mass_matrices("nutpie"):
@@ -244,7 +297,7 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
             compiled, draws=int(settings.draws), tune=int(settings.tune), chains=chains, cores=cores,
             seed=_seed(settings), save_warmup=True, progress_bar=bool(settings.progressbar), blocking=False,
             adaptation=mass_matrix, target_accept=float(settings.target_accept),
-            maxdepth=int(settings.max_tree_depth),
+            maxdepth=int(settings.max_tree_depth), **extra_settings,
         )
         try:
             while True:

@@ -6,6 +6,7 @@ from resilient.adapters.common import check_strategy, refuse_discrete_latents, r
 
 import contextlib
 import os
+from dataclasses import replace
 import time
 import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -16,7 +17,7 @@ import pytensor.tensor as pt
 from resilient.backend import Chunk, NUTSRun, NUTSSettings
 from resilient.model import Site
 from resilient.adapters.pymc.control import _StopControl, _chain_worker_context, _quiet_fork
-from resilient.adapters.pymc.runner import _Collector, _sampler_failure
+from resilient.adapters.pymc.runner import _Collector, _Run, _sampler_failure, hook_init_nuts
 
 
 @contextlib.contextmanager
@@ -527,7 +528,9 @@ class PyMCCompiledModel:
             init=init, chains=chains, model=self.model, random_seed=seeds, progressbar=False, quiet=True,
             tune=int(settings.tune), initvals=initvals, **nuts,
         )
-        return {"step": step, "initvals": [self._initvals(self._flatten(point)) for point in points]}
+        run = getattr(self, "_state_run", None)
+        return {"step": run.adopt(step) if run is not None else step,
+                "initvals": [self._initvals(self._flatten(point)) for point in points]}
 
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
         """``pm.sample`` with PyMC's NUTS; draws reach ``on_chunk`` every ``chunk_size`` draws of a
@@ -535,12 +538,17 @@ class PyMCCompiledModel:
         ``False`` stops the run (``reason="stopped"``), as does ``settings.deadline``
         (``"deadline"``, checked at every draw) and Ctrl-C (``"interrupted"``); draws finished
         before a deadline or Ctrl-C are delivered, none after ``on_chunk`` returned ``False``."""
-        if settings.resume_state is not None:
-            raise NotImplementedError(
-                "The PyMC backend cannot resume a run: pm.sample neither exposes nor accepts NUTS's "
-                "adapted state (step size, mass matrix, chain positions). Start a new run, e.g. "
-                "from the last draws as initial points."
-            )
+        resumed = settings.resume_state
+        if resumed is not None:
+            # A saved run goes on: each chain from its saved position, with its step size and mass matrix
+            # set on the NUTS step (StateNUTS), and no warm-up.
+            if getattr(resumed, "engine", None) != "pymc" or resumed.inverse_mass_matrix is None:
+                raise ValueError("`resume_state` must be the SamplerState of a run of PyMC's NUTS, with its mass "
+                                 f"matrix; got {type(resumed).__name__} of {getattr(resumed, 'engine', None)!r}.")
+            if self.discrete_latents:
+                raise NotImplementedError("PyMC's compound step (NUTS with another method for discrete latents) "
+                                          "keeps no sampler state to resume from; start a new run.")
+            settings = replace(settings, tune=0, initial_points=np.asarray(resumed.positions, np.float64))
         chains = int(settings.chains)
         if settings.deadline is not None:
             # With more chains than processes PyMC runs the chains in batches (chains 2 and 3 only
@@ -576,13 +584,14 @@ class PyMCCompiledModel:
         }
         sample_kwargs: dict[str, Any] = {"initvals": initvals, "init": init, "nuts": nuts}
         collector = _Collector(self, settings, on_chunk)
+        collector.run = self._state_run = _Run(self, resumed)
         workers = _chain_worker_context()
         started = time.monotonic()
         # np.errstate: PyMC's NUTS reads overflow in its mass matrix or energy as a divergence;
         # NumPy's RuntimeWarning about it is noise (and an exception where warnings are errors,
         # as in a test suite, which then kills the chain; forked workers inherit the state).
         with _StopControl(collector, settings.deadline) as control, _quiet_pytensor(), _quiet_fork(), \
-                np.errstate(all="ignore"):
+                np.errstate(all="ignore"), hook_init_nuts(collector.run):
             try:
                 if self._disconnected and not self.discrete_latents:
                     sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts)
@@ -623,6 +632,7 @@ class PyMCCompiledModel:
                     raise
             finally:
                 control.disarm()
+                self._state_run = None
         finished = time.monotonic()
         reason = collector.reason or control.reason
         if reason != "stopped":

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
+import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from resilient.backend import STAT_NAMES, Chunk, NUTSSettings
 from resilient.errors import SamplerError
@@ -179,6 +181,9 @@ class _Collector:
         self.warmup_ended: dict[int, float] = {}
         self.names = compiled.sampled_names
         self.packing_error: str | None = None
+        #: the run's :class:`_Run` (set by run_nuts): where the step's order of x and a resumed state are
+        self.run: _Run | None = None
+        self.mass: dict[int, np.ndarray] = {}  # each chain's inverse mass matrix after warm-up, in x's order
 
     # PyMC calls callback(trace=..., draw=...)
     def __call__(self, trace: Any = None, draw: Any = None) -> None:
@@ -209,6 +214,8 @@ class _Collector:
         chain = int(draw.chain)
         warmup = bool(draw.tuning)
         buffer = self.buffers[chain]
+        if not warmup and chain not in self.mass:
+            self._take_mass(chain, draw.stats)
         if not warmup and chain not in self.warmup_ended:
             self.warmup_ended[chain] = now
         if buffer.warmup != warmup:
@@ -257,6 +264,7 @@ class _Collector:
             chains=(chain,),
             start=buffer.start,
             warmup=buffer.warmup,
+            state=None if buffer.warmup else self._state(chain, posterior, stats, size),
             posterior={name: values[None] for name, values in posterior.items() if name not in self.compiled.hidden},
             sample_stats={
                 **{name: np.asarray(stats[name], dtype=_STAT_DTYPES.get(name, np.float64))[None]
@@ -277,6 +285,46 @@ class _Collector:
             raise
         if keep_going is False:
             self.reason = "stopped"
+
+    def _take_mass(self, chain: int, stats: Any) -> None:
+        samplers = stats if isinstance(stats, (list, tuple)) else [stats]
+        for sampler_stats in samplers:
+            matrix = sampler_stats.get(MASS_STAT) if isinstance(sampler_stats, dict) else None
+            if isinstance(matrix, np.ndarray) and self.run is not None and self.run.order is not None:
+                order = self.run.order
+                back = np.empty_like(order)
+                back[order] = np.arange(order.size)  # PyMC's order -> ours
+                self.mass[chain] = matrix[back] if matrix.ndim == 1 else matrix[back][:, back]
+                return
+
+    def _state(self, chain: int, posterior: dict[str, np.ndarray], stats: dict[str, Any], size: int) -> Any:
+        """The chain's :class:`~resilient.sampler_state.SamplerState` after this chunk (post-warm-up), or None
+        where the mass matrix did not reach us (a compound step: NUTS and another method)."""
+        mass = self.mass.get(chain)
+        if mass is None:
+            return None
+        from resilient.sampler_state import SamplerState, cached_fingerprint
+
+        compiled, settings = self.compiled, self.settings
+        try:
+            position = compiled.unconstrain({name: posterior[name][-1] for name in compiled.latent_names})
+        except Exception:  # noqa: BLE001 - no state is better than a wrong one; the draws go on
+            return None
+        step = np.asarray(stats.get("step_size_bar", stats["step_size"]), np.float64)[-1]
+        resumed = self.run.resume if self.run is not None else None
+        return SamplerState(
+            engine="pymc", chains=(chain,), positions=np.asarray(position, np.float64)[None],
+            step_size=np.asarray([step]), draws_done=np.asarray([self.delivered[chain] + size], np.int64),
+            tune_done=np.asarray([self.warmup_delivered[chain]], np.int64), inverse_mass_matrix=mass[None],
+            mass_matrix=settings.mass_matrix, random_state={"seed": settings.random_seed},
+            settings={"tune": int(settings.tune), "target_accept": float(settings.target_accept),
+                      "max_tree_depth": int(settings.max_tree_depth), "mass_matrix": settings.mass_matrix,
+                      "chains": int(settings.chains), "chunk_size": int(settings.chunk_size),
+                      **({"resumed": True} if resumed is not None else {})},
+            fingerprint=cached_fingerprint(compiled), latent_names=tuple(compiled.latent_names),
+            # PyMC's `step_size` statistic after warm-up is the last warm-up step, not the one used
+            # (`step_size_bar`): kept so that a resumed run's statistics read as the uninterrupted run's
+            native={"step_size_statistic": np.asarray([np.asarray(stats["step_size"], np.float64)[-1]])})
 
     def flush_all(self) -> None:
         """Hand over every chain's partial chunk (unless on_chunk asked to stop or failed)."""
@@ -352,3 +400,167 @@ def _nuts_stats(stats: Any) -> dict[str, Any]:
             if name not in found and name not in _NOT_STATS and name not in sources.values() and _scalar_number(value):
                 found[name] = value
     return found
+
+
+# ---- the sampler state: step size, mass matrix and position per chain (resume) ----------------------
+
+#: the per-draw statistic (sparse: present on one draw per chain) that carries the potential's inverse mass
+#: matrix from a chain's worker to the collector: on the first draw after warm-up, when it stops changing
+MASS_STAT = "resilient_inverse_mass"
+
+
+def _inverse_mass(potential: Any) -> np.ndarray | None:
+    """The inverse mass matrix PyMC's potential uses: the variance vector of a diagonal one, the covariance
+    of a dense one; None for a potential of another kind."""
+    for name in ("_var", "v"):
+        value = getattr(potential, name, None)
+        if value is not None and np.ndim(value) == 1:
+            return np.array(value, dtype=np.float64)
+    value = getattr(potential, "_cov", None)
+    if value is not None and np.ndim(value) == 2:
+        return np.array(value, dtype=np.float64)
+    return None
+
+
+def _state_nuts_class() -> type:
+    """PyMC's NUTS with two additions, made once: it reports its potential's inverse mass matrix
+    (:data:`MASS_STAT`) on the first draw after warm-up, and, for a resumed run (``_resilient_resume``),
+    it takes the saved step size and mass matrix of the chain it finds itself at on its first step
+    (each chain starts at its saved position, so the nearest saved position names the chain)."""
+    global _STATE_NUTS
+    if _STATE_NUTS is not None:
+        return _STATE_NUTS
+    from pymc.step_methods.hmc import integration
+    from pymc.step_methods.hmc.nuts import NUTS
+    from pymc.step_methods.hmc.quadpotential import QuadPotentialDiag, QuadPotentialFull
+
+    class StateNUTS(NUTS):
+        stats_dtypes_shapes = {**NUTS.stats_dtypes_shapes, MASS_STAT: (object, None)}
+        _resilient_emit = False
+        _resilient_placed = False
+        #: (positions, step sizes, inverse mass matrices), each per chain in PyMC's order of the values
+        _resilient_resume: Any = None
+
+        def stop_tuning(self) -> None:
+            super().stop_tuning()
+            self._resilient_emit = True
+
+        def reset_tuning(self, start: Any = None) -> None:
+            super().reset_tuning(start)
+            self._resilient_placed = False
+
+        def _place(self, q0: Any) -> None:
+            positions, steps, matrices = self._resilient_resume
+            row = int(np.argmin(np.sum((positions - np.asarray(q0.data, np.float64)) ** 2, axis=1)))
+            matrix = matrices[row]
+            rng = self.rng.spawn(1)[0]
+            self.potential = QuadPotentialFull(matrix, rng=rng) if np.ndim(matrix) == 2 else QuadPotentialDiag(
+                matrix, rng=rng)
+            self.integrator = integration.CpuLeapfrogIntegrator(self.potential, self._logp_dlogp_func)
+            self.step_adapt._initial_step = float(steps[row][0])
+            self.step_adapt.reset()
+            self.step_adapt._log_step = np.log(float(steps[row][1]))  # only its statistic reads it now
+            self._resilient_placed = True
+
+        def astep(self, q0: Any) -> Any:
+            if self._resilient_resume is not None and not self._resilient_placed:
+                self._place(q0)
+            point, stats = super().astep(q0)
+            if self._resilient_emit:
+                self._resilient_emit = False
+                stats[0][MASS_STAT] = _inverse_mass(self.potential)
+            return point, stats
+
+    StateNUTS.__name__ = StateNUTS.__qualname__ = "StateNUTS"
+    StateNUTS.__module__ = __name__
+    _STATE_NUTS = StateNUTS
+    return StateNUTS
+
+
+_STATE_NUTS: type | None = None
+
+
+def __getattr__(name: str) -> Any:  # pickle finds the step's class by name, in a chain worker too
+    if name == "StateNUTS":
+        return _state_nuts_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def with_state(step: Any, resume: Any = None) -> Any:
+    """``step`` (PyMC's NUTS, from ``init_nuts``) as :func:`_state_nuts_class`'s NUTS, in place; with
+    ``resume`` (positions, step sizes, matrices per chain in PyMC's order) it continues a saved run."""
+    from pymc.step_methods.hmc.nuts import NUTS
+
+    if type(step) is not NUTS:
+        return step
+    cls = _state_nuts_class()
+    step.__class__ = cls
+    step.stats_dtypes_shapes = dict(cls.stats_dtypes_shapes)
+    step.stats_dtypes = [{name: dtype for name, (dtype, _) in cls.stats_dtypes_shapes.items()}]
+    step._resilient_resume = resume
+    return step
+
+
+def pymc_order(compiled: PyMCCompiledModel, step: Any) -> np.ndarray:
+    """Indices into our unconstrained vector ``x`` in the order PyMC ravels the step's values (``q.data``)."""
+    blocks = {value: block for _, value, _, _, block in compiled._layout}
+    return np.concatenate([np.arange(blocks[v.name].start, blocks[v.name].stop) for v in step.vars]
+                          or [np.zeros(0, np.int64)]).astype(np.int64)
+
+
+class _Run:
+    """What the ``init_nuts`` hook does for the run in this thread: the compiled model, and the saved state
+    of a resumed run."""
+
+    def __init__(self, compiled: PyMCCompiledModel, resume: Any = None) -> None:
+        self.compiled = compiled
+        self.resume = resume
+        self.order: np.ndarray | None = None  # PyMC's order of x, once the step exists
+
+    def adopt(self, step: Any) -> Any:
+        from pymc.step_methods.hmc.nuts import NUTS
+
+        if type(step) is not NUTS:
+            return step
+        self.order = pymc_order(self.compiled, step)
+        saved = None
+        if self.resume is not None:
+            order = self.order
+            matrices = self.resume.inverse_mass_matrix
+            matrices = (matrices[:, order] if np.ndim(matrices) == 2 else matrices[:, order][:, :, order])
+            used = np.asarray(self.resume.step_size, np.float64)
+            statistic = np.asarray(self.resume.native.get("step_size_statistic", used), np.float64)
+            saved = (np.asarray(self.resume.positions, np.float64)[:, order], np.stack([used, statistic], axis=1),
+                     matrices)
+        return with_state(step, saved)
+
+
+_CURRENT = threading.local()
+
+
+def _hooked_init_nuts(*args: Any, **kwargs: Any) -> Any:
+    """``pm.sample``'s ``init_nuts``, whose NUTS step is :func:`with_state`'s where a Resilient run in this
+    thread asked for it (:func:`hook_init_nuts`); PyMC's own, unchanged, for anyone else."""
+    points, step = _ORIGINAL_INIT_NUTS(*args, **kwargs)
+    run = getattr(_CURRENT, "run", None)
+    return points, (run.adopt(step) if run is not None else step)
+
+
+_ORIGINAL_INIT_NUTS: Any = None
+
+
+@contextlib.contextmanager
+def hook_init_nuts(run: _Run) -> Iterator[_Run]:
+    """Within this block, ``pm.sample`` in this thread builds its NUTS step through ``run``."""
+    global _ORIGINAL_INIT_NUTS
+    import pymc.sampling.mcmc as mcmc
+
+    if _ORIGINAL_INIT_NUTS is None:
+        _ORIGINAL_INIT_NUTS = mcmc.init_nuts
+        mcmc.init_nuts = _hooked_init_nuts
+    previous = getattr(_CURRENT, "run", None)
+    _CURRENT.run = run
+    try:
+        yield run
+    finally:
+        _CURRENT.run = previous

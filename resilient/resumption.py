@@ -1,4 +1,4 @@
-"""``resilient.resume``: continue a checkpointed run from its sampler state, on every engine.
+"""``resilient.resume`` (this module: resilient.resumption): continue a checkpointed run from its sampler state, on every engine.
 
 A run stopped at any moment (SIGKILL, a pre-empted node, Ctrl-C, a time budget) leaves its finished
 chunks and its :class:`~resilient.sampler_state.SamplerState` in its checkpoint folder. Resuming reads
