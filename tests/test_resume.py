@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,12 +152,16 @@ def test_a_killed_nutpie_run_resumes_after_a_short_readaptation(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
+    """A short finished NumPyro run with its checkpoint (one attempt: its diagnostics are not the point)."""
     folder = tmp_path_factory.mktemp("finished") / "run"
-    data = resilient.sample(reference_models.blr, backend="numpyro", draws=200, tune=400, chains=2, random_seed=5,
-                            progressbar=False, checkpoint=str(folder), **DATA)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", resilient.ResilientWarning)
+        data = resilient.sample(reference_models.blr, backend="numpyro", draws=100, tune=100, chains=2, random_seed=5,
+                                progressbar=False, checkpoint=str(folder), max_attempts=1, **DATA)
     return folder, data
 
 
+@pytest.mark.slow  # 20 s cold (the fixture's run), less warm
 @pytest.mark.numpyro
 def test_resuming_with_other_data_another_model_or_other_settings_is_refused(finished):
     folder, _ = finished
@@ -172,6 +177,7 @@ def test_resuming_with_other_data_another_model_or_other_settings_is_refused(fin
                          progressbar=False)
 
 
+@pytest.mark.slow  # the fixture's run
 @pytest.mark.numpyro
 def test_the_state_is_json_and_npz_and_reads_back(finished):
     folder, data = finished
@@ -211,3 +217,36 @@ def test_a_state_round_trips_with_a_dense_mass_matrix(tmp_path):
         assert np.array_equal(getattr(back, name), getattr(state, name)), name
     group = back.to_dataset()
     assert group["inverse_mass_matrix"].dims == ("chain", "unconstrained", "unconstrained_bis")
+
+
+def _state(**changes):
+    base = dict(engine="numpyro", chains=(0, 1), positions=np.zeros((2, 2)), step_size=np.array([0.5, 0.6]),
+                draws_done=np.array([40, 40]), tune_done=np.array([50, 50]), attempt=1,
+                settings={"tune": 50, "target_accept": 0.8, "max_tree_depth": 10, "mass_matrix": "diag", "chains": 2},
+                fingerprint={"model": "mirrored", "latents": {"mu": 1, "V": 1}, "sites": {}, "precision": "float64",
+                             "data": {"observed `y`": "ab"}})
+    base.update(changes)
+    return SamplerState(**base)
+
+
+def test_other_settings_are_refused_by_name_before_anything_runs(tmp_path):
+    (tmp_path / "attempt-01").mkdir(parents=True)
+    (tmp_path / "meta.json").write_text(json.dumps({"draws": 100, "tune": 50, "chains": 2, "target_accept": 0.8,
+                                                    "random_seed": 3}))
+    _state().save(tmp_path / "attempt-01")
+    for option, message in (({"chains": 4}, r"chains=4 \(the checkpoint's run: 2\)"),
+                            ({"target_accept": 0.95}, r"target_accept=0.95 \(the checkpoint's run: 0.8\)"),
+                            ({"random_seed": 4}, r"random_seed=4 \(the checkpoint's run: 3\)"),
+                            ({"mass_matrix": "full"}, r"mass_matrix='full' \(the checkpoint's run: 'diag'\)")):
+        with pytest.raises(resilient.ResilientError, match="Resume refused: " + message):
+            resilient.resume(str(tmp_path), pathologies.mirrored, progressbar=False, **option)
+
+
+def test_fingerprint_differences_name_the_model_the_latents_and_the_data():
+    saved = _state().fingerprint
+    other = {**saved, "model": "blr", "latents": {"mu": 1, "V": 3, "tau": 1}, "data": {"observed `y`": "cd"}}
+    found = " | ".join(fingerprint_differences(saved, other))
+    assert "the model is 'blr', the checkpoint's is 'mirrored'" in found
+    assert "latents `tau` are new" in found and "`V` has 3 unconstrained values, not 1" in found
+    assert "the data differ: observed `y` (other values)" in found
+    assert fingerprint_differences(saved, dict(saved)) == []
