@@ -146,6 +146,9 @@ class CompiledSampler:
         from resilient.resolve import is_pymc_model
 
         pymc_model = None
+        if not (idata.log_prior or idata.include_transformed or idata.model is not None
+                or idata.log_likelihood_names is not None):
+            return None  # nothing to check: the model is compiled by preflight, which says why it cannot be
         if isinstance(self.model, NativeModel) and is_pymc_model(self.model.model):
             pymc_model = self.model.model
         elif isinstance(self.model, Model) and is_pymc_model(getattr(self.compiled, "model", None)):
