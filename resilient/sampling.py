@@ -568,7 +568,7 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
                                              pm_kwargs, fix=fix, float32=False if auto else float32)
         resolved, auto = default_form(resolved, auto)
         sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
-    return sampler.run(options, idata)
+    return sampler.run(options, idata) if idata.changes else sampler.run(options)
 
 
 def _sample_bambi(model: Any, args: tuple, kwargs: dict[str, Any], engine: str, var_names: Any,
