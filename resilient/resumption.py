@@ -21,6 +21,7 @@ The result holds exactly the draws asked for per chain: the checkpoint's first o
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -208,7 +209,11 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
 
     outcome = None
     if settings.draws > 0:
-        outcome = compiled.run_nuts(settings, on_chunk)
+        with warnings.catch_warnings():
+            # PyMC builds its adapting potential before the saved one replaces it: its notice that the dense
+            # adaptation is experimental is about an adaptation that does not run here
+            warnings.filterwarnings("ignore", message=r".* is an experimental feature", category=UserWarning)
+            outcome = compiled.run_nuts(settings, on_chunk)
 
     posterior, stats = buffer.posterior(), buffer.sample_stats()
     data = to_datatree(posterior, stats, compiled.observed_data(), layout=_layout(compiled))
