@@ -10,6 +10,7 @@ non-finite, the point (constrained values) and, where known, the cause.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from typing import Any, Mapping
@@ -132,17 +133,20 @@ def check_compiled(compiled: Any, model: Model | NativeModel, backend: str, *, r
     findings += _observed_support_findings(compiled)
     points = _points(compiled, random_seed, prior_points, uniform_points, findings)
     numeric: dict[tuple, list[Finding]] = {}
+    bad_at: dict[str | None, set[int]] = {}  # per site, the points where its term or gradient is not finite
     evaluated = [(label, x, *compiled.log_density_and_gradient(x)) for label, x in points]
-    for label, x, value, gradient in evaluated:
+    for index, (label, x, value, gradient) in enumerate(evaluated):
         if np.isfinite(value) and np.all(np.isfinite(gradient)):
             continue
         for finding in _attribute(compiled, model, x, label, value, gradient):
             numeric.setdefault((finding.check, finding.site, finding.parameter), []).append(finding)
+            bad_at.setdefault(finding.site, set()).add(index)
     for same in numeric.values():
         first = same[0]
-        if len(same) < len(points):  # finite somewhere: the loop can start there, so warn only
+        bad = len(bad_at[first.site])
+        if bad < len(points):  # the site is finite somewhere: the loop can start there, so warn only
             first = replace(first, severity="warning", message=(
-                f"{first.message} Non-finite at {len(same)} of {len(points)} points checked; sampling "
+                f"{first.message} Non-finite at {bad} of {len(points)} points checked; sampling "
                 "starts from finite points but may diverge near this region."))
         findings.append(first)
     finite = [x for _, x, value, gradient in evaluated if np.isfinite(value)]
@@ -338,6 +342,9 @@ def _cause(site: Any, model: Model | NativeModel, values: Mapping[str, Any], inp
         return f"the {bound} infinite ({rewrite.reason.split(': ', 1)[-1]})"
     if "log-space-normaliser" in rules and model.float32:
         return "the truncation normaliser underflows to log(0) in float32: the bound is far in the tail"
+    literal_nan = re.search(r"\bnan\b", getattr(site, "description", None) or "")
+    if literal_nan and not inputs:
+        return f"a literal parameter of its distribution is NaN ({site.name} ~ {site.description})"
     negative = [n for n in inputs if n in values and np.any(np.asarray(values[n], float) < 0)]
     if negative:
         return (f"{', '.join(negative)} is negative here and an expression of it is undefined "
@@ -353,8 +360,10 @@ def _suggested_fix(site: Any, cause: str) -> str | None:
     rewrites = getattr(site, "rewrites", ())
     if rewrites:
         return f"{site.name} ~ {rewrites[-1].after} (run with fix=True)"
-    if "negative" in cause:
+    if "is negative here" in cause:
         return "constrain the input to be positive (e.g. a HalfNormal or LogNormal prior) or guard the expression"
+    if "literal parameter of its distribution is NaN" in cause:
+        return "give that parameter a number (a NaN often comes from a statistic of data with missing values)"
     return None
 
 

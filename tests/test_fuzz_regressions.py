@@ -94,3 +94,19 @@ def test_native_numpyro_unsupported_truncation_names_the_site():
     with pytest.raises(ResilientError, match=r"\bx0\b.*Weibull.*whole real line") as caught:
         resilient.sample(model, **RUN)
     assert any(f.site == "x0" for f in caught.value.report.errors), caught.value.report.errors
+
+
+def test_native_pymc_nan_literal_parameter_is_a_blocking_error_naming_the_site():
+    """Found by benchmarks/fuzz.py (2026-12-06): a NaN literal made every checked point non-finite, yet preflight
+    only warned (its findings at the points differed in wording, so each counted as 'finite somewhere') and the
+    loop spent five attempts on initial points; the fix it suggested was for a negative input."""
+    import pymc as pm
+
+    with pm.Model() as model:
+        mu = pm.StudentT("mu", nu=1.0, mu=0.0, sigma=3.0)
+        pm.Gamma("x0", alpha=np.nan, beta=1.0, shape=3)
+        pm.Exponential("y0", lam=pm.math.exp(mu), observed=np.array([1.0, 2, 3, 4, 5]))
+    report = resilient.preflight(model)
+    assert not report.ok
+    assert [f.site for f in report.errors] and {f.site for f in report.errors} == {"x0"}
+    assert "literal parameter" in report.errors[0].cause and "give that parameter a number" in report.errors[0].fix
