@@ -137,7 +137,7 @@ def test_a_killed_nutpie_run_resumes_after_a_short_readaptation(tmp_path):
     assert saved.adaptation == "re-adapt" and np.all(np.isfinite(saved.inverse_mass_matrix))
     resumed = resilient.resume(str(folder), reference_models.blr, backend="pymc", engine="nutpie", draws=100_000,
                                progressbar=False, **DATA)
-    assert resumed.posterior.sizes["draw"] == 200_000 and resumed.posterior.sizes["chain"] == 2
+    assert resumed.posterior.sizes["draw"] == 100_000 and resumed.posterior.sizes["chain"] == 2
     attempt = _resumed_attempt(resumed)
     short = min(SETTINGS["tune"], READAPT_TUNE)
     assert attempt["settings"]["resumed"]["warmup_iterations_run"] == [short, short]
