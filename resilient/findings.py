@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping
 
@@ -88,7 +87,10 @@ class PreflightReport:
         }
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=True)
+        """The report as strict JSON (NaN and infinities null: :mod:`resilient.jsonio`)."""
+        from resilient.jsonio import dumps
+
+        return dumps(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PreflightReport":

@@ -19,7 +19,7 @@ import numpy as np
 
 from resilient.backend import Chunk, NUTSRun, NUTSSettings, available_backends, get_adapter
 from resilient.draws import DrawBuffer, to_datatree
-from resilient.engine import note_run
+from resilient.engine import HISTORY
 from resilient.errors import PreflightError, ResilientWarning, SamplerError, SamplingFailed
 from resilient.errors import warn as warn_user
 from resilient.model import Model, NativeModel
@@ -510,8 +510,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             "draws": state.draws, "tune": state.tune, "chains": settings.chains,
             "target_accept": state.target_accept, "init": state.init_strategy,
             "float32": bool(state.model.float32), "noncentered": sorted(state.model.noncentered),
-            "random_seed": attempt_seed,
-            **({"mass_matrix": state.mass_matrix} if state.backend == "nutpie" or state.mass_matrix != "diag" else {}),
+            "random_seed": attempt_seed, "mass_matrix": state.mass_matrix,
             **({"engine_reason": engine_reason} if number == 1 and engine_reason else {}),
             **({"precision_reason": precision_reason} if number == 1 and precision_reason else {}),
         }
@@ -590,7 +589,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             progress.close()
         seconds = time.monotonic() - attempt_start
         last_seconds = outcome.warmup_seconds + outcome.sampling_seconds or (seconds - compile_seconds)
-        note_run(state.backend, outcome.warmup_seconds + outcome.sampling_seconds)
+        HISTORY.note_run(state.backend, outcome.warmup_seconds + outcome.sampling_seconds)
         data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
                            warmup_stats=buffer.warmup_stats(), layout=_layout(compiled),
                            warmup_posterior=buffer.warmup_posterior())
