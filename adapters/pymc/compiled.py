@@ -513,7 +513,7 @@ class PyMCCompiledModel:
         return tuple(rv.name for rv, g in zip(self._latents, grads) if isinstance(g.type, DisconnectedType))
 
     def _explicit_nuts(self, settings: NUTSSettings, chains: int, init: str, initvals: Any,
-                       nuts: dict[str, Any]) -> dict[str, Any]:
+                       nuts: dict[str, Any], run: _Run | None = None) -> dict[str, Any]:
         """``pm.sample`` arguments with the NUTS step built here, as ``pm.sample`` would build it.
 
         ``pm.sample`` picks step methods by differentiating the log density with respect to each
@@ -528,7 +528,6 @@ class PyMCCompiledModel:
             init=init, chains=chains, model=self.model, random_seed=seeds, progressbar=False, quiet=True,
             tune=int(settings.tune), initvals=initvals, **nuts,
         )
-        run = getattr(self, "_state_run", None)
         return {"step": run.adopt(step) if run is not None else step,
                 "initvals": [self._initvals(self._flatten(point)) for point in points]}
 
@@ -584,7 +583,7 @@ class PyMCCompiledModel:
         }
         sample_kwargs: dict[str, Any] = {"initvals": initvals, "init": init, "nuts": nuts}
         collector = _Collector(self, settings, on_chunk)
-        collector.run = self._state_run = _Run(self, resumed)
+        collector.run = _Run(self, resumed)
         workers = _chain_worker_context()
         started = time.monotonic()
         # np.errstate: PyMC's NUTS reads overflow in its mass matrix or energy as a divergence;
@@ -594,7 +593,7 @@ class PyMCCompiledModel:
                 np.errstate(all="ignore"), hook_init_nuts(collector.run):
             try:
                 if self._disconnected and not self.discrete_latents:
-                    sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts)
+                    sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts, collector.run)
                 pm.sample(
                     draws=int(settings.draws),
                     tune=int(settings.tune),
@@ -632,7 +631,6 @@ class PyMCCompiledModel:
                     raise
             finally:
                 control.disarm()
-                self._state_run = None
         finished = time.monotonic()
         reason = collector.reason or control.reason
         if reason != "stopped":
