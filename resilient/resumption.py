@@ -79,24 +79,15 @@ def _compiled_for(sampler: Any, engine: str, state: Any) -> tuple[Any, Any]:
 
     language = capabilities(engine).language
     model = sampler.model
-    if isinstance(model, NativeModel) and engine != "nutpie" and model.backend != language:
+    if isinstance(model, NativeModel) and model.backend not in (language, *capabilities(engine).foreign_native):
         raise ResilientError(f"Resume refused: the checkpoint's run is {engine}'s, and this model is a native "
                              f"{model.backend} model, which {engine} does not run.")
     want32 = state.fingerprint.get("precision") == "float32"
     if bool(getattr(model, "float32", False)) != want32 and hasattr(model, "with_options"):
         model = model.with_options(float32=want32)
     key = (engine, model)
-    if key not in sampler.cache:
-        if engine == "nutpie":
-            from resilient.adapters.nutpie import NutpieCompiledModel
-
-            inner_key = (sampler.backend, model)
-            if inner_key not in sampler.cache:
-                sampler.cache[inner_key] = get_adapter(sampler.backend).compile(model)
-            sampler.cache[key] = NutpieCompiledModel(sampler.cache[inner_key], compile_backend=model.compile_backend,
-                                                     gradient_backend=model.gradient_backend)
-        else:
-            sampler.cache[key] = get_adapter(engine).compile(model)
+    if key not in sampler.cache:  # through the registry: core imports no adapter
+        sampler.cache[key] = get_adapter(engine).compile(model)
     return sampler.cache[key], model
 
 
@@ -149,7 +140,7 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
     base = dict(state.settings)
     policy = options.policy
     readapt = state.adaptation == "re-adapt"
-    if engine == "numpyro":  # the saved HMCState continues the run itself, warm-up included where it stopped in it
+    if state.adaptation == "whole":  # the engine's whole state continues the run, warm-up included where it stopped
         tune, seed = int(base.get("tune", meta.get("tune", 0))), int(state.random_state.get("seed", 0))
     elif readapt:
         tune, seed = max(1, min(int(meta.get("tune") or base.get("tune") or READAPT_TUNE), READAPT_TUNE)), _seed(state)
@@ -191,7 +182,7 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
         if chunk.warmup:
             for chain in chunk.chains:
                 warmup_run[chain] += chunk.size
-            if store is not None and chunk.state is not None and engine == "numpyro":
+            if store is not None and chunk.state is not None:  # an engine whose whole state continues warm-up
                 store.write_state(chunk.state)
             return True
         for row, chain in enumerate(chunk.chains):
@@ -224,7 +215,7 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
     finished = length >= wanted
     quality = measure(posterior, stats, draws=length, chains=chains, max_tree_depth=settings.max_tree_depth)
     failure, message = assess(buffer, policy, replace(settings, draws=wanted)) if length >= 8 else (None, "")
-    if engine == "numpyro":
+    if state.adaptation == "whole":
         how = ("the whole sampler state (step size, mass matrix, adaptation, random key) was taken back"
                + (f"; its warm-up went on from iteration {int(state.tune_done.min())}"
                   if any(warmup_run.values()) else ": no warm-up ran again"))
@@ -250,8 +241,7 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
                                     "tune": tune, "warmup_iterations_run": [warmup_run[c] for c in range(chains)],
                                     "adaptation": "re-adapted" if readapt else "taken back",
                                     "random_seed": seed}}
-    if settings.mass_matrix != "diag" or engine == "nutpie":
-        attempt_settings["mass_matrix"] = settings.mass_matrix
+    attempt_settings["mass_matrix"] = settings.mass_matrix
     attempts.append(Attempt(
         number, engine, attempt_settings, None, failure if finished else ("budget" if outcome and outcome.reason ==
                                                                          "deadline" else "interrupted"),
@@ -301,7 +291,7 @@ def _shifted(new: Any, chain: int, done: int, saved: Any, take: int, start: int)
     if new is None or chain not in new.chains:
         return None
     one = select(new, [new.chain_index(chain)])
-    tune_done = saved.tune_done[saved.chain_index(chain)] if saved.engine != "numpyro" else one.tune_done[0]
+    tune_done = one.tune_done[0] if saved.adaptation == "whole" else saved.tune_done[saved.chain_index(chain)]
     if saved.adaptation == "re-adapt":
         tune_done = tune_done + one.tune_done[0]
     return replace(one, draws_done=np.asarray([done + start + take], np.int64),

@@ -40,9 +40,10 @@ ARRAYS_NAME = "state.npz"
 class SamplerState:
     """Where a NUTS run stands, per chain (arrays have the chains of ``chains`` on their first axis).
 
-    ``adaptation``: ``"reusable"`` where the engine takes the step size and mass matrix back (NumPyro,
-    PyMC's NUTS), ``"re-adapt"`` where it cannot (nutpie: a resumed run adapts again briefly from the
-    saved positions).
+    ``adaptation`` says what a resumed run takes back: ``"whole"``, the engine's whole state (NumPyro:
+    ``native`` holds its ``HMCState``; the resumed run is the uninterrupted one, warm-up included);
+    ``"reusable"``, the step size and mass matrix, set on the sampler, which samples with no warm-up (PyMC's
+    NUTS); ``"re-adapt"``, neither (nutpie: a resumed run adapts again briefly from the saved positions).
     """
 
     engine: str

@@ -93,7 +93,8 @@ def state_record(compiled: Any, state: Any, settings: NUTSSettings, seed: int, t
         step_size=np.asarray(state.adapt_state.step_size).reshape(chains),
         draws_done=np.full(chains, draws_done, np.int64), tune_done=np.full(chains, tune_done, np.int64),
         inverse_mass_matrix=np.asarray(matrix) if isinstance(matrix, (np.ndarray, jax.Array)) else None,
-        mass_matrix=settings.mass_matrix, random_state={"seed": int(seed), "key": "native['.rng_key']"},
+        mass_matrix=settings.mass_matrix, adaptation="whole",
+        random_state={"seed": int(seed), "key": "native['.rng_key']"},
         settings=settings_record(settings), fingerprint=cached_fingerprint(compiled),
         latent_names=tuple(compiled.latent_names), native=native)
 
