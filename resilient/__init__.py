@@ -22,7 +22,7 @@ from resilient.sbc import sbc  # the function; `from resilient.sbc import ...` s
 __version__ = "0.1.0"
 
 __all__ = [
-    "sample", "compile", "sample_many", "sbc", "preflight", "check_agreement", "resume", "read_checkpoint", "diagnose", "write_report", "deterministic", "factor",
+    "sample", "compile", "sample_many", "sbc", "preflight", "check_agreement", "resume", "read_checkpoint", "diagnose", "write_report", "display_report", "deterministic", "factor",
     "math", "model", "distributions", "Model", "Policy", "CompiledSampler",
     "ModelError", "ParameterError", "PreflightError", "ResilientError", "SamplingFailed", "SamplerError",
     "ResilientWarning", "UnsupportedModelError", "BackendUnavailableError", "__version__",
@@ -55,6 +55,13 @@ def write_report(data, out_dir, formats=("html", "md", "json"), **options):
     from resilient.report import write_report as run
 
     return run(data, out_dir, formats=formats, **options)
+
+
+def display_report(data, **options):
+    """Show the HTML report inline in a Jupyter notebook; see :func:`resilient.notebook.display_report`."""
+    from resilient.notebook import display_report as show
+
+    return show(data, **options)
 
 
 def check_agreement(model, *args, **kwargs):

@@ -383,11 +383,15 @@ _NO_REMEDY = {
 
 
 class _Progress:
-    """A rich progress bar over all chains' draws; silent when off, in CI, or without a terminal."""
+    """A rich progress bar over all chains' draws (in Jupyter, one output updated in place); silent when off, in
+    CI, or without a terminal or notebook."""
 
     def __init__(self, enabled: bool, total: int, description: str) -> None:
+        from resilient.notebook import notebook_progress
+
         self.bar = None
-        if not enabled or os.environ.get("CI") or not sys.stderr.isatty():
+        self.notebook = notebook_progress(enabled, total, description)  # one output updated in place in Jupyter
+        if self.notebook is not None or not enabled or os.environ.get("CI") or not sys.stderr.isatty():
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -397,11 +401,15 @@ class _Progress:
         self.task = self.bar.add_task(description, total=total, note="")
 
     def advance(self, chunk: Chunk, note: str) -> None:
-        if self.bar is not None:
+        if self.notebook is not None:
+            self.notebook.advance(chunk, note)
+        elif self.bar is not None:
             self.bar.update(self.task, advance=chunk.size * len(chunk.chains), note=note)
 
     def close(self) -> None:
-        if self.bar is not None:
+        if self.notebook is not None:
+            self.notebook.close()
+        elif self.bar is not None:
             self.bar.stop()
 
 

@@ -117,6 +117,10 @@ def test_the_example_notebook_runs_and_shows_the_verdict_the_attempts_and_the_re
     streamed = "".join(o.get("text", "") for cell in code for o in _outputs(cell, "stream"))
     assert len(streamed.splitlines()) < 20, streamed  # no terminal bar redrawn into the output
     by_source = {cell.source.splitlines()[-1]: cell for cell in code}
+    sampled = next(cell for cell in code if "rs.sample(" in cell.source)
+    progress = [o["data"]["text/html"] for o in _outputs(sampled, "display_data") if "text/html" in o.get("data", {})]
+    # one output per attempt, each updated in place to its final state (not a line per chunk)
+    assert 1 <= len(progress) <= 5 and all("resilient-progress" in p and "done in" in p for p in progress), progress
     verdict = _outputs(by_source["rs.diagnose(data)"], "execute_result")[0]["data"]["text/html"]
     assert "Diagnostics" in verdict and ">rhat<" in verdict and ">divergences<" in verdict
     attempts = _outputs(by_source["rs.record.read_attempts(data)"], "execute_result")[0]["data"]["text/html"]
