@@ -227,9 +227,12 @@ def test_p8_a_short_budget_returns_the_finished_draws_and_keeps_them_on_disk(bac
                                 checkpoint=str(tmp_path / "p8"), **reference_models.load("sblrc-blr")[1])
     assert time.monotonic() - start < budget + 30
     assert {w.filename for w in said if issubclass(w.category, ResilientWarning)} == {__file__}, "warn at the caller"
-    finished = data.posterior.sizes["draw"]
-    assert 0 < finished < draws
+    finished = data.posterior.sizes["draw"] if "posterior" in data.children else 0
+    assert finished < draws
     assert record.read_attempts(data)[-1]["outcome"] == "budget"
+    if finished == 0:  # a machine so loaded that compilation and warm-up took the whole budget: said, not hidden
+        assert any("no draws were finished" in str(w.message) for w in said)
+        return
     from resilient.checkpoint import read_checkpoint
 
     on_disk = read_checkpoint(tmp_path / "p8")
