@@ -4,6 +4,7 @@ Layout of a checkpoint folder::
 
     run/                      meta.json (settings, model name, backend)
     run/attempt-01/           chunk-000001.nc, chunk-000002.nc, ... (post-warm-up draws)
+                              warmup-000.nc, ... (each chain's warm-up statistics, once its warm-up is over)
                               state.json + state.npz (the sampler state after the last chunk: see
                               :mod:`resilient.sampler_state`; no pickle)
                               record.json (observed data, attempt log and preflight, at the end)
@@ -119,6 +120,7 @@ class Checkpoint:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._count = len(list(self.folder.glob("chunk-*.nc")))
         self._states, self.state = {}, None
+        self._warmup: dict[int, dict[str, list[np.ndarray]]] = {}  # warm-up statistics per chain, not yet written
         self.attempt = number
 
     def continue_from(self, state: Any) -> None:
@@ -151,27 +153,32 @@ class Checkpoint:
 
     def _write_chunk(self, chunk: Chunk) -> None:
         if chunk.warmup or self.folder is None:
+            if chunk.warmup and self.folder is not None:  # kept until the chain's warm-up is over (_write_warmup)
+                for row, chain in enumerate(chunk.chains):
+                    pending = self._warmup.setdefault(chain, {"draw": []})
+                    pending["draw"].append(chunk.start + np.arange(chunk.size))
+                    for name, values in chunk.sample_stats.items():
+                        pending.setdefault(name, []).append(np.array(values[row]))
             if chunk.state is not None and self.folder is not None:
                 self.write_state(chunk.state)
             return
-        import xarray as xr
-
+        for chain in [c for c in chunk.chains if c in self._warmup]:
+            self._write_warmup(chain)
         self._count += 1
-        variables = {}
-        for group, values in (("posterior", chunk.posterior), ("sample_stats", chunk.sample_stats)):
-            for name, array in values.items():
-                array = np.asarray(array)
-                dims = ["chain", "draw"] + [f"{name}_dim_{i}" for i in range(array.ndim - 2)]
-                variables[f"{group}{_SEPARATOR}{name}"] = (dims, array)
-        engine = _engine_for(variables)
-        if engine == "scipy":
-            variables = {name: (dims, _classic(array)) for name, (dims, array) in variables.items()}
-        dataset = xr.Dataset(variables, coords={
-            "chain": np.asarray(chunk.chains), "draw": chunk.start + np.arange(chunk.size)})
-        _atomic_write(self.folder / f"chunk-{self._count:06d}.nc",
-                      lambda p: dataset.to_netcdf(p, engine=engine))
+        _write_dataset(self.folder / f"chunk-{self._count:06d}.nc",
+                       {"posterior": chunk.posterior, "sample_stats": chunk.sample_stats},
+                       chunk.chains, chunk.start + np.arange(chunk.size))
         if chunk.state is not None:
             self.write_state(chunk.state)
+
+    def _write_warmup(self, chain: int) -> None:
+        """A chain's warm-up statistics (no draws), once, when its first draw after warm-up is written:
+        ``warmup-<chain>.nc``. One file per chain and attempt, so warm-up costs no checkpoint writes."""
+        pending = self._warmup.pop(chain)
+        draws = np.concatenate(pending.pop("draw"))
+        stats = {name: np.concatenate(parts)[None] for name, parts in pending.items()}
+        if stats and draws.size:
+            _write_dataset(self.folder / f"warmup-{chain:03d}.nc", {"sample_stats": stats}, (chain,), draws)
 
     def write_state(self, state: Any) -> None:
         """Merge ``state`` (a :class:`~resilient.sampler_state.SamplerState` for the chunk's chains) into
@@ -194,6 +201,23 @@ class Checkpoint:
         self._guarded("the run record", lambda: _atomic_write(self.folder / "record.json", lambda p: p.write_text(
             json.dumps({"observed": {k: np.asarray(v).tolist() for k, v in observed.items()}, "attrs": dict(attrs)},
                        default=str))))
+
+
+def _write_dataset(path: Path, groups: Mapping[str, Mapping[str, Any]], chains: Any, draws: np.ndarray) -> None:
+    """``groups`` ({group: {name: (chain, draw, ...) array}}) as one netCDF file, written atomically."""
+    import xarray as xr
+
+    variables = {}
+    for group, values in groups.items():
+        for name, array in values.items():
+            array = np.asarray(array)
+            dims = ["chain", "draw"] + [f"{name}_dim_{i}" for i in range(array.ndim - 2)]
+            variables[f"{group}{_SEPARATOR}{name}"] = (dims, array)
+    engine = _engine_for(variables)
+    if engine == "scipy":
+        variables = {name: (dims, _classic(array)) for name, (dims, array) in variables.items()}
+    dataset = xr.Dataset(variables, coords={"chain": np.asarray(chains), "draw": np.asarray(draws)})
+    _atomic_write(path, lambda p: dataset.to_netcdf(p, engine=engine))
 
 
 def latest_attempt(root: str | os.PathLike) -> Path:
@@ -245,13 +269,13 @@ def _read_chunk(file: Path) -> dict[int, tuple[np.ndarray, dict[str, np.ndarray]
     return rows
 
 
-def read_chains(folder: Path, with_draws: bool = False) -> dict[int, dict[str, np.ndarray]]:
+def read_chains(folder: Path, with_draws: bool = False, prefix: str = "chunk") -> dict[int, dict[str, np.ndarray]]:
     """Every readable chunk of one attempt folder, per chain: ``group__name`` -> the chain's draws in draw
     order, each chain as long as it got (chains of PyMC's NUTS and nutpie finish at their own pace). A draw
     written twice (a resumed run redoing the chunk a kill cut off from its state) is read from the later
     file. An unreadable chunk file is skipped with a warning naming it. ``with_draws``: each chain's draw
     indices too, as ``"draw"``."""
-    files = sorted(folder.glob("chunk-*.nc"))
+    files = sorted(folder.glob(f"{prefix}-*.nc"))
     if not files:
         raise ResilientError(f"The checkpoint {folder} holds no finished chunk yet.")
     per_chain: dict[int, list[tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
@@ -283,6 +307,26 @@ def read_chains(folder: Path, with_draws: bool = False) -> dict[int, dict[str, n
     return result
 
 
+def read_warmup_stats(folder: Path, chains: Any, lengths: Mapping[int, int] | None = None) -> dict[str, np.ndarray]:
+    """The warm-up statistics of ``chains`` (``warmup-*.nc``), stacked, or {} where a chain has none or (with
+    ``lengths``) not as many iterations as it says."""
+    if not list(folder.glob("warmup-*.nc")):
+        return {}
+    try:
+        per_chain = read_chains(folder, prefix="warmup")
+    except ResilientError:
+        return {}
+    chains = list(chains)
+    if any(c not in per_chain for c in chains):
+        return {}
+    length = min(len(v) for c in chains for v in per_chain[c].values())
+    if lengths is not None and any(len(next(iter(per_chain[c].values()))) != lengths[c] for c in chains):
+        return {}
+    names = set.intersection(*(set(per_chain[c]) for c in chains))
+    return {key.split(_SEPARATOR, 1)[1]: np.stack([per_chain[c][key][:length] for c in chains])
+            for key in sorted(names) if key.startswith(f"sample_stats{_SEPARATOR}")}
+
+
 def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
     """Every finished chunk of the last (or the given) attempt, as a DataTree."""
     from resilient.draws import to_datatree
@@ -300,7 +344,8 @@ def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
     if record_path.exists():
         record = json.loads(record_path.read_text())
         observed, attrs = record["observed"], {**attrs, **record["attrs"]}
-    data = to_datatree(groups["posterior"], groups["sample_stats"], observed, attrs)
+    data = to_datatree(groups["posterior"], groups["sample_stats"], observed, attrs,
+                       warmup_stats=read_warmup_stats(folder, chains))
     if (folder / "state.json").exists():
         from resilient.sampler_state import SamplerState
 

@@ -103,7 +103,8 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
     """Continue the run saved in ``options.resume`` with ``sampler``'s model; the whole run's DataTree
     (``options.draws`` draws per chain). See the module's docstring."""
     from resilient import record
-    from resilient.checkpoint import Checkpoint, latest_attempt, read_chains, read_meta, read_state
+    from resilient.checkpoint import (Checkpoint, latest_attempt, read_chains, read_meta, read_state,
+                                      read_warmup_stats)
     from resilient.draws import DrawBuffer, to_datatree
     from resilient.loop import _layout, assess
     from resilient.policy import Attempt
@@ -171,6 +172,10 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
                 groups[group][name] = array[rows][None]
         if done[chain]:
             buffer.add(Chunk((chain,), 0, False, groups["posterior"], groups["sample_stats"]))
+    # the run's warm-up statistics, as the uninterrupted run's result has them (not a re-adaptation's)
+    warmup = read_warmup_stats(folder, range(chains))
+    for chain in range(chains) if warmup else ():
+        buffer.add(Chunk((chain,), 0, True, {}, {name: values[chain:chain + 1] for name, values in warmup.items()}))
 
     store = None
     if not options.checkpoint or Path(options.checkpoint) == root:
@@ -207,7 +212,8 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
             outcome = compiled.run_nuts(settings, on_chunk)
 
     posterior, stats = buffer.posterior(), buffer.sample_stats()
-    data = to_datatree(posterior, stats, compiled.observed_data(), layout=_layout(compiled))
+    data = to_datatree(posterior, stats, compiled.observed_data(), layout=_layout(compiled),
+                       warmup_stats=buffer.warmup_stats())
     final = store.state if store is not None and store.state is not None else state
     data["sampler_state"] = final.to_dataset()
 
