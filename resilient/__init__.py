@@ -17,7 +17,7 @@ from resilient.model import Model, deterministic, factor
 from resilient.policy import Policy
 from resilient.sampling import CompiledSampler, compile, sample
 from resilient.batch import sample_many
-from resilient.sbc import sbc  # the function; `from resilient.sbc import ...` still reaches the module
+from resilient import sbc  # the package, callable as the function: resilient.sbc(model, ...)
 
 __version__ = "0.1.0"
 
@@ -29,8 +29,9 @@ __all__ = [
 ] + list(distributions.__all__)
 
 
-def resume(path, model, *args, draws=1000, **kwargs):
-    """Continue a NumPyro run from its checkpoint folder; see :func:`resilient.sampling.resume`."""
+def resume(path, model, *args, draws=None, **kwargs):
+    """Continue a checkpointed run (NumPyro, PyMC's NUTS, nutpie) to ``draws`` per chain (None: the run's own);
+    see :func:`resilient.sampling.resume`."""
     from resilient.sampling import resume as run
 
     return run(path, model, *args, draws=draws, **kwargs)

@@ -44,7 +44,7 @@ class NUTSSettings:
     chunk_size: int = 100  # draws a chunk, or whole multiples of it (an engine sampling in the background)
     deadline: float | None = None
     progressbar: bool = False
-    resume_state: Any = None  # from a previous Chunk.state (NumPyro only)
+    resume_state: Any = None  # a SamplerState (resilient.sampler_state) of this engine: continue that run
     mass_matrix: str = "diag"  # also "low_rank", "full", "diag_grad": each adapter's Capabilities.mass_matrices
     cores: int | None = None  # chains at a time (PyMC: processes, nutpie: threads); None: the adapter's own
 
@@ -58,7 +58,7 @@ class Chunk:
     warmup: bool
     posterior: dict[str, np.ndarray]  # constrained latents and deterministics
     sample_stats: dict[str, np.ndarray]  # STAT_NAMES, each (len(chains), n_draws)
-    state: Any = None  # picklable sampler state to resume from (None where unsupported)
+    state: Any = None  # the SamplerState of the chunk's chains after it (None where the engine keeps none)
 
     @property
     def size(self) -> int:

@@ -106,11 +106,15 @@ def command_sample(options: argparse.Namespace) -> int:
     out = Path(options.out)
     checkpoint = options.checkpoint or str(out.with_suffix("")) + "-checkpoint"
     try:
-        result = resilient.sample(
-            model, backend=backend, draws=options.draws, tune=options.tune, chains=options.chains,
-            target_accept=options.target_accept, random_seed=options.seed, time_budget=options.time_budget,
-            max_attempts=options.max_attempts, checkpoint=checkpoint, progressbar=not options.quiet,
-            fix=options.fix, **data)
+        if options.resume:  # the run's own settings come from its checkpoint; --draws extends it
+            result = resilient.resume(options.resume, model, draws=options.draws, progressbar=not options.quiet,
+                                      **data)
+        else:
+            result = resilient.sample(
+                model, backend=backend, draws=options.draws or 1000, tune=options.tune, chains=options.chains,
+                target_accept=options.target_accept, random_seed=options.seed, time_budget=options.time_budget,
+                max_attempts=options.max_attempts, checkpoint=checkpoint, progressbar=not options.quiet,
+                fix=options.fix, **data)
     except SamplingFailed as failure:
         console.print(f"[bold red]{failure}")
         for attempt in failure.attempts:
@@ -378,12 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Preflight, then NUTS in bounded attempts with remedies; the draws go to --out (netCDF) "
                     "and, as they finish, to a checkpoint folder.",
         epilog="examples:\n  resilient sample examples/pathologies.py:motivating --out run.nc --report report/\n"
-               "  resilient sample model.py --data data.json --backend pymc --draws 2000 --time-budget 60 --strict\n\n"
+               "  resilient sample model.py --data data.json --backend pymc --draws 2000 --time-budget 60 --strict\n"
+               "  resilient sample model.py --data data.json --resume run-checkpoint   (after a kill)\n\n"
                "exit codes: 0 verdict ok, 1 verdict fail or sampling failed, 3 verdict warn with --strict")
     run.add_argument("model", help="MODEL.py or MODEL.py:NAME")
     run.add_argument("--data", help="JSON file of the model function's keyword arguments")
     run.add_argument("--backend", choices=["numpyro", "pymc"], default="numpyro")
-    run.add_argument("--draws", type=int, default=1000)
+    run.add_argument("--draws", type=int, default=None, help="draws per chain (default 1000; with --resume: the run's)")
     run.add_argument("--tune", type=int, default=1000)
     run.add_argument("--chains", type=int, default=4)
     run.add_argument("--target-accept", type=float, default=0.8)
@@ -392,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-attempts", type=int, default=None)
     run.add_argument("--out", default="run.nc", help="netCDF file for the DataTree (default run.nc)")
     run.add_argument("--checkpoint", help="folder for draws as they finish (default: beside --out)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR (its settings are kept)")
     run.add_argument("--report", help="folder for report.html, report.md and report.json")
     run.add_argument("--fix", action=argparse.BooleanOptionalAction, default=True)
     run.add_argument("--strict", action="store_true", help="exit 3 when the verdict is warn")

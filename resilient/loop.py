@@ -25,6 +25,7 @@ from resilient.errors import warn as warn_user
 from resilient.model import Model, NativeModel
 from resilient.policy import Attempt, Policy
 from resilient.quality import Quality, badness, convergence, measure, separated_modes
+from resilient.sampler_state import merge_states, stack
 from resilient.states import Failure, Remedy
 
 __all__ = ["run_loop", "assess", "choose_remedy", "Decision", "ResilientWarning", "LoopState", "noncentering_candidates"]
@@ -567,6 +568,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             continue
 
         buffer = DrawBuffer(settings.chains, keep_warmup=keep_warmup)
+        states: dict[int, Any] = {}  # each chain's sampler state after its last finished draw
         if checkpoint is not None:
             checkpoint.start_attempt(number)
         progress = _Progress(progressbar, settings.chains * (state.tune + state.draws),
@@ -574,6 +576,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
 
         def on_chunk(chunk: Chunk) -> bool:
             buffer.add(chunk)
+            if chunk.state is not None and not chunk.warmup:
+                states.update(merge_states({}, chunk.state))
             if checkpoint is not None:
                 checkpoint.write_chunk(chunk)
             progress.advance(chunk, f"{buffer.divergences()} divergent")
@@ -601,6 +605,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
                            warmup_stats=buffer.warmup_stats(), layout=_layout(compiled),
                            warmup_posterior=buffer.warmup_posterior())
+        if states:  # where the chains stand: step size, mass matrix, positions (what a resume takes back)
+            data["sampler_state"] = stack(list(states.values())).to_dataset()
         posterior = buffer.posterior()
         table = convergence(posterior) if settings.chains >= 2 and posterior else []  # once: measure and assess
         quality = measure(posterior, buffer.sample_stats(), draws=buffer.complete_draws,

@@ -85,6 +85,9 @@ def _compiled_for(sampler: Any, engine: str, state: Any) -> tuple[Any, Any]:
     want32 = state.fingerprint.get("precision") == "float32"
     if bool(getattr(model, "float32", False)) != want32 and hasattr(model, "with_options"):
         model = model.with_options(float32=want32)
+    noncentered = frozenset(state.fingerprint.get("noncentered") or ())  # the loop's non-centring of the run
+    if noncentered and hasattr(model, "with_options") and frozenset(model.noncentered) != noncentered:
+        model = model.with_options(noncentered=noncentered)
     key = (engine, model)
     if key not in sampler.cache:  # through the registry: core imports no adapter
         sampler.cache[key] = get_adapter(engine).compile(model)
@@ -179,7 +182,8 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
 
     store = None
     if not options.checkpoint or Path(options.checkpoint) == root:
-        store = Checkpoint(root, meta)  # the same folder: the resumed run's chunks join the attempt's
+        # the same folder: the resumed run's chunks join the attempt's; meta.json says the draws the run now has
+        store = Checkpoint(root, {**meta, "draws": max(wanted, int(meta.get("draws") or 0))})
         store.continue_from(state)
     warmup_run = {chain: 0 for chain in range(chains)}
 

@@ -26,6 +26,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from resilient.jsonio import dumps
+
 __all__ = ["SamplerState", "FORMAT", "model_fingerprint", "cached_fingerprint", "fingerprint_differences",
            "merge_states"]
 
@@ -102,7 +104,7 @@ class SamplerState:
         temporary = folder / f".{ARRAYS_NAME}.tmp"
         temporary.write_bytes(buffer.getbuffer())
         os.replace(temporary, folder / ARRAYS_NAME)
-        text = json.dumps(self._json(), default=_json_default)
+        text = dumps(self._json(), default=_json_default)
         temporary = folder / f".{JSON_NAME}.tmp"
         temporary.write_text(text)
         os.replace(temporary, folder / JSON_NAME)
@@ -147,9 +149,9 @@ class SamplerState:
             matrix = np.asarray(self.inverse_mass_matrix, np.float64)
             variables["inverse_mass_matrix"] = (dims if matrix.ndim == 2 else (*dims, "unconstrained_bis"), matrix)
         attrs = {"engine": self.engine, "adaptation": self.adaptation, "mass_matrix": self.mass_matrix,
-                 "settings": json.dumps(dict(self.settings), default=_json_default),
-                 "fingerprint": json.dumps(dict(self.fingerprint), default=_json_default),
-                 "latent_names": json.dumps(list(self.latent_names))}
+                 "settings": dumps(dict(self.settings), default=_json_default),
+                 "fingerprint": dumps(dict(self.fingerprint), default=_json_default),
+                 "latent_names": dumps(list(self.latent_names))}
         return xr.Dataset(variables, coords={"chain": np.asarray(self.chains)}, attrs=attrs)
 
 
@@ -265,8 +267,11 @@ def model_fingerprint(compiled: Any) -> dict[str, Any]:
                 data[f"argument {_argument_name(path)}"] = _digest(leaf)
         except Exception:  # noqa: BLE001 - the observed sites' digests still tell data sets apart
             pass
+    noncentered = sorted(name for name, site in dict(getattr(compiled, "sites", {}) or {}).items()
+                         if getattr(site, "noncentered", False))
     return {"model": str(getattr(compiled, "name", "model")), "latents": latents, "sites": sites,
-            "precision": "float32" if getattr(compiled, "float32", False) else "float64", "data": data}
+            "precision": "float32" if getattr(compiled, "float32", False) else "float64", "data": data,
+            "noncentered": noncentered}
 
 
 def cached_fingerprint(compiled: Any) -> dict[str, Any]:

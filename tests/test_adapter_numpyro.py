@@ -4,7 +4,6 @@ and native, per-site attribution, and the chunked NUTS driver (contract, deadlin
 import contextlib
 import importlib.util
 import math
-import pickle
 import re
 import time
 
@@ -366,7 +365,7 @@ def test_run_nuts_chunks_follow_the_contract(first_run):
         assert np.all(stats_["tree_depth"] == np.floor(np.log2(stats_["n_steps"])) + 1)
         assert np.all((stats_["acceptance_rate"] >= 0) & (stats_["acceptance_rate"] <= 1))
         assert (chunk.posterior["V"] > 0).all() and (chunk.posterior["sigma"] > 0).all()
-        assert pickle.loads(pickle.dumps(chunk.state)).z.shape == (2, 2)
+        assert chunk.state.positions.shape == (2, 2) and chunk.state.chains == (0, 1)  # a SamplerState
     sampling = [c for c in chunks if not c.warmup]
     assert not any(c.sample_stats["diverging"].any() for c in sampling)
     assert np.all(np.concatenate([c.sample_stats["step_size"] for c in sampling], axis=1)

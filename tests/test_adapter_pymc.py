@@ -692,8 +692,8 @@ def test_ctrl_c_is_reported_as_interrupted(sampler_model):
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-def test_resume_state_is_not_supported(sampler_model):
-    with pytest.raises(NotImplementedError, match=r"The PyMC backend cannot resume a run"):
+def test_a_resume_state_that_is_not_a_pymc_sampler_state_is_refused(sampler_model):
+    with pytest.raises(ValueError, match=r"must be the SamplerState of a run of PyMC's NUTS"):
         sampler_model.run_nuts(NUTSSettings(resume_state={"step": 1}), lambda chunk: True)
 
 

@@ -138,6 +138,14 @@ def test_sample_then_report(tmp_path):
     assert (tmp_path / "again" / "report.md").is_file() and not (tmp_path / "again" / "report.html").exists()
     bad = resilient_cli("report", str(run), "--format", "pdf")
     assert bad.returncode == 2 and "--format must list some of html, md, json" in bad.stderr
+    # --resume continues the checkpointed run (here: extends it to 400 draws per chain)
+    more = tmp_path / "more.nc"
+    resumed = resilient_cli("sample", f"{PATHOLOGIES}:mirrored", "--resume", str(tmp_path / "run-checkpoint"),
+                            "--draws", "400", "--out", str(more), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    import xarray as xr
+
+    assert xr.open_datatree(more, engine="h5netcdf").posterior.sizes["draw"] == 400
 
 
 def test_many_fit_commands_refuse_bad_input_with_exit_2(tmp_path):

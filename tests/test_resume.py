@@ -250,3 +250,33 @@ def test_fingerprint_differences_name_the_model_the_latents_and_the_data():
     assert "latents `tau` are new" in found and "`V` has 3 unconstrained values, not 1" in found
     assert "the data differ: observed `y` (other values)" in found
     assert fingerprint_differences(saved, dict(saved)) == []
+
+
+@pytest.mark.slow  # ~20 s: two short NumPyro attempts and a resume
+def test_a_run_the_loop_non_centred_resumes_non_centred_and_to_its_own_draws(tmp_path):
+    """The loop's remedy is part of the run: resuming a run whose accepted attempt non-centred `theta` samples the
+    non-centred model again (before, the fingerprints differed and the resume blamed the user's model), and a
+    resume without ``draws`` asks for the run's own draws (``resilient.resume`` passed 1000)."""
+    from resilient.distributions import HalfCauchy, Normal
+    from resilient.model import sample
+
+    y, s = np.array([28.0, 8, -3, 7, -1, 1, 18, 12]), np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
+
+    def schools(y, s):
+        mu, tau = sample("mu", Normal(0, 5)), sample("tau", HalfCauchy(5))
+        theta = sample("theta", Normal(mu, tau, shape=8))
+        sample("y", Normal(theta, s), observed=y)
+
+    folder = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", resilient.ResilientWarning)
+        first = resilient.sample(schools, y, s, backend="numpyro", draws=300, tune=300, chains=2, random_seed=3,
+                                 checkpoint=str(folder), progressbar=False,
+                                 policy=resilient.Policy(remedies=("noncenter",), retry_divergences=True))
+    noncentred = [a["settings"]["noncentered"] for a in record.read_attempts(first)]
+    if noncentred[-1] != ["theta"]:
+        pytest.skip(f"this machine's first attempt was accepted centred ({noncentred}); nothing to resume non-centred")
+    extended = resilient.resume(str(folder), schools, y, s, draws=400, progressbar=False)
+    assert extended.posterior.sizes["draw"] == 400
+    again = resilient.resume(str(folder), schools, y, s, progressbar=False)  # the run's own draws: now 400
+    assert again.posterior.sizes["draw"] == 400
