@@ -32,6 +32,7 @@ import numpy as np
 
 from resilient.backend import Chunk
 from resilient.errors import ResilientError
+from resilient.jsonio import dumps
 
 __all__ = ["Checkpoint", "read_checkpoint", "latest_attempt", "read_state", "read_meta"]
 
@@ -89,7 +90,7 @@ class Checkpoint:
         self.root.mkdir(parents=True, exist_ok=True)
         if fresh:
             self._set_aside_earlier_run()
-        _atomic_write(self.root / "meta.json", lambda p: p.write_text(json.dumps(dict(meta), default=str, indent=2)))
+        _atomic_write(self.root / "meta.json", lambda p: p.write_text(dumps(dict(meta), indent=2)))
         self.folder: Path | None = None
         self._count = 0
         #: the sampler state of each chain after its last chunk, this attempt (see :meth:`write_state`)
@@ -199,8 +200,15 @@ class Checkpoint:
         if self.folder is None:
             return
         self._guarded("the run record", lambda: _atomic_write(self.folder / "record.json", lambda p: p.write_text(
-            json.dumps({"observed": {k: np.asarray(v).tolist() for k, v in observed.items()}, "attrs": dict(attrs)},
-                       default=str))))
+            dumps({"observed": {k: np.asarray(v).tolist() for k, v in observed.items()}, "attrs": dict(attrs)}))))
+
+
+def _with_nan(values: Any) -> np.ndarray:
+    """A data array read from strict JSON: its nulls (NaN and infinities when written) as NaN."""
+    array = np.asarray(values)
+    if array.dtype == object:
+        array = np.asarray(np.where(array == None, np.nan, array), dtype=float)  # noqa: E711 - elementwise
+    return array
 
 
 def _write_dataset(path: Path, groups: Mapping[str, Mapping[str, Any]], chains: Any, draws: np.ndarray) -> None:
@@ -343,7 +351,9 @@ def read_checkpoint(root: str | os.PathLike, attempt: int | None = None) -> Any:
     observed, attrs = {}, {"resilient_checkpoint": str(folder)}
     if record_path.exists():
         record = json.loads(record_path.read_text())
-        observed, attrs = record["observed"], {**attrs, **record["attrs"]}
+        # strict JSON wrote a NaN in the data as null: read it back as NaN
+        observed = {name: _with_nan(values) for name, values in record["observed"].items()}
+        attrs = {**attrs, **record["attrs"]}
     data = to_datatree(groups["posterior"], groups["sample_stats"], observed, attrs,
                        warmup_stats=read_warmup_stats(folder, chains))
     if (folder / "state.json").exists():

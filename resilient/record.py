@@ -22,7 +22,10 @@ RUN_KEY = "resilient_run"  # {"backend", "version", "model", "time_budget", "sta
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_jsonable, allow_nan=True)
+    """Strict JSON (NaN and infinities null), as every JSON Resilient writes (:mod:`resilient.jsonio`)."""
+    from resilient.jsonio import dumps
+
+    return dumps(value, default=_jsonable)
 
 
 def _jsonable(value: Any) -> Any:
