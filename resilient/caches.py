@@ -66,5 +66,6 @@ def enable_jax_cache() -> str | None:
     except OSError:  # a read-only home: run without the cache rather than fail
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default; a user's own value is kept
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return str(directory)

@@ -20,14 +20,17 @@ it (ties broken at random), a value in 0..L. With the defaults (2 chains x 500 d
 fit's bulk ESS, and the report counts the fits whose ESS was below L (their ranks may be too
 concentrated in the middle or the ends: raise ``draws`` there).
 
-``resilient.sbc`` is the function (``from resilient import sbc``); ``from resilient.sbc import ...`` reaches
-this package.
+``resilient.sbc`` is this package, and calling it calls :func:`sbc` (``resilient.sbc(model, ...)``), so both
+``resilient.sbc(...)`` and ``import resilient.sbc.report`` work.
 
 Dependency rule: numpy and the standard library at import time; scipy, matplotlib, jinja2, the
 backends and dask are imported inside functions.
 """
 
 from __future__ import annotations
+
+import sys as _sys
+from types import ModuleType as _ModuleType
 
 from resilient.sbc.driver import sbc
 from resilient.sbc.report import write_sbc_report
@@ -39,3 +42,13 @@ __all__ = [
     "sbc", "SBCResult", "ParameterCheck", "Simulation", "uniformity_test", "analyse", "write_sbc_report",
     "rank_rows", "RANK_COLUMNS", "prior_draw", "null_statistics",
 ]
+
+
+class _CallablePackage(_ModuleType):
+    """The package, callable as :func:`sbc` (``resilient.sbc(...)``) and importable below (``resilient.sbc.driver``)."""
+
+    def __call__(self, *args, **kwargs):
+        return sbc(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _CallablePackage

@@ -52,14 +52,17 @@ def model_language(function: Any) -> str | None:
     return None
 
 
-def prior_draw(function: Any, kwargs: Mapping[str, Any], *, backend: str, random_seed: int) -> dict[str, np.ndarray]:
+def prior_draw(function: Any, kwargs: Mapping[str, Any], *, backend: str | None = None,
+               random_seed: int) -> dict[str, np.ndarray]:
     """One joint draw of every unobserved site (latent, deterministic, and the sites whose data
     arguments are None) of ``function(**kwargs)``, by the backend's forward sampler: a native model's own
     backend's, else ``backend``'s (the language it runs; an engine's name gives its language's)."""
     from resilient.backend import simulate_prior
 
     language = model_language(function)
-    return simulate_prior(language or backend, function, kwargs, native=language is not None,
+    from resilient.backend import DEFAULT_BACKEND
+
+    return simulate_prior(language or backend or DEFAULT_BACKEND, function, kwargs, native=language is not None,
                           random_seed=random_seed)
 
 
