@@ -343,7 +343,7 @@ def _cause(site: Any, model: Model | NativeModel, values: Mapping[str, Any], inp
     if "log-space-normaliser" in rules and model.float32:
         return "the truncation normaliser underflows to log(0) in float32: the bound is far in the tail"
     literal_nan = re.search(r"\bnan\b", getattr(site, "description", None) or "")
-    if literal_nan and not inputs:
+    if literal_nan:
         return f"a literal parameter of its distribution is NaN ({site.name} ~ {site.description})"
     negative = [n for n in inputs if n in values and np.any(np.asarray(values[n], float) < 0)]
     if negative:
