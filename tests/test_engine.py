@@ -181,6 +181,7 @@ def _ctrl_c_runs(tmp_path, delays):
     return [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow  # 14 s: child interpreters interrupted at timed moments (CI runs it)
 def test_ctrl_c_is_reported_as_interrupted_with_the_draws_kept(tmp_path):
     (run,) = _ctrl_c_runs(tmp_path, [1.5])
     assert run["reason"] == "interrupted" and run["kept"] == run["delivered"] > 0 and run["handler_restored"]
@@ -461,6 +462,7 @@ def _numpyro_schools(sigma, y=None):
         numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
 
 
+@pytest.mark.slow  # 8 s: nutpie compiles the model with JAX (an edge of the engines; CI runs it)
 def test_nutpies_jax_backend_where_asked_keeps_the_users_jax_precision():
     """pm.sample(backend="jax") and compile_kwargs: nutpie's JAX backend, its own log density equal to
     PyMC's, and JAX's global x64 switch left as the user had it (PyTensor's JAX linker turns it on)."""

@@ -34,6 +34,7 @@ def _rows(out):
 
 
 @pytest.mark.numpyro
+@pytest.mark.slow  # 11 s on a Dask cluster (CI runs it)
 def test_fits_stream_to_disk_failures_are_rows_and_a_rerun_skips_them(client, tmp_path):
     datasets = sbc_models.datasets(3, seed=1)
     datasets.insert(1, {"N": 5, "y": np.array([np.nan, 0.1, 0.2, 0.3, 0.4])})  # preflight refuses NaN data
