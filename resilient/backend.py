@@ -20,7 +20,8 @@ from resilient.errors import BackendUnavailableError
 
 __all__ = [
     "NUTSSettings", "Chunk", "NUTSRun", "CompiledModel", "Adapter", "ADAPTERS", "get_adapter", "Capabilities",
-    "CAPABILITIES", "capabilities", "DEFAULT_BACKEND", "PRIOR_SIMULATORS", "simulate_prior",
+    "CAPABILITIES", "capabilities", "DEFAULT_BACKEND", "PRIOR_SIMULATORS", "simulate_prior", "HELPERS", "helper",
+    "wraps_language",
     "LANGUAGES", "LANGUAGE_NAMES",
     "available_backends", "STAT_NAMES", "EXTRAS", "install_hint", "require",
 ]
@@ -204,10 +205,31 @@ LANGUAGE_NAMES: dict[str, str] = {"numpyro": "NumPyro", "pymc": "PyMC"}
 
 #: language -> (module, function) that draws a model's prior predictive by the backend's own forward sampler
 #: (NumPyro's effect handlers, ``pm.draw``): ``simulate_prior(function, kwargs, *, native, random_seed)``.
+#: a language's helpers that core reaches through the registry, by topic (imported when first asked):
+#: pm.to_inference_data's extra groups, Bambi's front end.
+HELPERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("pymc", "idata"): ("resilient.adapters.pymc.idata", "pymc"),
+    ("pymc", "bambi"): ("resilient.adapters.pymc.bambi", "bambi"),
+}
+
+
+def helper(language: str, topic: str) -> Any:
+    """The module of ``language``'s helpers for ``topic`` (:data:`HELPERS`), imported now, so core never
+    imports an adapter module; a missing package is named with the extra to install."""
+    module_name, package = HELPERS[(language, topic)]
+    require(package, f"{topic} for {LANGUAGE_NAMES.get(language, language)} models")
+    return importlib.import_module(module_name)
+
+
 PRIOR_SIMULATORS: dict[str, tuple[str, str]] = {
     "numpyro": ("resilient.adapters.numpyro.prior", "simulate_prior"),
     "pymc": ("resilient.adapters.pymc.prior", "simulate_prior"),
 }
+
+
+def wraps_language(engine: str) -> bool:
+    """``engine`` samples another adapter's compiled model (its language's: nutpie samples PyMC's)."""
+    return engine in CAPABILITIES and CAPABILITIES[engine].language != engine
 
 
 def capabilities(name: str) -> Capabilities:

@@ -11,7 +11,7 @@ import numpy as np
 
 from resilient.arguments import (IdataOptions, compile_options, idata_options, pm_sample_spellings,
                                  refuse_unsupported, split_keywords)
-from resilient.backend import NUTSSettings, capabilities
+from resilient.backend import NUTSSettings, capabilities, get_adapter, helper, wraps_language
 from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
 from resilient.options import RunOptions
@@ -29,7 +29,7 @@ class CompiledSampler:
 
     Made by :func:`compile`; :meth:`sample` takes :func:`sample`'s run arguments. Remedies that
     change the model (non-centring, float64) compile their variant once and keep it too.
-    ``backend`` is the language the model is in ("numpyro" or "pymc"); ``engine`` what runs NUTS
+    ``backend`` is the language the model is written in (numpyro or pymc); ``engine`` what runs NUTS
     ("auto": chosen per run by :func:`resilient.engine.choose_engine`).
     """
 
@@ -163,8 +163,7 @@ class CompiledSampler:
                                  f"this model runs on {self.backend!r} without one. Give a pm.Model (or backend="
                                  "'pymc' for a shared-API model), or leave them out.")
         if pymc_model is not None and isinstance(idata.log_prior, tuple):
-            from resilient.adapters.pymc.idata import free_names
-
+            free_names = helper("pymc", "idata").free_names
             unknown = sorted(set(idata.log_prior) - set(free_names(pymc_model)))
             if unknown:
                 raise ResilientError(f"idata_kwargs={{'log_prior': [...]}} names {unknown}, which are not free "
@@ -186,8 +185,7 @@ class CompiledSampler:
             data["log_likelihood"] = data["log_likelihood"].to_dataset()[list(idata.log_likelihood_names)]
         if pymc_model is None:
             return keep
-        from resilient.adapters.pymc import idata as pymc_idata
-
+        pymc_idata = helper("pymc", "idata")
         if idata.log_prior:
             names = idata.log_prior if isinstance(idata.log_prior, tuple) else None
             data["log_prior"] = pymc_idata.log_prior(pymc_model, data, names)
@@ -246,7 +244,6 @@ class CompiledSampler:
         switched to float64 or to another engine)."""
         import re
 
-        from resilient.backend import get_adapter
         from resilient.record import read_attempts, read_run
 
         run = read_run(data) or {}
@@ -278,7 +275,7 @@ class CompiledSampler:
         compiled = None
         try:
             weighed = capabilities(self.backend).weighed_against_nutpie
-            if self.engine == "nutpie" or (weighed and self.engine == "auto" and installed("nutpie")):
+            if wraps_language(self.engine) or (weighed and self.engine == "auto" and installed("nutpie")):
                 compiled = self.compiled
         except Exception:  # noqa: BLE001 - preflight compiles it again and reports why, by site
             if self.engine == "auto":
@@ -289,14 +286,13 @@ class CompiledSampler:
                                compiled_pymc=compiled if capabilities(self.backend).weighed_against_nutpie else None,
                                draws=draws, tune=tune,
                                chains=chains, cores=cores, mass_matrix=mass_matrix)
-        if choice.engine == "nutpie" and compiled is not None and ("nutpie", self.model) not in self.cache:
-            from resilient.adapters.nutpie import NutpieCompiledModel
-
-            self.cache[("nutpie", self.model)] = NutpieCompiledModel(
+        wraps = wraps_language(choice.engine)
+        if wraps and compiled is not None and (choice.engine, self.model) not in self.cache:
+            self.cache[(choice.engine, self.model)] = get_adapter(choice.engine).wrap(
                 compiled, compile_backend=self.model.compile_backend, gradient_backend=self.model.gradient_backend)
-        nutpie = self.cache.get(("nutpie", self.model))
-        if choice.engine == "nutpie" and nutpie is not None and (nutpie.source, nutpie.compile_backend) != ("pymc", "numba"):
-            choice = replace(choice, reason=f"{choice.reason}: {nutpie.describe}")
+        wrapped = self.cache.get((choice.engine, self.model)) if wraps else None
+        if wrapped is not None and wrapped.unusual:
+            choice = replace(choice, reason=f"{choice.reason}: {wrapped.describe}")
         return choice
 
     def _checked_var_names(self, var_names: Sequence[str] | None) -> list[str] | None:
@@ -576,8 +572,7 @@ def _sample_bambi(model: Any, args: tuple, kwargs: dict[str, Any], engine: str, 
     """``resilient.sample(bmb_model, ...)``: ``bmb.Model.fit``'s arguments resolved
     (:func:`resilient.adapters.pymc.bambi.plan_fit`), the PyMC model Bambi builds run as any pm.Model is, and
     the result shaped as ``fit`` shapes it."""
-    from resilient.adapters.pymc.bambi import plan_fit
-
+    plan_fit = helper("pymc", "bambi").plan_fit
     if args or options.pop("model_kwargs", None):
         raise ResilientError("A Bambi model carries its data (the data frame given to bmb.Model): pass only fit's "
                              "and pm.sample's arguments.")

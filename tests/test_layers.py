@@ -13,9 +13,9 @@ COMPARED = re.compile(rf'(==|!=) *"({NAMES})"|"({NAMES})" *(==|!=)|\bin \("({NAM
 FOR_LOOP = re.compile(rf'\bfor \w+ in \("({NAMES})"')
 #: modules still comparing names, owned by other engineers at the time of #21.3 (see its report); each should ask
 #: resilient.backend.capabilities instead, and leave this list.
-PENDING = {"resilient/sampling.py"}
+PENDING: set[str] = set()
 #: modules still importing an adapter module directly (the same owners): they should go through the registry.
-PENDING_IMPORTS = {"resilient/sampling.py"}
+PENDING_IMPORTS: set[str] = set()
 
 
 def _core_modules():

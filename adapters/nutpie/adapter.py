@@ -35,5 +35,11 @@ class NutpieAdapter:
             from resilient.adapters.pymc import PyMCAdapter
 
             inner = PyMCAdapter(cores=self.cores).compile(model)
-        return NutpieCompiledModel(inner, cores=self.cores, compile_backend=getattr(model, "compile_backend", None),
-                                   gradient_backend=getattr(model, "gradient_backend", None))
+        return self.wrap(inner, compile_backend=getattr(model, "compile_backend", None),
+                         gradient_backend=getattr(model, "gradient_backend", None))
+
+    def wrap(self, compiled: Any, *, compile_backend: str | None = None,
+             gradient_backend: str | None = None) -> NutpieCompiledModel:
+        """nutpie over a model already compiled by its language's adapter (compiled once for both engines)."""
+        return NutpieCompiledModel(compiled, cores=self.cores, compile_backend=compile_backend,
+                                   gradient_backend=gradient_backend)

@@ -77,6 +77,11 @@ class NutpieCompiledModel:
         return getattr(self.inner, name)
 
     @property
+    def unusual(self) -> bool:
+        """Not nutpie's default way (a PyMC model on Numba): the engine's reason then says which way."""
+        return (self.source, self.compile_backend) != ("pymc", "numba")
+
+    @property
     def describe(self) -> str:
         """Which of the three ways, in words (for reasons and records)."""
         if self.source == "numpyro":
