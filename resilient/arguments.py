@@ -408,6 +408,11 @@ def markdown_table(which: str = "pm.sample") -> str:
         table, header = PM_SAMPLE_ARGUMENTS, "| `pm.sample` argument | fate | what happens |"
     else:
         raise ResilientError(f"`which` must be 'pm.sample' or 'idata_kwargs', got {which!r}.")
+    return fate_table(table, header)
+
+
+def fate_table(table: Mapping[str, tuple[str, str]], header: str) -> str:
+    """A Markdown table of arguments, each with its fate and what happens (the guide's tables)."""
     rows = [header, "|---|---|---|"]
     rows += [f"| `{name}` | {fate} | {words} |" for name, (fate, words) in table.items()]
     return "\n".join(rows)

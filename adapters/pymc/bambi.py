@@ -149,6 +149,6 @@ def _engine(method: str, engine: str) -> str:
 
 def markdown_table() -> str:
     """The guide's table of ``bmb.Model.fit``'s arguments (docs/guide/bambi.md)."""
-    rows = ["| `bmb.Model.fit` argument | fate | what happens |", "|---|---|---|"]
-    rows += [f"| `{name}` | {fate} | {words} |" for name, (fate, words) in FIT_ARGUMENTS.items()]
-    return "\n".join(rows)
+    from resilient.arguments import fate_table
+
+    return fate_table(FIT_ARGUMENTS, "| `bmb.Model.fit` argument | fate | what happens |")
