@@ -30,6 +30,7 @@ backends and dask are imported inside functions.
 from __future__ import annotations
 
 import sys as _sys
+from inspect import signature as _signature
 from types import ModuleType as _ModuleType
 
 from resilient.sbc.driver import sbc
@@ -52,3 +53,4 @@ class _CallablePackage(_ModuleType):
 
 
 _sys.modules[__name__].__class__ = _CallablePackage
+__signature__ = _signature(sbc)  # help() and the API reference show sbc's parameters
