@@ -63,10 +63,11 @@ def _model_arguments(model: Any, data: dict) -> dict:
 
 
 def _backends(choice: str, model: Any) -> list[str]:
-    from resilient.resolve import is_numpyro_function, is_pymc_function, is_pymc_model
+    from resilient.resolve import is_bambi_model, is_numpyro_function, is_pymc_function, is_pymc_model
 
-    if is_pymc_model(model) or (callable(model) and not is_numpyro_function(model) and is_pymc_function(model)):
-        return ["pymc"]
+    if is_pymc_model(model) or is_bambi_model(model) or (
+            callable(model) and not is_numpyro_function(model) and is_pymc_function(model)):
+        return ["pymc"]  # a Bambi model builds a pm.Model
     if callable(model) and is_numpyro_function(model):
         return ["numpyro"]
     return ["numpyro", "pymc"] if choice == "both" else [choice]

@@ -172,3 +172,25 @@ def test_a_centred_bambi_model_that_diverges_is_repaired_or_the_reason_is_named(
     else:
         told = " ".join(str(a.get("message", "")) for a in attempts) + " ".join(str(w.message) for w in caught)
         assert "diverg" in told
+
+
+@pytest.mark.slow  # a CLI process: imports, Bambi's build, two short chains
+def test_resilient_sample_on_a_file_that_builds_a_bambi_model(tmp_path):
+    """`resilient sample file.py:model` on a module-level bmb.Model: sampled on PyMC (a Bambi model builds a
+    pm.Model, whatever --backend defaults to) with Bambi's names in the netCDF it writes."""
+    import subprocess
+    import sys
+
+    import xarray as xr
+
+    source = tmp_path / "linear.py"
+    source.write_text("import bambi as bmb, numpy as np, pandas as pd\n"
+                      "rng = np.random.default_rng(11)\nx = rng.normal(size=60)\n"
+                      "model = bmb.Model('y ~ x', pd.DataFrame({'y': 1.0 + 0.5 * x + rng.normal(0, 0.8, 60), 'x': x}))\n")
+    out = tmp_path / "run.nc"
+    done = subprocess.run([sys.executable, "-m", "resilient", "sample", f"{source}:model", "--draws", "200", "--tune",
+                           "200", "--chains", "2", "--seed", "1", "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode in (0, 3), done.stderr[-3000:]  # ok, or warn (a short run) without --strict
+    tree = xr.open_datatree(out, engine="h5netcdf")
+    assert {"Intercept", "x", "sigma"} <= set(tree.posterior.data_vars)
