@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_root", "caches_enabled", "enable_jax_cache", "jax_cache_dir"]
+__all__ = ["cache_root", "caches_enabled", "enable_jax_cache"]
 
 _OFF = {"off", "0", "false", "no"}
 #: compilations shorter than this are not written (JAX's default is 1 s; NumPyro's NUTS kernel for a small
@@ -40,13 +40,6 @@ def cache_root() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "resilient"
-
-
-def jax_cache_dir() -> str | None:
-    """The directory JAX's persistent compilation cache writes to now (None: off)."""
-    import jax
-
-    return jax.config.jax_compilation_cache_dir
 
 
 def enable_jax_cache() -> str | None:

@@ -155,8 +155,10 @@ def _worst_convergence(posterior: dict[str, np.ndarray], chains: int,
     """The scalar furthest from convergence (R-hat excess first, then the smallest ESS) with its figures."""
     if chains < 2 or not posterior:
         return None
+    table = convergence(posterior) if table is None else table
+    # a figure ArviZ cannot compute counts as failing
     rows = [(label, rhat if np.isfinite(rhat) else np.inf, ess if np.isfinite(ess) else 0.0)
-            for label, rhat, ess in (convergence(posterior) if table is None else table)]  # a figure ArviZ cannot compute counts as failing
+            for label, rhat, ess in table]
     if not rows:
         return None
     return max(rows, key=lambda row: (max(row[1] - 1.0, 0.0) * 100 + 1.0 / max(row[2], 1.0)))
@@ -602,14 +604,14 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         seconds = time.monotonic() - attempt_start
         last_seconds = outcome.warmup_seconds + outcome.sampling_seconds or (seconds - compile_seconds)
         HISTORY.note_run(state.backend, outcome.warmup_seconds + outcome.sampling_seconds)
-        data = to_datatree(buffer.posterior(), buffer.sample_stats(), compiled.observed_data(),
+        posterior, stats = buffer.posterior(), buffer.sample_stats()  # stacked once: the result and its quality
+        data = to_datatree(posterior, stats, compiled.observed_data(),
                            warmup_stats=buffer.warmup_stats(), layout=_layout(compiled),
                            warmup_posterior=buffer.warmup_posterior())
         if states:  # where the chains stand: step size, mass matrix, positions (what a resume takes back)
             data["sampler_state"] = stack(list(states.values())).to_dataset()
-        posterior = buffer.posterior()
         table = convergence(posterior) if settings.chains >= 2 and posterior else []  # once: measure and assess
-        quality = measure(posterior, buffer.sample_stats(), draws=buffer.complete_draws,
+        quality = measure(posterior, stats, draws=buffer.complete_draws,
                           chains=settings.chains, max_tree_depth=settings.max_tree_depth, table=table)
         base = dict(attempt=number, backend=state.backend, settings=current_settings, remedy=remedy,
                     seconds=seconds, draws=buffer.complete_draws, divergences=buffer.divergences(),
@@ -617,7 +619,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     sampling_seconds=outcome.sampling_seconds, rhat=quality.rhat, ess_bulk=quality.ess_bulk)
         if crash is None and not outcome.completed:
             kind = "budget" if outcome.reason == "deadline" else "interrupted"
-            seen, note = assess(buffer, policy, run_settings, table=table) if buffer.complete_draws >= 8 else (None, "")
+            seen, note = (assess(buffer, policy, run_settings, table=table) if buffer.complete_draws >= 8
+                          else (None, ""))
             if buffer.complete_draws:
                 candidates.append(_Candidate(number, data, quality, finished=False,
                                              statistical=seen is None or seen in STATISTICAL))

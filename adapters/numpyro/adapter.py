@@ -148,10 +148,14 @@ def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:
     except ResilientError:
         raise
     except Exception as error:  # noqa: BLE001 - the model function raised: report it as the model's
-        where, site = _users_line(error)
+        import traceback
+
+        frames = traceback.extract_tb(error.__traceback__)
+        where, site = _users_line(frames)
+        in_truncation = any(Path(frame.filename).name == "truncated.py" for frame in frames)
         raise ModelError(
             f"Running the model {compiled.name!r} under NumPyro failed{where}: {type(error).__name__}: {error}"
-            + (_TRUNCATION_HINT if isinstance(error, AssertionError) and _raised_in(error, "truncated.py") else ""),
+            + (_TRUNCATION_HINT if isinstance(error, AssertionError) and in_truncation else ""),
             site=site,
         ) from error
 
@@ -161,21 +165,15 @@ _TRUNCATION_HINT = (". NumPyro's TruncatedDistribution takes a base distribution
                     "Truncated, or write its bounds into the model")
 
 
-def _raised_in(error: BaseException, filename: str) -> bool:
-    import traceback
-
-    return any(Path(f.filename).name == filename for f in traceback.extract_tb(error.__traceback__))
-
-
-def _users_line(error: BaseException) -> tuple[str, str | None]:
-    """Where in the user's code ``error`` was raised (the innermost frame outside NumPyro, JAX and Resilient) as
-    `` at file:line (`source`)``, and the site name a ``numpyro.sample("name", ...)`` on that line gives."""
+def _users_line(frames: Any) -> tuple[str, str | None]:
+    """Where in the user's code an error was raised (of its traceback ``frames``, the innermost outside NumPyro,
+    JAX and Resilient) as `` at file:line (`source`)``, and the site name a ``numpyro.sample("name", ...)`` on
+    that line gives."""
     import linecache
     import re
-    import traceback
 
     skip = ("site-packages", "dist-packages", f"{Path(__file__).parents[1]}", f"{Path(__file__).parents[2]}/resilient")
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not any(part in f.filename for part in skip)]
+    frames = [f for f in frames if not any(part in f.filename for part in skip)]
     if not frames:
         return "", None
     frame = frames[-1]
