@@ -194,3 +194,85 @@ def test_resilient_sample_on_a_file_that_builds_a_bambi_model(tmp_path):
     assert done.returncode in (0, 3), done.stderr[-3000:]  # ok, or warn (a short run) without --strict
     tree = xr.open_datatree(out, engine="h5netcdf")
     assert {"Intercept", "x", "sigma"} <= set(tree.posterior.data_vars)
+
+
+# --- sample_many over data sets of one formula ----------------------------------------------------------------------
+
+
+def _linear_frame(seed, n=50):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame({"y": 1.0 + 0.5 * x + rng.normal(0, 0.8, n), "x": x})
+
+
+def build_grouped(data):
+    """A builder for many fits: the Bambi model of one data frame (workers import it from this module)."""
+    return bmb.Model("y ~ x + (1|g)", data)
+
+
+def test_a_template_bambi_model_is_built_again_on_each_frame_as_bmb_model_builds_it():
+    """sample_many(bmb_model, frames): the template's recipe builds, on another frame, the model bmb.Model(formula,
+    frame, ...) builds (the user's priors kept, Bambi's defaults scaled to that frame); what a bmb.Model does not
+    keep is refused with the builder form named; data frames hash by their values. Fast: no sampling."""
+    from resilient.adapters.pymc.bambi import _priors_of
+    from resilient.batch import ModelSpec, data_fingerprint
+    from examples import sbc_models
+    from resilient.batch.spec import builds_bambi
+
+    first, other = _linear_frame(1), _linear_frame(2, n=70)
+    prior = {"x": bmb.Prior("Normal", mu=0, sigma=3), "sigma": bmb.Prior("Exponential", lam=1)}
+    template = bmb.Model("y ~ x", first, family="t", priors=prior)
+    spec = ModelSpec.of(template)
+    assert builds_bambi(spec.obj) and spec.name == "y ~ x"
+    rebuilt = spec.obj(other)
+    expected = bmb.Model("y ~ x", other, family="t", priors=prior)
+    assert _priors_of(rebuilt) == _priors_of(expected) != _priors_of(template)  # the intercept's scale is other's
+    assert rebuilt.family.name == "t"
+    assert builds_bambi(build_grouped) and not builds_bambi(linear.__code__)
+
+    def shifted(v):
+        return v + 1
+
+    with pytest.raises(ResilientError, match=r"cannot build this Bambi model again.*Pass a function that builds"):
+        ModelSpec.of(bmb.Model("y ~ shifted(x)", first, extra_namespace={"shifted": shifted}))
+    assert data_fingerprint({"d": first}) == data_fingerprint({"d": first.copy()})
+    changed = first.copy()
+    changed.loc[len(first) - 1, "y"] += 1e-9  # a change repr would not show
+    assert data_fingerprint({"d": first}) != data_fingerprint({"d": changed})
+    with pytest.raises(ResilientError, match="`fit_kwargs` has `draws`, which is sample_many's own argument"):
+        resilient.sample_many(template, [first], fit_kwargs={"draws": 10})
+    with pytest.raises(ResilientError, match="`fit_kwargs` has `init`; sample_many takes only omit_offsets"):
+        resilient.sample_many(template, [first], fit_kwargs={"init": "adapt_diag"})
+    with pytest.raises(ResilientError, match="inference_method='vi' is not supported"):
+        resilient.sample_many(template, [first], fit_kwargs={"inference_method": "vi"})
+    with pytest.raises(ResilientError, match=r"`fit_kwargs` \(bmb.Model.fit's arguments\) is for a Bambi model"):
+        resilient.sample_many(sbc_models.normal, [{}], fit_kwargs={"omit_offsets": False})
+
+
+@pytest.mark.slow  # ~40-60 s on 2 shared cores: three fits on a LocalCluster, three fit() calls to compare with
+def test_sample_many_over_frames_of_one_formula_gives_what_fit_gives_for_each(client, tmp_path):
+    """Each stored fit (fits/<id>.nc) has the groups, names and dims of bmb.Model(formula, frame).fit() for its
+    frame (one frame longer than the others: Bambi builds again), posterior means agree with fit's within MCSE, and
+    model.predict works on the stored fit."""
+    frames = [_linear_frame(1), _linear_frame(2), _linear_frame(3, n=70)]
+    template = bmb.Model("y ~ x", frames[0])
+    result = resilient.sample_many(template, frames, out=tmp_path / "many", client=client, engine="pymc",
+                                   draws=500, tune=500, chains=2, random_seed=4, progressbar=False)
+    summary = result.summary
+    assert list(summary["status"]) == ["ok"] * 3, summary[["status", "reason"]].to_dict("records")
+    assert list(summary["file"]) == [f"fits/fit-{i:05d}.nc" for i in range(3)]
+    assert set(summary["backend"]) == {"pymc"}
+    for index, frame in enumerate(frames):
+        ours = result.fit(index)
+        theirs = _fit(bmb.Model("y ~ x", frame), inference_method="pymc", **RUN)
+        mine, reference = _layout(ours), _layout(theirs)
+        assert set(mine) - {"warmup_sample_stats", "sampler_state"} == set(reference)
+        for group in ("posterior", "observed_data"):
+            assert mine[group] == reference[group], (index, group)
+        assert ours.posterior.attrs["modeling_interface"] == "bambi"
+        _agree_within_mcse(ours, theirs)
+        model = bmb.Model("y ~ x", frame)
+        with warnings.catch_warnings():  # numba: "Cannot cache compiled function ... large global arrays"
+            warnings.filterwarnings("ignore", message="Cannot cache compiled function")
+            model.predict(ours, kind="response")
+        assert ours.posterior_predictive["y"].shape[-1] == len(frame)

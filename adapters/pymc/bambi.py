@@ -10,12 +10,13 @@ Bambi is imported only through the model the user passes (nothing here imports i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from resilient.errors import ResilientError
 from resilient.resolve import is_bambi_model
 
-__all__ = ["FIT_ARGUMENTS", "BambiFit", "plan_fit", "is_bambi_model", "markdown_table"]
+__all__ = ["FIT_ARGUMENTS", "BambiFit", "plan_fit", "is_bambi_model", "markdown_table", "BambiRecipe", "recipe_of",
+           "built_model", "many_fit_options", "MANY_FIT_ARGUMENTS"]
 
 Fate = Literal["honoured", "ignored", "refused"]
 
@@ -152,3 +153,144 @@ def markdown_table() -> str:
     from resilient.arguments import fate_table
 
     return fate_table(FIT_ARGUMENTS, "| `bmb.Model.fit` argument | fate | what happens |")
+
+
+# --- many fits of one formula (resilient.sample_many) ---------------------------------------------------------------
+
+#: bmb.Model.fit's arguments that sample_many takes in ``fit_kwargs`` (its own arguments say the rest: draws, tune,
+#: chains, random_seed, target_accept, engine)
+MANY_FIT_ARGUMENTS = ("omit_offsets", "include_response_params", "include_mean", "inference_method", "method")
+
+#: bmb.Model's constructor options a template model keeps as attributes (what a recipe passes on)
+_MODEL_OPTIONS = ("dropna", "auto_scale", "noncentered", "center_predictors", "potentials")
+
+
+@dataclass(frozen=True, eq=False)
+class BambiRecipe:
+    """How ``sample_many(bmb_model, datasets=[frame, ...])`` builds the template's model again on each data frame:
+    ``bmb.Model(formula, frame, family=..., priors=..., ...)`` with the template's formula, family (its links
+    included), the priors its user set (default priors are Bambi's, scaled to each frame as ``bmb.Model`` scales
+    them), its categorical columns and its options. Made by :func:`recipe_of`, which checks that the recipe
+    builds the template itself again."""
+
+    builds_bambi: ClassVar[bool] = True  #: what resilient.batch.spec.builds_bambi looks for (no import of this module)
+
+    formula: Any
+    family: Any
+    priors: dict[str, Any]
+    categorical: tuple[str, ...]
+    options: dict[str, Any]
+
+    @property
+    def __name__(self) -> str:  # noqa: PLW3201 - names the batch ("fits of y ~ x")
+        return str(getattr(self.formula, "main", self.formula))
+
+    def __call__(self, data: Any) -> Any:
+        import copy
+
+        import bambi
+        import numpy as np  # noqa: F401 - the formula is evaluated in this frame, as bmb.Model does in its caller's: np.log(x)
+
+        return bambi.Model(self.formula, data, family=copy.deepcopy(self.family), priors=copy.deepcopy(self.priors),
+                           categorical=list(self.categorical) or None, **self.options)
+
+
+def _user_set(prior: Any) -> bool:
+    """A prior the model's user chose (Bambi marks its own defaults ``auto_scale=True`` and scales them)."""
+    return not getattr(prior, "auto_scale", False)
+
+
+def _priors_of(model: Any) -> list[tuple[str, str, str]]:
+    """Every component's and term's prior, as text: what two builds of one formula on one frame share."""
+    rows = []
+    for name, component in model._components.items():
+        terms = getattr(component, "terms", None)
+        if terms is None:
+            rows.append((name, "", repr(component.prior)))
+        else:
+            rows.extend((name, term_name, repr(term.prior)) for term_name, term in terms.items())
+    return rows
+
+
+def recipe_of(model: Any) -> BambiRecipe:
+    """The :class:`BambiRecipe` of a template ``bmb.Model``, checked: built on the template's own data frame it gives
+    the template's terms and priors. What a ``bmb.Model`` does not keep (``extra_namespace``, a name the formula
+    takes from the caller's scope, priors given through ``set_priors``'s ``common=`` ...) fails that check, and the
+    error says to pass a function that builds the model from a frame."""
+    parent = model.family.likelihood.parent
+    priors: dict[str, Any] = {}
+    for name, component in model._components.items():
+        terms = getattr(component, "terms", None)
+        if terms is None:
+            if _user_set(component.prior):
+                priors[name] = component.prior
+            continue
+        chosen = {term_name: term.prior for term_name, term in terms.items() if _user_set(term.prior)}
+        if name == parent:
+            priors.update(chosen)
+        elif chosen:
+            priors[name] = chosen
+    categorical = tuple(str(c) for c in model.data.columns if str(model.data[c].dtype) == "category")
+    recipe = BambiRecipe(formula=model.formula, family=model.family, priors=priors, categorical=categorical,
+                         options={name: getattr(model, name) for name in _MODEL_OPTIONS})
+    advice = ("Pass a function that builds the model from a data frame instead (def build(data): return "
+              "bmb.Model(formula, data, ...)); sample_many calls it on each data set.")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            again = recipe(model.data)
+    except Exception as error:  # noqa: BLE001 - what the template does not keep (a namespace ...): said, with the fix
+        raise ResilientError(f"sample_many cannot build this Bambi model again from its formula and options: "
+                             f"{type(error).__name__}: {error}. {advice}") from None
+    if _priors_of(again) != _priors_of(model):
+        differ = sorted({f"{c}:{t}" if t else c for (c, t, p) in set(_priors_of(model)) ^ set(_priors_of(again))})
+        raise ResilientError(f"sample_many cannot build this Bambi model again from its formula and options: built "
+                             f"on its own data frame, the priors of {differ} differ. {advice}")
+    return recipe
+
+
+def built_model(function: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """The ``bmb.Model`` a builder (or a :class:`BambiRecipe`) returns for one data set."""
+    built = function(*args, **kwargs)
+    if not is_bambi_model(built):
+        name = getattr(function, "__name__", "model")
+        raise ResilientError(f"{name}() refers to Bambi but returned {type(built).__name__}, not a bmb.Model. A "
+                             "builder for many fits must end with `return bmb.Model(formula, data, ...)`.")
+    return built
+
+
+def many_fit_options(fit_kwargs: Any, engine: str, own: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
+    """``sample_many``'s ``fit_kwargs`` for a Bambi model, checked: ``(options for plan_fit, engine)``. Only the
+    arguments of :data:`MANY_FIT_ARGUMENTS`; ``inference_method`` becomes the engine; one of sample_many's ``own``
+    arguments (draws, chains, ...) is refused with the place to give it."""
+    if fit_kwargs is None:
+        return {}, engine
+    if not isinstance(fit_kwargs, dict):
+        raise ResilientError(f"`fit_kwargs` must be a dict of bmb.Model.fit's arguments, got "
+                             f"{type(fit_kwargs).__name__}.")
+    for name in fit_kwargs:
+        if name in own:
+            raise ResilientError(f"`fit_kwargs` has `{name}`, which is sample_many's own argument: give "
+                                 f"sample_many({name}=...).")
+        if name not in MANY_FIT_ARGUMENTS:
+            raise ResilientError(f"`fit_kwargs` has `{name}`; sample_many takes only "
+                                 f"{', '.join(MANY_FIT_ARGUMENTS[:4])} from bmb.Model.fit's arguments.")
+    options = dict(fit_kwargs)
+    method = options.pop("method", None)
+    inference_method = options.pop("inference_method", None)
+    if method is not None:
+        if inference_method is not None and inference_method != method:
+            raise ResilientError(f"method={method!r} and inference_method={inference_method!r} disagree; give "
+                                 "inference_method only (Bambi deprecates method).")
+        inference_method = method
+    if inference_method is not None:
+        engine = _engine(str(inference_method).lower(), engine)
+    include_mean = options.pop("include_mean", None)
+    if include_mean is not None:
+        options["include_response_params"] = include_mean
+    for name in ("omit_offsets", "include_response_params"):
+        if name in options and not isinstance(options[name], bool):
+            raise ResilientError(f"`{name}` must be True or False, got {options[name]!r}.")
+    return options, engine

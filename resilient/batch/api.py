@@ -16,7 +16,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from resilient.batch.cluster import execute
 from resilient.batch.spec import (
-    FIT_STATUSES, SUMMARY_COLUMNS, FitJob, ModelSpec, fit_seed, manifest_of, resolve_fit_timeout, run_settings,
+    DATA_FRAME, FIT_STATUSES, SUMMARY_COLUMNS, FitJob, ModelSpec, builds_bambi, fit_seed, is_data_frame, manifest_of,
+    resolve_fit_timeout, run_settings,
 )
 from resilient.batch.store import FitStore, read_summary
 from resilient.errors import ResilientError
@@ -70,13 +71,22 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
                 max_attempts: int | None = None, fix: bool = True, float32: bool = False, keep_draws: bool = True,
                 ids: Sequence[str] | None = None, progressbar: bool = True, progress_lines: bool = False,
                 fit_timeout: float | str | None = "auto", worker_timeout: float = 120.0,
-                max_in_flight: int | None = None) -> ManyResult:
+                max_in_flight: int | None = None, fit_kwargs: Mapping[str, Any] | None = None) -> ManyResult:
     """One resilient fit per data set, on dask.distributed; results stream to ``out`` as they finish.
 
     ``model``: a model function (shared API, NumPyro, or a function that builds and returns a
     ``pm.Model``) or a ``"file.py:name"`` / ``"package.module:name"`` reference that workers load
     themselves. ``datasets``: an iterable of the function's keyword arguments, one dict per fit (read
-    lazily: a generator of thousands is fine). ``engine`` is what runs NUTS, as for :func:`resilient.sample`
+    lazily: a generator of thousands is fine).
+
+    Bambi: ``model`` is a ``bmb.Model`` (a template, built again on each data set with its formula, family,
+    priors and options; Bambi's default priors are scaled to each data set, as ``bmb.Model`` scales them) or a
+    function that builds and returns one (``def build(data): return bmb.Model("y ~ x", data)``), and each data set
+    is a pandas DataFrame with the columns the formula uses (or a dict of the builder's keyword arguments). Each
+    fit is what ``bmb.Model(formula, data).fit(...)`` returns, with Bambi's names and dims, so
+    ``bmb.Model(formula, data).predict(result.fit(i))`` works. ``fit_kwargs``: ``bmb.Model.fit``'s
+    ``omit_offsets``, ``include_response_params`` and ``inference_method`` (``"pymc"`` or ``"nutpie"``, as
+    ``engine``). ``engine`` is what runs NUTS, as for :func:`resilient.sample`
     (``"auto"``, ``"numpyro"``, ``"pymc"``, ``"nutpie"``). Every fit runs under the same :class:`Policy`
     (``time_budget`` and ``max_attempts`` override it) with ``draws``/``tune``/``chains`` as in
     :func:`resilient.sample`; fit ``i``'s seed comes from ``random_seed`` and ``i``.
@@ -100,11 +110,22 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
 
     require("distributed", "resilient.sample_many")
     spec = ModelSpec.of(model)
+    bambi = spec.reference is None and builds_bambi(spec.obj)
+    if fit_kwargs is not None:
+        if spec.reference is None and not bambi:
+            raise ResilientError(f"`fit_kwargs` (bmb.Model.fit's arguments) is for a Bambi model; {spec.name} is not "
+                                 "one.")
+        from resilient.backend import helper
+
+        fit_kwargs, engine = helper("pymc", "bambi").many_fit_options(
+            fit_kwargs, engine, own=tuple(sample_many.__kwdefaults__))
     options = RunOptions(draws=draws, tune=tune, chains=chains, target_accept=target_accept,
                          max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                          max_attempts=max_attempts, progressbar=False)
     engine, backend = resolve_engine(engine, None, backend)
     run = run_settings(options, fix=fix, float32=float32, engine=engine)
+    if fit_kwargs:  # only then: a run folder written without them keeps its manifest
+        run["fit_kwargs"] = dict(fit_kwargs)
     resolve_fit_timeout(fit_timeout, run["policy"])
     id_list = list(ids) if ids is not None else None
     if id_list is not None and len(set(id_list)) != len(id_list):
@@ -115,8 +136,11 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
 
     def jobs() -> Iterator[FitJob]:
         for index, data in enumerate(datasets):
-            if not isinstance(data, Mapping):
-                raise ResilientError(f"Each data set must be a dict of the model's keyword arguments; data set "
+            if is_data_frame(data) and (bambi or spec.reference is not None):  # (a reference: its worker checks)
+                data = {DATA_FRAME: data}
+            elif not isinstance(data, Mapping):
+                raise ResilientError(f"Each data set must be a dict of the model's keyword arguments"
+                                     f"{' (or a data frame, for a Bambi model)' if not bambi else ''}; data set "
                                      f"{index} is {type(data).__name__}.")
             fit_id = _fit_id(index, id_list)
             yield FitJob(fit_id=fit_id, index=index, model=spec, backend=backend, data=dict(data), run=run,

@@ -21,7 +21,11 @@ from resilient.options import RunOptions
 from resilient.policy import Policy
 
 __all__ = ["FIT_STATUSES", "SUMMARY_COLUMNS", "ModelSpec", "FitJob", "data_fingerprint", "fit_seed", "run_settings",
-           "manifest_of", "resolve_fit_timeout", "load_reference"]
+           "manifest_of", "resolve_fit_timeout", "load_reference", "DATA_FRAME", "builds_bambi", "is_data_frame"]
+
+#: the key a data set that is a data frame travels under in a job's ``data`` (a Bambi model's builder takes it as
+#: its one positional argument)
+DATA_FRAME = "__data_frame__"
 
 #: what became of a fit. ``ok``: accepted by the loop; ``exhausted``: the caps ran out on a statistical
 #: failure and the best attempt's draws were kept (their diagnostics fail); ``budget``: the policy's
@@ -53,6 +57,12 @@ class ModelSpec:
     def of(cls, model: Any) -> "ModelSpec":
         if isinstance(model, ModelSpec):
             return model
+        from resilient.resolve import is_bambi_model
+
+        if is_bambi_model(model):  # a template: built again on each data frame (its recipe, checked here)
+            from resilient.backend import helper
+
+            model = helper("pymc", "bambi").recipe_of(model)
         if isinstance(model, str):
             _split_reference(model)  # says what is wrong with a malformed reference, here and not on a worker
             path, _, name = model.rpartition(":")
@@ -84,6 +94,33 @@ class ModelSpec:
         return self.obj if self.reference is None else load_reference(self.reference)
 
 
+def builds_bambi(obj: Any) -> bool:
+    """A ``bmb.Model``, the recipe of one (:class:`resilient.adapters.pymc.bambi.BambiRecipe`) or a function that
+    refers to bambi (a builder: ``def build(data): return bmb.Model(formula, data)``); imports nothing."""
+    from resilient.resolve import _refers_to, is_bambi_model
+
+    return (is_bambi_model(obj) or bool(getattr(obj, "builds_bambi", False))
+            or (callable(obj) and not isinstance(obj, type) and _refers_to(obj, "bambi")))
+
+
+def is_data_frame(value: Any) -> bool:
+    """A pandas DataFrame (recognised by its class, without importing pandas)."""
+    return any(c.__module__.split(".")[0] == "pandas" and c.__name__ == "DataFrame" for c in type(value).__mro__)
+
+
+def _frame_digest(digest: Any, frame: Any) -> None:
+    """A data frame's column names, dtypes (categories included), index and values into ``digest``."""
+    import pandas as pd
+
+    digest.update(repr([(str(c), repr(t)) for c, t in frame.dtypes.items()]).encode())
+    try:
+        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    except TypeError:  # a cell pandas cannot hash (a list ...): the pickled frame stands in
+        import pickle
+
+        digest.update(pickle.dumps(frame))
+
+
 @dataclass(frozen=True)
 class FitJob:
     """One fit, as shipped to a worker. ``data``: the model function's keyword arguments;
@@ -110,6 +147,9 @@ def data_fingerprint(data: Mapping[str, Any] | None) -> str:
         digest.update(key.encode())
         if value is None:
             digest.update(b"None")
+            continue
+        if is_data_frame(value):
+            _frame_digest(digest, value)
             continue
         try:
             array = np.ascontiguousarray(np.asarray(value))

@@ -21,10 +21,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from resilient.batch.fork import ChildProcessesAllowed
-from resilient.batch.spec import FitJob, ModelSpec, data_fingerprint
+from resilient.batch.spec import DATA_FRAME, FitJob, ModelSpec, builds_bambi, data_fingerprint
+from resilient.errors import ResilientError
 from resilient.policy import Policy
 
-__all__ = ["run_fit", "sampler_for"]
+__all__ = ["run_fit", "sampler_for", "prepared"]
 
 _RUN_STATUS = {"ok": "ok", "failed": "exhausted", "budget": "budget", "interrupted": "failed"}
 
@@ -39,7 +40,8 @@ _CACHE_LOCK = threading.Lock()
 
 
 def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *, fix: bool = True,
-                float32: bool = False, engine: str = "auto") -> tuple[Any, str, float]:
+                float32: bool = False, engine: str = "auto",
+                fit_kwargs: Mapping[str, Any] | None = None) -> tuple[Any, str, float]:
     """A :class:`~resilient.sampling.CompiledSampler` for ``data``: ``(sampler, how, seconds)``.
 
     ``how`` is ``"reused"`` (this data set was compiled before in this process), ``"first"`` (the
@@ -49,7 +51,22 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
     NumPyro adapter's ``with_data`` reuses the jitted programs for data arrays of the same shapes and
     dtypes and the same other arguments; the last few compiled bases are asked, so data sets of a few
     shapes each compile once.
+
+    A Bambi model (a template ``bmb.Model``'s recipe, or a function that builds one from a data frame) is built
+    on each data set and its PyMC model compiled (Bambi writes each data set into the model as constants, so
+    there is no ``with_data``); ``fit_kwargs`` are ``bmb.Model.fit``'s (``omit_offsets``, ...).
     """
+    sampler, how, seconds, _ = prepared(spec, backend, data, fix=fix, float32=float32, engine=engine,
+                                        fit_kwargs=fit_kwargs)
+    return sampler, how, seconds
+
+
+def prepared(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *, fix: bool = True,
+             float32: bool = False, engine: str = "auto",
+             fit_kwargs: Mapping[str, Any] | None = None) -> tuple[Any, str, float, Any]:
+    """:func:`sampler_for` and how to shape its draws: ``(sampler, how, seconds, shaping)``; ``shaping`` is a Bambi
+    model's :class:`~resilient.adapters.pymc.bambi.BambiFit` (the variables ``fit`` samples, and its
+    post-processing), None for other models."""
     from resilient.backend import capabilities
     from resilient.engine import model_backend
     from resilient.model import Model, NativeModel
@@ -57,15 +74,28 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
     from resilient.sampling import CompiledSampler
 
     started = time.perf_counter()
-    options = (bool(fix), bool(float32), engine)
+    options = (bool(fix), bool(float32), engine, *sorted((k, repr(v)) for k, v in (fit_kwargs or {}).items()))
     key = (spec.key, backend, options, data_fingerprint(data))
     with _CACHE_LOCK:
         if key in _SAMPLERS:
             _SAMPLERS.move_to_end(key)
-            return _SAMPLERS[key], "reused", time.perf_counter() - started
+            sampler, shaping = _SAMPLERS[key]
+            return sampler, "reused", time.perf_counter() - started, shaping
         bases = list(_BASES.get(key[:3], ()))
     function = spec.load()
-    resolved = resolve_model(function, (), dict(data), fix=fix, float32=float32)
+    shaping = None
+    if builds_bambi(function):
+        shaping = _bambi_plan(function, data, engine, fit_kwargs)
+        engine = shaping.engine
+        resolved = resolve_model(shaping.pymc_model, (), {}, fix=fix, float32=float32)
+    else:
+        if DATA_FRAME in data:
+            raise ResilientError(f"A data set that is a data frame is for a Bambi model; {spec.name} is not one. Give "
+                                 "each data set as a dict of the model function's keyword arguments.")
+        if fit_kwargs:
+            raise ResilientError(f"`fit_kwargs` (bmb.Model.fit's arguments) is for a Bambi model; {spec.name} is not "
+                                 "one.")
+        resolved = resolve_model(function, (), dict(data), fix=fix, float32=float32)
     native = resolved.backend if isinstance(resolved, NativeModel) else None
     name = default_backend(resolved, model_backend(engine, backend, native))
     sampler = None
@@ -92,10 +122,24 @@ def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *
     with _CACHE_LOCK:
         if how != "with-data":
             _BASES[key[:3]] = [sampler, *_BASES.get(key[:3], ())][:_CACHE_SIZE]
-        _SAMPLERS[key] = sampler
+        _SAMPLERS[key] = (sampler, shaping)
         while len(_SAMPLERS) > _CACHE_SIZE:
             _SAMPLERS.popitem(last=False)
-    return sampler, how, time.perf_counter() - started
+    return sampler, how, time.perf_counter() - started, shaping
+
+
+def _bambi_plan(function: Any, data: Mapping[str, Any], engine: str, fit_kwargs: Mapping[str, Any] | None) -> Any:
+    """The Bambi model for this data set (a data frame is the builder's one positional argument, a dict its
+    keyword arguments), built, and fit's plan for it (:func:`resilient.adapters.pymc.bambi.plan_fit`)."""
+    from resilient.backend import helper
+    from resilient.resolve import is_bambi_model
+
+    bambi = helper("pymc", "bambi")
+    if is_bambi_model(function):  # a module-level bmb.Model in a model file: its recipe
+        function = bambi.recipe_of(function)
+    kwargs = dict(data)
+    args = (kwargs.pop(DATA_FRAME),) if DATA_FRAME in kwargs else ()
+    return bambi.plan_fit(bambi.built_model(function, args, kwargs), dict(fit_kwargs or {}), engine=engine)
 
 
 def _log_start(job: FitJob) -> str:
@@ -134,11 +178,14 @@ def run_fit(job: FitJob) -> dict[str, Any]:
         if job.simulation is not None:
             data, context = job.simulation.simulate(job)
         row["data_hash"] = data_fingerprint(data)
-        sampler, how, seconds = sampler_for(job.model, job.backend, data, fix=job.run.get("fix", True),
-                                            float32=job.run.get("float32", False),
-                                            engine=job.run.get("engine", "auto"))
+        sampler, how, seconds, shaping = prepared(job.model, job.backend, data, fix=job.run.get("fix", True),
+                                                  float32=job.run.get("float32", False),
+                                                  engine=job.run.get("engine", "auto"),
+                                                  fit_kwargs=job.run.get("fit_kwargs"))
         row.update(compile=how, compile_seconds=round(seconds, 4), backend=sampler.backend)
-        data_tree = _sample(sampler, job, row)
+        data_tree = _sample(sampler, job, row, var_names=shaping.var_names if shaping is not None else None)
+        if shaping is not None:
+            data_tree = _shaped(shaping, data_tree, row)
         if data_tree is not None and job.simulation is not None and row["status"] != "failed":
             result["records"] = job.simulation.records(job, data_tree, context)
     except Exception as error:  # noqa: BLE001 - recorded as this fit's failure, never raised into the batch
@@ -151,7 +198,21 @@ def run_fit(job: FitJob) -> dict[str, Any]:
     return result
 
 
-def _sample(sampler: Any, job: FitJob, row: dict[str, Any]) -> Any:
+def _shaped(shaping: Any, data: Any, row: dict[str, Any]) -> Any:
+    """A Bambi fit's draws shaped as ``bmb.Model.fit`` shapes them (partial draws of a failed fit too, where
+    Bambi's post-processing takes them; else they are kept as sampled and the row says so)."""
+    if data is None:
+        return None
+    try:
+        return shaping.finish(data)
+    except Exception as error:  # noqa: BLE001 - a failed fit's partial draws: kept unshaped, never lost
+        if row["status"] == "ok":
+            raise
+        row["reason"] = f"{row['reason']} (draws kept as sampled: Bambi's post-processing raised {reason_of(error)})"
+        return data
+
+
+def _sample(sampler: Any, job: FitJob, row: dict[str, Any], var_names: Any = None) -> Any:
     """The loop on this data set; fills ``row``'s status and reason; the DataTree (partial draws of a
     failed fit too, when there are any) or None."""
     from resilient import record
@@ -165,7 +226,8 @@ def _sample(sampler: Any, job: FitJob, row: dict[str, Any]) -> Any:
             warnings.simplefilter("always")
             data = sampler.sample(draws=run["draws"], tune=run["tune"], chains=run["chains"],
                                   target_accept=run.get("target_accept", 0.8), random_seed=job.random_seed,
-                                  progressbar=False, max_tree_depth=run.get("max_tree_depth", 10), policy=policy)
+                                  progressbar=False, max_tree_depth=run.get("max_tree_depth", 10), policy=policy,
+                                  var_names=var_names)
     except SamplingFailed as error:
         row.update(status="failed", reason=reason_of(error), attempts=len(error.attempts))
         return error.partial
