@@ -48,6 +48,9 @@ class NUTSSettings:
     resume_state: Any = None  # a SamplerState (resilient.sampler_state) of this engine: continue that run
     mass_matrix: str = "diag"  # also "low_rank", "full", "diag_grad": each adapter's Capabilities.mass_matrices
     cores: int | None = None  # chains at a time (PyMC: processes, nutpie: threads); None: the adapter's own
+    #: a resilient.warm_start.WarmStart: start from a saved adaptation with a short, checked window (the engine's
+    #: run_nuts hands the run to resilient.warm_start.run_warm, which falls back to the full warm-up)
+    warm_state: Any = None
 
 
 @dataclass

@@ -154,6 +154,28 @@ class SamplerState:
                  "latent_names": dumps(list(self.latent_names))}
         return xr.Dataset(variables, coords={"chain": np.asarray(self.chains)}, attrs=attrs)
 
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> "SamplerState":
+        """The state a result's ``sampler_state`` group holds (what :meth:`to_dataset` wrote): positions, step
+        sizes, mass matrices, counts, settings and fingerprint; engine-only arrays (``native``) are not in it."""
+        attrs = dict(dataset.attrs)
+
+        def loaded(name: str, default: Any) -> Any:
+            text = attrs.get(name)
+            return json.loads(text) if isinstance(text, str) else (default if text is None else text)
+
+        matrix = dataset["inverse_mass_matrix"].values if "inverse_mass_matrix" in dataset else None
+        return cls(
+            engine=str(attrs.get("engine", "")), chains=tuple(int(c) for c in dataset["chain"].values),
+            positions=np.asarray(dataset["position"].values, np.float64),
+            step_size=np.asarray(dataset["step_size"].values, np.float64),
+            draws_done=np.asarray(dataset["draws_done"].values, np.int64),
+            tune_done=np.asarray(dataset["tune_done"].values, np.int64),
+            inverse_mass_matrix=None if matrix is None else np.asarray(matrix, np.float64),
+            mass_matrix=str(attrs.get("mass_matrix", "diag")), adaptation=str(attrs.get("adaptation", "reusable")),
+            settings=loaded("settings", {}), fingerprint=loaded("fingerprint", {}),
+            latent_names=tuple(loaded("latent_names", ())))
+
 
 def _index(native: Mapping[str, Any]) -> dict[str, list]:
     """Where each engine array sits in the packed arrays: name -> [dtype, offset, shape]. The arrays are

@@ -41,6 +41,9 @@ class CompiledSampler:
     #: ``model`` is then the float64 form; ``"raw"`` (``float32=None`` on a native NumPyro function): each run checks
     #: the precision raw NumPyro would give it (``model``'s) and records the choice
     float32_auto: bool | str = False
+    #: the sampler state (:class:`~resilient.sampler_state.SamplerState`) of this sampler's last accepted call:
+    #: what ``warm_start="auto"`` starts the next call from (:mod:`resilient.warm_start`)
+    last_state: Any = field(default=None, repr=False)
 
     @property
     def compiled(self) -> Any:
@@ -65,27 +68,41 @@ class CompiledSampler:
                checkpoint: str | None = None, resume: str | None = None,
                var_names: Sequence[str] | None = None, mass_matrix: str = "diag",
                log_likelihood: bool | None = None, cores: int | None = None,
-               discard_tuned_samples: bool = True) -> xarray.DataTree:
+               discard_tuned_samples: bool = True, warm_start: Any = "auto") -> xarray.DataTree:
         """Preflight and the resilient NUTS loop on the compiled model; an ArviZ DataTree.
 
         The run options mean what they mean in :func:`sample` (they make one
         :class:`~resilient.options.RunOptions`, checked once); the model, its data, the backend and
         the engine are this sampler's.
+
+        ``warm_start``: ``"auto"`` (the default) starts from the adaptation of this sampler's last accepted
+        call (:attr:`last_state`) where there is one and the chains, mass matrix kind, engine, target
+        acceptance, precision and non-centring are the same: a short, checked re-adaptation window
+        (:data:`resilient.warm_start.WINDOW` iterations) instead of ``tune``, and a full warm-up when the check
+        fails. ``False``: always the full warm-up. A result of an earlier run (its ``sampler_state`` group):
+        start from that. The attempt log's ``settings["warm_start"]`` says what happened
+        (see :mod:`resilient.warm_start`).
         """
-        return self.run(RunOptions(
+        options = RunOptions(
             draws=draws, tune=tune, chains=chains, target_accept=target_accept, random_seed=random_seed,
             initvals=initvals, progressbar=progressbar, preflight=preflight, max_tree_depth=max_tree_depth,
             policy=policy, time_budget=time_budget, max_attempts=max_attempts, checkpoint=checkpoint, resume=resume,
             var_names=var_names, mass_matrix=mass_matrix, log_likelihood=log_likelihood, cores=cores,
-            discard_tuned_samples=discard_tuned_samples))
+            discard_tuned_samples=discard_tuned_samples)
+        if isinstance(warm_start, str) and warm_start == "auto":  # the default: run's own
+            return self.run(options)
+        return self.run(options, warm_start=warm_start)
 
-    def run(self, options: RunOptions, idata: IdataOptions | None = None) -> xarray.DataTree:
+    def run(self, options: RunOptions, idata: IdataOptions | None = None, *,
+            warm_start: Any = "auto") -> xarray.DataTree:
         """Preflight and the resilient NUTS loop under ``options`` (a checked
         :class:`~resilient.options.RunOptions`); an ArviZ DataTree, shaped as pm.sample's ``idata_kwargs``
-        (``idata``, checked by :func:`resilient.arguments.idata_options`) asks."""
+        (``idata``, checked by :func:`resilient.arguments.idata_options`) asks. ``warm_start`` as in
+        :meth:`sample`."""
         from resilient.checkpoint import Checkpoint
         from resilient.loop import run_loop
 
+        warm_given = _checked_warm_start(warm_start)
         keep = self._checked_var_names(options.var_names)
         idata = idata or IdataOptions()
         pymc_model = self._checked_idata(idata)
@@ -109,6 +126,9 @@ class CompiledSampler:
                                 resume_state=resume_state, mass_matrix=mass_matrix, cores=options.cores)
         if options.initvals is not None:
             settings = replace(settings, initial_points=self._initial_points(options.initvals, options.chains))
+        warm, warm_note = self._warm_start(warm_start, warm_given, options, choice.engine)
+        if warm is not None:
+            settings = replace(settings, warm_state=warm)
         store = None
         if options.checkpoint is not None or options.resume is not None:
             store = Checkpoint(options.checkpoint or options.resume, fresh=options.resume is None, meta={
@@ -121,10 +141,21 @@ class CompiledSampler:
 
             precision = choose_precision(self.model, choice.engine, self.cache, options.random_seed, self.float32_auto)
             model, precision_reason = precision.model, precision.reason
-        data = run_loop(model, choice.engine, settings, options.policy,
-                        preflight=options.preflight and options.resume is None, checkpoint=store,
-                        progressbar=options.progressbar, compile_cache=self.cache, engine_reason=choice.reason,
-                        keep_warmup=not options.discard_tuned_samples, precision_reason=precision_reason)
+        try:
+            data = run_loop(model, choice.engine, settings, options.policy,
+                            preflight=options.preflight and options.resume is None, checkpoint=store,
+                            progressbar=options.progressbar, compile_cache=self.cache, engine_reason=choice.reason,
+                            keep_warmup=not options.discard_tuned_samples, precision_reason=precision_reason)
+        except Exception as error:
+            partial = getattr(error, "partial", None)
+            if partial is not None and (warm is not None or warm_note is not None):
+                _record_warm_start(partial, warm, warm_note)
+            raise
+        if data is not None and (warm is not None or warm_note is not None):
+            _record_warm_start(data, warm, warm_note)
+            if store is not None:
+                store.write_record({}, {k: v for k, v in data.attrs.items() if k.startswith("resilient")})
+        self._keep_state(data)
         wanted = options.log_likelihood
         if data is not None and (capabilities(self.backend).log_likelihood_by_default if wanted is None else wanted):
             self._add_log_likelihood(data, limit=LOG_LIKELIHOOD_DEFAULT_LIMIT if wanted is None else None)
@@ -139,6 +170,49 @@ class CompiledSampler:
         if options.compute_convergence_checks and data is not None:
             _warn_convergence(data)
         return data
+
+    def _warm_start(self, warm_start: Any, given: Any, options: RunOptions, engine: str) -> tuple[Any, str | None]:
+        """``(WarmStart or None, why not)`` for this run: the state ``warm_start`` names (``given``: a result's
+        state, already read) when the run's settings allow one; ``why not`` is None where nothing was asked
+        (``False``, or ``"auto"`` with no earlier accepted call)."""
+        from resilient.warm_start import WarmStart
+
+        if warm_start is False:
+            return None, None
+        if given is not None:
+            state, source = given, "the sampler_state of the result given as warm_start"
+        elif self.last_state is not None:
+            state, source = self.last_state, "the last accepted call of this compiled model"
+        else:
+            return None, None
+        why = None
+        if options.initvals is not None:
+            why = "initvals were given: the chains start where asked and warm up in full"
+        elif options.checkpoint is not None:
+            why = "a checkpointed run warms up in full, so that a resume continues it as written"
+        elif state.engine != engine:
+            why = f"the saved state is {state.engine}'s and this run's engine is {engine}"
+        elif len(state.chains) != options.chains:
+            why = f"the saved state has {len(state.chains)} chains and this run {options.chains}"
+        elif state.mass_matrix != options.mass_matrix:
+            why = f"the saved mass matrix is {state.mass_matrix!r} and this run asks for {options.mass_matrix!r}"
+        if why is not None:
+            return None, f"not used ({source}): {why}"
+        return WarmStart(state, source), None
+
+    def _keep_state(self, data: Any) -> None:
+        """Keep the sampler state of an accepted result for the next call's ``warm_start="auto"``."""
+        if data is None or "sampler_state" not in data.children:
+            return
+        from resilient.record import read_run
+        from resilient.sampler_state import SamplerState
+
+        if (read_run(data) or {}).get("status") != "ok":
+            return
+        try:
+            self.last_state = SamplerState.from_dataset(data["sampler_state"].to_dataset())
+        except Exception:  # noqa: BLE001 - no state is better than a wrong one: the next call warms up in full
+            self.last_state = None
 
     def _checked_idata(self, idata: IdataOptions) -> Any:
         """Refuse, before sampling, the ``idata_kwargs`` keys this model cannot honour; the ``pm.Model``
@@ -326,6 +400,54 @@ class CompiledSampler:
                 x = compiled.unconstrain({**compiled.constrain(x), **values})
             points.append(x)
         return np.stack(points)
+
+
+def _checked_warm_start(warm_start: Any) -> Any:
+    """The saved state a ``warm_start`` result holds (None for ``"auto"``, True and False); an error quoting any
+    other value."""
+    if isinstance(warm_start, bool) or (isinstance(warm_start, str) and warm_start == "auto"):
+        return None
+    if isinstance(warm_start, str) or not hasattr(warm_start, "children"):
+        raise ResilientError(f"`warm_start` must be 'auto', False or a result of resilient.sample (its sampler_state "
+                             f"group is taken), got {warm_start!r}.")
+    from resilient.warm_start import from_result
+
+    return from_result(warm_start)
+
+
+def _record_warm_start(data: Any, warm: Any, note: str | None) -> None:
+    """Put what the warm start did into ``data``'s attempt log (each attempt's ``settings["warm_start"]``, and
+    its message where the check failed) and into the run record (``warm_start``: one sentence)."""
+    from resilient import record
+
+    attempts = [dict(a) for a in record.read_attempts(data)]
+    if not attempts:
+        return
+    entries = {entry.get("random_seed"): entry for entry in (warm.log if warm is not None else ())}
+    summary = note
+    for attempt in attempts:
+        settings = dict(attempt.get("settings") or {})
+        entry = entries.get(settings.get("random_seed"))
+        if entry is None and note is not None and attempt.get("attempt") == 1:
+            entry = {"used": False, "why": note}
+        if entry is None:
+            continue
+        entry = {k: v for k, v in entry.items() if k != "random_seed"}
+        settings["warm_start"] = entry
+        attempt["settings"] = settings
+        if entry.get("used") and entry.get("passed") is False:
+            text = f"warm start: {entry.get('found')}; fell back to {entry.get('fallback')}"
+        elif entry.get("used"):
+            text = f"warm start from {entry.get('source')}: {entry.get('window')}-iteration window; {entry.get('found')}"
+        else:
+            text = f"no warm start: {entry.get('why')}"
+        attempt["message"] = f"{attempt['message']}; {text}" if attempt.get("message") else text
+        if attempt.get("attempt") == 1 or summary is None:
+            summary = text
+    run = record.read_run(data)
+    if run is not None and summary is not None:
+        run = {**run, "warm_start": summary}
+    record.attach(data, attempts=attempts, run=run)
 
 
 #: numbers (chains x draws x observed values) up to which the default ``log_likelihood=None`` adds the

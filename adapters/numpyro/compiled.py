@@ -26,7 +26,7 @@ from resilient.errors import DiscreteLatentError, ModelError
 from resilient.model import Site
 from resilient.adapters.numpyro.native import _is_real, _is_unit, _unwrap
 from resilient.adapters.numpyro.runner import (CHAIN_METHODS, _NoProgress, _Runner, _jax_failure, _progress,
-                                              _resume_iteration, hmc_state, state_record)
+                                              _resume_iteration, hmc_state, state_record, warm_hmc_state)
 
 
 
@@ -562,6 +562,20 @@ class NumPyroCompiledModel:
         return np.stack([self.initial_point("default", int(s)) for s in seeds]), True
 
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
+        """NUTS in chunks (see :meth:`_run_nuts`); with ``settings.warm_state``, a warm start checked by
+        :func:`resilient.warm_start.run_warm`, which falls back to the full warm-up."""
+        if settings.warm_state is not None:
+            from resilient.warm_start import run_warm
+
+            return run_warm(self, "numpyro", settings, on_chunk, self._run_nuts)
+        return self._run_nuts(settings, on_chunk)
+
+    def _run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool], warm: Any = None,
+                  window: int = 0) -> NUTSRun:
+        """``warm`` (a :class:`~resilient.sampler_state.SamplerState`) and ``window``: a warm start, whose chains
+        start at ``settings.initial_points`` with the saved step sizes and inverse mass matrices and warm up for
+        the last ``window`` iterations of the ``settings.tune`` schedule only (:func:`warm_hmc_state`): the
+        program compiled for ``settings`` runs it, so a warm call compiles nothing new."""
         method = self.chain_method(settings.chains)
         if method not in CHAIN_METHODS:
             raise ValueError(
@@ -593,6 +607,9 @@ class NumPyroCompiledModel:
                 else:
                     with _jax_failure("while starting the chains"):
                         state, warmup_start = self._initial_state(runner, settings, seed, target), 0
+                    if warm is not None:
+                        state = warm_hmc_state(state, warm, settings, window, self.dtype)
+                        warmup_start = int(settings.tune) - int(window)
                 warmup_seconds += time.monotonic() - started
                 progress = _progress(settings, settings.tune - warmup_start + settings.draws)
                 phases = ((True, warmup_start, settings.tune), (False, 0, settings.draws))

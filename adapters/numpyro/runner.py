@@ -132,3 +132,48 @@ def hmc_state(native: dict[str, np.ndarray]) -> Any:
         raise ValueError(f"unexpected fields {sorted(node)} in a saved NumPyro state")
 
     return build(tree, HMCState)
+
+
+def warm_hmc_state(state: Any, warm: Any, settings: NUTSSettings, window: int, dtype: Any) -> Any:
+    """The chains' first ``HMCState`` (``state``, made at the saved positions) turned into a warm start's: the
+    saved step sizes and inverse mass matrices (``warm``, a :class:`~resilient.sampler_state.SamplerState`), dual
+    averaging restarted from the saved step size, and the iteration counter at ``tune - window`` in the schedule's
+    last window, where NumPyro adapts the step size only. The program compiled for ``settings.tune`` then runs the
+    ``window`` warm-up iterations left and samples: nothing is compiled for a warm call."""
+    from numpyro.infer.hmc_util import _initialize_mass_matrix, build_adaptation_schedule, dual_averaging
+
+    from resilient.warm_start import WarmStartRefused
+
+    if warm.inverse_mass_matrix is None:
+        raise WarmStartRefused("the saved state has no mass matrix")
+    chains, tune = int(settings.chains), int(settings.tune)
+    dense = settings.mass_matrix == "full"
+    matrices = np.asarray(warm.inverse_mass_matrix, np.float64)
+    if (matrices.ndim == 3) != dense:
+        raise WarmStartRefused(f"the saved mass matrix is {'dense' if matrices.ndim == 3 else 'diagonal'} and this "
+                               f"run adapts a {'dense' if dense else 'diagonal'} one")
+    steps = np.asarray(warm.step_size, np.float64).reshape(chains)
+    adapt = state.adapt_state
+    start_dual_averaging = dual_averaging()[0]
+    rows = []
+    with jax.default_device(jax.devices("cpu")[0]):
+        for chain in range(chains):
+            matrix = jax.numpy.asarray(matrices[chain].astype(dtype))
+            inverse, root, root_inverse = _initialize_mass_matrix(np.zeros(matrices.shape[-1]), matrix, dense)
+            rows.append((inverse, root, root_inverse,
+                         start_dual_averaging(jax.numpy.log(10 * jax.numpy.asarray(steps[chain].astype(dtype))))))
+
+    def stacked(index: int, like: Any) -> Any:
+        return jax.tree_util.tree_map(lambda old, *new: np.stack([np.asarray(n) for n in new]).astype(
+            np.asarray(old).dtype).reshape(np.shape(old)), like, *(row[index] for row in rows))
+
+    last_window = len(build_adaptation_schedule(tune)) - 1
+    adapt = adapt._replace(
+        step_size=steps.astype(np.asarray(adapt.step_size).dtype).reshape(np.shape(adapt.step_size)),
+        inverse_mass_matrix=stacked(0, adapt.inverse_mass_matrix),
+        mass_matrix_sqrt=stacked(1, adapt.mass_matrix_sqrt),
+        mass_matrix_sqrt_inv=stacked(2, adapt.mass_matrix_sqrt_inv),
+        ss_state=stacked(3, adapt.ss_state),
+        window_idx=np.full(np.shape(adapt.window_idx), last_window, np.asarray(adapt.window_idx).dtype))
+    counter = np.full(np.shape(state.i), tune - int(window), np.asarray(state.i).dtype)
+    return state._replace(i=counter, adapt_state=adapt)

@@ -254,12 +254,32 @@ def _seed(settings: NUTSSettings) -> int:
 
 
 def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
-    """nutpie's NUTS in the background, polled every :data:`POLL_SECONDS` (or until the deadline)."""
+    """nutpie's NUTS in the background (:func:`_run_nutpie`); with ``settings.warm_state``, a warm start checked by
+    :func:`resilient.warm_start.run_warm`, which falls back to the full warm-up."""
+    if settings.warm_state is not None:
+        from resilient.warm_start import run_warm
+
+        return run_warm(model, "nutpie", settings, on_chunk,
+                        lambda s, c, warm=None, window=0: _run_nutpie(model, s, c, warm, window))
+    return _run_nutpie(model, settings, on_chunk)
+
+
+def _run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool],
+                warm: Any = None, window: int = 0) -> NUTSRun:
+    """nutpie's NUTS in the background, polled every :data:`POLL_SECONDS` (or until the deadline).
+
+    ``warm`` (a :class:`~resilient.sampler_state.SamplerState`) and ``window``: a warm start. nutpie takes no mass
+    matrix: the chains start at ``settings.initial_points`` (the saved positions) with the saved step size (the
+    median over chains: nutpie's ``initial_step`` is one number) and nutpie adapts its mass matrix and step size
+    again, on its own schedule, for ``window`` iterations instead of ``settings.tune``."""
     import nutpie
 
     from resilient.engine import mass_matrices
 
     extra_settings: dict[str, Any] = {}
+    if warm is not None:
+        settings = replace(settings, tune=int(window))
+        extra_settings["initial_step"] = float(np.median(np.asarray(warm.step_size, np.float64)))
     resumed = settings.resume_state
     if resumed is not None:
         # nutpie takes no adaptation back: the chains start at their saved positions with the saved step size

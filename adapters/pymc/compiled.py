@@ -532,12 +532,35 @@ class PyMCCompiledModel:
                 "initvals": [self._initvals(self._flatten(point)) for point in points]}
 
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
+        """:meth:`_run_nuts`; with ``settings.warm_state``, a warm start checked by
+        :func:`resilient.warm_start.run_warm`, which falls back to the full warm-up."""
+        if settings.warm_state is not None:
+            from resilient.warm_start import run_warm
+
+            return run_warm(self, "pymc", settings, on_chunk, self._run_nuts)
+        return self._run_nuts(settings, on_chunk)
+
+    def _run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool], warm: Any = None,
+                  window: int = 0) -> NUTSRun:
         """``pm.sample`` with PyMC's NUTS; draws reach ``on_chunk`` every ``chunk_size`` draws of a
         chain (warm-up included, flagged), partial chunks at the end. ``on_chunk`` returning
         ``False`` stops the run (``reason="stopped"``), as does ``settings.deadline``
         (``"deadline"``, checked at every draw) and Ctrl-C (``"interrupted"``); draws finished
-        before a deadline or Ctrl-C are delivered, none after ``on_chunk`` returned ``False``."""
+        before a deadline or Ctrl-C are delivered, none after ``on_chunk`` returned ``False``.
+
+        ``warm`` (a :class:`~resilient.sampler_state.SamplerState`) and ``window``: a warm start: each chain starts
+        at ``settings.initial_points`` (the saved positions) with the saved mass matrix, fixed, and its saved step
+        size, from which dual averaging adapts for ``window`` iterations instead of ``settings.tune``."""
         resumed = settings.resume_state
+        if warm is not None:
+            from resilient.warm_start import WarmStartRefused
+
+            if warm.inverse_mass_matrix is None:
+                raise WarmStartRefused("the saved state has no mass matrix")
+            if self.discrete_latents:
+                raise WarmStartRefused("PyMC's compound step (NUTS with another method for discrete latents) keeps "
+                                       "no adaptation to start from")
+            settings = replace(settings, tune=int(window))
         if resumed is not None:
             # A saved run goes on: each chain from its saved position, with its step size and mass matrix
             # set on the NUTS step (StateNUTS), and no warm-up.
@@ -583,7 +606,7 @@ class PyMCCompiledModel:
         }
         sample_kwargs: dict[str, Any] = {"initvals": initvals, "init": init, "nuts": nuts}
         collector = _Collector(self, settings, on_chunk)
-        collector.run = _Run(self, resumed)
+        collector.run = _Run(self, resumed if resumed is not None else warm, warm=warm is not None)
         workers = _chain_worker_context()
         started = time.monotonic()
         # np.errstate: PyMC's NUTS reads overflow in its mass matrix or energy as a divergence;

@@ -311,7 +311,7 @@ class _Collector:
         except Exception:  # noqa: BLE001 - no state is better than a wrong one; the draws go on
             return None
         step = np.asarray(stats.get("step_size_bar", stats["step_size"]), np.float64)[-1]
-        resumed = self.run.resume if self.run is not None else None
+        resumed = self.run.resume if self.run is not None and not self.run.warm else None
         return SamplerState(
             engine="pymc", chains=(chain,), positions=np.asarray(position, np.float64)[None],
             step_size=np.asarray([step]), draws_done=np.asarray([self.delivered[chain] + size], np.int64),
@@ -510,11 +510,12 @@ def pymc_order(compiled: PyMCCompiledModel, step: Any) -> np.ndarray:
 
 class _Run:
     """What the ``init_nuts`` hook does for the run in this thread: the compiled model, and the saved state
-    of a resumed run."""
+    of a resumed run (``warm``: of a warm start, whose step size dual averaging then adapts for the window)."""
 
-    def __init__(self, compiled: PyMCCompiledModel, resume: Any = None) -> None:
+    def __init__(self, compiled: PyMCCompiledModel, resume: Any = None, warm: bool = False) -> None:
         self.compiled = compiled
         self.resume = resume
+        self.warm = warm
         self.order: np.ndarray | None = None  # PyMC's order of x, once the step exists
 
     def adopt(self, step: Any) -> Any:
