@@ -243,6 +243,8 @@ def test_a_template_bambi_model_is_built_again_on_each_frame_as_bmb_model_builds
         resilient.sample_many(template, [first], fit_kwargs={"draws": 10})
     with pytest.raises(ResilientError, match="`fit_kwargs` has `init`; sample_many takes only omit_offsets"):
         resilient.sample_many(template, [first], fit_kwargs={"init": "adapt_diag"})
+    with pytest.raises(ResilientError, match="A Bambi model builds a PyMC model.*got engine='numpyro'"):
+        resilient.sample_many(template, [first], engine="numpyro")
     with pytest.raises(ResilientError, match="inference_method='vi' is not supported"):
         resilient.sample_many(template, [first], fit_kwargs={"inference_method": "vi"})
     with pytest.raises(ResilientError, match=r"`fit_kwargs` \(bmb.Model.fit's arguments\) is for a Bambi model"):
@@ -276,3 +278,31 @@ def test_sample_many_over_frames_of_one_formula_gives_what_fit_gives_for_each(cl
             warnings.filterwarnings("ignore", message="Cannot cache compiled function")
             model.predict(ours, kind="response")
         assert ours.posterior_predictive["y"].shape[-1] == len(frame)
+
+
+def _grouped_frame(seed, n, groups):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, groups, n)
+    x = rng.normal(size=n)
+    return pd.DataFrame({"y": 1.0 + 0.5 * x + rng.normal(0, 0.5, groups)[g] + rng.normal(0, 0.8, n), "x": x,
+                         "g": [f"g{i}" for i in g]})
+
+
+@pytest.mark.slow  # ~30 s on 2 shared cores: two short fits on a LocalCluster
+def test_sample_many_takes_a_builder_of_bambi_models_and_fit_s_own_arguments(client, tmp_path):
+    """A function that builds the bmb.Model from a frame (a data frame, or a dict of its keyword arguments), frames
+    with different numbers of groups, and fit_kwargs: each stored fit has fit(omit_offsets=False)'s names, dims and
+    group coordinates for its frame."""
+    frames = [_grouped_frame(5, 60, 4), _grouped_frame(6, 80, 6)]
+    result = resilient.sample_many(build_grouped, [frames[0], {"data": frames[1]}], out=tmp_path / "many",
+                                   client=client, fit_kwargs={"omit_offsets": False, "inference_method": "pymc"},
+                                   draws=200, tune=200, chains=2, random_seed=2, progressbar=False)
+    assert result.counts["failed"] == result.counts["lost"] == 0, result.failed
+    for index, frame in enumerate(frames):
+        ours = result.fit(index)
+        theirs = _fit(build_grouped(frame), draws=20, tune=20, chains=2, random_seed=1, progressbar=False,
+                      inference_method="pymc", omit_offsets=False)
+        for group in ("posterior", "observed_data"):
+            assert _layout(ours)[group] == _layout(theirs)[group], (index, group)
+        assert "1|g_offset" in ours.posterior.data_vars
+        assert ours.posterior.sizes["g__factor_dim"] == frame["g"].nunique()

@@ -16,7 +16,7 @@ from resilient.errors import ResilientError
 from resilient.resolve import is_bambi_model
 
 __all__ = ["FIT_ARGUMENTS", "BambiFit", "plan_fit", "is_bambi_model", "markdown_table", "BambiRecipe", "recipe_of",
-           "built_model", "many_fit_options", "MANY_FIT_ARGUMENTS"]
+           "built_model", "many_fit_options", "check_many_engine", "MANY_FIT_ARGUMENTS"]
 
 Fate = Literal["honoured", "ignored", "refused"]
 
@@ -259,6 +259,16 @@ def built_model(function: Any, args: tuple, kwargs: dict[str, Any]) -> Any:
         raise ResilientError(f"{name}() refers to Bambi but returned {type(built).__name__}, not a bmb.Model. A "
                              "builder for many fits must end with `return bmb.Model(formula, data, ...)`.")
     return built
+
+
+def check_many_engine(engine: str, backend: str | None) -> None:
+    """A Bambi model builds a PyMC model: sample_many runs it on an engine that samples PyMC models."""
+    from resilient.backend import capabilities
+
+    if backend not in (None, "pymc") or (engine != "auto" and capabilities(engine).language != "pymc"):
+        raise ResilientError(f"A Bambi model builds a PyMC model, so it runs on PyMC's NUTS or nutpie: `engine` must be "
+                             f"'auto', 'pymc' or 'nutpie' and `backend` 'pymc' or left out, got engine={engine!r}, "
+                             f"backend={backend!r}.")
 
 
 def many_fit_options(fit_kwargs: Any, engine: str, own: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:

@@ -123,6 +123,10 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
                          max_tree_depth=max_tree_depth, policy=policy, time_budget=time_budget,
                          max_attempts=max_attempts, progressbar=False)
     engine, backend = resolve_engine(engine, None, backend)
+    if bambi:
+        from resilient.backend import helper
+
+        helper("pymc", "bambi").check_many_engine(engine, backend)
     run = run_settings(options, fix=fix, float32=float32, engine=engine)
     if fit_kwargs:  # only then: a run folder written without them keeps its manifest
         run["fit_kwargs"] = dict(fit_kwargs)
