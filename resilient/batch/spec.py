@@ -95,7 +95,7 @@ class ModelSpec:
 
 
 def builds_bambi(obj: Any) -> bool:
-    """A ``bmb.Model``, the recipe of one (:class:`resilient.adapters.pymc.bambi.BambiRecipe`) or a function that
+    """A ``bmb.Model``, the recipe of one (the Bambi helper's ``BambiRecipe``) or a function that
     refers to bambi (a builder: ``def build(data): return bmb.Model(formula, data)``); imports nothing."""
     from resilient.resolve import _refers_to, is_bambi_model
 

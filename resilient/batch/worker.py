@@ -65,7 +65,7 @@ def prepared(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *, f
              float32: bool = False, engine: str = "auto",
              fit_kwargs: Mapping[str, Any] | None = None) -> tuple[Any, str, float, Any]:
     """:func:`sampler_for` and how to shape its draws: ``(sampler, how, seconds, shaping)``; ``shaping`` is a Bambi
-    model's :class:`~resilient.adapters.pymc.bambi.BambiFit` (the variables ``fit`` samples, and its
+    model's ``BambiFit`` from the Bambi helper (the variables ``fit`` samples, and its
     post-processing), None for other models."""
     from resilient.backend import capabilities
     from resilient.engine import model_backend
@@ -130,7 +130,7 @@ def prepared(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *, f
 
 def _bambi_plan(function: Any, data: Mapping[str, Any], engine: str, fit_kwargs: Mapping[str, Any] | None) -> Any:
     """The Bambi model for this data set (a data frame is the builder's one positional argument, a dict its
-    keyword arguments), built, and fit's plan for it (:func:`resilient.adapters.pymc.bambi.plan_fit`)."""
+    keyword arguments), built, and fit's plan for it (the Bambi helper's ``plan_fit``)."""
     from resilient.backend import helper
     from resilient.resolve import is_bambi_model
 
