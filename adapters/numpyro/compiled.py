@@ -623,8 +623,11 @@ class NumPyroCompiledModel:
                         phase = "warm-up" if warmup else "sampling"
                         with _jax_failure(f"in {phase} iterations {position}-{position + n - 1}"):
                             state, chunk = self._chunk(runner, state, n, position, warmup, chains, target)
+                        # a warm start's window is the schedule's last `window` iterations: counted from 0
+                        skipped = int(settings.tune) - int(window) if warm is not None else 0
+                        chunk.start -= skipped if warmup else 0
                         chunk.state = state_record(self, chunk.state, settings, seed,
-                                                   position + n if warmup else settings.tune,
+                                                   (position + n if warmup else settings.tune) - skipped,
                                                    0 if warmup else position + n)
                         elapsed = time.monotonic() - tic
                         if warmup:
