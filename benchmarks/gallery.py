@@ -1,5 +1,5 @@
 """Gallery benchmark: models nobody here wrote (examples/gallery: PyMC's example gallery and NumPyro's
-examples), each run raw and through Resilient at the same settings, in one process per model.
+examples), each run raw and through Resilient at the same settings, each side in its own process.
 
 * raw PyMC: ``pm.sample(draws=500, tune=500, chains=2, random_seed=S, cores=1)``;
 * raw NumPyro: ``MCMC(NUTS(model), num_warmup=500, num_samples=500, num_chains=2,
@@ -10,8 +10,9 @@ examples), each run raw and through Resilient at the same settings, in one proce
 For each side: outcome, wall time, worst R-hat (rank-normalised split R-hat) and smallest bulk ESS over
 the model's own variables (free and deterministic, scalar components that vary), divergences; for
 Resilient also the engine, the number of attempts and each attempt's remedy, failure and outcome
-(``resilient.record.read_attempts``). Each model runs in a child process with a hard time limit, and the
-child reports each side as it finishes, so a side that hangs loses nothing the other side finished.
+(``resilient.record.read_attempts``). Each side of a model runs in its own child process (both start cold:
+neither warms the other's imports or compilation caches) under its own hard time limit, so a side that hangs
+loses nothing the other side finished.
 
 Results go to ``benchmarks/results/gallery-<date>.json`` (a rerun of some models or sides replaces only
 those rows); a Markdown table is printed. ``python benchmarks/gallery.py --sides raw`` runs the raw side
@@ -42,7 +43,7 @@ DRAWS, TUNE, CHAINS = 500, 500, 2
 SIDES = ("raw", "resilient")
 RAW_X64 = False  # raw NumPyro in its own default precision (float32), as a user runs it; --raw-x64 for float64
 TIME_BUDGET = None  # resilient.sample's time_budget (--budget): None, its default
-LIMIT = 420  # seconds per model (both sides) before the child is killed
+LIMIT = 420  # seconds per model and side before the child is killed
 USABLE_RHAT = 1.01
 #: "no worse on R-hat" with an MCSE-like slack: R-hat from 2 x 500 draws moves by some thousandths between
 #: runs on a healthy posterior, and by a share of its distance from 1 on a poorly mixed one; the smallest bulk
@@ -242,7 +243,7 @@ def _jsonable(value):
 
 
 def run_model(name: str, sides: list[str], limit: float) -> list[dict]:
-    """Both sides of one model in a child process, killed (its process group) after ``limit`` seconds."""
+    """``sides`` of one model in a child process, killed (its process group) after ``limit`` seconds."""
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, __file__, "--child", name, "--sides", ",".join(sides)]
                                + (["--raw-x64"] if RAW_X64 else [])
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--sides", default=",".join(SIDES))
-    parser.add_argument("--limit", type=float, default=LIMIT, help="seconds per model, both sides")
+    parser.add_argument("--limit", type=float, default=LIMIT, help="seconds per model and side")
     parser.add_argument("--raw-x64", action="store_true", help="raw NumPyro in float64 (Resilient's default)")
     parser.add_argument("--budget", type=float, help="resilient.sample's time_budget in seconds (default: none)")
     parser.add_argument("--child", metavar="MODEL", help=argparse.SUPPRESS)
@@ -300,10 +301,12 @@ def main(argv=None) -> int:
     results = []
     for name in args.models.split(","):
         load = os.getloadavg()[0]
-        for row in run_model(name, sides, args.limit):
-            row["load_average_before"] = load
-            results.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "attempts"}), flush=True)
+        for side in sides:  # each side in its own process, under its own limit: neither warms the other's caches
+            for row in run_model(name, [side], args.limit):
+                row["load_average_before"] = load
+                results.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "attempts"}), flush=True)
+            load = os.getloadavg()[0]
         merged = save(path, results, args.limit)  # after each model: a run cut short keeps what finished
     print(markdown(merged))
     print(f"written {path}")

@@ -116,13 +116,36 @@ class Checkpoint:
         warn(f"Resilient: the checkpoint folder {self.root} held an earlier run; it was moved to {target} so the "
              "two runs are not mixed. To continue a run, use resilient.resume(folder, model, ...).")
 
-    def start_attempt(self, number: int) -> None:
+    def start_attempt(self, number: int, carry_from: int | None = None) -> None:
+        """Write the next chunks into ``attempt-<number>/``; ``carry_from``: an attempt whose chains this one
+        continues (``more_draws``): its chunk and warm-up files are linked in first, so the folder holds the
+        whole chains, and its sampler state is this attempt's until the chains write newer ones."""
         self.folder = self.root / f"attempt-{number:02d}"
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._count = len(list(self.folder.glob("chunk-*.nc")))
         self._states, self.state = {}, None
+        if carry_from is not None:
+            self._guarded("the continued attempt's chunks", lambda: self._carry(carry_from))
+        self._count = len(list(self.folder.glob("chunk-*.nc")))
         self._warmup: dict[int, dict[str, list[np.ndarray]]] = {}  # warm-up statistics per chain, not yet written
         self.attempt = number
+
+    def _carry(self, number: int) -> None:
+        import shutil
+
+        from resilient.sampler_state import SamplerState, select
+
+        source = self.root / f"attempt-{number:02d}"
+        for path in sorted([*source.glob("chunk-*.nc"), *source.glob("warmup-*.nc")]):
+            target = self.folder / path.name
+            if not target.exists():
+                try:
+                    os.link(path, target)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(path, target)
+        if (source / "state.json").exists():
+            state = SamplerState.load(source)
+            self._states = {chain: select(state, [row]) for row, chain in enumerate(state.chains)}
+            self.state = state
 
     def continue_from(self, state: Any) -> None:
         """Continue the attempt ``state`` was saved in (a resumed run): its chunks are added after the

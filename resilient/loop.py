@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from resilient.backend import Chunk, NUTSRun, NUTSSettings, available_backends, get_adapter
+from resilient.backend import Chunk, NUTSRun, NUTSSettings, available_backends, capabilities, get_adapter
 from resilient.draws import DrawBuffer, to_datatree
 from resilient.engine import HISTORY
 from resilient.errors import PreflightError, ResilientWarning, SamplerError, SamplingFailed
@@ -25,7 +25,7 @@ from resilient.errors import warn as warn_user
 from resilient.model import Model, NativeModel
 from resilient.policy import Attempt, Policy
 from resilient.quality import Quality, badness, convergence, measure, separated_modes
-from resilient.sampler_state import merge_states, stack
+from resilient.sampler_state import SamplerState, merge_states, stack
 from resilient.states import Failure, Remedy
 
 __all__ = ["run_loop", "assess", "choose_remedy", "Decision", "ResilientWarning", "LoopState", "noncentering_candidates"]
@@ -43,6 +43,9 @@ class LoopState:
     mass_matrix: str = "diag"
     tune: int = 1000
     draws: int = 1000
+    #: the next attempt continues the last one's chains for this many more draws each (``more_draws``): no new
+    #: warm-up, the draws join the earlier ones; 0: a new run
+    extend: int = 0
 
 
 @dataclass(frozen=True)
@@ -174,12 +177,13 @@ def noncentering_candidates(model: Model | NativeModel, sites: Mapping[str, Any]
 #: remedies in the order they are tried, per failure, as an experienced modeller would try them by hand:
 #: divergences in a hierarchy are a geometry problem (non-centre, then a smaller step, then a better metric);
 #: slow mixing without divergences: a centred hierarchy is non-centred first (it changes the geometry at no cost),
-#: else a longer warm-up and more draws, then a better mass matrix; a saturated
+#: else the same chains run on for more draws (as a Stan user would "run longer": no new warm-up), then a longer
+#: warm-up and more draws from new starts, then a better mass matrix; a saturated
 #: tree depth wants the mass matrix before anything else (a higher target_accept makes trees deeper); only a
 #: failure that points at the start (initialisation, stuck chains, non-finite values) gets fresh initial points.
 _LADDERS: dict[str, tuple[Remedy, ...]] = {
     "divergences": ("noncenter", "target_accept", "dense_mass", "low_rank", "float64", "other_backend"),
-    "convergence": ("noncenter", "longer_warmup", "dense_mass", "low_rank", "other_backend"),
+    "convergence": ("noncenter", "more_draws", "longer_warmup", "dense_mass", "low_rank", "other_backend"),
     "tree-depth": ("dense_mass", "low_rank", "noncenter", "longer_warmup", "other_backend"),
     "initialization": ("reinitialize", "float64", "target_accept", "other_backend"),
     "multimodal": (),
@@ -193,6 +197,30 @@ for _failure in ("non-finite", "stuck", "no-draws", "sampler-error"):
 #: warm-up than a run has, and nutpie's low-rank adaptation is the better metric.
 DENSE_MASS_MAX_DIMENSION = 200
 
+#: chains further apart than this (worst R-hat) are not near a common stationary distribution: continuing them
+#: wastes the time a longer warm-up from new starts would use better
+EXTEND_RHAT_MAX = 1.1
+
+#: a continuation adds at least the draws the chains have and at most this many times them
+EXTEND_MAX_FACTOR = 3
+
+
+def extension(quality: Quality, policy: Policy) -> int | None:
+    """How many more draws per chain continuing an attempt's chains needs to reach ``policy.rhat_goal`` and the ESS
+    limit, or None where continuing cannot be expected to get there (R-hat over :data:`EXTEND_RHAT_MAX`).
+
+    The excess of R-hat over 1 and the ESS shortfall of chains near stationarity shrink roughly as 1/draws, so the
+    draws are multiplied by the larger of the two ratios to their lines (at least doubled, at most
+    :data:`EXTEND_MAX_FACTOR` + 1 times)."""
+    if quality.draws < 1 or quality.rhat is None or not np.isfinite(quality.rhat) or quality.rhat > EXTEND_RHAT_MAX:
+        return None
+    ratios = [(quality.rhat - 1.0) / (policy.rhat_goal - 1.0)]
+    if quality.ess_per_chain is not None and quality.ess_per_chain > 0:
+        ratios.append(policy.min_ess_bulk_per_chain / quality.ess_per_chain)
+    factor = min(max(max(ratios) - 1.0, 1.0), EXTEND_MAX_FACTOR)
+    return int(np.ceil(quality.draws * factor))
+
+
 #: roughly how much longer an attempt runs after each remedy than the attempt before it (the time check).
 _COST: dict[str, float] = {"reinitialize": 1.0, "noncenter": 1.0, "longer_warmup": 2.0, "dense_mass": 1.3,
                            "low_rank": 1.2, "target_accept": 1.6, "float64": 1.3, "other_backend": 1.5}
@@ -203,7 +231,8 @@ _MASS = frozenset({"dense_mass", "low_rank"})
 def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candidates: Sequence[str] = (),
                   float32_in_effect: bool = False, other_backends: Sequence[str] = (),
                   mass_matrices: Sequence[str] = ("diag",), dimension: int | None = None,
-                  seconds_left: float | None = None, last_seconds: float | None = None) -> Decision:
+                  seconds_left: float | None = None, last_seconds: float | None = None,
+                  extend_by: int | None = None) -> Decision:
     """The next remedy that fits ``failure``, is not used up and fits in the time left: a pure function.
 
     ``candidates``: sites the adapter can non-centre (:func:`noncentering_candidates`);
@@ -213,7 +242,9 @@ def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candida
     ``mass_matrices``: what the current engine adapts (``"full"``: PyMC's NUTS, ``"low_rank"``: nutpie);
     ``dimension``: the number of unconstrained latent values (a dense mass matrix only up to
     :data:`DENSE_MASS_MAX_DIMENSION`); ``seconds_left`` and ``last_seconds`` (the failed attempt's warm-up and
-    sampling time): a remedy expected to need more than the time left is skipped with a note.
+    sampling time): a remedy expected to need more than the time left is skipped with a note; ``extend_by``: the
+    draws per chain that continuing the failed attempt's chains would add (:func:`extension`; None: they cannot be
+    continued, e.g. the engine keeps no state or the chains are too far apart).
 
     The target_accept ladder is taken one rung at a time: after its first rung, the other remedies that fit
     come first, then its further rungs.
@@ -227,11 +258,13 @@ def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candida
             if remedy in state.used and not (remedy == "target_accept" and second_pass):
                 continue
             decision = _apply(remedy, state, policy, candidates=candidates, float32_in_effect=float32_in_effect,
-                              other_backends=other_backends, mass_matrices=mass_matrices, dimension=dimension)
+                              other_backends=other_backends, mass_matrices=mass_matrices, dimension=dimension,
+                              extend_by=extend_by)
             if decision is None:
                 continue
             if seconds_left is not None and last_seconds is not None:
-                expected = last_seconds * _COST.get(remedy, 1.0)
+                expected = last_seconds * (_COST.get(remedy, 1.0) if remedy != "more_draws" else
+                                           decision.state.extend / max(state.tune + state.draws, 1))
                 if expected > seconds_left:
                     note = f"{decision.note} skipped: it needs about {expected:.0f} s and {max(seconds_left, 0):.0f} s are left"
                     if note not in skipped:
@@ -247,11 +280,19 @@ def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candida
 
 
 def _apply(remedy: Remedy, state: LoopState, policy: Policy, *, candidates: Sequence[str], float32_in_effect: bool,
-           other_backends: Sequence[str], mass_matrices: Sequence[str], dimension: int | None) -> Decision | None:
+           other_backends: Sequence[str], mass_matrices: Sequence[str], dimension: int | None,
+           extend_by: int | None = None) -> Decision | None:
     """The decision ``remedy`` makes from ``state``, or None where it would change nothing."""
     from resilient.engine import modelling_backend
 
     used = state.used | {remedy}
+    if remedy == "more_draws":
+        if not extend_by:
+            return None
+        return Decision(remedy, f"the same chains continued for {extend_by} more draws each (no new warm-up: the "
+                                "step size and mass matrix are kept; the draws join the earlier ones)",
+                        replace(state, extend=int(extend_by), used=used))
+    state = replace(state, extend=0)
     if remedy == "target_accept":
         rungs = [t for t in policy.target_accept_ladder if t > state.target_accept]
         if rungs:
@@ -291,7 +332,8 @@ def _apply(remedy: Remedy, state: LoopState, policy: Policy, *, candidates: Sequ
 
 
 def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any, *, dimension: int | None = None,
-            seconds_left: float | None = None, last_seconds: float | None = None) -> Decision:
+            seconds_left: float | None = None, last_seconds: float | None = None,
+            extend_by: int | None = None) -> Decision:
     """:func:`choose_remedy` with the facts read off the compiled model and the installed backends."""
     from resilient.engine import can_sample, mass_matrices
 
@@ -300,7 +342,7 @@ def _decide(failure: Failure, state: LoopState, policy: Policy, compiled: Any, *
         float32_in_effect=bool(state.model.float32) and "float32" not in getattr(compiled, "ignored_options", ()),
         other_backends=[b for b in available_backends() if b != state.backend and can_sample(b, compiled)],
         mass_matrices=mass_matrices(state.backend), dimension=dimension, seconds_left=seconds_left,
-        last_seconds=last_seconds)
+        last_seconds=last_seconds, extend_by=extend_by)
 
 
 #: failures after which the draws exist and are a valid (if poor) Markov chain: worth returning at the cap.
@@ -376,6 +418,41 @@ class _InitializationFailed(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _Finished:
+    """A finished attempt whose chains ``more_draws`` can continue: its draws (the buffer the continuation adds
+    to), each chain's sampler state after its last draw, and the draws per chain."""
+
+    number: int
+    buffer: DrawBuffer
+    states: Mapping[int, Any]
+    draws: int
+
+    @property
+    def resume_state(self) -> SamplerState:
+        return stack([self.states[chain] for chain in sorted(self.states)])
+
+
+def _continuation_tune(state: SamplerState, tune: int) -> int:
+    """The warm-up a continuation asks its engine for: none where the adaptation is taken back (PyMC's NUTS), the
+    run's own where the engine's whole state continues it (NumPyro: its warm-up is done, so none runs), a short
+    re-adaptation where the engine takes none back (nutpie: see :data:`resilient.resumption.READAPT_TUNE`)."""
+    from resilient.resumption import READAPT_TUNE
+
+    if state.adaptation == "whole":
+        return tune
+    if state.adaptation == "re-adapt":
+        return max(1, min(READAPT_TUNE, tune))
+    return 0
+
+
+def _counted_on(new: Any, offset: int) -> Any:
+    """A continuation's sampler state counted as the whole chain's: its draws after the ``offset`` before."""
+    if not isinstance(new, SamplerState):
+        return new
+    return replace(new, draws_done=np.asarray(new.draws_done, np.int64) + offset)
+
+
 #: why the loop does not retry a sampler error of this kind.
 _NO_REMEDY = {
     "resources": "no remedy lowers memory use: run fewer chains (on NumPyro, also a smaller "
@@ -444,6 +521,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
     last: tuple[str, str, LoopState, Any] | None = None  # the last failed attempt: failure, message, state, model
     dimension: int | None = None
     last_seconds: float | None = None
+    ran: _Finished | None = None  # the last attempt that finished, whose chains ``more_draws`` can continue
 
     def compiled_for(current: LoopState) -> Any:
         key = (current.backend, current.model)
@@ -517,6 +595,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         attempt_start = time.monotonic()
         remedy, next_remedy = next_remedy, None
         attempt_seed = seed + 1000 * (number - 1)
+        going_on = ran if state.extend and ran is not None else None  # continue ran's chains
         current_settings = {
             "draws": state.draws, "tune": state.tune, "chains": settings.chains,
             "target_accept": state.target_accept, "init": state.init_strategy,
@@ -525,6 +604,13 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             **({"engine_reason": engine_reason} if number == 1 and engine_reason else {}),
             **({"precision_reason": precision_reason} if number == 1 and precision_reason else {}),
         }
+        if going_on is not None:
+            whole = going_on.resume_state.adaptation == "whole"  # NumPyro: its random key goes on too
+            current_settings.update(draws=going_on.draws + state.extend, tune=0, continued={
+                "from_attempt": going_on.number, "draws_before": going_on.draws, "extra_draws": state.extend,
+                "random_state": "continued" if whole else f"new (random_seed {attempt_seed})"})
+            if whole:
+                current_settings["random_seed"] = None
         compile_start = time.monotonic()
         compiled = None
         if last is not None and (state.backend, state.model) not in cache:
@@ -553,9 +639,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                 later = check_compiled(compiled, state.model, state.backend, random_seed=attempt_seed)
                 if not later.ok:
                     raise _InitializationFailed(later.errors[0].message)
-            initial = settings.initial_points if number == 1 and settings.initial_points is not None else (
-                _initial_points(compiled, state.init_strategy, settings.chains, attempt_seed, policy.init_retries))
-            dimension = int(np.shape(initial)[-1]) if dimension is None else dimension
+            if going_on is not None:  # the chains start where they stand, in the saved state
+                initial = None
+            else:
+                initial = settings.initial_points if number == 1 and settings.initial_points is not None else (
+                    _initial_points(compiled, state.init_strategy, settings.chains, attempt_seed, policy.init_retries))
+                dimension = int(np.shape(initial)[-1]) if dimension is None else dimension
         except _InitializationFailed as failure:
             attempts.append(Attempt(number, state.backend, current_settings, remedy, "initialization", str(failure),
                                     "retry", time.monotonic() - attempt_start))
@@ -569,14 +658,23 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             next_remedy, state = decision.remedy, decision.state
             continue
 
-        buffer = DrawBuffer(settings.chains, keep_warmup=keep_warmup)
-        states: dict[int, Any] = {}  # each chain's sampler state after its last finished draw
+        # each chain's sampler state after its last finished draw
+        states: dict[int, Any] = {} if going_on is None else dict(going_on.states)
+        buffer = DrawBuffer(settings.chains, keep_warmup=keep_warmup) if going_on is None else going_on.buffer
+        offset = 0 if going_on is None else going_on.draws
         if checkpoint is not None:
-            checkpoint.start_attempt(number)
-        progress = _Progress(progressbar, settings.chains * (state.tune + state.draws),
+            checkpoint.start_attempt(number, carry_from=None if going_on is None else going_on.number)
+        progress = _Progress(progressbar, settings.chains * (state.extend if going_on is not None else
+                                                             state.tune + state.draws),
                              f"attempt {number} ({state.backend})")
+        readapted = [0]
 
         def on_chunk(chunk: Chunk) -> bool:
+            if going_on is not None:
+                if chunk.warmup:  # an engine that cannot take its adaptation back adapts again briefly: not kept
+                    readapted[0] = max(readapted[0], chunk.start + chunk.size)
+                    return True
+                chunk = replace(chunk, start=chunk.start + offset, state=_counted_on(chunk.state, offset))
             buffer.add(chunk)
             if chunk.state is not None and not chunk.warmup:
                 states.update(merge_states({}, chunk.state))
@@ -589,6 +687,9 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                                mass_matrix=state.mass_matrix, tune=state.tune, draws=state.draws,
                                initial_points=initial, deadline=deadline, chunk_size=policy.chunk_size,
                                progressbar=False)
+        if going_on is not None:
+            run_settings = replace(run_settings, draws=state.extend, resume_state=going_on.resume_state,
+                                   tune=_continuation_tune(going_on.resume_state, state.tune))
         crash: SamplerError | None = None
         try:
             with warnings.catch_warnings():
@@ -602,6 +703,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         finally:
             progress.close()
         seconds = time.monotonic() - attempt_start
+        if going_on is not None and readapted[0]:
+            current_settings["continued"]["readapted"] = readapted[0]
         last_seconds = outcome.warmup_seconds + outcome.sampling_seconds or (seconds - compile_seconds)
         HISTORY.note_run(state.backend, outcome.warmup_seconds + outcome.sampling_seconds)
         posterior, stats = buffer.posterior(), buffer.sample_stats()  # stacked once: the result and its quality
@@ -636,7 +739,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             return _stop(finish(chosen, kind, message), message, attempts, report, policy, warn,
                          budget=kind == "budget", interrupted=kind == "interrupted")
         divergent = buffer.divergences()
-        soft = False
+        soft = soft_rhat = False
         if crash is not None:
             failure = "sampler-error"
             message = f"{crash}; {buffer.complete_draws} draws per chain were finished before it"
@@ -648,26 +751,46 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             if soft:
                 failure, message = "divergences", f"{divergent} divergent draws (under the limit)" + (
                     f" with centred hierarchical sites ({', '.join(noncenterable)})" if noncenterable else "")
+            elif failure is None and quality.rhat is not None and quality.rhat > policy.rhat_goal and (
+                    "more_draws" in policy.remedies and "more_draws" not in state.used):
+                soft_rhat = True
+                failure, message = "convergence", (
+                    f"{quality.worst} has R-hat {quality.rhat:.3f}, over the goal of {policy.rhat_goal} (under the "
+                    f"retry line {policy.rhat_limit})")
             if failure is None:
                 attempts.append(Attempt(**base, outcome="accepted"))
                 return finish(_Candidate(number, data, quality, True, True), "ok", "accepted")
         if buffer.complete_draws:
             candidates.append(_Candidate(number, data, quality, finished=crash is None,
                                          statistical=failure in STATISTICAL))
+        continuable = (crash is None and capabilities(state.backend).resume
+                       and set(states) == set(range(settings.chains)))
+        ran = _Finished(number, buffer, states, buffer.complete_draws) if continuable else None
+        extend_by = extension(quality, policy) if continuable else None
         seconds_left = None if deadline is None else deadline - time.monotonic()
         if crash is not None and crash.kind != "numerical":
             decision = Decision(None, _NO_REMEDY[crash.kind], state)
         elif number == policy.max_attempts:
             decision = Decision(None, "the attempt cap is reached", state)
+        elif soft_rhat and extend_by is None:
+            decision = Decision(None, "these chains cannot be continued here (" + (
+                "the engine keeps no sampler state to continue from" if not continuable else
+                f"an R-hat over {EXTEND_RHAT_MAX} is not near convergence") + ")", state)
         else:
-            decision = _decide(failure, state, policy, compiled, dimension=dimension, seconds_left=seconds_left,
-                               last_seconds=last_seconds)
+            decision = _decide(failure, state, policy.replace(remedies=("more_draws",)) if soft_rhat else policy,
+                               compiled, dimension=dimension, seconds_left=seconds_left, last_seconds=last_seconds,
+                               extend_by=extend_by)
         new_remedy, note = decision.remedy, decision.note
         if new_remedy is None and soft:
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",
                                     message=f"{message}; accepted: {note} and the rate is under the limit"))
             return finish(_Candidate(number, data, quality, True, True), "ok",
                           f"accepted with {divergent} divergent draws")
+        if new_remedy is None and soft_rhat:
+            attempts.append(Attempt(**base, failure=failure, outcome="accepted",
+                                    message=f"{message}; accepted under the retry line: {note}"))
+            return finish(_Candidate(number, data, quality, True, True), "ok",
+                          f"accepted with R-hat {quality.rhat:.3f}, over the goal of {policy.rhat_goal}")
         if new_remedy is None:
             attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
             return give_up(f"attempt {number} failed: {message}; {note}", failure, message,

@@ -93,7 +93,8 @@ def agreement_problems(theirs, ours, group: str = "posterior") -> list[str]:
     for name in reference.data_vars:
         if name not in candidate.data_vars:
             problems.append(f"{group}/{name}: missing in ours")
-        elif reference[name].shape[2:] != candidate[name].shape[2:] or candidate[name].shape[:2] != reference[name].shape[:2]:
+        # the draw counts may differ: the loop may have run the chains longer (more_draws)
+        elif reference[name].shape[2:] != candidate[name].shape[2:] or candidate[name].shape[0] != reference[name].shape[0]:
             problems.append(f"{group}/{name}: shape {candidate[name].shape} in ours, {reference[name].shape} in theirs")
         else:
             names.append(name)

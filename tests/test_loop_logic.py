@@ -419,3 +419,79 @@ def test_chains_in_a_lower_mode_are_a_minor_mode_and_get_new_starts_not_a_verdic
     assert decision.remedy == "reinitialize"
     level = rng.normal(scale=1.0, size=(4, 400))
     assert assess(buffer_from(values, lp=level), Policy(), SETTINGS)[0] == "multimodal"
+
+
+def test_more_draws_is_sized_by_how_far_rhat_and_ess_are_from_their_lines():
+    from resilient.loop import EXTEND_MAX_FACTOR, EXTEND_RHAT_MAX, extension
+    from resilient.quality import Quality
+
+    policy = Policy()
+    near = Quality(draws=500, chains=2, rhat=1.012, ess_bulk=900.0)
+    assert extension(near, policy) == 500, "just over the goal: the chains are doubled"
+    far = Quality(draws=500, chains=2, rhat=1.04, ess_bulk=900.0)
+    assert extension(far, policy) == 500 * EXTEND_MAX_FACTOR, "4x the goal's excess: the most it adds"
+    few = Quality(draws=500, chains=2, rhat=1.005, ess_bulk=20.0)  # 10 per chain against 25
+    assert extension(few, policy) == int(np.ceil(500 * 1.5))
+    assert extension(Quality(draws=500, chains=2, rhat=EXTEND_RHAT_MAX + 0.01, ess_bulk=900.0), policy) is None
+    assert extension(Quality(draws=500, chains=1), policy) is None
+
+
+def test_slow_mixing_continues_the_chains_before_a_longer_warm_up():
+    state = LoopState(Model(lambda: None), "pymc", 0.8, tune=500, draws=500)
+    decision = choose_remedy("convergence", state, Policy(), mass_matrices=("diag", "full"), extend_by=500)
+    assert decision.remedy == "more_draws" and decision.state.extend == 500
+    assert "continued for 500 more draws" in decision.note and "no new warm-up" in decision.note
+    after = choose_remedy("convergence", decision.state, Policy(), mass_matrices=("diag", "full"), extend_by=500)
+    assert after.remedy == "longer_warmup" and after.state.extend == 0, "continued once; then a new run"
+    cannot = choose_remedy("convergence", state, Policy(), mass_matrices=("diag", "full"), extend_by=None)
+    assert cannot.remedy == "longer_warmup", "chains that cannot be continued get a longer warm-up"
+    for failure in ("divergences", "tree-depth", "initialization", "multimodal"):
+        other = choose_remedy(failure, state, Policy(), candidates=["theta"], mass_matrices=("diag", "full"),
+                              other_backends=["nutpie"], extend_by=500)
+        assert other.remedy != "more_draws", f"more draws do not fix {failure}"
+
+
+def test_more_draws_is_skipped_when_its_draws_do_not_fit_in_the_time_left():
+    state = LoopState(Model(lambda: None), "pymc", 0.8, tune=500, draws=500)
+    # the last attempt ran 1,000 iterations in 10 s: 1,500 more need about 15 s
+    decision = choose_remedy("convergence", state, Policy(remedies=("more_draws",)), extend_by=1500,
+                             seconds_left=12.0, last_seconds=10.0)
+    assert decision.remedy is None and "needs about 15 s and 12 s are left" in decision.note
+
+
+def test_rhat_goal_must_lie_between_one_and_the_retry_line():
+    with pytest.raises(ResilientError, match="rhat_goal"):
+        Policy(rhat_goal=1.06)
+    with pytest.raises(ResilientError, match="rhat_goal"):
+        Policy(rhat_goal=1.0)
+    assert Policy(rhat_goal=1.05).rhat_goal == 1.05
+
+
+class ApartModel(DivergingModel):
+    """Finished runs whose chains sit a little apart (worst R-hat between the goal 1.01 and the retry line 1.05)
+    and that keep no sampler state, so they cannot be continued."""
+
+    def __init__(self):
+        super().__init__([0.0])
+
+    def run_nuts(self, settings, on_chunk):
+        self.runs += 1
+        rng = np.random.default_rng(self.runs)
+        offsets = np.array([[0.2], [-0.2], [0.2], [-0.2]])
+        stats = {"diverging": np.zeros((4, settings.draws), bool), "lp": np.zeros((4, settings.draws)),
+                 "tree_depth": np.full((4, settings.draws), 2)}
+        on_chunk(Chunk((0, 1, 2, 3), 0, False, {"x": rng.normal(size=(4, settings.draws)) + offsets}, stats))
+        return NUTSRun(completed=True)
+
+
+def test_rhat_over_the_goal_is_accepted_with_the_reason_when_the_chains_cannot_be_continued():
+    model = Model(lambda: None)
+    settings = NUTSSettings(draws=400, tune=0, chains=4, random_seed=1)
+    data = run_loop(model, "numpyro", settings, Policy(), preflight=False, progressbar=False,
+                    compile_cache={("numpyro", model): ApartModel()})
+    [attempt] = read_attempts(data)
+    assert 1.01 < attempt["rhat"] <= 1.05
+    assert attempt["outcome"] == "accepted" and attempt["failure"] == "convergence"
+    assert "over the goal of 1.01 (under the retry line 1.05); accepted under the retry line: these chains cannot " \
+           "be continued here (the engine keeps no sampler state to continue from)" in attempt["message"]
+    assert read_run(data)["status"] == "ok" and "over the goal of 1.01" in read_run(data)["message"]
