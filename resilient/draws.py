@@ -24,6 +24,7 @@ class DrawBuffer:
         self._warmup_stats: list[dict[str, list[np.ndarray]]] = [{} for _ in range(chains)]
         self.counts = [0] * chains
         self.warmup_counts = [0] * chains
+        self._divergent = 0  # post-warm-up divergent draws so far, counted as chunks arrive
 
     def add(self, chunk: Chunk) -> None:
         for row, chain in enumerate(chunk.chains):
@@ -40,6 +41,8 @@ class DrawBuffer:
                 self._posterior[chain].setdefault(name, []).append(np.asarray(values[row]))
             for name, values in chunk.sample_stats.items():
                 self._stats[chain].setdefault(name, []).append(np.asarray(values[row]))
+            if "diverging" in chunk.sample_stats:
+                self._divergent += int(np.sum(chunk.sample_stats["diverging"][row]))
 
     @property
     def total(self) -> int:
@@ -73,7 +76,8 @@ class DrawBuffer:
         return self._stack(self._warmup_posterior, length) if length and self.keep_warmup else {}
 
     def divergences(self) -> int:
-        return int(sum(np.sum(np.concatenate(s["diverging"])) for s in self._stats if "diverging" in s))
+        """Divergent post-warm-up draws so far (all chains, complete or not)."""
+        return self._divergent
 
 
 def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray],
