@@ -230,6 +230,12 @@ def test_a_template_bambi_model_is_built_again_on_each_frame_as_bmb_model_builds
     assert rebuilt.family.name == "t"
     assert builds_bambi(build_grouped) and not builds_bambi(linear.__code__)
 
+    assert ModelSpec.of(bmb.Model("y ~ x", first, family="t", priors=prior)).key == spec.key  # a rerun's manifest
+    changed_priors = bmb.Model("y ~ x", first)
+    changed_priors.set_priors(common=bmb.Prior("Normal", mu=0, sigma=1))
+    with pytest.raises(ResilientError, match=r"its priors were changed with set_priors.*Pass a function that builds"):
+        ModelSpec.of(changed_priors)
+
     def shifted(v):
         return v + 1
 
@@ -251,15 +257,18 @@ def test_a_template_bambi_model_is_built_again_on_each_frame_as_bmb_model_builds
         resilient.sample_many(sbc_models.normal, [{}], fit_kwargs={"omit_offsets": False})
 
 
-@pytest.mark.slow  # ~40-60 s on 2 shared cores: three fits on a LocalCluster, three fit() calls to compare with
+@pytest.mark.slow  # ~30-60 s on 2 shared cores: three fits on a LocalCluster, three fit() calls to compare with
 def test_sample_many_over_frames_of_one_formula_gives_what_fit_gives_for_each(client, tmp_path):
     """Each stored fit (fits/<id>.nc) has the groups, names and dims of bmb.Model(formula, frame).fit() for its
     frame (one frame longer than the others: Bambi builds again), posterior means agree with fit's within MCSE, and
     model.predict works on the stored fit."""
     frames = [_linear_frame(1), _linear_frame(2), _linear_frame(3, n=70)]
     template = bmb.Model("y ~ x", frames[0])
-    result = resilient.sample_many(template, frames, out=tmp_path / "many", client=client, engine="pymc",
-                                   draws=500, tune=500, chains=2, random_seed=4, progressbar=False)
+    run = dict(out=tmp_path / "many", client=client, engine="pymc", draws=500, tune=500, chains=2, random_seed=4,
+               progressbar=False)
+    result = resilient.sample_many(template, frames, **run)
+    again = resilient.sample_many(bmb.Model("y ~ x", frames[0]), frames, **run)  # the same template, made again
+    assert again.skipped == 3 and again.counts["ok"] == 3  # found done: a rerun skips them
     summary = result.summary
     assert list(summary["status"]) == ["ok"] * 3, summary[["status", "reason"]].to_dict("records")
     assert list(summary["file"]) == [f"fits/fit-{i:05d}.nc" for i in range(3)]

@@ -185,11 +185,21 @@ class BambiRecipe:
     def __name__(self) -> str:  # noqa: PLW3201 - names the batch ("fits of y ~ x")
         return str(getattr(self.formula, "main", self.formula))
 
+    def fingerprint(self) -> str:
+        """A text that names this recipe the same way in every process (what a rerun's manifest compares)."""
+        links = sorted((str(k), getattr(v, "name", repr(v))) for k, v in dict(self.family.link).items())
+        priors = sorted((str(k), repr(v)) for k, v in self.priors.items())
+        likelihood = self.family.likelihood
+        return repr((str(self.formula), type(self.family).__name__, self.family.name, likelihood.name,
+                     list(likelihood.params), links, priors,
+                     self.categorical, sorted((k, repr(v)) for k, v in self.options.items())))
+
     def __call__(self, data: Any) -> Any:
         import copy
 
         import bambi
-        import numpy as np  # noqa: F401 - the formula is evaluated in this frame, as bmb.Model does in its caller's: np.log(x)
+        # bmb.Model evaluates the formula in its caller's frame: this one, where np.log(x) finds numpy
+        import numpy as np  # noqa: F401
 
         return bambi.Model(self.formula, data, family=copy.deepcopy(self.family), priors=copy.deepcopy(self.priors),
                            categorical=list(self.categorical) or None, **self.options)
@@ -215,8 +225,15 @@ def _priors_of(model: Any) -> list[tuple[str, str, str]]:
 def recipe_of(model: Any) -> BambiRecipe:
     """The :class:`BambiRecipe` of a template ``bmb.Model``, checked: built on the template's own data frame it gives
     the template's terms and priors. What a ``bmb.Model`` does not keep (``extra_namespace``, a name the formula
-    takes from the caller's scope, priors given through ``set_priors``'s ``common=`` ...) fails that check, and the
-    error says to pass a function that builds the model from a frame."""
+    takes from the caller's scope but ``np``) fails that check, and priors changed with ``set_priors`` are refused
+    (Bambi then marks its own scaled priors as set); the error says to pass a function that builds the model from a
+    frame."""
+    advice = ("Pass a function that builds the model from a data frame instead (def build(data): return "
+              "bmb.Model(formula, data, ...)); sample_many calls it on each data set.")
+    if any(value is not None for value in getattr(model, "_added_priors", {}).values()):
+        raise ResilientError("sample_many cannot build this Bambi model again: its priors were changed with "
+                             "set_priors, after which Bambi no longer tells its own (scaled to the data) from the "
+                             f"ones set. {advice}")
     parent = model.family.likelihood.parent
     priors: dict[str, Any] = {}
     for name, component in model._components.items():
@@ -233,8 +250,6 @@ def recipe_of(model: Any) -> BambiRecipe:
     categorical = tuple(str(c) for c in model.data.columns if str(model.data[c].dtype) == "category")
     recipe = BambiRecipe(formula=model.formula, family=model.family, priors=priors, categorical=categorical,
                          options={name: getattr(model, name) for name in _MODEL_OPTIONS})
-    advice = ("Pass a function that builds the model from a data frame instead (def build(data): return "
-              "bmb.Model(formula, data, ...)); sample_many calls it on each data set.")
     try:
         import warnings
 
@@ -266,9 +281,9 @@ def check_many_engine(engine: str, backend: str | None) -> None:
     from resilient.backend import capabilities
 
     if backend not in (None, "pymc") or (engine != "auto" and capabilities(engine).language != "pymc"):
-        raise ResilientError(f"A Bambi model builds a PyMC model, so it runs on PyMC's NUTS or nutpie: `engine` must be "
-                             f"'auto', 'pymc' or 'nutpie' and `backend` 'pymc' or left out, got engine={engine!r}, "
-                             f"backend={backend!r}.")
+        raise ResilientError(f"A Bambi model builds a PyMC model, so it runs on PyMC's NUTS or nutpie: `engine` "
+                             f"must be 'auto', 'pymc' or 'nutpie' and `backend` 'pymc' or left out, got "
+                             f"engine={engine!r}, backend={backend!r}.")
 
 
 def many_fit_options(fit_kwargs: Any, engine: str, own: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
