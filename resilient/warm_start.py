@@ -201,6 +201,7 @@ class _Gate:
         self.results: dict[int, tuple[bool, str, float, int, float, float]] = {}
         self.open = False
         self.failed: str | None = None
+        self.decided: float | None = None  #: time.monotonic() when the last window was checked (or one failed)
 
     def __call__(self, chunk: Chunk) -> bool:
         if self.open:
@@ -225,10 +226,12 @@ class _Gate:
                 self.results[chain] = (passed, why, acceptance, divergent, final, saved)
                 if not passed:
                     self.failed = f"chain {chain}: {why}"
+                    self.decided = time.monotonic()
                     self.held.clear()
                     return False
         if len(self.results) == len(self.window):
             self.open = True
+            self.decided = time.monotonic()
             held, self.held = self.held, []
             for piece in held:
                 if self.on_chunk(piece) is False:
@@ -295,7 +298,8 @@ def run_warm(compiled: Any, engine: str, settings: NUTSSettings, on_chunk: Calla
             raise
         gate.failed = f"the engine failed in the window ({error})"
         outcome = NUTSRun(False, "sampler-error")
-    window_seconds = time.monotonic() - started
+    ended = time.monotonic()
+    window_seconds = (gate.decided or ended) - started  # to the check: the window and the first chunk of draws
     verdict = gate.verdict()
     entry.update(verdict.to_dict(), window_seconds=round(window_seconds, 3))
     if gate.failed is None:
@@ -308,5 +312,5 @@ def run_warm(compiled: Any, engine: str, settings: NUTSSettings, on_chunk: Calla
     warm.note(settings.random_seed, entry)
     full = run(cold, on_chunk)
     full.extra["warm_start"] = entry
-    full.warmup_seconds += window_seconds  # the failed window is warm-up time this attempt spent
+    full.warmup_seconds += ended - started  # the failed window is warm-up time this attempt spent
     return full
