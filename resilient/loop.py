@@ -755,7 +755,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     "more_draws" in policy.remedies and "more_draws" not in state.used):
                 soft_rhat = True
                 failure, message = "convergence", (
-                    f"{quality.worst} has R-hat {quality.rhat:.3f}, over the goal of {policy.rhat_goal} (under the "
+                    f"{quality.worst} has R-hat {quality.rhat:.4f}, over the goal of {policy.rhat_goal} (under the "
                     f"retry line {policy.rhat_limit})")
             if failure is None:
                 attempts.append(Attempt(**base, outcome="accepted"))
@@ -790,7 +790,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",
                                     message=f"{message}; accepted under the retry line: {note}"))
             return finish(_Candidate(number, data, quality, True, True), "ok",
-                          f"accepted with R-hat {quality.rhat:.3f}, over the goal of {policy.rhat_goal}")
+                          f"accepted with R-hat {quality.rhat:.4f}, over the goal of {policy.rhat_goal}")
         if new_remedy is None:
             attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
             return give_up(f"attempt {number} failed: {message}; {note}", failure, message,
