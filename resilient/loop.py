@@ -725,6 +725,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             seen, note = (assess(buffer, policy, run_settings, table=table) if buffer.complete_draws >= 8
                           else (None, ""))
             if buffer.complete_draws:
+                if going_on is not None:  # the continuation holds its origin's draws and more: it replaces it
+                    candidates[:] = [c for c in candidates if c.number != going_on.number]
                 candidates.append(_Candidate(number, data, quality, finished=False,
                                              statistical=seen is None or seen in STATISTICAL))
             why = (f"the time budget of {policy.time_budget} s ran out during attempt {number} "
@@ -761,6 +763,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                 attempts.append(Attempt(**base, outcome="accepted"))
                 return finish(_Candidate(number, data, quality, True, True), "ok", "accepted")
         if buffer.complete_draws:
+            if going_on is not None:  # the continuation holds its origin's draws and more: it replaces it
+                candidates[:] = [c for c in candidates if c.number != going_on.number]
             candidates.append(_Candidate(number, data, quality, finished=crash is None,
                                          statistical=failure in STATISTICAL))
         continuable = (crash is None and capabilities(state.backend).resume

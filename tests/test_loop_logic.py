@@ -495,3 +495,49 @@ def test_rhat_over_the_goal_is_accepted_with_the_reason_when_the_chains_cannot_b
     assert "over the goal of 1.01 (under the retry line 1.05); accepted under the retry line: these chains cannot " \
            "be continued here (the engine keeps no sampler state to continue from)" in attempt["message"]
     assert read_run(data)["status"] == "ok" and "over the goal of 1.01" in read_run(data)["message"]
+
+
+class ContinuableModel(ApartModel):
+    """Chains a little apart (over the R-hat goal) that keep a sampler state; a continuation of them hands over
+    ``continued`` draws and then stops at the deadline."""
+
+    def __init__(self, continued):
+        super().__init__()
+        self.continued = continued
+        self.settings = []
+
+    def run_nuts(self, settings, on_chunk):
+        from resilient.sampler_state import SamplerState
+
+        self.settings.append(settings)
+        self.runs += 1
+        draws = self.continued if settings.resume_state is not None else settings.draws
+        rng = np.random.default_rng(self.runs)
+        offsets = np.array([[0.2], [-0.2], [0.2], [-0.2]])
+        stats = {"diverging": np.zeros((4, draws), bool), "lp": np.zeros((4, draws)),
+                 "tree_depth": np.full((4, draws), 2)}
+        state = SamplerState("numpyro", (0, 1, 2, 3), np.zeros((4, 1)), np.full(4, 0.5), np.full(4, draws),
+                             np.zeros(4, np.int64), np.ones((4, 1)), adaptation="reusable")
+        on_chunk(Chunk((0, 1, 2, 3), 0, False, {"x": rng.normal(size=(4, draws)) + offsets}, stats, state))
+        if settings.resume_state is not None:
+            return NUTSRun(completed=False, reason="deadline")
+        return NUTSRun(completed=True)
+
+
+def test_a_budget_that_runs_out_while_the_chains_run_longer_keeps_every_draw(tmp_path):
+    model = Model(lambda: None)
+    compiled = ContinuableModel(continued=150)
+    settings = NUTSSettings(draws=400, tune=0, chains=4, random_seed=1)
+    with pytest.warns(ResilientWarning, match="The result holds only the finished draws"):
+        data = run_loop(model, "numpyro", settings, Policy(), preflight=False, progressbar=False,
+                        compile_cache={("numpyro", model): compiled}, checkpoint=Checkpoint(tmp_path, {}))
+    first, second = read_attempts(data)
+    assert first["outcome"] == "retry" and "next: the same chains continued for" in first["message"]
+    assert compiled.settings[1].resume_state is not None and compiled.settings[1].tune == 0
+    assert compiled.settings[1].initial_points is None, "the chains go on from where they stand"
+    assert second["remedy"] == "more_draws" and second["outcome"] == "budget"
+    # the first attempt's 400 draws and the continuation's 150: nothing finished is dropped, in memory or on disk
+    assert data.posterior["x"].shape == (4, 550)
+    assert read_checkpoint(tmp_path, attempt=2).posterior["x"].shape == (4, 550)
+    assert np.array_equal(read_checkpoint(tmp_path, attempt=1).posterior["x"].values,
+                          data.posterior["x"].values[:, :400])
