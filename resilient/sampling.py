@@ -175,18 +175,20 @@ class CompiledSampler:
         """``(WarmStart or None, why not)`` for this run: the state ``warm_start`` names (``given``: a result's
         state, already read) when the run's settings allow one; ``why not`` is None where nothing was asked
         (``False``, or ``"auto"`` with no earlier accepted call)."""
-        from resilient.warm_start import WarmStart
+        from resilient.warm_start import WINDOW, WarmStart
 
         if warm_start is False:
             return None, None
         if given is not None:
             state, source = given, "the sampler_state of the result given as warm_start"
-        elif self.last_state is not None:
+        elif self.last_state is not None and options.tune > WINDOW:  # "auto" passes over a short run silently
             state, source = self.last_state, "the last accepted call of this compiled model"
         else:
             return None, None
         why = None
-        if options.initvals is not None:
+        if options.tune <= WINDOW:
+            why = f"tune={options.tune} is no longer than the warm-start window ({WINDOW} iterations)"
+        elif options.initvals is not None:
             why = "initvals were given: the chains start where asked and warm up in full"
         elif options.checkpoint is not None:
             why = "a checkpointed run warms up in full, so that a resume continues it as written"
