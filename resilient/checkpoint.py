@@ -116,23 +116,25 @@ class Checkpoint:
         warn(f"Resilient: the checkpoint folder {self.root} held an earlier run; it was moved to {target} so the "
              "two runs are not mixed. To continue a run, use resilient.resume(folder, model, ...).")
 
-    def start_attempt(self, number: int, carry_from: int | None = None) -> None:
-        """Write the next chunks into ``attempt-<number>/``; ``carry_from``: an attempt whose chains this one
-        continues (``more_draws``): its chunk and warm-up files are linked in first, so the folder holds the
-        whole chains, and its sampler state is this attempt's until the chains write newer ones."""
+    def start_attempt(self, number: int, carry_from: int | None = None, state: Any = None,
+                      draws: int | None = None) -> None:
+        """Write the next chunks into ``attempt-<number>/``. ``carry_from``: an attempt whose chains this one
+        continues (``more_draws``): its chunk and warm-up files are linked in first, so the folder holds the whole
+        chains; ``state`` (their sampler state) is written at once, as this attempt's until the chains write newer
+        ones; ``draws``: the chains' total, which ``meta.json`` then gives (a resume goes on to it)."""
         self.folder = self.root / f"attempt-{number:02d}"
         self.folder.mkdir(parents=True, exist_ok=True)
         self._states, self.state = {}, None
+        self.attempt = number
         if carry_from is not None:
-            self._guarded("the continued attempt's chunks", lambda: self._carry(carry_from))
+            self._guarded("the continued attempt's chunks", lambda: self._carry(carry_from, draws))
+            if state is not None:
+                self.write_state(state)
         self._count = len(list(self.folder.glob("chunk-*.nc")))
         self._warmup: dict[int, dict[str, list[np.ndarray]]] = {}  # warm-up statistics per chain, not yet written
-        self.attempt = number
 
-    def _carry(self, number: int) -> None:
+    def _carry(self, number: int, draws: int | None) -> None:
         import shutil
-
-        from resilient.sampler_state import SamplerState, select
 
         source = self.root / f"attempt-{number:02d}"
         for path in sorted([*source.glob("chunk-*.nc"), *source.glob("warmup-*.nc")]):
@@ -142,10 +144,10 @@ class Checkpoint:
                     os.link(path, target)
                 except OSError:  # a file system without hard links
                     shutil.copy2(path, target)
-        if (source / "state.json").exists():
-            state = SamplerState.load(source)
-            self._states = {chain: select(state, [row]) for row, chain in enumerate(state.chains)}
-            self.state = state
+        if draws is not None:
+            meta = read_meta(self.root)
+            _atomic_write(self.root / "meta.json", lambda p: p.write_text(dumps({**meta, "draws": int(draws)},
+                                                                                  indent=2)))
 
     def continue_from(self, state: Any) -> None:
         """Continue the attempt ``state`` was saved in (a resumed run): its chunks are added after the

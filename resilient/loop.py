@@ -25,6 +25,7 @@ from resilient.errors import warn as warn_user
 from resilient.model import Model, NativeModel
 from resilient.policy import Attempt, Policy
 from resilient.quality import Quality, badness, convergence, measure, separated_modes
+from resilient.resumption import continuation_tune, counted_on
 from resilient.sampler_state import SamplerState, merge_states, stack
 from resilient.states import Failure, Remedy
 
@@ -206,7 +207,7 @@ EXTEND_MAX_FACTOR = 3
 
 
 def extension(quality: Quality, policy: Policy) -> int | None:
-    """How many more draws per chain continuing an attempt's chains needs to reach ``policy.rhat_goal`` and the ESS
+    """How many more draws per chain continuing an attempt's chains needs to reach the R-hat goal (``policy.goal``) and the ESS
     limit, or None where continuing cannot be expected to get there (R-hat over :data:`EXTEND_RHAT_MAX`).
 
     The excess of R-hat over 1 and the ESS shortfall of chains near stationarity shrink roughly as 1/draws, so the
@@ -214,7 +215,7 @@ def extension(quality: Quality, policy: Policy) -> int | None:
     :data:`EXTEND_MAX_FACTOR` + 1 times)."""
     if quality.draws < 1 or quality.rhat is None or not np.isfinite(quality.rhat) or quality.rhat > EXTEND_RHAT_MAX:
         return None
-    ratios = [(quality.rhat - 1.0) / (policy.rhat_goal - 1.0)]
+    ratios = [(quality.rhat - 1.0) / (policy.goal - 1.0)]
     if quality.ess_per_chain is not None and quality.ess_per_chain > 0:
         ratios.append(policy.min_ess_bulk_per_chain / quality.ess_per_chain)
     factor = min(max(max(ratios) - 1.0, 1.0), EXTEND_MAX_FACTOR)
@@ -263,8 +264,9 @@ def choose_remedy(failure: Failure, state: LoopState, policy: Policy, *, candida
             if decision is None:
                 continue
             if seconds_left is not None and last_seconds is not None:
+                # more_draws: the continuation's draws at the attempt's pace, with a margin for a short re-adaptation
                 expected = last_seconds * (_COST.get(remedy, 1.0) if remedy != "more_draws" else
-                                           decision.state.extend / max(state.tune + state.draws, 1))
+                                           1.2 * decision.state.extend / max(state.tune + state.draws, 1))
                 if expected > seconds_left:
                     note = f"{decision.note} skipped: it needs about {expected:.0f} s and {max(seconds_left, 0):.0f} s are left"
                     if note not in skipped:
@@ -289,8 +291,9 @@ def _apply(remedy: Remedy, state: LoopState, policy: Policy, *, candidates: Sequ
     if remedy == "more_draws":
         if not extend_by:
             return None
-        return Decision(remedy, f"the same chains continued for {extend_by} more draws each (no new warm-up: the "
-                                "step size and mass matrix are kept; the draws join the earlier ones)",
+        return Decision(remedy, f"the same chains continued for {extend_by} more draws each from where they stand "
+                                "(no new warm-up where the engine takes its adaptation back; the draws join the "
+                                "earlier ones)",
                         replace(state, extend=int(extend_by), used=used))
     state = replace(state, extend=0)
     if remedy == "target_accept":
@@ -421,36 +424,19 @@ class _InitializationFailed(Exception):
 @dataclass(frozen=True)
 class _Finished:
     """A finished attempt whose chains ``more_draws`` can continue: its draws (the buffer the continuation adds
-    to), each chain's sampler state after its last draw, and the draws per chain."""
+    to), each chain's sampler state after its last draw, the draws per chain, its warm-up and sampling seconds,
+    and whether it was acceptable as it was (only over the R-hat goal, under the retry line)."""
 
     number: int
     buffer: DrawBuffer
     states: Mapping[int, Any]
     draws: int
+    seconds: float
+    acceptable: bool
 
     @property
     def resume_state(self) -> SamplerState:
         return stack([self.states[chain] for chain in sorted(self.states)])
-
-
-def _continuation_tune(state: SamplerState, tune: int) -> int:
-    """The warm-up a continuation asks its engine for: none where the adaptation is taken back (PyMC's NUTS), the
-    run's own where the engine's whole state continues it (NumPyro: its warm-up is done, so none runs), a short
-    re-adaptation where the engine takes none back (nutpie: see :data:`resilient.resumption.READAPT_TUNE`)."""
-    from resilient.resumption import READAPT_TUNE
-
-    if state.adaptation == "whole":
-        return tune
-    if state.adaptation == "re-adapt":
-        return max(1, min(READAPT_TUNE, tune))
-    return 0
-
-
-def _counted_on(new: Any, offset: int) -> Any:
-    """A continuation's sampler state counted as the whole chain's: its draws after the ``offset`` before."""
-    if not isinstance(new, SamplerState):
-        return new
-    return replace(new, draws_done=np.asarray(new.draws_done, np.int64) + offset)
 
 
 #: why the loop does not retry a sampler error of this kind.
@@ -635,7 +621,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         try:
             compiled = compiled_for(state)
             compile_seconds = time.monotonic() - compile_start
-            if number > 1 and preflight and (state.backend, state.model) != (backend, model):
+            if number > 1 and preflight and going_on is None and (state.backend, state.model) != (backend, model):
                 later = check_compiled(compiled, state.model, state.backend, random_seed=attempt_seed)
                 if not later.ok:
                     raise _InitializationFailed(later.errors[0].message)
@@ -663,7 +649,11 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         buffer = DrawBuffer(settings.chains, keep_warmup=keep_warmup) if going_on is None else going_on.buffer
         offset = 0 if going_on is None else going_on.draws
         if checkpoint is not None:
-            checkpoint.start_attempt(number, carry_from=None if going_on is None else going_on.number)
+            if going_on is None:
+                checkpoint.start_attempt(number)
+            else:  # the continuing attempt's folder holds the whole chains; a resume of it goes on to their total
+                checkpoint.start_attempt(number, carry_from=going_on.number, state=going_on.resume_state,
+                                         draws=going_on.draws + state.extend)
         progress = _Progress(progressbar, settings.chains * (state.extend if going_on is not None else
                                                              state.tune + state.draws),
                              f"attempt {number} ({state.backend})")
@@ -674,7 +664,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                 if chunk.warmup:  # an engine that cannot take its adaptation back adapts again briefly: not kept
                     readapted[0] = max(readapted[0], chunk.start + chunk.size)
                     return True
-                chunk = replace(chunk, start=chunk.start + offset, state=_counted_on(chunk.state, offset))
+                chunk = replace(chunk, start=chunk.start + offset,
+                                state=counted_on(chunk.state, going_on.resume_state, offset))
             buffer.add(chunk)
             if chunk.state is not None and not chunk.warmup:
                 states.update(merge_states({}, chunk.state))
@@ -689,7 +680,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                                progressbar=False)
         if going_on is not None:
             run_settings = replace(run_settings, draws=state.extend, resume_state=going_on.resume_state,
-                                   tune=_continuation_tune(going_on.resume_state, state.tune))
+                                   tune=continuation_tune(going_on.resume_state, state.tune))
         crash: SamplerError | None = None
         try:
             with warnings.catch_warnings():
@@ -706,6 +697,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         if going_on is not None and readapted[0]:
             current_settings["continued"]["readapted"] = readapted[0]
         last_seconds = outcome.warmup_seconds + outcome.sampling_seconds or (seconds - compile_seconds)
+        if going_on is not None:  # the next remedy is a new run: estimated from the run the chains began in
+            last_seconds = going_on.seconds
         HISTORY.note_run(state.backend, outcome.warmup_seconds + outcome.sampling_seconds)
         posterior, stats = buffer.posterior(), buffer.sample_stats()  # stacked once: the result and its quality
         data = to_datatree(posterior, stats, compiled.observed_data(),
@@ -729,9 +722,17 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     candidates[:] = [c for c in candidates if c.number != going_on.number]
                 candidates.append(_Candidate(number, data, quality, finished=False,
                                              statistical=seen is None or seen in STATISTICAL))
+            asked = state.draws if going_on is None else going_on.draws + state.extend
             why = (f"the time budget of {policy.time_budget} s ran out during attempt {number} "
-                   f"(after {buffer.complete_draws} of {state.draws} draws per chain)"
+                   f"(after {buffer.complete_draws} of {asked} draws per chain)"
                    if kind == "budget" else f"sampling was interrupted ({outcome.reason}) during attempt {number}")
+            if going_on is not None and going_on.acceptable and kind == "budget" and seen is None:
+                # the chains were acceptable before they ran longer: what ran of the continuation only adds to them
+                message = (f"accepted: attempt {going_on.number}'s chains (over the R-hat goal of {policy.goal}) ran "
+                           f"longer until {why}; worst R-hat {quality.rhat:.4f} over all "
+                           f"{buffer.complete_draws} draws per chain")
+                attempts.append(Attempt(**base, failure=kind, message=message, outcome=kind))
+                return finish(candidates[-1], "ok", message)
             chosen, message = best_so_far(why, (number, remedy))
             if chosen is None:  # the budget's own result: the (empty) attempt, returned with the warning
                 chosen = _Candidate(number, data, quality, finished=False, statistical=False)
@@ -744,7 +745,14 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         soft = soft_rhat = False
         if crash is not None:
             failure = "sampler-error"
-            message = f"{crash}; {buffer.complete_draws} draws per chain were finished before it"
+            message = f"{crash}; {buffer.complete_draws - offset} draws per chain were finished before it"
+            if going_on is not None:
+                origin = next(c for c in candidates if c.number == going_on.number)
+                message += f" (running attempt {going_on.number}'s chains longer: its draws are kept as they were)"
+                if going_on.acceptable:
+                    message += f"; attempt {going_on.number}'s draws were acceptable as they were: returned"
+                    attempts.append(Attempt(**base, failure=failure, message=message, outcome="gave-up"))
+                    return finish(origin, "ok", message)
         else:
             failure, message = assess(buffer, policy, run_settings, table=table)
             noncenterable = noncentering_candidates(state.model, compiled.sites)
@@ -753,23 +761,24 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             if soft:
                 failure, message = "divergences", f"{divergent} divergent draws (under the limit)" + (
                     f" with centred hierarchical sites ({', '.join(noncenterable)})" if noncenterable else "")
-            elif failure is None and quality.rhat is not None and quality.rhat > policy.rhat_goal and (
+            elif failure is None and quality.rhat is not None and quality.rhat > policy.goal and (
                     "more_draws" in policy.remedies and "more_draws" not in state.used):
                 soft_rhat = True
                 failure, message = "convergence", (
-                    f"{quality.worst} has R-hat {quality.rhat:.4f}, over the goal of {policy.rhat_goal} (under the "
+                    f"{quality.worst} has R-hat {quality.rhat:.4f}, over the goal of {policy.goal} (under the "
                     f"retry line {policy.rhat_limit})")
             if failure is None:
                 attempts.append(Attempt(**base, outcome="accepted"))
                 return finish(_Candidate(number, data, quality, True, True), "ok", "accepted")
-        if buffer.complete_draws:
+        if buffer.complete_draws and not (crash is not None and going_on is not None):
             if going_on is not None:  # the continuation holds its origin's draws and more: it replaces it
                 candidates[:] = [c for c in candidates if c.number != going_on.number]
             candidates.append(_Candidate(number, data, quality, finished=crash is None,
                                          statistical=failure in STATISTICAL))
         continuable = (crash is None and capabilities(state.backend).resume
                        and set(states) == set(range(settings.chains)))
-        ran = _Finished(number, buffer, states, buffer.complete_draws) if continuable else None
+        ran = (_Finished(number, buffer, states, buffer.complete_draws, last_seconds, acceptable=soft_rhat)
+               if continuable else None)
         extend_by = extension(quality, policy) if continuable else None
         seconds_left = None if deadline is None else deadline - time.monotonic()
         if crash is not None and crash.kind != "numerical":
@@ -794,7 +803,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",
                                     message=f"{message}; accepted under the retry line: {note}"))
             return finish(_Candidate(number, data, quality, True, True), "ok",
-                          f"accepted with R-hat {quality.rhat:.4f}, over the goal of {policy.rhat_goal}")
+                          f"accepted with R-hat {quality.rhat:.4f}, over the goal of {policy.goal}")
         if new_remedy is None:
             attempts.append(Attempt(**base, failure=failure, message=f"{message}; {note}", outcome="gave-up"))
             return give_up(f"attempt {number} failed: {message}; {note}", failure, message,

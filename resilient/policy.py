@@ -16,9 +16,10 @@ class Policy:
     """How hard the loop tries. ``time_budget`` is seconds for the whole call (None: no limit).
 
     ``rhat_limit`` is the loop's "far off" line: above it an attempt fails and the next remedy runs.
-    ``rhat_goal`` is the published line (R-hat < 1.01: Vehtari et al. 2021, the line pm.sample warns at):
-    an attempt between the two is continued with more draws (the ``more_draws`` remedy: the same chains,
-    no new warm-up) when that fits in the time left, and accepted otherwise.
+    ``rhat_goal`` is the published line (R-hat < 1.01: Vehtari et al. 2021, the line pm.sample warns at;
+    None, the default: 1.01, or ``rhat_limit`` where that is lower): an attempt between the two is continued
+    with more draws (the ``more_draws`` remedy: the same chains, no new warm-up) when that fits in the time
+    left, and accepted otherwise.
     """
 
     max_attempts: int = 5
@@ -28,7 +29,7 @@ class Policy:
     # already remedying divergences; at the cap (or with nothing left) a rate under the limit is accepted.
     retry_divergences: bool = True
     rhat_limit: float = 1.05
-    rhat_goal: float = 1.01
+    rhat_goal: float | None = None
     min_ess_bulk_per_chain: float = 25.0
     tree_depth_saturation: float = 0.5  # fraction of draws at the maximum depth that counts as saturated
     target_accept_ladder: tuple[float, ...] = (0.9, 0.95, 0.99)
@@ -52,11 +53,16 @@ class Policy:
             raise ResilientError(f"Unknown remedies {unknown}. Expected some of: {', '.join(REMEDIES)}.")
         if self.on_exhausted not in ("raise", "warn"):
             raise ResilientError(f"`on_exhausted` must be 'warn' or 'raise', got {self.on_exhausted!r}.")
-        if not 1 < self.rhat_goal <= self.rhat_limit:
+        if self.rhat_goal is not None and not 1 < self.rhat_goal <= self.rhat_limit:
             raise ResilientError(f"`rhat_goal` must be over 1 and at most `rhat_limit` ({self.rhat_limit}), got "
                                  f"{self.rhat_goal!r}.")
         if not 0 < self.max_divergence_rate < 1:
             raise ResilientError(f"`max_divergence_rate` must be in (0, 1), got {self.max_divergence_rate!r}.")
+
+    @property
+    def goal(self) -> float:
+        """The R-hat goal in effect: ``rhat_goal``, else 1.01 (or ``rhat_limit`` where that is lower)."""
+        return self.rhat_goal if self.rhat_goal is not None else min(1.01, self.rhat_limit)
 
     def replace(self, **changes: Any) -> "Policy":
         values = asdict(self)

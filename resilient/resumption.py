@@ -31,7 +31,7 @@ import numpy as np
 from resilient.backend import Chunk, NUTSSettings, capabilities
 from resilient.errors import ResilientError, warn
 
-__all__ = ["resume_run", "READAPT_TUNE", "checkpoint_settings"]
+__all__ = ["resume_run", "READAPT_TUNE", "checkpoint_settings", "continuation_tune", "counted_on"]
 
 #: warm-up iterations a resumed nutpie run adapts again for (at most; never more than the run's own tune)
 READAPT_TUNE = 100
@@ -70,6 +70,37 @@ def _refuse_other_settings(folder: Path, meta: dict[str, Any], state: Any, optio
         raise ResilientError(
             f"Resume refused: {'; '.join(differ)}. A resumed run continues the run in {folder} with its settings; "
             "leave these out (resilient.resume takes them from the checkpoint) or start a new run.")
+
+
+def continuation_tune(state: Any, tune: int) -> int:
+    """The warm-up to ask an engine for when it continues ``state``'s run (a resume, or the loop's ``more_draws``):
+    the run's own ``tune`` where the engine's whole state continues it (NumPyro: a finished warm-up runs no more),
+    a short re-adaptation where the engine takes no adaptation back (nutpie: :data:`READAPT_TUNE` at most), and
+    none where the step size and mass matrix are set on the sampler (PyMC's NUTS)."""
+    if state.adaptation == "whole":
+        return int(tune)
+    if state.adaptation == "re-adapt":
+        return max(1, min(int(tune or READAPT_TUNE), READAPT_TUNE))
+    return 0
+
+
+def counted_on(new: Any, saved: Any, done: Any) -> Any:
+    """A continuation's sampler state (``new``, its chains' counts from 0) counted as the whole run's: ``done``
+    (per chain of ``new``, or one number) draws before it, the saved run's warm-up (plus a re-adaptation's), and
+    the saved run's fingerprint."""
+    from resilient.sampler_state import SamplerState
+
+    if not isinstance(new, SamplerState):
+        return new
+    rows = [saved.chain_index(chain) for chain in new.chains]
+    before = np.broadcast_to(np.asarray(done, np.int64), (len(new.chains),))
+    tune_done = np.asarray(saved.tune_done, np.int64)[rows]
+    if saved.adaptation == "whole":
+        tune_done = np.asarray(new.tune_done, np.int64)
+    elif saved.adaptation == "re-adapt":
+        tune_done = tune_done + np.asarray(new.tune_done, np.int64)
+    return replace(new, draws_done=before + np.asarray(new.draws_done, np.int64), tune_done=tune_done,
+                   fingerprint=saved.fingerprint)
 
 
 def _compiled_for(sampler: Any, engine: str, state: Any) -> tuple[Any, Any]:
@@ -145,11 +176,10 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
     policy = options.policy
     readapt = state.adaptation == "re-adapt"
     if state.adaptation == "whole":  # the engine's whole state continues the run, warm-up included where it stopped
-        tune, seed = int(base.get("tune", meta.get("tune", 0))), int(state.random_state.get("seed", 0))
-    elif readapt:
-        tune, seed = max(1, min(int(meta.get("tune") or base.get("tune") or READAPT_TUNE), READAPT_TUNE)), _seed(state)
+        tune, seed = continuation_tune(state, int(base.get("tune", meta.get("tune", 0)))), int(
+            state.random_state.get("seed", 0))
     else:
-        tune, seed = 0, _seed(state)
+        tune, seed = continuation_tune(state, int(meta.get("tune") or base.get("tune") or READAPT_TUNE)), _seed(state)
     deadline = started + policy.time_budget if policy.time_budget else None
     settings = NUTSSettings(
         draws=max(remaining.values()), tune=tune, chains=chains,
@@ -301,9 +331,4 @@ def _shifted(new: Any, chain: int, done: int, saved: Any, take: int, start: int)
     if new is None or chain not in new.chains:
         return None
     one = select(new, [new.chain_index(chain)])
-    tune_done = one.tune_done[0] if saved.adaptation == "whole" else saved.tune_done[saved.chain_index(chain)]
-    if saved.adaptation == "re-adapt":
-        tune_done = tune_done + one.tune_done[0]
-    return replace(one, draws_done=np.asarray([done + start + take], np.int64),
-                   tune_done=np.asarray([tune_done], np.int64),
-                   fingerprint=saved.fingerprint)
+    return counted_on(replace(one, draws_done=np.asarray([start + take], np.int64)), saved, done)

@@ -23,8 +23,8 @@ Failure = Literal["initialization", "no-draws", "non-finite", "stuck", "divergen
 #: whether a remedy can help a backend error: see :class:`resilient.errors.SamplerError`.
 SamplerErrorKind = Literal["numerical", "resources", "crash"]
 #: every remedy the loop knows, in the order it tries them for a failure they fit.
-Remedy = Literal["reinitialize", "noncenter", "more_draws", "longer_warmup", "dense_mass", "low_rank", "target_accept", "float64",
-                 "other_backend"]
+Remedy = Literal["reinitialize", "noncenter", "more_draws", "longer_warmup", "dense_mass", "low_rank", "target_accept",
+                 "float64", "other_backend"]
 #: how a call ended, in the result's run record.
 RunStatus = Literal["ok", "failed", "budget", "interrupted"]
 

@@ -105,9 +105,9 @@ def test_sigkill_leaves_every_finished_chunk_readable(backend, engine, tmp_path)
 @pytest.mark.slow  # 7 s cold; CI runs it
 def test_a_finished_numpyro_run_is_extended_from_its_checkpoint(tmp_path):
     folder = str(tmp_path / "run")
-    # rhat_goal at the retry line: the loop does not run the chains longer itself (more_draws), so 300 stay 300
+    # one attempt: the loop does not run the chains longer itself (more_draws), so 300 stay 300
     first = resilient.sample(pathologies.mirrored, draws=300, random_seed=3, progressbar=False, checkpoint=folder,
-                             policy=resilient.Policy(rhat_goal=1.05))
+                             policy=resilient.Policy(max_attempts=1))
     assert first.posterior.sizes["draw"] == 300
     second = resilient.resume(folder, pathologies.mirrored, draws=600, progressbar=False)
     assert second.posterior.sizes["draw"] == 600, "resume's draws are the whole run's: 300 more here"

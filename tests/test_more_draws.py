@@ -44,8 +44,22 @@ def _continued(tmp_path, backend, engine):
 
 
 def test_numpyro_continues_its_chains_with_its_whole_state(tmp_path):
+    import warnings
+
     data, second = _continued(tmp_path, "numpyro", "numpyro")
     assert second["settings"]["continued"]["random_state"] == "continued"
+    assert "readapted" not in second["settings"]["continued"]
+    total = data.posterior.sizes["draw"]
+    # NumPyro's whole state goes on: the continued chains are, bitwise, one uninterrupted run of that length
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one attempt whatever its R-hat: what is compared is the draws
+        whole = resilient.sample(reference_models.blr, backend="numpyro", engine="numpyro", draws=total, tune=200,
+                                 chains=2, random_seed=5, progressbar=False,
+                                 policy=resilient.Policy(max_attempts=1), **DATA)
+    assert np.array_equal(whole.posterior["beta"].values, data.posterior["beta"].values)
+    # a resume of the folder (the continuing attempt's) has the whole chains and nothing to add
+    resumed = resilient.resume(str(tmp_path / "run"), reference_models.blr, progressbar=False, **DATA)
+    assert np.array_equal(resumed.posterior["beta"].values, data.posterior["beta"].values)
 
 
 @pytest.mark.slow
