@@ -233,7 +233,8 @@ def test_a_full_disk_stops_the_checkpoint_not_the_run(tmp_path, monkeypatch):
                                     random_seed=3, progressbar=False, checkpoint=str(folder / "run"),
                                     policy=resilient.Policy(chunk_size=50))
         run = record.read_run(data)
-        assert data.posterior.sizes["draw"] == 3000, "the draws in memory are all returned"
+        returned = record.read_attempts(data)[-1]["draws"]  # 3000, or more where the loop ran the chains longer
+        assert data.posterior.sizes["draw"] == returned >= 3000, "the draws in memory are all returned"
         assert "No space left on device" in run["checkpoint_error"]
         assert not list((folder / "run").glob("attempt-*/.*.tmp")), "no half-written file is left"
         on_disk = read_checkpoint(folder / "run")  # what fitted is readable
