@@ -508,6 +508,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
     dimension: int | None = None
     last_seconds: float | None = None
     ran: _Finished | None = None  # the last attempt that finished, whose chains ``more_draws`` can continue
+    rare_from: int | None = None  # the attempt whose few divergences got one target_accept raise
 
     def compiled_for(current: LoopState) -> Any:
         key = (current.backend, current.model)
@@ -742,7 +743,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             return _stop(finish(chosen, kind, message), message, attempts, report, policy, warn,
                          budget=kind == "budget", interrupted=kind == "interrupted")
         divergent = buffer.divergences()
-        soft = soft_rhat = False
+        soft = soft_rhat = rare = False
         if crash is not None:
             failure = "sampler-error"
             message = f"{crash}; {buffer.complete_draws - offset} draws per chain were finished before it"
@@ -756,8 +757,14 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         else:
             failure, message = assess(buffer, policy, run_settings, table=table)
             noncenterable = noncentering_candidates(state.model, compiled.sites)
-            remedying = bool(attempts) and attempts[-1].failure == "divergences"
+            after_rare = rare_from is not None and bool(attempts) and attempts[-1].attempt == rare_from
+            remedying = bool(attempts) and attempts[-1].failure == "divergences" and not after_rare
             soft = failure is None and divergent > 0 and policy.retry_divergences and bool(noncenterable or remedying)
+            # a few divergences, under the limit, where nothing is being non-centred or remedied: one higher
+            # target_accept, as pm.sample's own warning advises ("Increase target_accept or reparameterize")
+            rare = (failure is None and divergent > 0 and policy.retry_divergences and not soft and rare_from is None
+                    and "target_accept" in policy.remedies and "target_accept" not in state.used)
+            soft = soft or rare
             if soft:
                 failure, message = "divergences", f"{divergent} divergent draws (under the limit)" + (
                     f" with centred hierarchical sites ({', '.join(noncenterable)})" if noncenterable else "")
@@ -769,7 +776,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                     f"retry line {policy.rhat_limit})")
             if failure is None:
                 attempts.append(Attempt(**base, outcome="accepted"))
-                return finish(_Candidate(number, data, quality, True, True), "ok", "accepted")
+                current = _Candidate(number, data, quality, True, True)
+                if after_rare:  # the raise was for a few divergences: the better of the two attempts
+                    chosen = _best([*(c for c in candidates if c.number == rare_from), current], policy)
+                    return finish(chosen, "ok", "accepted" if chosen is current else (
+                        f"accepted attempt {chosen.number}: the higher target_accept did not do better"))
+                return finish(current, "ok", "accepted")
         if buffer.complete_draws and not (crash is not None and going_on is not None):
             if going_on is not None:  # the continuation holds its origin's draws and more: it replaces it
                 candidates[:] = [c for c in candidates if c.number != going_on.number]
@@ -790,9 +802,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                 "the engine keeps no sampler state to continue from" if not continuable else
                 f"an R-hat over {EXTEND_RHAT_MAX} is not near convergence") + ")", state)
         else:
-            decision = _decide(failure, state, policy.replace(remedies=("more_draws",)) if soft_rhat else policy,
+            only = ("more_draws",) if soft_rhat else ("target_accept",) if rare else None
+            decision = _decide(failure, state, policy.replace(remedies=only) if only else policy,
                                compiled, dimension=dimension, seconds_left=seconds_left, last_seconds=last_seconds,
                                extend_by=extend_by)
+            if rare and decision.remedy is not None:
+                rare_from = number
         new_remedy, note = decision.remedy, decision.note
         if new_remedy is None and soft:
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",

@@ -26,7 +26,8 @@ class Policy:
     time_budget: float | None = None
     max_divergence_rate: float = 0.005  # above it an attempt fails, even the last one
     # Under the rate, divergences still try the next fitting remedy when non-centring applies or the loop is
-    # already remedying divergences; at the cap (or with nothing left) a rate under the limit is accepted.
+    # already remedying divergences, and one higher target_accept otherwise (the better attempt is returned); at
+    # the cap (or with nothing left) a rate under the limit is accepted.
     retry_divergences: bool = True
     rhat_limit: float = 1.05
     rhat_goal: float | None = None

@@ -588,3 +588,18 @@ def test_a_continued_attempt_has_a_sampler_state_before_its_first_new_chunk(tmp_
     saved = read_state(tmp_path)  # attempt-02's, killed before the continuation wrote anything
     assert saved.attempt == 2 and list(saved.draws_done) == [400, 400] and list(saved.tune_done) == [300, 300]
     assert read_checkpoint(tmp_path, attempt=2).posterior["x"].shape == (2, 400)
+
+
+def test_a_few_divergences_get_one_higher_target_accept_and_the_better_attempt_is_returned():
+    data = run_diverging([0.0025, 0.0], Policy())  # 4 of 1,600 divergent (under the 0.5% limit), then none
+    first, second = read_attempts(data)
+    assert first["failure"] == "divergences" and "4 divergent draws (under the limit)" in first["message"]
+    assert "next: target_accept raised to 0.9" in first["message"]
+    assert second["remedy"] == "target_accept" and second["outcome"] == "accepted"
+    assert read_run(data)["returned_attempt"] == 2 and int(data.sample_stats["diverging"].sum()) == 0
+    worse = run_diverging([0.0025, 0.005], Policy())  # the raise gave more (still under the limit): one raise only
+    attempts = read_attempts(worse)
+    assert len(attempts) == 2 and read_run(worse)["returned_attempt"] == 1
+    assert "the higher target_accept did not do better" in read_run(worse)["message"]
+    kept = run_diverging([0.0025, 0.0], Policy(retry_divergences=False))
+    assert [a["outcome"] for a in read_attempts(kept)] == ["accepted"], "retry_divergences=False accepts them"
