@@ -76,8 +76,8 @@ class CompiledSampler:
         the engine are this sampler's.
 
         ``warm_start``: ``"auto"`` (the default) starts from the adaptation of this sampler's last accepted
-        call (:attr:`last_state`) where there is one and the chains, mass matrix kind, engine, target
-        acceptance, precision and non-centring are the same: a short, checked re-adaptation window
+        call (:attr:`last_state`) where there is one and the chains, mass matrix kind, engine, precision and
+        non-centring are the same (and ``tune`` is longer than the window): a short, checked re-adaptation window
         (:data:`resilient.warm_start.WINDOW` iterations) instead of ``tune``, and a full warm-up when the check
         fails. ``False``: always the full warm-up. A result of an earlier run (its ``sampler_state`` group):
         start from that. The attempt log's ``settings["warm_start"]`` says what happened

@@ -144,10 +144,6 @@ def _unusable(warm: WarmStart, engine: str, compiled: Any, settings: NUTSSetting
         return f"the saved state has {len(state.chains)} chains and this run {settings.chains}"
     if state.mass_matrix != settings.mass_matrix:
         return f"the saved mass matrix is {state.mass_matrix!r} and this run adapts {settings.mass_matrix!r}"
-    saved_target = state.settings.get("target_accept")
-    if saved_target is not None and not np.isclose(float(saved_target), float(settings.target_accept)):
-        return (f"the saved step size is for target_accept={float(saved_target):g}, this run's is "
-                f"{float(settings.target_accept):g}")
     if int(settings.tune) <= warm.window:
         return f"tune={settings.tune} is no longer than the warm-start window ({warm.window} iterations)"
     differences = structure_differences(state.fingerprint, cached_fingerprint(compiled))
@@ -272,7 +268,7 @@ def run_warm(compiled: Any, engine: str, settings: NUTSSettings, on_chunk: Calla
     ``run(settings, on_chunk, warm=None, window=0)`` is the engine's own run: with ``warm`` (the saved
     :class:`~resilient.sampler_state.SamplerState`) it starts each chain at ``settings.initial_points`` (the saved
     positions) with the saved adaptation and warms up for ``window`` iterations instead of ``settings.tune``. A state that does not fit this run (another model,
-    engine, chain count, mass matrix kind, target acceptance; see :func:`_unusable`) is not used; a window
+    engine, chain count, mass matrix kind; see :func:`_unusable`) is not used; a window
     that fails its check (or makes the engine fail) stops, and the run warms up in full from the loop's
     initial points. Either way ``warm.log`` says what happened, and so does the result's ``extra``.
     """

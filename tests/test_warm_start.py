@@ -128,7 +128,6 @@ def test_a_failing_window_hands_on_nothing_of_it_and_warms_up_in_full():
 
 @pytest.mark.parametrize("changes, why", [
     ({"tune": WINDOW}, "no longer than the warm-start window"),
-    ({"target_accept": 0.95}, "the saved step size is for target_accept=0.8"),
     ({"mass_matrix": "full"}, "the saved mass matrix is 'diag'"),
     ({"chains": 3}, "the saved state has 2 chains and this run 3"),
 ])
@@ -139,6 +138,13 @@ def test_a_state_that_does_not_fit_the_run_is_not_used_and_says_why(changes, why
                                **changes})
     run_warm(engine, "numpyro", settings, lambda chunk: True, engine.run)
     assert engine.runs == [(settings.tune, False)] and not warm.log[0]["used"] and why in warm.log[0]["why"]
+
+
+def test_another_target_accept_is_no_reason_the_window_adapts_to_it():
+    engine = _Engine(warm_step=0.4)  # a higher target: a smaller step, within the check's factor
+    outcome, log, warmup, _ = _run(engine, _state(engine), target_accept=0.9)
+    assert engine.runs == [(WINDOW, True)] and log[0]["used"] and log[0]["target_accept"] == 0.9
+    assert warmup == {0: WINDOW, 1: WINDOW}
 
 
 def test_another_models_state_and_a_second_attempt_warm_up_in_full():
