@@ -11,14 +11,26 @@ skips the compilations the first one paid for, where the backend can keep them.
 
 The cache root is ``$RESILIENT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/resilient`` (``~/.cache/resilient``).
 ``RESILIENT_CACHE=off`` (or ``0``, ``false``, ``no``) keeps Resilient from switching any cache on.
+
+Within a process, :func:`kept_sampler` keeps the last :data:`KEPT_SAMPLERS` compiled samplers, so
+``resilient.sample(model, ...)`` called again on the same model object with equal data (a notebook cell run
+again, a loop over seeds) reuses what the first call compiled, as ``resilient.compile(model).sample(...)``
+does. Equal data: the same values of every argument (hashed), and for a ``pm.Model`` the same variables and the
+same values in its ``pm.Data`` containers and coordinates; anything it cannot hash is compiled afresh.
+``clear_kept()`` forgets them; ``RESILIENT_CACHE=off`` keeps none.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+import weakref
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any, Callable
 
-__all__ = ["cache_root", "caches_enabled", "enable_jax_cache"]
+__all__ = ["cache_root", "caches_enabled", "enable_jax_cache", "kept_sampler", "clear_kept", "KEPT_SAMPLERS"]
 
 _OFF = {"off", "0", "false", "no"}
 #: compilations shorter than this are not written (JAX's default is 1 s; NumPyro's NUTS kernel for a small
@@ -62,3 +74,114 @@ def enable_jax_cache() -> str | None:
     if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default; a user's own value is kept
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return str(directory)
+
+
+#: compiled samplers kept in a process (each holds its compiled models: a few MB to a few hundred on big models)
+KEPT_SAMPLERS = 8
+
+_kept: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()  # key -> (weak reference to the user's model, sampler)
+_kept_lock = threading.Lock()
+
+
+class _Unhashable(Exception):
+    pass
+
+
+def _digest(value: Any, hasher: Any) -> None:
+    """Feed ``value`` (arrays, numbers, strings, and containers of them) into ``hasher``; anything else is
+    :class:`_Unhashable` (an object whose contents cannot be compared safely)."""
+    import numpy as np
+
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        hasher.update(f"{type(value).__name__}:{value!r};".encode())
+    elif isinstance(value, (list, tuple)):
+        hasher.update(f"{type(value).__name__}[{len(value)}](".encode())
+        for item in value:
+            _digest(item, hasher)
+        hasher.update(b")")
+    elif isinstance(value, dict):
+        hasher.update(f"dict[{len(value)}](".encode())
+        for name in sorted(value, key=repr):
+            _digest(name, hasher)
+            _digest(value[name], hasher)
+        hasher.update(b")")
+    elif isinstance(value, np.generic) or hasattr(value, "__array__") and not callable(value):
+        try:
+            array = np.asarray(value)
+        except Exception as error:  # noqa: BLE001 - e.g. a traced or lazy array
+            raise _Unhashable from error
+        if array.dtype == object:
+            raise _Unhashable
+        hasher.update(f"{array.dtype.str}{array.shape};".encode())
+        hasher.update(np.ascontiguousarray(array).tobytes())
+    else:
+        raise _Unhashable
+
+
+def _pymc_contents(model: Any, hasher: Any) -> None:
+    """A ``pm.Model``'s variables, the values in its data containers and its coordinates."""
+    _digest(list(model.named_vars), hasher)
+    for variable in getattr(model, "data_vars", ()):
+        if hasattr(variable, "get_value"):
+            _digest((variable.name, variable.get_value(borrow=True)), hasher)
+    _digest({name: None if values is None else list(values) for name, values in model.coords.items()}, hasher)
+
+
+def _key(resolved: Any, parts: tuple) -> tuple[tuple, Any] | None:
+    """The key under which a sampler of ``resolved`` is kept, and the user's model object; None: not kept."""
+    from resilient.model import Model, NativeModel
+
+    if isinstance(resolved, Model):
+        owner = resolved.function
+    elif isinstance(resolved, NativeModel):
+        owner = resolved.model
+    else:
+        return None
+    hasher = hashlib.blake2b(digest_size=16)
+    try:
+        _digest((resolved.args, dict(resolved.kwargs)), hasher)
+        if isinstance(resolved, NativeModel) and hasattr(owner, "named_vars") and hasattr(owner, "coords"):
+            _pymc_contents(owner, hasher)
+        options = (type(resolved).__name__, getattr(resolved, "backend", None), resolved.fix,
+                   tuple(sorted(resolved.noncentered)), resolved.float32, resolved.compile_backend,
+                   resolved.gradient_backend)
+        _digest(options, hasher)
+        _digest(parts, hasher)
+    except _Unhashable:
+        return None
+    return (id(owner), hasher.hexdigest()), owner
+
+
+def kept_sampler(resolved: Any, make: Callable[[], Any], *parts: Any) -> Any:
+    """The sampler kept for ``resolved`` (the same model object and equal data, options and ``parts``: the
+    backend, engine and precision choice), else ``make()``, kept for the next call."""
+    if not caches_enabled():
+        return make()
+    found = _key(resolved, parts)
+    if found is None:
+        return make()
+    key, owner = found
+    with _kept_lock:
+        entry = _kept.get(key)
+    # the same object (not another at a reused id), whose data still hash as they did (not changed in place)
+    if entry is not None and entry[0]() is owner and (_key(entry[1].model, parts) or (None,))[0] == key:
+        with _kept_lock:
+            if key in _kept:
+                _kept.move_to_end(key)
+        return entry[1]
+    sampler = make()
+    try:
+        reference = weakref.ref(owner)
+    except TypeError:  # an object that takes no weak reference: a strong one, still bounded by KEPT_SAMPLERS
+        reference = (lambda kept: lambda: kept)(owner)
+    with _kept_lock:
+        _kept[key] = (reference, sampler)
+        while len(_kept) > KEPT_SAMPLERS:
+            _kept.popitem(last=False)
+    return sampler
+
+
+def clear_kept() -> None:
+    """Forget the compiled samplers this process keeps (:func:`kept_sampler`)."""
+    with _kept_lock:
+        _kept.clear()

@@ -205,11 +205,13 @@ def installed(engine: str) -> bool:
 
 def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any = None, draws: int = 1000,
                   tune: int = 1000, chains: int = 4, cores: int | None = None,
-                  mass_matrix: str = "diag", history: EngineHistory | None = None) -> EngineChoice:
+                  mass_matrix: str = "diag", history: EngineHistory | None = None,
+                  rival_compiled: bool = False) -> EngineChoice:
     """The engine for a model written for ``backend``. ``engine`` is ``"auto"`` or a checked name;
     ``compiled_pymc`` (the language's compiled model) lets ``auto`` time the gradient; a ``mass_matrix`` only
     one of the language's engines adapts decides it. ``history`` (default: the process's :data:`HISTORY`) is
-    the ski rental's state: what the process has compiled and sampled."""
+    the ski rental's state: what the process has compiled and sampled; ``rival_compiled``: this model is already
+    compiled for the rival engine (nutpie) in this process, so choosing it costs no compilation."""
     history = HISTORY if history is None else history
     if engine != "auto":
         if not installed(engine):
@@ -248,7 +250,9 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
     parallel = max(1, min(chains, cores or os.cpu_count() or 1))
     steps = chains * (tune + draws) * STEPS_PER_DRAW / parallel
     rent = history.rent_seconds
-    if history.compiled(rival):
+    if rival_compiled:
+        compile_seconds, compile_note = 0.0, "already compiled for this model in this process"
+    elif history.compiled(rival):
         compile_seconds, compile_note = NUMBA_COMPILE_SECONDS_LATER, "later compilations in this process"
     elif rent >= NUMBA_COMPILE_SECONDS_FIRST:
         compile_seconds = NUMBA_COMPILE_SECONDS_LATER

@@ -22,7 +22,7 @@ from resilient.draws import DrawBuffer, to_datatree
 from resilient.engine import HISTORY
 from resilient.errors import PreflightError, ResilientWarning, SamplerError, SamplingFailed
 from resilient.errors import warn as warn_user
-from resilient.model import Model, NativeModel
+from resilient.model import Model, NativeModel, cached_model
 from resilient.policy import Attempt, Policy
 from resilient.quality import Quality, badness, convergence, measure, separated_modes
 from resilient.resumption import continuation_tune, counted_on
@@ -512,8 +512,10 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
 
     def compiled_for(current: LoopState) -> Any:
         key = (current.backend, current.model)
-        if key not in cache:
-            cache[key] = get_adapter(current.backend).compile(current.model)
+        if key not in cache:  # the same variant compiled by an earlier call of this sampler is reused
+            twin = cached_model(cache, current.backend, current.model)
+            cache[key] = cache[(current.backend, twin)] if twin is not current.model else (
+                get_adapter(current.backend).compile(current.model))
         return cache[key]
 
     if preflight:

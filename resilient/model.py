@@ -105,6 +105,30 @@ class NativeModel:
         return replace(self, **changes)
 
 
+#: a model's options, compared by value by :func:`same_model` (the rest, the function and its data, by identity)
+_OPTIONS = frozenset({"backend", "fix", "noncentered", "float32", "compile_backend", "gradient_backend"})
+
+
+def same_model(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` are one model with the same options: the same function (or ``pm.Model``) and data objects,
+    equal options. Models compare by identity (they hold functions and arrays), so a variant made again
+    (``with_options``) is another key of a compile cache; this finds the one compiled before."""
+    from dataclasses import fields
+
+    if a is b:
+        return True
+    if type(a) is not type(b) or not isinstance(a, (Model, NativeModel)):
+        return False
+    return all(getattr(a, f.name) == getattr(b, f.name) if f.name in _OPTIONS else getattr(a, f.name) is getattr(b, f.name)
+               for f in fields(a))
+
+
+def cached_model(cache: Mapping[tuple, Any], engine: str, model: Any) -> Any:
+    """The model object under which ``cache`` (keyed ``(engine, model)``) already holds ``model``'s compiled form,
+    else ``model`` itself."""
+    return next((m for (name, m) in cache if name == engine and same_model(m, model)), model)
+
+
 class Trace:
     """Runs a model once under a backend handler, recording sites in order."""
 

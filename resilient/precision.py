@@ -37,6 +37,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from resilient.model import cached_model
+
 __all__ = ["AUTO_FLOAT32_MIN_ELEMENTS", "RAW", "PrecisionChoice", "choose_precision", "data_elements", "default_float32",
            "default_form", "float32_tolerance", "x64_enabled"]
 
@@ -178,11 +180,11 @@ def choose_precision(model: Any, engine: str, cache: dict, random_seed: int | No
     if elements < AUTO_FLOAT32_MIN_ELEMENTS:
         return _float64(model, f"the data hold {elements:,} numbers, under the {AUTO_FLOAT32_MIN_ELEMENTS:,} from "
                                "which float32 is faster enough to pay for its check (benchmarks/precision.py)")
-    variant = model.with_options(float32=True)
+    variant = cached_model(cache, engine, model.with_options(float32=True))
     try:
         compiled64 = cache.get((engine, model)) or get_adapter(engine).compile(model)
         cache[(engine, model)] = compiled64
-        compiled32 = get_adapter(engine).compile(variant)
+        compiled32 = cache.get((engine, variant)) or get_adapter(engine).compile(variant)
         cache[(engine, variant)] = compiled32
     except Exception as error:  # noqa: BLE001 - preflight compiles the float64 model again and says why
         return _float64(model, f"the float32 check could not compile the model ({type(error).__name__}: {error})")
@@ -207,7 +209,7 @@ def _choose_raw(model: Any, engine: str, cache: dict, random_seed: int | None) -
     if not model.float32:
         return _float64(model, "jax's x64 is on (numpyro.enable_x64, jax_enable_x64 or JAX_ENABLE_X64), so raw "
                                "NumPyro runs this model in float64 too; float32=True asks for float32", RAW)
-    float64 = model.with_options(float32=False)
+    float64 = cached_model(cache, engine, model.with_options(float32=False))
     if not capabilities(engine).float32:
         return _float64(float64, f"the {engine} engine samples in float64 (nutpie's own NUTS over the NumPyro log "
                                  "density, run in x64); only NumPyro's NUTS runs a model in float32", RAW)

@@ -360,8 +360,9 @@ class CompiledSampler:
             return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
         choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
                                compiled_pymc=compiled if capabilities(self.backend).weighed_against_nutpie else None,
-                               draws=draws, tune=tune,
-                               chains=chains, cores=cores, mass_matrix=mass_matrix)
+                               draws=draws, tune=tune, chains=chains, cores=cores, mass_matrix=mass_matrix,
+                               rival_compiled=any(wraps_language(name) and model is self.model
+                                                  for name, model in self.cache))
         wraps = wraps_language(choice.engine)
         if wraps and compiled is not None and (choice.engine, self.model) not in self.cache:
             self.cache[(choice.engine, self.model)] = get_adapter(choice.engine).wrap(
@@ -681,14 +682,20 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
             raise ResilientError(
                 "A compiled model carries its data and backend: pass only run arguments (draws, chains, ...) "
                 "to resilient.sample(compiled, ...), or compile again with other data.")
-        sampler = model
+        sampler, warm = model, "auto"
     else:
+        from resilient.caches import kept_sampler
+
         auto = _float32_auto(float32)
         resolved, backend, engine = _resolve(model, args, data_kwargs, backend, engine, pm_kwargs.get("nuts_sampler"),
                                              pm_kwargs, fix=fix, float32=False if auto else float32)
         resolved, auto = default_form(resolved, auto)
-        sampler = CompiledSampler(resolved, backend, engine=engine, float32_auto=auto)
-    return sampler.run(options, idata) if idata.changes else sampler.run(options)
+        # the same model object with equal data again in this process: what the first call compiled is reused;
+        # not its adaptation (warm_start=False), so the same seed gives the same draws as the first call
+        sampler = kept_sampler(resolved, lambda: CompiledSampler(resolved, backend, engine=engine, float32_auto=auto),
+                               backend, engine, auto)
+        warm = False
+    return sampler.run(options, idata, warm_start=warm) if idata.changes else sampler.run(options, warm_start=warm)
 
 
 def _sample_bambi(model: Any, args: tuple, kwargs: dict[str, Any], engine: str, var_names: Any,

@@ -34,11 +34,13 @@ def _compiled(function, backend: str, *args, **options):
 
 @pytest.fixture(autouse=True)
 def _fresh_engine_session():
-    """Each test starts with no PyMC sampling time on record, so engine="auto" decides the same whatever
-    ran before it in this process (the ski-rental rule in resilient.engine counts that time)."""
-    from resilient import engine
+    """Each test starts with no PyMC sampling time on record and no compiled sampler kept from another test, so
+    engine="auto" decides the same whatever ran before it in this process (the ski-rental rule in
+    resilient.engine counts that time; a kept nutpie compilation makes nutpie free)."""
+    from resilient import caches, engine
 
     engine.reset_session()
+    caches.clear_kept()
     yield
 
 

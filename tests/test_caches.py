@@ -75,3 +75,112 @@ def test_a_numpyro_run_writes_the_jax_cache_and_the_opt_out_writes_nothing(tmp_p
     assert any(p.is_file() for p in (on / "jax").rglob("*")), "JAX wrote compiled programs to the cache"
     assert _child(SAMPLE, {"RESILIENT_CACHE_DIR": str(off), "RESILIENT_CACHE": "off"}) == "sampled"
     assert not off.exists() or not any(p.is_file() for p in off.rglob("*"))
+
+
+def test_a_sampler_is_kept_for_the_same_model_object_and_equal_data_only(monkeypatch):
+    import numpy as np
+    import numpyro
+    import numpyro.distributions as dist
+
+    from resilient.resolve import resolve_model
+
+    def model(y=None):
+        numpyro.sample("y", dist.Normal(numpyro.sample("mu", dist.Normal(0, 1)), 1), obs=y)
+
+    class Sampler:  # what kept_sampler keeps: its ``model`` is checked again on each hit
+        def __init__(self, resolved):
+            self.model = resolved
+
+    def kept(resolved):
+        return caches.kept_sampler(resolved, lambda: Sampler(resolved), "numpyro", "auto")
+
+    y = np.arange(5.0)
+    first = kept(resolve_model(model, (), {"y": y}))
+    assert kept(resolve_model(model, (), {"y": y.copy()})) is first, "equal values: the same compilation"
+    assert kept(resolve_model(model, (), {"y": y + 1})) is not first, "other data: compiled afresh"
+    assert caches.kept_sampler(resolve_model(model, (), {"y": y}), lambda: None, "numpyro", "nutpie") is None, \
+        "another engine is another key"
+    y[0] = 100.0  # changed in place after the first call: the kept sampler's data no longer hash as they did
+    assert kept(resolve_model(model, (), {"y": np.arange(5.0)})) is not first
+
+    def other(y=None):
+        numpyro.sample("y", dist.Normal(numpyro.sample("mu", dist.Normal(0, 1)), 1), obs=y)
+
+    assert kept(resolve_model(other, (), {"y": np.arange(5.0)})).model.model is other
+    monkeypatch.setenv("RESILIENT_CACHE", "off")
+    again = resolve_model(other, (), {"y": np.arange(5.0)})
+    assert kept(again).model is again, "RESILIENT_CACHE=off keeps nothing"
+    monkeypatch.delenv("RESILIENT_CACHE")
+    for shift in range(caches.KEPT_SAMPLERS + 1):
+        kept(resolve_model(model, (), {"y": np.arange(5.0) + 10 + shift}))
+    assert len(caches._kept) == caches.KEPT_SAMPLERS
+    caches.clear_kept()
+    assert not caches._kept
+
+
+def test_a_pm_model_is_kept_until_its_data_or_variables_change():
+    import numpy as np
+    import pymc as pm
+
+    from resilient.resolve import resolve_model
+
+    class Sampler:
+        def __init__(self, resolved):
+            self.model = resolved
+
+    def kept(model):
+        resolved = resolve_model(model, (), {})
+        return caches.kept_sampler(resolved, lambda: Sampler(resolved), "pymc", "auto")
+
+    with pm.Model() as model:
+        data = pm.Data("d", np.arange(3.0))
+        pm.Normal("x", data.sum(), 1)
+    first = kept(model)
+    assert kept(model) is first
+    with model:
+        pm.set_data({"d": np.ones(3)})
+    assert kept(model) is not first, "pm.set_data: nutpie's compiled model holds the data it was compiled with"
+    second = kept(model)
+    with model:
+        pm.Normal("z", 0, 1)
+    assert kept(model) is not second, "a variable added to the model"
+
+
+@pytest.mark.parametrize("engine", [pytest.param("numpyro", marks=pytest.mark.numpyro),
+                                    pytest.param("pymc", marks=pytest.mark.pymc)])
+def test_sampling_the_same_model_again_compiles_nothing_and_gives_the_same_draws(engine):
+    import numpy as np
+
+    import resilient
+
+    def compiled():  # every compiled model the kept samplers hold
+        return {id(c) for _, sampler in caches._kept.values() for c in sampler.cache.values()}
+    y = np.random.default_rng(0).normal(1.0, 2.0, size=30)
+    if engine == "numpyro":
+        import numpyro
+        import numpyro.distributions as dist
+
+        def model(y=None):
+            mu = numpyro.sample("mu", dist.Normal(0, 5))
+            numpyro.sample("y", dist.Normal(mu, numpyro.sample("sigma", dist.HalfNormal(5))), obs=y)
+
+        call = dict(model=model, y=y)
+    else:
+        import pymc as pm
+
+        with pm.Model() as model:
+            mu = pm.Normal("mu", 0, 5)
+            pm.Normal("y", mu, pm.HalfNormal("sigma", 5), observed=y)
+        call = dict(model=model)
+    options = dict(engine=engine, draws=200, tune=200, chains=2, random_seed=7, progressbar=False)
+    first = resilient.sample(**call, **options)
+    before = compiled()
+    assert len(caches._kept) == 1 and before
+    second = resilient.sample(**call, **options)
+    after = compiled()
+    assert len(caches._kept) == 1 and after == before, \
+        "the second call reuses the first one's compiled models and compiles no other"
+    assert np.array_equal(first.posterior["mu"].values, second.posterior["mu"].values), "no warm start: same draws"
+    if engine == "numpyro":
+        resilient.sample(model, y=y + 1, **options)
+        assert len(caches._kept) == 2, "other data: another sampler, compiled afresh"
