@@ -88,8 +88,10 @@ class WarmStart:
     """A saved adaptation (a :class:`~resilient.sampler_state.SamplerState`) offered to a run's first attempt.
 
     ``log`` is written by :func:`run_warm`, once per attempt that met this record (keyed by the attempt's
-    random seed), so the caller can put what happened in the attempt log: only the first attempt uses the
-    state; a remedy's attempt after a failure warms up in full.
+    random seed), so the caller can put what happened in the attempt log. The first attempt uses the state; a
+    later one (a remedy's) only where the attempt before it used it and passed its check, and the remedy only
+    raised ``target_accept`` (the same draws and tune: the loop's smaller-step retry, whose geometry is the same, and
+    whose window adapts the step size to the new target); any other remedy warms up in full.
     """
 
     state: Any
@@ -135,7 +137,13 @@ def _unusable(warm: WarmStart, engine: str, compiled: Any, settings: NUTSSetting
 
     state = warm.state
     if warm.log:
-        return "only a call's first attempt starts warm; a remedy's attempt warms up in full"
+        last = warm.log[-1]  # the attempt before this one: warm, checked, with these draws and tune, a lower target
+        retry = (last.get("passed") and last.get("draws") == int(settings.draws)
+                 and last.get("tune_asked") == int(settings.tune)
+                 and float(settings.target_accept) > float(last.get("target_accept", 1.0)))
+        if not retry:
+            return ("only a call's first attempt starts warm, and a retry that only raises target_accept after a "
+                    "warm first attempt; this remedy's attempt warms up in full")
     if settings.resume_state is not None:
         return "a resumed run continues its own state"
     if state.engine != engine:
@@ -283,7 +291,8 @@ def run_warm(compiled: Any, engine: str, settings: NUTSSettings, on_chunk: Calla
     gate = _Gate(warm, window, on_chunk)
     started = time.monotonic()
     entry: dict[str, Any] = {"used": True, "source": warm.source, "window": warm.window,
-                             "tune_asked": int(settings.tune), "target_accept": float(settings.target_accept)}
+                             "tune_asked": int(settings.tune), "draws": int(settings.draws),
+                             "target_accept": float(settings.target_accept)}
     try:
         outcome = run(window, gate, warm=state, window=warm.window)
     except WarmStartRefused as refused:

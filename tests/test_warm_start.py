@@ -162,6 +162,16 @@ def test_another_models_state_and_a_second_attempt_warm_up_in_full():
     assert warm.log[1]["random_seed"] == 1001 and "only a call's first attempt" in warm.log[1]["why"]
 
 
+def test_the_loops_smaller_step_retry_starts_warm_too():
+    engine = _Engine(warm_step=0.45)
+    warm = WarmStart(_state(engine), "a test")
+    for seed, target in ((1, 0.8), (1001, 0.9), (2001, 0.9)):  # attempt 1; target_accept raised; another remedy
+        run_warm(engine, "numpyro", NUTSSettings(draws=100, tune=400, chains=2, random_seed=seed,
+                                                 target_accept=target, warm_state=warm), lambda chunk: True, engine.run)
+    assert engine.runs == [(WINDOW, True), (WINDOW, True), (400, False)]
+    assert warm.log[1]["used"] and warm.log[1]["target_accept"] == 0.9 and not warm.log[2]["used"]
+
+
 def test_a_sampler_state_survives_the_result_group():
     engine = _Engine(0.5)
     state = _state(engine)
@@ -288,7 +298,10 @@ def test_every_engine_warm_starts_eight_schools_and_agrees_with_a_cold_run(engin
     function, data, _ = reference_models.load("eight_schools-eight_schools_noncentered")
     backend = "numpyro" if engine == "numpyro" else "pymc"
     sampler = resilient.compile(function, backend=backend, engine=engine, **data)
-    run = dict(draws=1000, tune=1000, chains=4, progressbar=False)
+    # the loop's own remedies kept out of the way (a retry after a few divergences, a longer run for R-hat between
+    # 1.01 and 1.05), so the attempt compared is the one the warm start made
+    policy = resilient.Policy(retry_divergences=False, max_divergence_rate=0.02, rhat_goal=1.05)
+    run = dict(draws=1000, tune=1000, chains=4, progressbar=False, policy=policy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", resilient.ResilientWarning)  # a run's diagnostics are not what is tested
         cold = sampler.sample(random_seed=11, **run)
