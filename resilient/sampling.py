@@ -695,7 +695,8 @@ def sample(model: Any = None, *args: Any, draws: int = 1000, tune: int | None = 
         sampler = kept_sampler(resolved, lambda: CompiledSampler(resolved, backend, engine=engine, float32_auto=auto),
                                backend, engine, auto)
         warm = False
-    return sampler.run(options, idata, warm_start=warm) if idata.changes else sampler.run(options, warm_start=warm)
+    extra = {} if warm == "auto" else {"warm_start": warm}
+    return sampler.run(options, idata, **extra) if idata.changes else sampler.run(options, **extra)
 
 
 def _sample_bambi(model: Any, args: tuple, kwargs: dict[str, Any], engine: str, var_names: Any,
