@@ -58,7 +58,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("backend, engine", [pytest.param("numpyro", "auto", marks=pytest.mark.numpyro),
-                                             pytest.param("pymc", "pymc", marks=pytest.mark.pymc),
+                                             pytest.param("pymc", "pymc", marks=[pytest.mark.pymc, pytest.mark.slow]),
                                              pytest.param("pymc", "nutpie", marks=[pytest.mark.pymc, pytest.mark.slow])])
 def test_sigkill_leaves_every_finished_chunk_readable(backend, engine, tmp_path):
     folder = tmp_path / "run"

@@ -496,6 +496,7 @@ def test_nutpies_jax_backend_where_asked_keeps_the_users_jax_precision():
 
 
 @pytest.mark.numpyro
+@pytest.mark.slow  # 8 s: nutpie over NumPyro's log density (the default suite's 4-minute budget)
 def test_a_numpyro_function_runs_on_nutpie_through_its_function_interface():
     """engine="nutpie" with a NumPyro model: nutpie's NUTS over NumPyro's jitted log density. The result
     has the NumPyro engine's groups, variables and dims, and the reason says how it ran."""
