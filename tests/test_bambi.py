@@ -126,9 +126,11 @@ def test_a_linear_model_has_fit_s_names_and_dims_and_predict_works_on_it():
     assert resilient.record.read_run(data)["status"] == "ok"
     model.predict(data, kind="response")
     assert data.posterior_predictive["y"].dims == ("chain", "draw", "__obs__")
-    assert data.posterior_predictive["y"].shape == (2, 200, 60)
+    # 200 draws, or more where the loop ran the chains longer (more_draws)
+    assert data.posterior_predictive["y"].shape == (2, data.posterior.sizes["draw"], 60)
+    assert data.posterior.sizes["draw"] >= 200
     summary = resilient.diagnose(data)
-    assert summary.verdict in ("pass", "warn")
+    assert summary.verdict in ("ok", "warn")
 
 
 @pytest.mark.slow  # fit() and ours on three models: ~60-90 s on 2 shared cores
@@ -168,7 +170,7 @@ def test_a_centred_bambi_model_that_diverges_is_repaired_or_the_reason_is_named(
     accepted = attempts[-1]["outcome"] == "accepted"
     if accepted:
         assert int(data.sample_stats["diverging"].sum()) <= 0.01 * RUN["draws"] * RUN["chains"]
-        assert resilient.diagnose(data).verdict in ("pass", "warn")
+        assert resilient.diagnose(data).verdict in ("ok", "warn")
     else:
         told = " ".join(str(a.get("message", "")) for a in attempts) + " ".join(str(w.message) for w in caught)
         assert "diverg" in told

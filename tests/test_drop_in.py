@@ -188,7 +188,7 @@ def test_idata_kwargs_dims_coords_warmup_and_predictive_groups(compiled):
     assert list(data.posterior_predictive["row"].values) == ["r1", "r2", "r3"]
     narrowed = resilient.sample(sampler, idata_kwargs={"log_likelihood": ["y"]}, **run)
     assert list(narrowed.log_likelihood.data_vars) == ["y"]
-    assert resilient.diagnose(data).verdict in ("pass", "warn", "fail")
+    assert resilient.diagnose(data).verdict in ("ok", "warn", "fail")
 
 
 @pytest.mark.numpyro

@@ -145,7 +145,8 @@ NUMPYRO_ONLY = textwrap.dedent('''
     a = resilient.sample(native, y=y, **run)
     b = resilient.sample(shared, y=y, backend="numpyro", **run)
     for data in (a, b):
-        assert data.posterior["mu"].shape == (2, 200), data.posterior["mu"].shape
+        # 200 draws, or more where the loop ran the chains longer (more_draws)
+        assert data.posterior["mu"].shape[0] == 2 and data.posterior["mu"].shape[1] >= 200, data.posterior["mu"].shape
     try:
         resilient.sample(shared, y=y, backend="pymc", **run)
     except resilient.BackendUnavailableError as error:
