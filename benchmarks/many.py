@@ -40,6 +40,9 @@ SIDES = {
     "resilient-numpyro-2": "resilient.sample_many, LocalCluster with 2 workers (NumPyro)",
     "resilient-pymc-1": "resilient.sample_many, LocalCluster with 1 worker (PyMC)",
     "resilient-pymc-2": "resilient.sample_many, LocalCluster with 2 workers (PyMC)",
+    "resilient-numpyro-1-warm": "as resilient-numpyro-1, with warm_start=True (each fit after the first on the "
+                                "worker starts from the last accepted fit's adaptation)",
+    "resilient-pymc-1-warm": "as resilient-pymc-1, with warm_start=True",
 }
 
 
@@ -112,11 +115,12 @@ def run_side(side: str, fits: int, n: int, draws: int, tune: int, chains: int) -
     else:
         from resilient.many import sample_many
 
-        _, backend, workers = side.split("-")
+        _, backend, workers, *warm = side.split("-")
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
             result = sample_many(sbc_models.normal, datasets, out=out, backend=backend, workers=int(workers),
-                                 draws=draws, tune=tune, chains=chains, progressbar=False)
+                                 draws=draws, tune=tune, chains=chains, progressbar=False,
+                                 warm_start=bool(warm))
             summary = result.summary
             extra = {"counts": result.counts, "compile": summary["compile"].value_counts().to_dict(),
                      "median_fit_seconds": float(summary["seconds"].median())}

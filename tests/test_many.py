@@ -396,3 +396,22 @@ def test_the_old_module_path_reaches_the_batch_package():
     for name in batch.__all__:
         assert getattr(many, name) is getattr(batch, name), name
     assert resilient.sample_many is batch.sample_many is many.sample_many
+
+
+@pytest.mark.slow
+def test_warm_start_true_starts_each_later_fit_on_a_worker_from_the_last_accepted_one(tmp_path):
+    from resilient import record
+
+    datasets = sbc_models.datasets(4, seed=6)
+    run = dict(draws=200, tune=400, chains=2, progressbar=False, random_seed=2, workers=1)
+    warm = sample_many(sbc_models.normal, datasets, out=tmp_path / "warm", warm_start=True, **run)
+    entries = [record.read_attempts(warm.fit(i))[0]["settings"].get("warm_start") for i in range(4)]
+    assert entries[0] is None, "the first fit on the worker has nothing to start from"
+    used = [e for e in entries[1:] if e and e.get("used")]
+    assert used, entries
+    assert all(e["window"] < run["tune"] for e in used)
+    cold = sample_many(sbc_models.normal, datasets, out=tmp_path / "cold", **run)
+    assert all(record.read_attempts(cold.fit(i))[0]["settings"].get("warm_start") is None for i in range(4)), \
+        "off by default"
+    with pytest.raises(ResilientError, match="`warm_start` must be True or False"):
+        sample_many(sbc_models.normal, datasets, out=tmp_path / "bad", warm_start="auto", **run)

@@ -71,7 +71,8 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
                 max_attempts: int | None = None, fix: bool = True, float32: bool = False, keep_draws: bool = True,
                 ids: Sequence[str] | None = None, progressbar: bool = True, progress_lines: bool = False,
                 fit_timeout: float | str | None = "auto", worker_timeout: float = 120.0,
-                max_in_flight: int | None = None, fit_kwargs: Mapping[str, Any] | None = None) -> ManyResult:
+                max_in_flight: int | None = None, fit_kwargs: Mapping[str, Any] | None = None,
+                warm_start: bool = False) -> ManyResult:
     """One resilient fit per data set, on dask.distributed; results stream to ``out`` as they finish.
 
     ``model``: a model function (shared API, NumPyro, or a function that builds and returns a
@@ -90,6 +91,11 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     (``"auto"``, ``"numpyro"``, ``"pymc"``, ``"nutpie"``). Every fit runs under the same :class:`Policy`
     (``time_budget`` and ``max_attempts`` override it) with ``draws``/``tune``/``chains`` as in
     :func:`resilient.sample`; fit ``i``'s seed comes from ``random_seed`` and ``i``.
+
+    ``warm_start=True``: each fit after the first on a worker starts from the adaptation of the last accepted fit
+    of the same model on that worker (a checked 150-iteration window instead of ``tune``, falling back to the
+    full warm-up; see :mod:`resilient.warm_start`). Off by default: a fit's draws then depend on which fit ran
+    before it on its worker, so the same seed no longer gives the same draws in every run.
 
     ``client``: ``None`` starts a ``LocalCluster`` on this machine (``workers`` processes, default one per
     core, one thread each); a scheduler address (``"tcp://host:8786"``) or a ``distributed.Client`` uses
@@ -130,6 +136,10 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     run = run_settings(options, fix=fix, float32=float32, engine=engine)
     if fit_kwargs:  # only then: a run folder written without them keeps its manifest
         run["fit_kwargs"] = dict(fit_kwargs)
+    if warm_start is not False:  # likewise
+        if warm_start is not True:
+            raise ResilientError(f"`warm_start` must be True or False, got {warm_start!r}.")
+        run["warm_start"] = True
     resolve_fit_timeout(fit_timeout, run["policy"])
     id_list = list(ids) if ids is not None else None
     if id_list is not None and len(set(id_list)) != len(id_list):

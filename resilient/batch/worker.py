@@ -37,6 +37,9 @@ _SAMPLERS: "OrderedDict[tuple, Any]" = OrderedDict()
 _BASES: dict[tuple, list] = {}
 _CACHE_SIZE = 4
 _CACHE_LOCK = threading.Lock()
+#: per worker process: the last accepted fit's sampler_state (a DataTree holding only that group) per (model,
+#: backend), what ``sample_many(warm_start=True)`` starts the next fit of that model from
+_WARM: dict[tuple, Any] = {}
 
 
 def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *, fix: bool = True,
@@ -183,7 +186,15 @@ def run_fit(job: FitJob) -> dict[str, Any]:
                                                   engine=job.run.get("engine", "auto"),
                                                   fit_kwargs=job.run.get("fit_kwargs"))
         row.update(compile=how, compile_seconds=round(seconds, 4), backend=sampler.backend)
-        data_tree = _sample(sampler, job, row, var_names=shaping.var_names if shaping is not None else None)
+        warm_key = (job.model.key, job.backend)
+        warm = _WARM.get(warm_key) if job.run.get("warm_start") else None
+        data_tree = _sample(sampler, job, row, var_names=shaping.var_names if shaping is not None else None,
+                            warm_start=warm if warm is not None else False)
+        if job.run.get("warm_start") and data_tree is not None and row["status"] == "ok" and (
+                "sampler_state" in data_tree.children):
+            import xarray as xr
+
+            _WARM[warm_key] = xr.DataTree.from_dict({"sampler_state": data_tree["sampler_state"].to_dataset()})
         if shaping is not None:
             data_tree = _shaped(shaping, data_tree, row)
         if data_tree is not None and job.simulation is not None and row["status"] != "failed":
@@ -212,7 +223,7 @@ def _shaped(shaping: Any, data: Any, row: dict[str, Any]) -> Any:
         return data
 
 
-def _sample(sampler: Any, job: FitJob, row: dict[str, Any], var_names: Any = None) -> Any:
+def _sample(sampler: Any, job: FitJob, row: dict[str, Any], var_names: Any = None, warm_start: Any = False) -> Any:
     """The loop on this data set; fills ``row``'s status and reason; the DataTree (partial draws of a
     failed fit too, when there are any) or None."""
     from resilient import record
@@ -227,7 +238,7 @@ def _sample(sampler: Any, job: FitJob, row: dict[str, Any], var_names: Any = Non
             data = sampler.sample(draws=run["draws"], tune=run["tune"], chains=run["chains"],
                                   target_accept=run.get("target_accept", 0.8), random_seed=job.random_seed,
                                   progressbar=False, max_tree_depth=run.get("max_tree_depth", 10), policy=policy,
-                                  var_names=var_names)
+                                  var_names=var_names, warm_start=warm_start)
     except SamplingFailed as error:
         row.update(status="failed", reason=reason_of(error), attempts=len(error.attempts))
         return error.partial
