@@ -13,6 +13,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -434,8 +435,9 @@ class _Finished:
     seconds: float
     acceptable: bool
 
-    @property
+    @cached_property
     def resume_state(self) -> SamplerState:
+        """The chains' states as one record (stacked once: the continuation reads it for every chunk)."""
         return stack([self.states[chain] for chain in sorted(self.states)])
 
 

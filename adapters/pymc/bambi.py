@@ -84,6 +84,18 @@ def _vars_to_sample(model: Any, pymc_model: Any) -> list[str]:
     return [n for n in names if not (n in likelihood and pymc_model.named_vars.get(n) in deterministics)]
 
 
+def _inference_method(arguments: dict[str, Any]) -> Any:
+    """``inference_method`` (or Bambi's deprecated ``method``) taken out of ``arguments``; both given must agree."""
+    method = arguments.pop("method", None)
+    inference_method = arguments.pop("inference_method", None)
+    if method is not None:
+        if inference_method is not None and inference_method != method:
+            raise ResilientError(f"method={method!r} and inference_method={inference_method!r} disagree; give "
+                                 "inference_method only (Bambi deprecates method).")
+        inference_method = method
+    return inference_method
+
+
 def plan_fit(model: Any, kwargs: dict[str, Any], *, engine: str = "auto", var_names: Any = None,
              options: tuple[str, ...] = ()) -> BambiFit:
     """Pop ``bmb.Model.fit``'s own arguments from ``kwargs`` (the rest are pm.sample's, passed on), build the
@@ -102,13 +114,7 @@ def plan_fit(model: Any, kwargs: dict[str, Any], *, engine: str = "auto", var_na
                                  "resilient.sample; a Bambi model carries its data in its data frame.")
     if var_names is not None or "var_names" in kwargs:
         raise ResilientError(f"`var_names` is not supported for a Bambi model: {FIT_ARGUMENTS['var_names'][1]}.")
-    method = kwargs.pop("method", None)
-    inference_method = kwargs.pop("inference_method", None)
-    if method is not None:
-        if inference_method is not None and inference_method != method:
-            raise ResilientError(f"method={method!r} and inference_method={inference_method!r} disagree; give "
-                                 "inference_method only (Bambi deprecates method).")
-        inference_method = method
+    inference_method = _inference_method(kwargs)
     legacy = kwargs.pop("nuts_sampler_kwargs", None)
     if legacy:
         kwargs["nuts"] = {**dict(legacy), **dict(kwargs.get("nuts") or {})}
@@ -303,13 +309,7 @@ def many_fit_options(fit_kwargs: Any, engine: str, own: tuple[str, ...] = ()) ->
             raise ResilientError(f"`fit_kwargs` has `{name}`; sample_many takes only "
                                  f"{', '.join(MANY_FIT_ARGUMENTS[:4])} from bmb.Model.fit's arguments.")
     options = dict(fit_kwargs)
-    method = options.pop("method", None)
-    inference_method = options.pop("inference_method", None)
-    if method is not None:
-        if inference_method is not None and inference_method != method:
-            raise ResilientError(f"method={method!r} and inference_method={inference_method!r} disagree; give "
-                                 "inference_method only (Bambi deprecates method).")
-        inference_method = method
+    inference_method = _inference_method(options)
     if inference_method is not None:
         engine = _engine(str(inference_method).lower(), engine)
     include_mean = options.pop("include_mean", None)
