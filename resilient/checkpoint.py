@@ -122,16 +122,23 @@ class Checkpoint:
         continues (``more_draws``): its chunk and warm-up files are linked in first, so the folder holds the whole
         chains; ``state`` (their sampler state) is written at once, as this attempt's until the chains write newer
         ones; ``draws``: the chains' total, which ``meta.json`` then gives (a resume goes on to it)."""
-        self.folder = self.root / f"attempt-{number:02d}"
-        self.folder.mkdir(parents=True, exist_ok=True)
         self._states, self.state = {}, None
         self.attempt = number
+        self._warmup: dict[int, dict[str, list[np.ndarray]]] = {}  # warm-up statistics per chain, not yet written
+        if self.error is not None:  # checkpointing stopped: no empty attempt folder that a reader would pick
+            self._count = 0
+            return
+        folder = self.root / f"attempt-{number:02d}"
+        self._guarded("a new attempt's folder", lambda: folder.mkdir(parents=True, exist_ok=True))
+        if self.error is not None:
+            self._count = 0
+            return
+        self.folder = folder
         if carry_from is not None:
             self._guarded("the continued attempt's chunks", lambda: self._carry(carry_from, draws))
             if state is not None:
                 self.write_state(state)
         self._count = len(list(self.folder.glob("chunk-*.nc")))
-        self._warmup: dict[int, dict[str, list[np.ndarray]]] = {}  # warm-up statistics per chain, not yet written
 
     def _carry(self, number: int, draws: int | None) -> None:
         import shutil

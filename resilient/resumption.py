@@ -95,8 +95,10 @@ def counted_on(new: Any, saved: Any, done: Any) -> Any:
     rows = [saved.chain_index(chain) for chain in new.chains]
     before = np.broadcast_to(np.asarray(done, np.int64), (len(new.chains),))
     tune_done = np.asarray(saved.tune_done, np.int64)[rows]
-    if saved.adaptation == "whole":
-        tune_done = np.asarray(new.tune_done, np.int64)
+    if saved.adaptation == "whole":  # the saved warm-up where it was over (a warm start's window is shorter than
+        # the schedule the continuation counts), the continuation's where it was cut off mid-way
+        finished = np.asarray(saved.draws_done, np.int64)[rows] > 0
+        tune_done = np.where(finished, tune_done, np.asarray(new.tune_done, np.int64))
     elif saved.adaptation == "re-adapt":
         tune_done = tune_done + np.asarray(new.tune_done, np.int64)
     return replace(new, draws_done=before + np.asarray(new.draws_done, np.int64), tune_done=tune_done,

@@ -185,8 +185,10 @@ class CompiledSampler:
             state, source = self.last_state, "the last accepted call of this compiled model"
         else:
             return None, None
-        why = None
-        if options.tune <= WINDOW:
+        why = _another_model(state, self.compiled) if given is not None else None
+        if why is not None:
+            pass
+        elif options.tune <= WINDOW:
             why = f"tune={options.tune} is no longer than the warm-start window ({WINDOW} iterations)"
         elif options.initvals is not None:
             why = "initvals were given: the chains start where asked and warm up in full"
@@ -416,6 +418,20 @@ def _checked_warm_start(warm_start: Any) -> Any:
     from resilient.warm_start import from_result
 
     return from_result(warm_start)
+
+
+def _another_model(state: Any, compiled: Any) -> str | None:
+    """Why a given result's state is of another model than ``compiled`` (its name, latents or sites), or None:
+    said before any setting that differs, as the reason that matters."""
+    from resilient.sampler_state import cached_fingerprint, fingerprint_differences
+
+    saved, current = dict(state.fingerprint), cached_fingerprint(compiled)
+    renamed = {f"{name}_raw": name for name in saved.get("noncentered") or ()}
+    if renamed:  # a non-centred variant's state: its `x_raw` latents are the model's `x`, its sites another kind
+        saved["latents"] = {renamed.get(n, n): size for n, size in dict(saved.get("latents") or {}).items()}
+    keys = ("model", "latents") if renamed else ("model", "latents", "sites")
+    differences = fingerprint_differences({k: saved.get(k) for k in keys}, {k: current.get(k) for k in keys})
+    return "the saved state is of another model: " + "; ".join(differences) if differences else None
 
 
 def _record_warm_start(data: Any, warm: Any, note: str | None) -> None:

@@ -233,12 +233,26 @@ def test_a_full_disk_stops_the_checkpoint_not_the_run(tmp_path, monkeypatch):
                                     random_seed=3, progressbar=False, checkpoint=str(folder / "run"),
                                     policy=resilient.Policy(chunk_size=50))
         run = record.read_run(data)
-        returned = record.read_attempts(data)[-1]["draws"]  # 3000, or more where the loop ran the chains longer
+        attempts = {a["attempt"]: a for a in record.read_attempts(data)}
+        returned = attempts[run["returned_attempt"]]["draws"]  # 3000, or more where the loop ran the chains longer
         assert data.posterior.sizes["draw"] == returned >= 3000, "the draws in memory are all returned"
         assert "No space left on device" in run["checkpoint_error"]
         assert not list((folder / "run").glob("attempt-*/.*.tmp")), "no half-written file is left"
         on_disk = read_checkpoint(folder / "run")  # what fitted is readable
         assert 0 < on_disk.posterior.sizes["draw"] < 3000
+
+
+def test_after_a_failed_write_a_later_attempt_makes_no_folder(tmp_path):
+    """Checkpointing stopped (a full disk) leaves the chunks written before as the latest attempt a reader finds: a
+    later attempt of the loop adds no empty folder (CI, 2026-12-06: read_checkpoint then found attempt-02 empty)."""
+    store = Checkpoint(tmp_path, {})
+    store.start_attempt(1)
+    store.write_chunk(Chunk((0, 1), 0, False, {"x": np.zeros((2, 10))}, {"diverging": np.zeros((2, 10), bool)}))
+    store.error = "writing a chunk failed: [Errno 28] No space left on device"
+    store.start_attempt(2)
+    store.write_chunk(Chunk((0, 1), 0, False, {"x": np.ones((2, 10))}, {"diverging": np.zeros((2, 10), bool)}))
+    assert sorted(p.name for p in tmp_path.glob("attempt-*")) == ["attempt-01"]
+    assert read_checkpoint(tmp_path).posterior.sizes["draw"] == 10
 
 
 def test_a_corrupt_chunk_file_is_skipped_with_a_warning_naming_it(tmp_path):

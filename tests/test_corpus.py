@@ -5,7 +5,8 @@ seed and run lengths, and three things are checked per model, each its own test:
 * ``posterior``: every scalar posterior quantity of the raw run (every element of every variable) has
   the same mean and sd in ours, within ``z`` combined Monte Carlo standard errors
   (``arviz_stats`` MCSE of the mean and of the sd); ``z`` is Bonferroni-corrected over all of the
-  model's comparisons at a family-wise false-alarm rate of 1%. No tolerance is hand-set. The raw run must
+  model's comparisons and over the suite's families (``FAMILIES``), so that one whole run raises a false
+  alarm with probability 1% at most. No tolerance is hand-set. The raw run must
   have converged (R-hat <= 1.05), or the comparison means nothing: that failure is the corpus's.
 * ``structure``: ours has every non-empty group the raw run has, and in posterior / observed_data /
   constant_data the same variables with the same dims and coordinate values (``numpyro.factor`` sites,
@@ -41,7 +42,13 @@ from tests.corpus import numpyro_models, pymc_models
 import numpyro.infer.initialization  # noqa: E402,F401
 
 SEED = 20261128
-FAMILY_ALPHA = 0.01
+#: the suite's false-alarm rate, shared by every family of comparisons (a model's posterior, its posterior
+#: predictive) across test_corpus and test_enumeration: about 30. At 1% per family (as it was) one CI run in five
+#: raised a false alarm once the loop's draws stopped equalling raw's (it may run the chains longer, or take a
+#: retry): 2 of them on 2026-12-06, at 3.3 and 3.8 combined MCSEs, on chains of 300 draws where the MCSE is itself
+#: uncertain by about 1/sqrt(ESS)
+SUITE_ALPHA, FAMILIES = 0.01, 30
+FAMILY_ALPHA = SUITE_ALPHA / FAMILIES
 SAMPLE_DIMS = ("chain", "draw")
 
 # --- which tests fail today, and why (one line each; details in tests/corpus/FINDINGS.md) -------------
@@ -85,7 +92,7 @@ def _scalars(dataset, names) -> dict[str, np.ndarray]:
 
 
 def agreement_problems(theirs, ours, group: str = "posterior") -> list[str]:
-    """Every scalar of ``theirs[group]``: mean and sd within z combined MCSEs of ours (Bonferroni, 1%)."""
+    """Every scalar of ``theirs[group]``: mean and sd within z combined MCSEs of ours (Bonferroni over the suite, 1%)."""
     from arviz_stats.base import array_stats
 
     reference, candidate = theirs[group].to_dataset(), ours[group].to_dataset()

@@ -3,7 +3,7 @@ NumPyro adapter marginalises them as NumPyro's NUTS does (``enum(config_enumerat
 are not latents: not in the unconstrained vector, not in the posterior, as ``az.from_numpyro`` of a raw run
 shows. Each model is sampled raw (``MCMC(NUTS(model))`` under x64, as tests/test_corpus.py does) and through
 ``resilient.sample`` with the same seed and run lengths; the posteriors agree within MCSE-based bands
-(``agreement_problems`` of the corpus: Bonferroni-corrected z at a 1% family-wise rate, no hand-set tolerance)
+(``agreement_problems`` of the corpus: Bonferroni-corrected z at a 1% suite-wide rate, no hand-set tolerance)
 and have the same variables and dims. A discrete site without the mark is refused, naming it and the fix."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpyro.infer.initialization  # noqa: E402,F401  (arviz_base.from_numpyro
 
 import resilient  # noqa: E402
 from resilient.errors import DiscreteLatentError  # noqa: E402
-from tests.test_corpus import agreement_problems, reference_problems, structure_problems  # noqa: E402
+from tests.test_corpus import FAMILY_ALPHA, agreement_problems, reference_problems, structure_problems  # noqa: E402
 
 pytestmark = pytest.mark.numpyro
 
@@ -224,7 +224,7 @@ def test_hmm_enum_samples_by_default_in_raw_numpyros_precision_and_agrees_with_i
     assert reason.startswith("raw: float32:") and "does not run in float64" in reason
     theirs = _hmm_invariants(raw["probs_x"], raw["probs_y"])
     mine = _hmm_invariants(ours.posterior["probs_x"].values, ours.posterior["probs_y"].values)
-    critical = NormalDist().inv_cdf(1 - 0.01 / (2 * len(theirs)))  # Bonferroni, 1% family-wise
+    critical = NormalDist().inv_cdf(1 - FAMILY_ALPHA / (2 * len(theirs)))  # Bonferroni, 1% over the suite
 
     def mcse(x: np.ndarray) -> float:
         return float(array_stats.mcse(x, chain_axis=0, draw_axis=1, method="mean"))

@@ -246,6 +246,18 @@ def test_the_second_call_warms_up_for_the_window_only(regression_runs):
 
 
 @pytest.mark.numpyro
+def test_a_warm_attempt_run_longer_keeps_its_window_as_its_warm_up(regression_runs):
+    """A warm attempt continued by more_draws (a goal no chain can meet forces it) counts the window it warmed up
+    for, not the schedule the continuation runs under (CI, 2026-12-06: it said 400 of a 150-iteration window)."""
+    sampler, _, _, _ = regression_runs
+    data = sampler.sample(random_seed=5, policy=resilient.Policy(rhat_goal=1.0000001), **RUN)
+    attempts = record.read_attempts(data)
+    assert _warm(data)["passed"] and [a["remedy"] for a in attempts][:2] == [None, "more_draws"]
+    assert data.sampler_state["tune_done"].values.tolist() == [WINDOW] * RUN["chains"]
+    assert data.sampler_state["draws_done"].values.tolist() == [data.posterior.sizes["draw"]] * RUN["chains"]
+
+
+@pytest.mark.numpyro
 def test_warm_start_false_and_another_models_state_warm_up_in_full(regression_runs):
     sampler, _, _, other = regression_runs
     never = sampler.sample(random_seed=3, warm_start=False, **RUN)
