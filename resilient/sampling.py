@@ -15,6 +15,7 @@ from resilient.backend import NUTSSettings, capabilities, get_adapter, helper, w
 from resilient.errors import ResilientError, warn
 from resilient.model import Model, NativeModel
 from resilient.options import RunOptions
+from resilient.plan import Plan
 from resilient.policy import Policy
 from resilient.precision import default_form
 
@@ -98,21 +99,31 @@ class CompiledSampler:
         """Preflight and the resilient NUTS loop under ``options`` (a checked
         :class:`~resilient.options.RunOptions`); an ArviZ DataTree, shaped as pm.sample's ``idata_kwargs``
         (``idata``, checked by :func:`resilient.arguments.idata_options`) asks. ``warm_start`` as in
-        :meth:`sample`."""
-        from resilient.checkpoint import Checkpoint
-        from resilient.loop import run_loop
+        :meth:`sample`. The call goes one way: :meth:`plan`, then :meth:`execute`."""
+        if options.resume is not None:  # continue a checkpoint's run (resilient/resumption.py)
+            from resilient.resumption import resume_run
 
+            _checked_warm_start(warm_start)
+            keep = self._checked_var_names(options.var_names)
+            self._checked_idata(idata or IdataOptions())
+            return resume_run(self, options, keep)
+        return self.execute(self.plan(options, idata, warm_start=warm_start))
+
+    def plan(self, options: RunOptions, idata: IdataOptions | None = None, *, warm_start: Any = "auto") -> Plan:
+        """What a run under ``options`` will do, resolved before anything samples (:class:`~resilient.plan.Plan`):
+        the engine and why, the precision, the NUTS settings, the warm start, the checkpoint (created here: an
+        earlier run in its folder is set aside), and how the result is shaped. ``plan.describe()`` says it in
+        one line. Errors in the arguments are raised here, before any sampling."""
+        from resilient.checkpoint import Checkpoint
+        from resilient.engine import engines_adapting, mass_matrices
+
+        if options.resume is not None:
+            raise ResilientError("A resumed run continues the plan its checkpoint holds: call run() or "
+                                 "resilient.resume(folder, model, ...).")
         warm_given = _checked_warm_start(warm_start)
         keep = self._checked_var_names(options.var_names)
         idata = idata or IdataOptions()
         pymc_model = self._checked_idata(idata)
-        if options.resume is not None:  # continue a checkpoint's run (resilient/resumption.py)
-            from resilient.resumption import resume_run
-
-            return resume_run(self, options, keep)
-        resume_state = None
-        from resilient.engine import engines_adapting, mass_matrices
-
         mass_matrix = options.mass_matrix
         choice = self.choose_engine(draws=options.draws, tune=options.tune, chains=options.chains,
                                     mass_matrix=mass_matrix, cores=options.cores)
@@ -120,54 +131,73 @@ class CompiledSampler:
             able = " or ".join(f"engine={e!r}" for e in engines_adapting(mass_matrix))
             raise ResilientError(f"mass_matrix={mass_matrix!r} is not adapted by {choice.engine!r} ({choice.reason}); "
                                  f"{able} adapts it (a PyMC or shared-API model).")
-        settings = NUTSSettings(draws=options.draws, tune=0 if resume_state is not None else options.tune,
-                                chains=options.chains, target_accept=options.target_accept,
-                                random_seed=options.random_seed, max_tree_depth=options.max_tree_depth,
-                                resume_state=resume_state, mass_matrix=mass_matrix, cores=options.cores)
+        settings = NUTSSettings(draws=options.draws, tune=options.tune, chains=options.chains,
+                                target_accept=options.target_accept, random_seed=options.random_seed,
+                                max_tree_depth=options.max_tree_depth, mass_matrix=mass_matrix, cores=options.cores)
         if options.initvals is not None:
             settings = replace(settings, initial_points=self._initial_points(options.initvals, options.chains))
         warm, warm_note = self._warm_start(warm_start, warm_given, options, choice.engine)
         if warm is not None:
             settings = replace(settings, warm_state=warm)
-        store = None
-        if options.checkpoint is not None or options.resume is not None:
-            store = Checkpoint(options.checkpoint or options.resume, fresh=options.resume is None, meta={
-                "model": self.model.name, "backend": choice.engine, "draws": options.draws, "tune": options.tune,
-                "chains": options.chains, "target_accept": options.target_accept,
-                "random_seed": options.random_seed})
         model, precision_reason = self.model, None
         if self.float32_auto:
             from resilient.precision import choose_precision
 
             precision = choose_precision(self.model, choice.engine, self.cache, options.random_seed, self.float32_auto)
             model, precision_reason = precision.model, precision.reason
+        store = None
+        if options.checkpoint is not None:
+            store = Checkpoint(options.checkpoint, fresh=True, meta={
+                "model": self.model.name, "backend": choice.engine, "draws": options.draws, "tune": options.tune,
+                "chains": options.chains, "target_accept": options.target_accept,
+                "random_seed": options.random_seed})
+        return Plan(model=model, engine=choice.engine, engine_reason=choice.reason, precision_reason=precision_reason,
+                    settings=settings, policy=options.policy, preflight=options.preflight,
+                    progressbar=options.progressbar, keep_warmup=not options.discard_tuned_samples,
+                    checkpoint=store, warm=warm, warm_note=warm_note, keep=keep, idata=idata, pymc_model=pymc_model,
+                    log_likelihood=options.log_likelihood,
+                    convergence_checks=bool(options.compute_convergence_checks))
+
+    def execute(self, plan: Plan) -> xarray.DataTree:
+        """Run ``plan`` (from :meth:`plan`) through the loop and shape its result as the plan says."""
+        from resilient.loop import run_loop
+
+        warm_asked = plan.warm is not None or plan.warm_note is not None
         try:
-            data = run_loop(model, choice.engine, settings, options.policy,
-                            preflight=options.preflight and options.resume is None, checkpoint=store,
-                            progressbar=options.progressbar, compile_cache=self.cache, engine_reason=choice.reason,
-                            keep_warmup=not options.discard_tuned_samples, precision_reason=precision_reason)
+            data = run_loop(plan.model, plan.engine, plan.settings, plan.policy, preflight=plan.preflight,
+                            checkpoint=plan.checkpoint, progressbar=plan.progressbar, compile_cache=self.cache,
+                            engine_reason=plan.engine_reason, keep_warmup=plan.keep_warmup,
+                            precision_reason=plan.precision_reason)
         except Exception as error:
             partial = getattr(error, "partial", None)
-            if partial is not None and (warm is not None or warm_note is not None):
-                _record_warm_start(partial, warm, warm_note)
+            if partial is not None and warm_asked:
+                _record_warm_start(partial, plan.warm, plan.warm_note)
             raise
-        if data is not None and (warm is not None or warm_note is not None):
-            _record_warm_start(data, warm, warm_note)
-            if store is not None:
-                store.write_record({}, {k: v for k, v in data.attrs.items() if k.startswith("resilient")})
+        if data is None:
+            return data
+        if warm_asked:
+            _record_warm_start(data, plan.warm, plan.warm_note)
+            if plan.checkpoint is not None:
+                plan.checkpoint.write_record({}, {k: v for k, v in data.attrs.items() if k.startswith("resilient")})
         self._keep_state(data)
-        wanted = options.log_likelihood
-        if data is not None and (capabilities(self.backend).log_likelihood_by_default if wanted is None else wanted):
+        return self._shaped(data, plan)
+
+    def _shaped(self, data: xarray.DataTree, plan: Plan) -> xarray.DataTree:
+        """The loop's result as the plan asks: the ``log_likelihood`` group, ``idata_kwargs``' groups, dims and
+        coords, the variables kept, and pm.sample's convergence warnings."""
+        wanted = plan.log_likelihood
+        if capabilities(self.backend).log_likelihood_by_default if wanted is None else wanted:
             self._add_log_likelihood(data, limit=LOG_LIKELIHOOD_DEFAULT_LIMIT if wanted is None else None)
-        if data is not None and idata.changes:
-            keep = self._idata_groups(data, idata, pymc_model, keep)
-        if keep is not None and data is not None:
+        keep = plan.keep
+        if plan.idata.changes:
+            keep = self._idata_groups(data, plan.idata, plan.pymc_model, keep)
+        if keep is not None:
             data["posterior"] = data["posterior"].to_dataset()[keep]
-        if data is not None and idata.changes:
+        if plan.idata.changes:
             from resilient.idata import shape_result
 
-            shape_result(data, idata)
-        if options.compute_convergence_checks and data is not None:
+            shape_result(data, plan.idata)
+        if plan.convergence_checks:
             _warn_convergence(data)
         return data
 
@@ -320,16 +350,11 @@ class CompiledSampler:
         """The compiled model of the attempt whose draws ``data`` holds (the run record's ``returned_attempt``;
         that attempt's record names its engine and model options: a remedy may have non-centred sites,
         switched to float64 or to another engine)."""
-        import re
-
         from resilient.record import read_attempts, read_run
 
         run = read_run(data) or {}
         attempts = read_attempts(data)
-        number = run.get("returned_attempt")
-        if number is None:  # a record written before the field existed: its message says it
-            returned = re.search(r"returned attempt (\d+)'s draws", str(run.get("message", "")))
-            number = int(returned.group(1)) if returned else None
+        number = run.get("returned_attempt")  # absent from a record written before the field: the last attempt
         attempt = next((a for a in attempts if a.get("attempt") == number), attempts[-1] if attempts else {})
         engine = attempt.get("backend") or run.get("backend") or self.backend
         settings = attempt.get("settings") or {}

@@ -136,6 +136,8 @@ def _unusable(warm: WarmStart, engine: str, compiled: Any, settings: NUTSSetting
     from resilient.sampler_state import cached_fingerprint
 
     state = warm.state
+    if settings.resume_state is not None:  # more_draws, or a resumed run: the chains go on with their own adaptation
+        return "the attempt continues its own chains, with their adaptation"
     if warm.log:
         last = warm.log[-1]  # the attempt before this one: warm, checked, with these draws and tune, a lower target
         retry = (last.get("passed") and last.get("draws") == int(settings.draws)
@@ -144,8 +146,6 @@ def _unusable(warm: WarmStart, engine: str, compiled: Any, settings: NUTSSetting
         if not retry:
             return ("only a call's first attempt starts warm, and a retry that only raises target_accept after a "
                     "warm first attempt; this remedy's attempt warms up in full")
-    if settings.resume_state is not None:
-        return "a resumed run continues its own state"
     if state.engine != engine:
         return f"the saved state is {state.engine}'s and this attempt runs on {engine}"
     if len(state.chains) != int(settings.chains):
