@@ -238,7 +238,8 @@ def command_sample_many(options: argparse.Namespace) -> int:
         workers=options.workers, draws=options.draws, tune=options.tune, chains=options.chains,
         target_accept=options.target_accept, random_seed=options.seed, time_budget=options.time_budget,
         max_attempts=options.max_attempts, keep_draws=options.keep_draws, ids=ids, progressbar=not options.quiet,
-        progress_lines=not options.quiet, fit_timeout="auto" if options.fit_timeout is None else options.fit_timeout)
+        progress_lines=not options.quiet, fit_timeout="auto" if options.fit_timeout is None else options.fit_timeout,
+        warm_start=options.warm_start)
     counts = ", ".join(f"{count} {status}" for status, count in result.counts.items() if count)
     console.print(f"{sum(result.counts.values())} fits in {options.out} ({counts}); {result.skipped} were already done")
     failures = result.failed
@@ -261,7 +262,8 @@ def command_sbc(options: argparse.Namespace) -> int:
         chains=options.chains, rank_draws=options.rank_draws, prob=options.prob, target_accept=options.target_accept,
         random_seed=options.seed, time_budget=options.time_budget, max_attempts=options.max_attempts,
         out=options.out, client=options.scheduler, workers=options.workers, keep_draws=options.keep_draws,
-        progressbar=not options.quiet, progress_lines=not options.quiet, fit_timeout="auto" if options.fit_timeout is None else options.fit_timeout)
+        progressbar=not options.quiet, progress_lines=not options.quiet,
+        fit_timeout="auto" if options.fit_timeout is None else options.fit_timeout, warm_start=options.warm_start)
     for check in result.checks:
         p_value = "" if check.p_value is None else f", p = {check.p_value:.4f}"
         console.print(f"  {check.parameter}: {check.verdict} ({check.fits} fits{p_value}){' - ' + check.shape if check.shape else ''}")
@@ -347,6 +349,10 @@ def _add_many_options(command: argparse.ArgumentParser, draws: int, tune: int, c
                               "(default: max(600, 3 x --time-budget), or an hour without a budget)")
     command.add_argument("--keep-draws", action=argparse.BooleanOptionalAction, default=True,
                          help="write each fit's draws to OUT/fits/ (default) or only its summary row")
+    command.add_argument("--warm-start", action="store_true",
+                         help="each fit after the first on a worker starts from the last accepted fit's adaptation "
+                              "there (a short, checked window instead of --tune); a fit's draws then depend on the "
+                              "fits before it on its worker")
     command.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
 
 

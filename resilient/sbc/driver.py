@@ -33,7 +33,7 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
         policy: Policy | None = None, time_budget: float | None = None, max_attempts: int | None = None,
         out: str | os.PathLike | None = None, client: Any = None, workers: int | None = None,
         keep_draws: bool = True, report: bool = True, progressbar: bool = True, progress_lines: bool = False,
-        fit_timeout: float | str | None = "auto", worker_timeout: float = 120.0) -> SBCResult:
+        fit_timeout: float | str | None = "auto", worker_timeout: float = 120.0, warm_start: bool = False) -> SBCResult:
     """Simulation-based calibration of ``model`` and Resilient's sampler on it.
 
     Each of ``simulations`` fits draws the parameters and the data from the prior predictive of
@@ -54,6 +54,12 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
     Fits that did not finish ``ok`` (failed, exhausted, out of budget, lost) are not ranked: they are
     listed, with their reasons, in the result and the report, because dropping the hard fits silently
     biases the check. The report is ``out/sbc.html`` (and ``sbc.json``).
+
+    ``warm_start=True``: as in :func:`sample_many`, each fit after the first on a worker starts from the
+    adaptation of the last accepted fit there (a short, checked window instead of ``tune``; a full warm-up
+    where the check fails). Each fit is still its own chains' NUTS run on its own data, so the ranks stay a test
+    of calibration; but a fit's draws, and so its ranks, then depend on which fit ran before it on its worker:
+    the same seed gives the same ranks only with the same workers. Off by default for that reason.
     """
     from resilient.backend import require
 
@@ -76,6 +82,10 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
     simulation_backend, observed_map, parameters = _plan(spec, simulator_spec, backend, data, observed, var_names,
                                                          random_seed)
     run = run_settings(options, fix=True, float32=False)
+    if warm_start is not False:  # only then in the manifest: a folder written before keeps its settings
+        if warm_start is not True:
+            raise ResilientError(f"`warm_start` must be True or False, got {warm_start!r}.")
+        run["warm_start"] = True
     timeout = resolve_fit_timeout(fit_timeout, run["policy"])
     simulation = Simulation(simulator=simulator_spec, backend=simulation_backend, data=data, observed=observed_map,
                             parameters=parameters, rank_draws=rank_draws, random_seed=int(random_seed))
