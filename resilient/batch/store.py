@@ -100,11 +100,19 @@ class FitStore:
         if path.is_file():
             before = json.loads(path.read_text())  # tolerant: a folder written before NaN became null
             now = json.loads(text)
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            changed = sorted(k for k in set(before) | set(now) if k != "policy" and before.get(k) != now.get(k))
+            policy, upgraded = _policy_differences(before.get("policy"), now.get("policy"))
+            changed += [f"policy.{name}" for name in policy]
             if changed:
                 raise ResilientError(
                     f"{self.out} holds a run with other settings ({', '.join(changed)} differ), so its finished fits "
                     "cannot be reused. Give a new output folder, or the same settings to continue that run.")
+            if upgraded:
+                from resilient.errors import warn
+
+                warn(f"Resilient: {self.out} was written by an earlier version of Resilient whose default policy "
+                     f"lacked {'; '.join(upgraded)}; its finished fits are reused as they are, and the fits still to "
+                     "run use this version's defaults. Give a new output folder to fit every data set anew.")
             return
         path.write_text(text)
 
@@ -135,3 +143,30 @@ class FitStore:
         self.summary.close()
         if self.records is not None:
             self.records.close()
+
+
+def _policy_differences(before: Any, now: Any) -> tuple[list[str], list[str]]:
+    """``(fields that differ, fields a later version added)`` between a stored manifest's policy and this run's.
+    A field the stored policy lacks, at this version's default, was added since (``rhat_goal``,
+    ``retry_divergences``); so was a remedy the stored default list lacks, where this run asks for the default
+    list. Neither is a setting the user changed, so neither refuses the folder."""
+    from dataclasses import asdict
+
+    from resilient.policy import Policy
+
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return ([] if before == now else ["*"]), []
+    defaults = json.loads(jsonio.dumps(asdict(Policy())))
+    changed, upgraded = [], []
+    for name in sorted(set(before) | set(now)):
+        old, new = before.get(name), now.get(name)
+        if old == new:
+            continue
+        if name not in before and new == defaults.get(name):
+            upgraded.append(f"the option `{name}`")
+        elif (name == "remedies" and new == defaults["remedies"] and isinstance(old, list)
+              and old == [r for r in new if r in old]):
+            upgraded.append("the remedy " + ", ".join(f"`{r}`" for r in new if r not in old))
+        else:
+            changed.append(name)
+    return changed, upgraded
