@@ -6,6 +6,7 @@ import pytest
 import resilient
 from examples import reference_models
 from resilient.errors import UnsupportedModelError
+from tests.loop_paths import draws_returned
 from tests.reference_checks import mismatches
 
 SEED = 20261126
@@ -31,7 +32,8 @@ def test_native_pymc_model_in_a_with_block_gives_the_reference(eight_schools):
         result = resilient.sample(1000, tune=1000, chains=4, random_seed=SEED, progressbar=False, cores=2)
     assert mismatches(result, reference, ["mu", "tau", "theta"]) == []
     assert set(result.children) >= {"posterior", "sample_stats", "observed_data"}
-    assert result.posterior["theta"].shape == (4, 1000, 8)
+    # 1000 draws, or more where the loop ran the chains longer (an R-hat just over the goal on some CPU)
+    assert result.posterior["theta"].shape == (4, draws_returned(result, 1000), 8)
 
 
 @pytest.mark.numpyro
