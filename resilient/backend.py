@@ -177,6 +177,10 @@ class Capabilities:
     #: its compilation has a one-off cost per process (Numba's first compile) that ``engine="auto"`` weighs by
     #: ski rental against the seconds the language's own engine has sampled
     one_off_compile: bool = False
+    #: the engine whose NUTS it runs on its language's models, where that engine's own language is another:
+    #: ``engine=<that name>`` (pm.sample's ``nuts_sampler=``) on a model of its language selects it
+    #: (pymc_numpyro: ``nuts_sampler="numpyro"`` on a pm.Model, as pm.sample runs it)
+    nuts_of: str = ""
 
 
 #: backend name -> (module, attribute, package that must be installed)
@@ -184,17 +188,20 @@ ADAPTERS: dict[str, tuple[str, str, str]] = {
     "numpyro": ("resilient.adapters.numpyro", "NumPyroAdapter", "numpyro"),
     "pymc": ("resilient.adapters.pymc", "PyMCAdapter", "pymc"),
     "nutpie": ("resilient.adapters.nutpie", "NutpieAdapter", "nutpie"),
+    "pymc_numpyro": ("resilient.adapters.pymc_numpyro", "PyMCNumPyroAdapter", "numpyro"),
 }
 
 #: backend name -> what it can do (see :class:`Capabilities`).
 CAPABILITIES: dict[str, Capabilities] = {
     "numpyro": Capabilities("numpyro", ("diag", "full"), resume=True, with_data=True, enumeration=True, float32=True,
                             log_likelihood_by_default=True, prior_simulation=True, title="NumPyro's NUTS",
-                            float32_by_default=True),
+                            float32_by_default=True, foreign_native=("pymc",)),
     "pymc": Capabilities("pymc", ("diag", "full", "diag_grad"), resume=True, discrete_latents=True,
                          weighed_against_nutpie=True, prior_simulation=True, title="PyMC's NUTS", compute_backends=("c",)),
     "nutpie": Capabilities("pymc", ("diag", "low_rank"), resume=True, title="nutpie", continuous_only=True,
                            foreign_native=("numpyro",), compute_backends=("numba", "jax"), one_off_compile=True),
+    "pymc_numpyro": Capabilities("pymc", ("diag", "full"), resume=True, title="NumPyro's NUTS over PyMC's JAX "
+                                 "translation", continuous_only=True, nuts_of="numpyro"),
 }
 
 

@@ -109,14 +109,30 @@ def model_backend(engine: str, backend: str | None, native: str | None) -> str |
     engine's default language (``None``: the shared API's default)."""
     if engine in CAPABILITIES and native is None and backend is not None and backend in capabilities(engine).foreign_native:
         language = capabilities(engine).language
+        through = engine_for_language(engine, backend)
+        how = (f"{engine}'s function interface" if through == engine else
+               f"engine={through!r}, {capabilities(through).title}, which runs shared-API models too")
         raise ResilientError(f"engine={engine!r} and backend={backend!r} disagree for a shared-API model: {engine} runs "
                              f"it through the {LANGUAGE_NAMES.get(language, language)} translation"
                              + (", compiled with Numba" if capabilities(engine).one_off_compile else "")
-                             + f" (native {LANGUAGE_NAMES.get(backend, backend)} functions run through {engine}'s "
-                             "function interface). Drop one of them.")
+                             + f" (native {LANGUAGE_NAMES.get(backend, backend)} models run through {how}). "
+                             "Drop one of them.")
     if native is not None or backend is not None:
         return backend
     return MODELLING.get(engine)
+
+
+def engine_for_language(engine: str, language: str) -> str:
+    """The registered engine that runs ``engine``'s NUTS on a model of ``language``: ``engine`` itself where it runs
+    that language (its own, or a foreign one natively: nutpie over a NumPyro function), else the engine declared as
+    its sampler for that language (``Capabilities.nuts_of``: engine="numpyro" on a pm.Model is pymc_numpyro, as
+    pm.sample(nuts_sampler="numpyro") runs it); ``engine`` where none is declared (the caller refuses it)."""
+    if engine not in CAPABILITIES or capabilities(engine).language == language:
+        return engine
+    declared = next((name for name, c in CAPABILITIES.items() if c.language == language and c.nuts_of == engine), None)
+    if declared is not None:
+        return declared
+    return engine
 
 
 def mass_matrices(engine: str) -> tuple[str, ...]:
@@ -128,7 +144,9 @@ def all_mass_matrices() -> tuple[str, ...]:
 
 
 def engines_adapting(mass_matrix: str) -> tuple[str, ...]:
-    return tuple(engine for engine in MODELLING if mass_matrix in mass_matrices(engine))
+    """The engines, by the name a user gives them, that adapt ``mass_matrix`` (an engine reached through another's
+    name, ``Capabilities.nuts_of``, is that name's: engine='numpyro' on a pm.Model)."""
+    return tuple(engine for engine in MODELLING if mass_matrix in mass_matrices(engine) and not capabilities(engine).nuts_of)
 
 
 def can_sample(engine: str, compiled: Any) -> bool:
@@ -214,12 +232,20 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
     compiled for the rival engine (nutpie) in this process, so choosing it costs no compilation."""
     history = HISTORY if history is None else history
     if engine != "auto":
-        if not installed(engine):
-            raise ResilientError(f"engine={engine!r} needs the `{engine}` package, which is not installed: "
-                                 f"`pip install {engine}`, or engine='auto'.")
+        runs = engine_for_language(engine, backend)
+        package = ADAPTERS[runs][2] if runs in ADAPTERS else runs
+        if not installed(package):
+            raise ResilientError(f"engine={engine!r} needs the `{package}` package, which is not installed: "
+                                 f"`{install_hint(package)}`, or engine='auto'.")
+        if runs != engine:
+            language = LANGUAGE_NAMES.get(backend, backend)
+            return EngineChoice(backend, runs, f"asked for ({engine}): {capabilities(runs).title}, as pm.sample("
+                                               f"nuts_sampler={engine!r}) runs a {language} model")
         return EngineChoice(backend, engine, f"asked for ({engine})")
     own = capabilities(backend)  # a language's own engine has the language's name
-    rival = next((name for name, c in CAPABILITIES.items() if c.language == backend and name != backend), None)
+    # the rival auto weighs by ski rental: the language's engine with a one-off compilation (nutpie)
+    rival = next((name for name, c in CAPABILITIES.items()
+                  if c.language == backend and name != backend and c.one_off_compile), None)
     if not own.weighed_against_nutpie or rival is None:
         language = LANGUAGE_NAMES.get(backend, backend)
         what = f"a {language} model" if native else f"a shared-API model on the {language} backend"

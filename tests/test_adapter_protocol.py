@@ -8,7 +8,8 @@ from resilient.backend import ADAPTERS, STAT_NAMES, CompiledModel, NUTSSettings,
 from resilient.math import FUNCTIONS
 from resilient.model import Model
 
-MARKS = {"numpyro": pytest.mark.numpyro, "pymc": pytest.mark.pymc, "nutpie": pytest.mark.pymc}
+MARKS = {"numpyro": pytest.mark.numpyro, "pymc": pytest.mark.pymc, "nutpie": pytest.mark.pymc,
+         "pymc_numpyro": [pytest.mark.pymc, pytest.mark.numpyro]}
 BACKENDS = [pytest.param(name, marks=MARKS[name]) for name in ADAPTERS]
 
 
