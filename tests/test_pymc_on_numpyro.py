@@ -1,0 +1,216 @@
+"""A pm.Model on NumPyro's NUTS through PyMC's JAX translation (issue #24, item 3): ``engine="numpyro"`` or
+pm.sample's ``nuts_sampler="numpyro"`` on a pm.Model runs the pymc_numpyro engine, opt-in (auto does not pick it).
+
+Every guarantee holds there: preflight evaluates the JAX function NUTS runs, a time budget stops the run between
+chunks and keeps the finished draws, the checkpoint's sampler state resumes it, the DataTree has pm.sample's groups,
+names and dims, and jax's global x64 flag is left as the user set it. The posterior agrees with PyMC's NUTS within
+MCSE and with the posteriordb reference (``slow``)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.pymc, pytest.mark.numpyro]
+pm = pytest.importorskip("pymc")
+pytest.importorskip("numpyro")
+
+import resilient  # noqa: E402
+from resilient import record  # noqa: E402
+from resilient.backend import STAT_NAMES  # noqa: E402
+from resilient.errors import ResilientError  # noqa: E402
+
+SEED = 20261206
+Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+SCHOOLS = list("ABCDEFGH")
+RUN = dict(tune=200, chains=2, random_seed=SEED, progressbar=False)
+
+
+def _schools():
+    """Eight schools, non-centred, with coords and dims, a pm.Data and a Deterministic (the reference's names:
+    theta_trans, theta)."""
+    with pm.Model(coords={"school": SCHOOLS}) as model:
+        sigma = pm.Data("sigma", SIGMA, dims="school")
+        mu = pm.Normal("mu", 0, 5)
+        tau = pm.HalfCauchy("tau", 5)
+        theta_trans = pm.Normal("theta_trans", 0, 1, dims="school")
+        theta = pm.Deterministic("theta", mu + tau * theta_trans, dims="school")
+        pm.Normal("y", theta, sigma, observed=Y, dims="school")
+    return model
+
+
+def _quiet(function, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return function(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _schools()
+
+
+@pytest.fixture(scope="module")
+def sampler(model):
+    """The model compiled once for NumPyro's NUTS (later runs reuse its JAX programs)."""
+    return resilient.compile(model, engine="numpyro")
+
+
+@pytest.fixture(scope="module")
+def run(sampler):
+    import jax
+
+    before = bool(jax.config.jax_enable_x64)
+    data = resilient.sample(sampler, draws=200, **RUN)
+    return data, before, bool(jax.config.jax_enable_x64)
+
+
+# --- choosing the engine (no sampling) ---
+
+
+def test_numpyro_on_a_pm_model_selects_numpyros_nuts_over_pymcs_jax_translation():
+    from resilient.engine import choose_engine, resolve_engine
+
+    assert resolve_engine("auto", "numpyro", None) == ("numpyro", None)  # the model's language decides
+    choice = choose_engine("numpyro", "pymc", native=True)
+    assert choice.engine == "pymc_numpyro" and "nuts_sampler='numpyro'" in choice.reason
+    assert choose_engine("numpyro", "numpyro", native=True).engine == "numpyro"  # a NumPyro model: its own
+    assert choose_engine("pymc_numpyro", "pymc", native=False).engine == "pymc_numpyro"
+    assert choose_engine("auto", "pymc", native=True).engine in ("pymc", "nutpie")  # opt-in: auto never picks it
+
+
+def test_a_shared_api_model_with_engine_numpyro_and_backend_pymc_is_refused_by_name():
+    from resilient.distributions import Normal
+    from resilient.model import sample as site
+
+    def tiny():
+        site("x", Normal(0, 1))
+
+    with pytest.raises(ResilientError, match="engine='numpyro' and backend='pymc' disagree for a shared-API model.*"
+                                             "engine='pymc_numpyro'"):
+        resilient.sample(tiny, engine="numpyro", backend="pymc")
+
+
+def test_a_discrete_latent_is_refused_with_the_engine_that_samples_it():
+    from resilient.adapters.pymc import PyMCAdapter
+    from resilient.backend import get_adapter
+    from resilient.errors import DiscreteLatentError
+    from resilient.model import NativeModel
+
+    with pm.Model() as model:
+        p = pm.Beta("p", 2, 2)
+        z = pm.Bernoulli("z", p)
+        pm.Normal("y", z, 1, observed=np.array([0.3, 1.1]))
+    inner = PyMCAdapter().compile(NativeModel("pymc", model))
+    with pytest.raises(DiscreteLatentError, match="`z` is discrete. engine='pymc' runs PyMC's compound step"):
+        get_adapter("pymc_numpyro").wrap(inner)
+
+
+# --- one run, its result (fast) ---
+
+
+def test_the_result_has_pm_samples_groups_names_and_dims(run):
+    data, _, _ = run
+    assert set(data.children) >= {"posterior", "sample_stats", "observed_data", "constant_data"}
+    assert "warmup_posterior" not in data.children
+    posterior = data.posterior
+    assert list(posterior.data_vars) == ["mu", "tau", "theta_trans", "theta"]  # free variables, then deterministics
+    assert posterior["theta"].dims == ("chain", "draw", "school") and posterior["mu"].dims == ("chain", "draw")
+    assert posterior["school"].values.tolist() == SCHOOLS and posterior.sizes["draw"] >= 200
+    # the names pm.sample(nuts_sampler="numpyro") gives; lp is the log density (PyMC's JAX path puts the potential)
+    assert set(data.sample_stats.data_vars) == set(STAT_NAMES)
+    assert data.sample_stats["diverging"].dtype == bool
+    assert data.observed_data["y"].dims == ("school",) and np.array_equal(data.observed_data["y"].values, Y)
+    assert np.array_equal(data.constant_data["sigma"].values, SIGMA)
+    np.testing.assert_allclose(data.posterior["theta"].values,
+                               data.posterior["mu"].values[..., None]
+                               + data.posterior["tau"].values[..., None] * data.posterior["theta_trans"].values)
+
+
+def test_the_run_record_and_sampler_state_name_the_engine_and_why(run):
+    data, _, _ = run
+    run_info = record.read_run(data)
+    assert run_info["backend"] == "pymc_numpyro"
+    assert "NumPyro's NUTS over PyMC's JAX translation" in run_info["engine_reason"]
+    state = data["sampler_state"]
+    assert state.attrs["engine"] == "pymc_numpyro" and state.attrs["adaptation"] == "whole"
+    assert state["draws_done"].values.tolist() == [data.posterior.sizes["draw"]] * 2
+
+
+def test_float64_without_touching_the_users_x64_flag(run, sampler):
+    data, before, after = run
+    assert before == after
+    assert data.posterior["mu"].dtype == np.float64
+    compiled = sampler.cache[("pymc_numpyro", sampler.model)]
+    x = compiled.initial_point("default", 1)
+    value, gradient = compiled.log_density_and_gradient(x)  # the JAX function NUTS runs (preflight evaluates it)
+    reference, reference_gradient = compiled.inner.log_density_and_gradient(x)  # PyMC's own (PyTensor)
+    assert value == pytest.approx(reference, rel=1e-12)
+    np.testing.assert_allclose(gradient, reference_gradient, rtol=1e-10, atol=1e-12)
+
+
+def test_a_time_budget_stops_it_between_chunks_and_keeps_the_finished_draws(sampler):
+    with pytest.warns(resilient.ResilientWarning, match="The result holds only the finished draws"):
+        data = resilient.sample(sampler, draws=10**7, time_budget=2.5, **RUN)
+    run_info = record.read_run(data)
+    assert run_info["status"] == "budget" and run_info["backend"] == "pymc_numpyro"
+    draws = data.posterior.sizes["draw"]
+    assert 0 < draws < 10**7 and np.all(np.isfinite(data.posterior["mu"].values))
+    assert data["sampler_state"]["draws_done"].values.tolist() == [draws, draws]
+
+
+def test_a_checkpointed_run_stopped_by_its_budget_resumes_where_it_stopped(sampler, model, tmp_path):
+    folder = str(tmp_path / "run")
+    with pytest.warns(resilient.ResilientWarning):
+        stopped = resilient.sample(sampler, draws=10**7, time_budget=2.5, checkpoint=folder, **RUN)
+    done = stopped.posterior.sizes["draw"]
+    assert done > 0, "stopped while sampling, not in warm-up"
+    resumed = _quiet(resilient.resume, folder, model, draws=done + 300, progressbar=False)
+    attempt = record.read_attempts(resumed)[-1]
+    assert record.read_run(resumed)["backend"] == "pymc_numpyro"
+    assert attempt["settings"]["resumed"]["warmup_iterations_run"] == [0, 0], "no warm-up ran again"
+    assert resumed.posterior.sizes["draw"] == done + 300
+    # the draws made before the stop are the resumed run's first ones, as they were
+    assert np.array_equal(resumed.posterior["theta"].values[:, :done], stopped.posterior["theta"].values)
+
+
+# --- agreement (slow: PyMC's NUTS and a longer run) ---
+
+
+@pytest.mark.slow
+def test_the_posterior_agrees_with_pymcs_nuts_and_the_reference():
+    from examples import reference_models
+    from tests.reference_checks import mismatches
+    from tests.test_corpus import agreement_problems
+
+    options = dict(draws=1500, tune=1000, chains=4, progressbar=False)
+    ours = _quiet(resilient.sample, _schools(), nuts_sampler="numpyro", random_seed=SEED, **options)
+    assert record.read_run(ours)["backend"] == "pymc_numpyro"
+    theirs = _quiet(resilient.sample, _schools(), engine="pymc", random_seed=SEED + 1, **options)
+    assert record.read_run(theirs)["backend"] == "pymc"
+    assert agreement_problems(theirs, ours) == []
+    assert mismatches(ours, reference_models.load("eight_schools-eight_schools_noncentered")[2],
+                      ["mu", "tau", "theta"]) == []
+
+
+@pytest.mark.slow
+def test_the_layout_equals_raw_pm_sample_on_numpyro():
+    """Raw pm.sample(nuts_sampler="numpyro") on the same model: the same groups (its constant_data is there when the
+    model has pm.Data), variables, dims and coordinates."""
+    import jax
+
+    from tests.test_corpus import layout_problems
+
+    before = bool(jax.config.jax_enable_x64)
+    try:
+        theirs = _quiet(pm.sample, 100, tune=100, chains=2, model=_schools(), nuts_sampler="numpyro",
+                        random_seed=SEED, progressbar=False, compute_convergence_checks=False)
+    finally:
+        jax.config.update("jax_enable_x64", before)  # pm.sample turns x64 on for the process
+    ours = _quiet(resilient.sample, _schools(), nuts_sampler="numpyro", draws=100, **RUN)
+    for group in ("posterior", "sample_stats", "observed_data", "constant_data"):
+        assert layout_problems(theirs, ours, group) == [], group
+    assert set(ours.children) - set(theirs.children) <= {"warmup_sample_stats", "sampler_state"}
