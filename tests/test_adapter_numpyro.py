@@ -269,8 +269,10 @@ def test_stable_truncated_normal_samples_stay_in_the_far_tail():
     for (low, high), (values, log_prob) in zip(cases, results):
         assert np.isfinite(values).all() and np.isfinite(log_prob).all()
         assert (low is None or np.all(values >= np.asarray(low))) and (high is None or np.all(values <= np.asarray(high)))
-    assert abs(results[2][0][:, 2].mean() - stats.truncnorm(-1, 2).mean()) < 0.05
-    assert abs(results[0][0].mean() - stats.truncnorm(40, np.inf).mean()) < 1e-3
+    # independent draws: the mean within 4.5 standard errors of the exact one (sd / sqrt(4000); the far tail's
+    # sd is 0.025, so a hand-set 1e-3 was only 2.5 of them)
+    for values, exact in ((results[2][0][:, 2], stats.truncnorm(-1, 2)), (results[0][0], stats.truncnorm(40, np.inf))):
+        assert abs(values.mean() - exact.mean()) < 4.5 * exact.std() / np.sqrt(values.size), (values.mean(), exact.mean())
 
 
 def test_precision_is_scoped_to_each_model(adapter):

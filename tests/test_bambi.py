@@ -167,9 +167,10 @@ def test_a_centred_bambi_model_that_diverges_is_repaired_or_the_reason_is_named(
     assert data.posterior["1|g"].dims == ("chain", "draw", "g__factor_dim")
     assert set(data.posterior.data_vars) == {"Intercept", "1|g", "1|g_sigma", "sigma"}
     attempts = resilient.record.read_attempts(data)
-    accepted = attempts[-1]["outcome"] == "accepted"
+    accepted = resilient.record.read_run(data)["status"] == "ok"  # the returned attempt need not be the last
     if accepted:
-        assert int(data.sample_stats["diverging"].sum()) <= 0.01 * RUN["draws"] * RUN["chains"]
+        # the loop's limit, on the draws returned (more than asked where it ran the chains longer)
+        assert float(data.sample_stats["diverging"].mean()) <= resilient.Policy().max_divergence_rate
         assert resilient.diagnose(data).verdict in ("ok", "warn")
     else:
         told = " ".join(str(a.get("message", "")) for a in attempts) + " ".join(str(w.message) for w in caught)

@@ -59,7 +59,7 @@ def _assert_non_centred_and_accepted(data, attempts, names):
     assert attempts[0]["outcome"] == "retry" and attempts[0]["failure"] in CENTRED_FAILURES, attempts[0]
     assert record.read_run(data)["status"] == "ok", [(a["failure"], a["remedy"], a["outcome"]) for a in attempts]
     assert set(names) <= set(returned_attempt(data)["settings"]["noncentered"])
-    assert float(data.sample_stats["diverging"].mean()) < resilient.Policy().max_divergence_rate
+    assert float(data.sample_stats["diverging"].mean()) <= resilient.Policy().max_divergence_rate  # the loop's <=
 
 
 def _first_non_centred(attempts):
