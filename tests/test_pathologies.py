@@ -155,7 +155,7 @@ def test_p5_the_loop_non_centres_eight_schools(backend):
     # the returned attempt, not necessarily the last (once theta is non-centred every later attempt keeps it)
     assert record.read_run(result)["status"] == "ok" and "theta" in returned_attempt(result)["settings"]["noncentered"]
     diverging = result.sample_stats["diverging"].values
-    assert diverging.mean() < 0.005
+    assert diverging.mean() <= resilient.Policy().max_divergence_rate  # the rate the loop accepts (at most)
     assert mismatches(result, reference, ["mu", "tau", "theta"]) == []
 
 
