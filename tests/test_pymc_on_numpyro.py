@@ -140,6 +140,14 @@ def test_the_run_record_and_sampler_state_name_the_engine_and_why(run):
     assert state["draws_done"].values.tolist() == [data.posterior.sizes["draw"]] * 2
 
 
+def test_a_later_call_warm_starts_from_a_results_adaptation(run, sampler):
+    data, _, _ = run
+    later = _quiet(sampler.sample, draws=100, warm_start=data, **RUN)
+    warm = record.read_attempts(later)[0]["settings"]["warm_start"]
+    assert warm["used"] and warm["window"] < RUN["tune"], warm
+    assert later["sampler_state"].attrs["engine"] == "pymc_numpyro"
+
+
 def test_float64_without_touching_the_users_x64_flag(run, sampler):
     data, before, after = run
     assert before == after

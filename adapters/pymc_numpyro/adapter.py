@@ -39,4 +39,7 @@ class PyMCNumPyroAdapter:
         """NumPyro's NUTS over a model the PyMC adapter compiled (compiled once for every engine). Keyword
         arguments (nutpie's ``compile_backend``, ``gradient_backend``) are taken and ignored: the log density is
         always PyMC's JAX translation."""
+        from resilient.caches import enable_jax_cache
+
+        enable_jax_cache()  # JAX's persistent compilation cache, as the NumPyro adapter has it (RESILIENT_CACHE)
         return PyMCNumPyroCompiledModel(compiled, chain_method=self.chain_method)
