@@ -6,6 +6,7 @@ from resilient.adapters.common import check_strategy, refuse_discrete_latents, r
 
 import contextlib
 import os
+import threading
 from dataclasses import replace
 import time
 import warnings
@@ -68,6 +69,9 @@ def _preflight_mode() -> Any:
 
     return Mode(linker="py", optimizer="fast_run").excluding("fusion")
 
+
+#: one :meth:`PyMCCompiledModel.reusing_value_grad` block at a time (it sets an attribute of a model)
+_REUSE_LOCK = threading.RLock()
 
 _EVAL_ERRORS: tuple[type[BaseException], ...] = (ArithmeticError, np.linalg.LinAlgError)
 
@@ -242,10 +246,54 @@ class PyMCCompiledModel:
 
     @_lazy
     def _value_grad_fn(self) -> Any:
-        """PyMC's ``logp_dlogp_function`` as NUTS asks for it (raveled ``x``): on a frozen model
-        ``pm.sample`` gets this compiled function from the model's cache instead of compiling
-        its own, so preflight checks exactly what the sampler runs, at no extra compile."""
-        return self.model.logp_dlogp_function(ravel_inputs=True)
+        """PyMC's ``logp_dlogp_function`` as NUTS asks for it (raveled ``x``), compiled once per compiled
+        model: preflight, ``engine="auto"``'s gradient timing and ``pm.sample``'s NUTS step (a copy, through
+        :meth:`nuts_value_grad`) all run this one, so preflight checks exactly what the sampler runs. PyMC's
+        method of the model's class: never :meth:`reusing_value_grad`'s stand-in."""
+        return type(self.model).logp_dlogp_function(self.model, ravel_inputs=True)
+
+    def nuts_value_grad(self) -> Any | None:
+        """A copy of :attr:`_value_grad_fn` (compiled now if it was not yet) for ``pm.sample``'s NUTS step, so
+        that ``init_nuts`` does not compile the same log density and gradient again; ``None`` where PyMC must
+        build its own: a model with values NUTS does not move (extra values), or a default linker other than
+        Numba's (``_lazy`` compiles without a C compiler, which only the Numba linker does not use). A copy
+        (``ValueGradFunction.copy``: linked again, not compiled) owns its shared variables and ``trust_input``."""
+        from pytensor.compile.mode import get_default_mode
+        from pytensor.link.numba.linker import NumbaLinker
+
+        if not self.value_vars or not isinstance(get_default_mode().linker, NumbaLinker):
+            return None
+        function = self._value_grad_fn
+        if function._extra_vars or not isinstance(function._pytensor_function.maker.linker, NumbaLinker):
+            return None
+        copy = function.copy()
+        copy.set_extra_values({})
+        return copy
+
+    @contextlib.contextmanager
+    def reusing_value_grad(self, model: Any, compile_kwargs: Mapping[str, Any] | None = None) -> Iterator[None]:
+        """Within this block, ``model.logp_dlogp_function(ravel_inputs=True)`` (``init_nuts``'s call) gives
+        :meth:`nuts_value_grad`'s copy where ``model`` is this compiled model's and PyMC's compile options are
+        its defaults; any other call goes to PyMC. The model's attribute is restored after the block; one
+        block at a time in a process (a lock), so threads never see each other's."""
+        if model is not self.model or compile_kwargs:
+            yield
+            return
+        original = model.logp_dlogp_function
+
+        def logp_dlogp_function(*args: Any, **kwargs: Any) -> Any:
+            if not args and kwargs == {"ravel_inputs": True}:
+                reused = self.nuts_value_grad()
+                if reused is not None:
+                    return reused
+            return original(*args, **kwargs)
+
+        with _REUSE_LOCK:
+            model.__dict__["logp_dlogp_function"] = logp_dlogp_function
+            try:
+                yield
+            finally:
+                model.__dict__.pop("logp_dlogp_function", None)
 
     def log_density(self, x: np.ndarray) -> float:
         return self.log_density_and_gradient(x)[0]
@@ -524,10 +572,11 @@ class PyMCCompiledModel:
         from pymc.util import get_random_generator
 
         seeds = [int(r.integers(2**30)) for r in get_random_generator(settings.random_seed).spawn(chains)]
-        points, step = pm.init_nuts(
-            init=init, chains=chains, model=self.model, random_seed=seeds, progressbar=False, quiet=True,
-            tune=int(settings.tune), initvals=initvals, **nuts,
-        )
+        with self.reusing_value_grad(self.model):
+            points, step = pm.init_nuts(
+                init=init, chains=chains, model=self.model, random_seed=seeds, progressbar=False, quiet=True,
+                tune=int(settings.tune), initvals=initvals, **nuts,
+            )
         return {"step": run.adopt(step) if run is not None else step,
                 "initvals": [self._initvals(self._flatten(point)) for point in points]}
 

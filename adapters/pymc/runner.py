@@ -540,11 +540,16 @@ _CURRENT = threading.local()
 
 
 def _hooked_init_nuts(*args: Any, **kwargs: Any) -> Any:
-    """``pm.sample``'s ``init_nuts``, whose NUTS step is :func:`with_state`'s where a Resilient run in this
-    thread asked for it (:func:`hook_init_nuts`); PyMC's own, unchanged, for anyone else."""
-    points, step = _ORIGINAL_INIT_NUTS(*args, **kwargs)
+    """``pm.sample``'s ``init_nuts``, whose NUTS step is :func:`with_state`'s, on the compiled model's own
+    ``logp_dlogp_function`` (:meth:`PyMCCompiledModel.reusing_value_grad`), where a Resilient run in this thread
+    asked for it (:func:`hook_init_nuts`); PyMC's own, unchanged, for anyone else."""
     run = getattr(_CURRENT, "run", None)
-    return points, (run.adopt(step) if run is not None else step)
+    if run is None:
+        return _ORIGINAL_INIT_NUTS(*args, **kwargs)
+    # the NUTS step runs the log density and gradient preflight compiled (not compiled again)
+    with run.compiled.reusing_value_grad(kwargs.get("model"), kwargs.get("compile_kwargs")):
+        points, step = _ORIGINAL_INIT_NUTS(*args, **kwargs)
+    return points, run.adopt(step)
 
 
 _ORIGINAL_INIT_NUTS: Any = None
