@@ -4,10 +4,11 @@ skips the compilations the first one paid for, where the backend can keep them.
 * JAX (NumPyro's NUTS): XLA's persistent compilation cache, switched on in
   ``<cache root>/jax`` the first time Resilient compiles a NumPyro model, unless the user has set JAX's own
   ``jax_compilation_cache_dir`` (theirs is kept) or turned it off.
-* PyTensor (PyMC's NUTS): its C modules are cached in PyTensor's ``compiledir`` (``~/.pytensor``) by PyTensor
-  itself, on by default; Resilient leaves it as it is.
-* Numba (nutpie's default backend): nutpie compiles the model's graph into functions made at run time, which
-  Numba's on-disk cache (``cache=True``) cannot keep; there is no cache to switch on.
+* PyTensor (PyMC's NUTS): PyTensor caches what its default Numba linker compiles (``<compiledir>/numba``) and
+  its C modules in its ``compiledir`` (``~/.pytensor``) itself, on by default; Resilient leaves it as it is.
+* Numba (nutpie's default backend): nutpie compiles the log density through PyTensor's Numba linker (cached in
+  the ``compiledir`` as above); its own wrappers are functions made at run time, which Numba's on-disk cache
+  (``cache=True``) cannot keep, so they are compiled again in each process; there is no cache to switch on.
 
 The cache root is ``$RESILIENT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/resilient`` (``~/.cache/resilient``).
 ``RESILIENT_CACHE=off`` (or ``0``, ``false``, ``no``) keeps Resilient from switching any cache on.
