@@ -146,7 +146,8 @@ def all_mass_matrices() -> tuple[str, ...]:
 def engines_adapting(mass_matrix: str) -> tuple[str, ...]:
     """The engines, by the name a user gives them, that adapt ``mass_matrix`` (an engine reached through another's
     name, ``Capabilities.nuts_of``, is that name's: engine='numpyro' on a pm.Model)."""
-    return tuple(engine for engine in MODELLING if mass_matrix in mass_matrices(engine) and not capabilities(engine).nuts_of)
+    return tuple(engine for engine in MODELLING
+                 if mass_matrix in mass_matrices(engine) and not capabilities(engine).nuts_of)
 
 
 def can_sample(engine: str, compiled: Any) -> bool:

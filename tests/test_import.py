@@ -18,7 +18,8 @@ def test_unknown_backend_lists_the_supported_ones():
     from resilient.backend import get_adapter
     from resilient.errors import BackendUnavailableError
 
-    with pytest.raises(BackendUnavailableError, match=r"`backend` must be one of 'numpyro', 'pymc', 'nutpie', got 'stan'"):
+    with pytest.raises(BackendUnavailableError,
+                       match=r"`backend` must be one of 'numpyro', 'pymc', 'nutpie', 'pymc_numpyro', got 'stan'"):
         get_adapter("stan")
 
 
