@@ -222,3 +222,30 @@ def test_the_layout_equals_raw_pm_sample_on_numpyro():
     for group in ("posterior", "sample_stats", "observed_data", "constant_data"):
         assert layout_problems(theirs, ours, group) == [], group
     assert set(ours.children) - set(theirs.children) <= {"warmup_sample_stats", "sampler_state"}
+
+
+def _corpus_cases():
+    from tests.corpus import pymc_models
+
+    return [pytest.param(name, marks=pytest.mark.slow) for name, case in pymc_models.CASES.items()
+            if name != "switchpoint"]  # discrete latents: PyMC's compound step only
+
+
+@pytest.mark.parametrize("name", _corpus_cases())
+def test_the_corpus_pm_models_agree_with_pymcs_nuts_and_keep_its_layout(name):
+    """Each continuous pm.Model of the corpus (tests/corpus/pymc_models.py: dims, pm.Data, Potential, CustomDist,
+    mixtures, random walks, ZeroSumNormal, LKJ, censoring, truncation, imputed missing values, dependent bounds) on
+    NumPyro's NUTS agrees with raw pm.sample on PyMC's NUTS within the corpus's MCSE band, with its groups, names,
+    dims and coordinates."""
+    from tests.test_corpus import agreement_problems, layout_problems, pymc_run
+
+    run = pymc_run(name)
+    case, theirs = run["case"], run["theirs"]
+    ours = _quiet(resilient.sample, run["model"], nuts_sampler="numpyro", draws=case.draws, tune=case.tune,
+                  chains=case.chains, random_seed=SEED, progressbar=False)
+    assert record.read_run(ours)["backend"] == "pymc_numpyro"
+    problems = agreement_problems(theirs, ours)
+    for group in ("posterior", "observed_data", "constant_data"):
+        if group in theirs.children:
+            problems += layout_problems(theirs, ours, group)
+    assert problems == []
