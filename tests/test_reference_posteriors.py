@@ -3,6 +3,7 @@
 import pytest
 
 import resilient
+from tests.loop_paths import healthy_path
 from resilient import record
 from examples import reference_models
 from tests.reference_checks import mismatches
@@ -29,12 +30,9 @@ def test_reference_posterior(name, backend):
     variables = sorted({key.split("[")[0] for key in reference})
     assert mismatches(result, reference, variables) == []
     attempts = record.read_attempts(result)
-    # healthy models need no remedy from a new start. What a CPU's trajectory may still bring, once: a worst R-hat
-    # just over the goal of 1.01 runs the same chains longer (more_draws); a few divergences under the limit get
-    # one higher target_accept (pm.sample's own advice), where the first attempt had them
-    remedies = [a["remedy"] for a in attempts]
-    assert attempts[-1]["outcome"] == "accepted" and remedies in ([None], [None, "more_draws"], [None, "target_accept"])
-    if remedies[-1] == "target_accept":
-        assert 0 < attempts[0]["divergences"] <= 0.01 * 4000, attempts[0]["message"]
+    # healthy models need no remedy from a new start; on some CPU the loop may still run the same chains longer
+    # once (R-hat just over the goal) or raise target_accept once (a few divergences under the limit), each checked
+    # against the reason that justifies it
+    healthy_path(result)
     preflight = record.read_preflight(result)
     assert {f["severity"] for f in preflight["findings"]} <= {"info"}

@@ -250,7 +250,7 @@ def test_a_warm_attempt_run_longer_keeps_its_window_as_its_warm_up(regression_ru
     """A warm attempt continued by more_draws (a goal no chain can meet forces it) counts the window it warmed up
     for, not the schedule the continuation runs under (CI, 2026-12-06: it said 400 of a 150-iteration window)."""
     sampler, _, _, _ = regression_runs
-    data = sampler.sample(random_seed=5, policy=resilient.Policy(rhat_goal=1.0000001), **RUN)
+    data = sampler.sample(random_seed=5, policy=resilient.Policy(rhat_goal=1.0000001, retry_divergences=False), **RUN)
     attempts = record.read_attempts(data)
     assert _warm(data)["passed"] and [a["remedy"] for a in attempts][:2] == [None, "more_draws"]
     assert data.sampler_state["tune_done"].values.tolist() == [WINDOW] * RUN["chains"]
