@@ -44,6 +44,12 @@ class DrawBuffer:
             if "diverging" in chunk.sample_stats:
                 self._divergent += int(np.sum(chunk.sample_stats["diverging"][row]))
 
+    def last_stat(self, chain: int, name: str) -> Any:
+        """Chain ``chain``'s last post-warm-up value of the statistic ``name``, or None (none yet, or no such
+        statistic)."""
+        values = self._stats[chain].get(name)
+        return None if not values or np.size(values[-1]) == 0 else np.asarray(values[-1])[-1]
+
     @property
     def total(self) -> int:
         return sum(self.counts)
@@ -113,3 +119,22 @@ def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, 
     data = from_dict(groups, coords=coords or None, dims=dims or None, save_warmup=True)
     data.attrs.update(dict(attrs or {}))
     return data
+
+
+#: the statistic an engine keeps as a running count over its run (PyMC's and nutpie's ``divergences``)
+RUNNING_COUNT = "divergences"
+
+
+def running_counts_on(chunk: Chunk, counts_before: Mapping[int, Any]) -> dict[str, Any]:
+    """``chunk``'s statistics with its :data:`RUNNING_COUNT` carried on from ``counts_before`` (chain -> the
+    chain's count before this run): a run that continues chains (more_draws, resume) starts the engine's count at
+    0 again."""
+    stats = dict(chunk.sample_stats)
+    if RUNNING_COUNT not in stats or not counts_before:
+        return stats
+    count = np.array(stats[RUNNING_COUNT], copy=True)
+    for row, chain in enumerate(chunk.chains):
+        if chain in counts_before:
+            count[row] = count[row] + counts_before[chain]
+    stats[RUNNING_COUNT] = count
+    return stats

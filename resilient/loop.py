@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from resilient.backend import Chunk, NUTSRun, NUTSSettings, available_backends, capabilities, get_adapter
-from resilient.draws import DrawBuffer, to_datatree
+from resilient.draws import RUNNING_COUNT, DrawBuffer, running_counts_on, to_datatree
 from resilient.engine import HISTORY
 from resilient.errors import PreflightError, ResilientWarning, SamplerError, SamplingFailed
 from resilient.errors import warn as warn_user
@@ -663,13 +663,18 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                                                              state.tune + state.draws),
                              f"attempt {number} ({state.backend})")
         readapted = [0]
+        # a running count the engine restarts in a new run (PyMC's and nutpie's `divergences`) goes on from where
+        # each chain's count stood
+        counts_before = {} if going_on is None else {
+            chain: count for chain in range(settings.chains)
+            if (count := buffer.last_stat(chain, RUNNING_COUNT)) is not None}
 
         def on_chunk(chunk: Chunk) -> bool:
             if going_on is not None:
                 if chunk.warmup:  # an engine that cannot take its adaptation back adapts again briefly: not kept
                     readapted[0] = max(readapted[0], chunk.start + chunk.size)
                     return True
-                chunk = replace(chunk, start=chunk.start + offset,
+                chunk = replace(chunk, start=chunk.start + offset, sample_stats=running_counts_on(chunk, counts_before),
                                 state=counted_on(chunk.state, going_on.resume_state, offset))
             buffer.add(chunk)
             if chunk.state is not None and not chunk.warmup:

@@ -141,7 +141,7 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
     from resilient import record
     from resilient.checkpoint import (Checkpoint, latest_attempt, read_chains, read_meta, read_state,
                                       read_warmup_stats)
-    from resilient.draws import DrawBuffer, to_datatree
+    from resilient.draws import RUNNING_COUNT, DrawBuffer, running_counts_on, to_datatree
     from resilient.loop import _layout, assess
     from resilient.policy import Attempt
     from resilient.quality import measure
@@ -218,6 +218,8 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
         store = Checkpoint(root, {**meta, "draws": max(wanted, int(meta.get("draws") or 0))})
         store.continue_from(state)
     warmup_run = {chain: 0 for chain in range(chains)}
+    counts_before = {chain: count for chain in range(chains)  # the engine's running count starts at 0 again
+                     if (count := buffer.last_stat(chain, RUNNING_COUNT)) is not None}
 
     def on_chunk(chunk: Chunk) -> bool:
         if chunk.warmup:
@@ -226,6 +228,7 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
             if store is not None and chunk.state is not None:  # an engine whose whole state continues warm-up
                 store.write_state(chunk.state)
             return True
+        chunk = replace(chunk, sample_stats=running_counts_on(chunk, counts_before))
         for row, chain in enumerate(chunk.chains):
             take = max(0, min(chunk.size, remaining[chain] - chunk.start))
             if take == 0:

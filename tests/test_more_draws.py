@@ -76,3 +76,24 @@ def test_nutpie_continues_its_chains_after_a_short_readaptation(tmp_path):
 
     data, second = _continued(tmp_path, "pymc", "nutpie")
     assert second["settings"]["continued"]["readapted"] == min(READAPT_TUNE, 200)
+
+
+def test_a_running_divergence_count_goes_on_from_where_each_chain_stood():
+    """PyMC's and nutpie's ``divergences`` statistic is a running count that the engine restarts in a new run; a
+    continuation's chunks carry it on from each chain's last count (seen on PyMC: the joined chains' count ended at
+    [29, 33] where their ``diverging`` summed to [45, 45])."""
+    from resilient.backend import Chunk
+    from resilient.draws import DrawBuffer
+    from resilient.draws import running_counts_on as _counted_on
+
+    buffer = DrawBuffer(2)
+    buffer.add(Chunk((0, 1), 0, False, {"x": np.zeros((2, 3))},
+                     {"diverging": np.array([[1, 0, 1], [0, 0, 1]], bool), "divergences": np.array([[1, 1, 2], [0, 0, 1]])}))
+    before = {chain: buffer.last_stat(chain, "divergences") for chain in (0, 1)}
+    assert before == {0: 2, 1: 1} and buffer.last_stat(0, "no such statistic") is None
+    continued = Chunk((1, 0), 0, False, {"x": np.zeros((2, 2))},
+                      {"diverging": np.array([[1, 0], [0, 1]], bool), "divergences": np.array([[1, 1], [0, 1]])})
+    stats = _counted_on(continued, before)
+    np.testing.assert_array_equal(stats["divergences"], [[2, 2], [2, 3]])  # rows are chains 1 and 0
+    np.testing.assert_array_equal(continued.sample_stats["divergences"], [[1, 1], [0, 1]]), "the chunk is not changed"
+    assert set(_counted_on(Chunk((0,), 0, False, {}, {"diverging": np.zeros((1, 2), bool)}), before)) == {"diverging"}
