@@ -153,7 +153,10 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
     meta = read_meta(root)
     state = read_state(root)
     engine = state.engine
-    if sampler.engine not in ("auto", engine):
+    from resilient.engine import engine_for_language
+
+    if sampler.engine not in ("auto", engine) and engine_for_language(
+            sampler.engine, capabilities(engine).language) != engine:
         raise ResilientError(f"Resume refused: engine={sampler.engine!r}, but the run in {folder} ran on {engine!r}; "
                              "a run resumes on the engine it ran on.")
     _refuse_other_settings(folder, meta, state, options)

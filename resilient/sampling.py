@@ -373,12 +373,13 @@ class CompiledSampler:
                       cores: int | None = None) -> Any:
         """The engine for a run of this size (:class:`resilient.engine.EngineChoice`); a nutpie choice
         wraps the PyMC compiled model, compiled once for both."""
-        from resilient.engine import EngineChoice, choose_engine, installed
+        from resilient.engine import EngineChoice, choose_engine, engine_for_language, installed
 
         compiled = None
         try:
             weighed = capabilities(self.backend).weighed_against_nutpie
-            if wraps_language(self.engine) or (weighed and self.engine == "auto" and installed("nutpie")):
+            wrapping = wraps_language(engine_for_language(self.engine, self.backend))
+            if wrapping or (weighed and self.engine == "auto" and installed("nutpie")):
                 compiled = self.compiled
         except Exception:  # noqa: BLE001 - preflight compiles it again and reports why, by site
             if self.engine == "auto":
