@@ -43,6 +43,9 @@ SIDES = {
     "resilient-numpyro-1-warm": "as resilient-numpyro-1, with warm_start=True (each fit after the first on the "
                                 "worker starts from the last accepted fit's adaptation)",
     "resilient-pymc-1-warm": "as resilient-pymc-1, with warm_start=True",
+    "sbc-numpyro-1": "resilient.sbc, `fits` simulations of the same model (prior draws of mu, sigma and N "
+                     "observations), LocalCluster with 1 worker (NumPyro)",
+    "sbc-numpyro-1-warm": "as sbc-numpyro-1, with warm_start=True",
 }
 
 
@@ -112,6 +115,16 @@ def run_side(side: str, fits: int, n: int, draws: int, tune: int, chains: int) -
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sampler.sample(draws=draws, tune=tune, chains=chains, random_seed=index, progressbar=False)
+    elif side.startswith("sbc-"):
+        from resilient.sbc import sbc
+
+        _, backend, workers, *warm = side.split("-")
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory() as out:
+            result = sbc(sbc_models.normal, fits, data={"N": n}, out=out, backend=backend, workers=int(workers),
+                         draws=draws, tune=tune, chains=chains, rank_draws=99, progressbar=False, report=False,
+                         warm_start=bool(warm), random_seed=0)
+            extra = {"used": result.used, "dropped": len(result.dropped), "verdict": result.verdict}
     else:
         from resilient.many import sample_many
 
