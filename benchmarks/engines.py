@@ -303,7 +303,7 @@ def markdown(results: list[dict]) -> str:
         for phase in PHASES:
             used = [r.get(phase, {}).get("engine", "?") for r in results
                     if r["model"] == name and r["side"] == "resilient-auto" and phase in r]
-            engines.append("/".join(sorted({"pymc": "PyMC", "nutpie": "nutpie"}.get(u, u) for u in used)) or "?")
+            engines.append("/".join(sorted({{"pymc": "PyMC", "nutpie": "nutpie"}.get(u, u) for u in used})) or "?")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {', '.join(engines)} | {ratio} | "
                      + ("" if second is None else f"{second:.2f}") + " |")
     return "\n".join(lines)
