@@ -92,6 +92,8 @@ class Checkpoint:
             self._set_aside_earlier_run()
         _atomic_write(self.root / "meta.json", lambda p: p.write_text(dumps(dict(meta), indent=2)))
         self.folder: Path | None = None
+        #: the attempt being written (None before the first)
+        self.attempt: int | None = None
         self._count = 0
         #: the sampler state of each chain after its last chunk, this attempt (see :meth:`write_state`)
         self._states: dict[int, Any] = {}
@@ -129,7 +131,8 @@ class Checkpoint:
             self._count = 0
             return
         folder = self.root / f"attempt-{number:02d}"
-        self._guarded("a new attempt's folder", lambda: folder.mkdir(parents=True, exist_ok=True))
+        self.folder = None  # a failure here names the root, not the attempt before
+        self._guarded(f"the folder {folder.name}", lambda: folder.mkdir(parents=True, exist_ok=True))
         if self.error is not None:
             self._count = 0
             return

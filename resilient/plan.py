@@ -56,8 +56,10 @@ class Plan:
     def describe(self) -> str:
         """The plan in one line, as a user would check it before a long run."""
         settings = self.settings
-        parts = [f"{settings.chains} chains x ({settings.tune} warm-up + {settings.draws} draws)",
-                 f"on {self.engine} ({self.engine_reason})"]
+        warm_up = (f"a {self.warm.window}-iteration warm-start window, {settings.tune} if its check fails"
+                   if self.warm is not None else f"{settings.tune} warm-up")
+        parts = [f"{settings.chains} chains x ({warm_up} + {settings.draws} draws)",
+                 f"on {self.engine}: {self.engine_reason}"]
         if self.precision_reason:
             parts.append(f"precision: {self.precision_reason}")
         if self.warm is not None:

@@ -157,8 +157,9 @@ def resume_run(sampler: Any, options: Any, keep: Sequence[str] | None = None) ->
 
     if sampler.engine not in ("auto", engine) and engine_for_language(
             sampler.engine, capabilities(engine).language) != engine:
-        raise ResilientError(f"Resume refused: engine={sampler.engine!r}, but the run in {folder} ran on {engine!r}; "
-                             "a run resumes on the engine it ran on.")
+        typed = capabilities(engine).nuts_of
+        raise ResilientError(f"Resume refused: engine={sampler.engine!r}, but the run in {folder} ran on {engine!r}"
+                             + (f" (engine={typed!r})" if typed else "") + "; a run resumes on the engine it ran on.")
     _refuse_other_settings(folder, meta, state, options)
     chains = int(options.chains)
     missing = sorted(set(range(chains)) - set(state.chains))

@@ -320,12 +320,13 @@ def _argument_name(path: Any) -> str:
     return f"#{positional.group(1)}{positional.group(2)}" if positional else text
 
 
-def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any], *,
+                            saved_label: str = "the checkpoint's") -> list[str]:
     """How ``current`` (this call's model and data) differs from ``saved`` (the checkpoint's), in words;
     empty when they agree."""
     found = []
     if saved.get("model") != current.get("model"):
-        found.append(f"the model is {current.get('model')!r}, the checkpoint's is {saved.get('model')!r}")
+        found.append(f"the model is {current.get('model')!r}, {saved_label} is {saved.get('model')!r}")
     old, new = dict(saved.get("latents", {})), dict(current.get("latents", {}))
     if old != new:
         gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
@@ -340,7 +341,7 @@ def fingerprint_differences(saved: Mapping[str, Any], current: Mapping[str, Any]
         found.append("sites changed: " + "; ".join(f"`{n}` is {new_sites[n]!r}, was {old_sites[n]!r}"
                                                   for n in changed))
     if saved.get("precision") and saved.get("precision") != current.get("precision"):
-        found.append(f"the model runs in {current.get('precision')}, the checkpoint's in {saved.get('precision')}")
+        found.append(f"the model runs in {current.get('precision')}, {saved_label} in {saved.get('precision')}")
     old_data, new_data = dict(saved.get("data", {})), dict(current.get("data", {}))
     if old_data != new_data:
         names = sorted(n for n in set(old_data) | set(new_data) if old_data.get(n) != new_data.get(n))

@@ -162,6 +162,10 @@ class CompiledSampler:
         """Run ``plan`` (from :meth:`plan`) through the loop and shape its result as the plan says."""
         from resilient.loop import run_loop
 
+        if plan.checkpoint is not None and plan.checkpoint.attempt is not None:
+            raise ResilientError(f"This plan's checkpoint {plan.checkpoint.root} already holds its run: make a new plan "
+                                 "to sample again (its folder sets the earlier run aside), or resume that run with "
+                                 "resilient.resume(folder, model, ...).")
         warm_asked = plan.warm is not None or plan.warm_note is not None
         try:
             data = run_loop(plan.model, plan.engine, plan.settings, plan.policy, preflight=plan.preflight,
@@ -456,7 +460,8 @@ def _another_model(state: Any, compiled: Any) -> str | None:
     if renamed:  # a non-centred variant's state: its `x_raw` latents are the model's `x`, its sites another kind
         saved["latents"] = {renamed.get(n, n): size for n, size in dict(saved.get("latents") or {}).items()}
     keys = ("model", "latents") if renamed else ("model", "latents", "sites")
-    differences = fingerprint_differences({k: saved.get(k) for k in keys}, {k: current.get(k) for k in keys})
+    differences = fingerprint_differences({k: saved.get(k) for k in keys}, {k: current.get(k) for k in keys},
+                                          saved_label="the saved state's")
     return "the saved state is of another model: " + "; ".join(differences) if differences else None
 
 

@@ -44,3 +44,11 @@ def test_a_policy_the_user_changed_still_refuses_the_folder_and_names_the_field(
         FitStore(tmp_path / "out", _manifest(Policy(remedies=("target_accept",))))
     with pytest.raises(ResilientError, match=r"policy\.rhat_goal differ"):
         FitStore(tmp_path / "out", _manifest(Policy(rhat_goal=1.02)))
+
+
+def test_a_remedies_list_the_user_narrowed_is_not_taken_for_an_earlier_default(tmp_path):
+    """Only the remedies this version added (``ADDED_REMEDIES``) make a stored default list an earlier version's:
+    a folder run with ``Policy(remedies=(...))`` and run again with the defaults is refused."""
+    FitStore(tmp_path / "out", _manifest(Policy(remedies=("target_accept",)))).close()
+    with pytest.raises(ResilientError, match=r"policy\.remedies differ"):
+        FitStore(tmp_path / "out", _manifest(Policy()))

@@ -64,3 +64,13 @@ def test_bad_arguments_are_refused_by_the_plan_not_mid_run(sampler):
         sampler.plan(RunOptions(var_names=("nope",)))
     with pytest.raises(resilient.ResilientError, match="A resumed run continues the plan its checkpoint holds"):
         sampler.plan(RunOptions(resume="somewhere"))
+
+
+@pytest.mark.numpyro
+def test_a_plan_with_a_checkpoint_runs_once(sampler, tmp_path):
+    """Its checkpoint holds that run; executing the plan again would mix two runs in one folder."""
+    plan = sampler.plan(RunOptions(draws=50, tune=50, chains=2, random_seed=1, progressbar=False,
+                                   checkpoint=str(tmp_path / "run")), warm_start=False)
+    sampler.execute(plan)
+    with pytest.raises(resilient.ResilientError, match="already holds its run: make a new plan"):
+        sampler.execute(plan)

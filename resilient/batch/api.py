@@ -148,6 +148,11 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="resilient-many-"))
     store = FitStore(out, manifest_of("sample_many", spec, backend, run, random_seed, keep_draws=keep_draws))
 
+    if run.get("warm_start"):  # this call's fits only: a long-lived worker keeps no warm state across calls
+        from resilient.batch.worker import warm_call_id
+
+        run = {**run, "warm_start": warm_call_id()}
+
     def jobs() -> Iterator[FitJob]:
         for index, data in enumerate(datasets):
             if is_data_frame(data) and (bambi or spec.reference is not None):  # (a reference: its worker checks)

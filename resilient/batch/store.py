@@ -145,6 +145,11 @@ class FitStore:
             self.records.close()
 
 
+#: remedies added to the default policy since output folders were first written (more_draws: 2026-12-06); a stored
+#: default list that lacks only these is an earlier version's default, not the user's choice
+ADDED_REMEDIES = frozenset({"more_draws"})
+
+
 def _policy_differences(before: Any, now: Any) -> tuple[list[str], list[str]]:
     """``(fields that differ, fields a later version added)`` between a stored manifest's policy and this run's.
     A field the stored policy lacks, at this version's default, was added since (``rhat_goal``,
@@ -165,7 +170,7 @@ def _policy_differences(before: Any, now: Any) -> tuple[list[str], list[str]]:
         if name not in before and new == defaults.get(name):
             upgraded.append(f"the option `{name}`")
         elif (name == "remedies" and new == defaults["remedies"] and isinstance(old, list)
-              and old == [r for r in new if r in old]):
+              and old == [r for r in new if r in old] and set(new) - set(old) <= ADDED_REMEDIES):
             upgraded.append("the remedy " + ", ".join(f"`{r}`" for r in new if r not in old))
         else:
             changed.append(name)

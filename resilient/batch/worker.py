@@ -42,6 +42,14 @@ _CACHE_LOCK = threading.Lock()
 _WARM: dict[tuple, Any] = {}
 
 
+def warm_call_id() -> str:
+    """A new ``sample_many`` / ``sbc`` call's mark in its jobs' ``run["warm_start"]`` (the manifest keeps True): the
+    worker's warm states are keyed by it, so a fit starts warm only from an earlier fit of the same call."""
+    import uuid
+
+    return uuid.uuid4().hex
+
+
 def sampler_for(spec: ModelSpec, backend: str | None, data: Mapping[str, Any], *, fix: bool = True,
                 float32: bool = False, engine: str = "auto",
                 fit_kwargs: Mapping[str, Any] | None = None) -> tuple[Any, str, float]:
@@ -186,7 +194,7 @@ def run_fit(job: FitJob) -> dict[str, Any]:
                                                   engine=job.run.get("engine", "auto"),
                                                   fit_kwargs=job.run.get("fit_kwargs"))
         row.update(compile=how, compile_seconds=round(seconds, 4), backend=sampler.backend)
-        warm_key = (job.model.key, job.backend)
+        warm_key = (job.model.key, job.backend, job.run.get("warm_start"))  # one call's fits of one model
         warm = _WARM.get(warm_key) if job.run.get("warm_start") else None
         data_tree = _sample(sampler, job, row, var_names=shaping.var_names if shaping is not None else None,
                             warm_start=warm if warm is not None else False)
@@ -194,6 +202,8 @@ def run_fit(job: FitJob) -> dict[str, Any]:
                 "sampler_state" in data_tree.children):
             import xarray as xr
 
+            for key in [k for k in _WARM if k[:2] == warm_key[:2]]:  # an earlier call's state of this model goes
+                del _WARM[key]
             _WARM[warm_key] = xr.DataTree.from_dict({"sampler_state": data_tree["sampler_state"].to_dataset()})
         if shaping is not None:
             data_tree = _shaped(shaping, data_tree, row)

@@ -59,7 +59,7 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
     adaptation of the last accepted fit there (a short, checked window instead of ``tune``; a full warm-up
     where the check fails). Each fit is still its own chains' NUTS run on its own data, so the ranks stay a test
     of calibration; but a fit's draws, and so its ranks, then depend on which fit ran before it on its worker:
-    the same seed gives the same ranks only with the same workers. Off by default for that reason.
+    the same seed need not give the same ranks. Off by default for that reason.
     """
     from resilient.backend import require
 
@@ -96,6 +96,10 @@ def sbc(model: Any, simulations: int = 100, *, data: Mapping[str, Any] | None = 
         "simulation_backend": simulation_backend})
     manifest["sbc"].pop("simulations")  # more simulations into the same folder extend the run
     store = FitStore(out, manifest, records="ranks.csv", record_columns=RANK_COLUMNS)
+    if run.get("warm_start"):  # this call's fits only: a long-lived worker keeps no warm state across calls
+        from resilient.batch.worker import warm_call_id
+
+        run = {**run, "warm_start": warm_call_id()}
     jobs = (FitJob(fit_id=f"sim-{index:05d}", index=index, model=spec, backend=backend, data=None, run=run,
                    random_seed=fit_seed(random_seed, index), keep_draws=keep_draws, simulation=simulation)
             for index in range(simulations))
