@@ -8,11 +8,43 @@ import numpy as np
 
 from resilient.errors import DiscreteLatentError, UnsupportedModelError
 
-__all__ = ["INITIAL_STRATEGIES", "check_strategy", "uniform_point", "require_native", "require_every_latent",
+__all__ = ["INITIAL_STRATEGIES", "WrapsCompiledModel", "check_strategy", "uniform_point", "require_native", "require_every_latent",
            "refuse_discrete_latents"]
 
 #: initial-point strategies every adapter serves (see CompiledModel.initial_point).
 INITIAL_STRATEGIES = ("default", "uniform", "prior", "median")
+
+
+class WrapsCompiledModel:
+    """The model's side of an engine that samples another adapter's compiled model (``self.inner``): layout,
+    per-site terms, constraining, data, pointwise log likelihood and the DataTree's names are the inner model's.
+    nutpie and NumPyro's NUTS over a PyMC model put it first among their bases."""
+
+    inner: Any
+
+    def blocks(self) -> dict[str, slice]:
+        return self.inner.blocks()
+
+    def site_log_densities(self, x: np.ndarray) -> dict[str, float]:
+        return self.inner.site_log_densities(x)
+
+    def site_gradients(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        return self.inner.site_gradients(x)
+
+    def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return self.inner.constrain(x)
+
+    def unconstrain(self, values: Mapping[str, Any]) -> np.ndarray:
+        return self.inner.unconstrain(values)
+
+    def observed_data(self) -> dict[str, np.ndarray]:
+        return self.inner.observed_data()
+
+    def log_likelihood(self, posterior: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.inner.log_likelihood(posterior)
+
+    def datatree_layout(self) -> dict[str, Any]:
+        return self.inner.datatree_layout()
 
 
 def check_strategy(strategy: str) -> None:

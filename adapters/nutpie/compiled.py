@@ -19,13 +19,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from resilient.adapters.common import WrapsCompiledModel
 from resilient.backend import Chunk, NUTSRun, NUTSSettings
 
 #: what ``compile_backend`` may be for each modelling backend (the first is the default).
 COMPILE_BACKENDS = {"pymc": ("numba", "jax"), "numpyro": ("jax",)}
 
 
-class NutpieCompiledModel:
+class NutpieCompiledModel(WrapsCompiledModel):
     """:class:`resilient.backend.CompiledModel` for nutpie, wrapping the PyMC or NumPyro adapter's
     compiled model (``inner``).
 
@@ -104,30 +105,6 @@ class NutpieCompiledModel:
         if self._probe is None:
             self._probe = self.inner.constrain(self.inner.initial_point("default", 0))
         return tuple(self._probe)
-
-    def blocks(self) -> dict[str, slice]:
-        return self.inner.blocks()
-
-    def site_log_densities(self, x: np.ndarray) -> dict[str, float]:
-        return self.inner.site_log_densities(x)
-
-    def site_gradients(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-        return self.inner.site_gradients(x)
-
-    def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self.inner.constrain(x)
-
-    def unconstrain(self, values: Any) -> np.ndarray:
-        return self.inner.unconstrain(values)
-
-    def observed_data(self) -> dict[str, np.ndarray]:
-        return self.inner.observed_data()
-
-    def log_likelihood(self, posterior: Any) -> dict[str, np.ndarray]:
-        return self.inner.log_likelihood(posterior)
-
-    def datatree_layout(self) -> dict[str, Any]:
-        return self.inner.datatree_layout()
 
     @property
     def nutpie_model(self) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 
 from resilient.backend import Chunk, NUTSRun, NUTSSettings
 
+from resilient.adapters.common import WrapsCompiledModel
 from resilient.adapters.numpyro.compiled import NumPyroCompiledModel
 
 #: this engine's name in the registry (its sampler states carry it; NumPyro's driver writes "numpyro").
@@ -21,7 +22,7 @@ ENGINE = "pymc_numpyro"
 _DRIVER = "numpyro"
 
 
-class PyMCNumPyroCompiledModel(NumPyroCompiledModel):
+class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
     """:class:`resilient.backend.CompiledModel` for NumPyro's NUTS over a PyMC model.
 
     ``inner`` (a :class:`~resilient.adapters.pymc.compiled.PyMCCompiledModel`) lays out ``x``, gives the per-site
@@ -128,32 +129,8 @@ class PyMCNumPyroCompiledModel(NumPyroCompiledModel):
         self.jax_functions  # noqa: B018  (made outside the x64 context: it restores the flag)
         return super().log_density_and_gradient(x)
 
-    def blocks(self) -> dict[str, slice]:
-        return self.inner.blocks()
-
-    def site_log_densities(self, x: np.ndarray) -> dict[str, float]:
-        return self.inner.site_log_densities(x)
-
-    def site_gradients(self, x: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-        return self.inner.site_gradients(x)
-
-    def constrain(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return self.inner.constrain(x)
-
-    def unconstrain(self, values: Mapping[str, Any]) -> np.ndarray:
-        return self.inner.unconstrain(values)
-
     def initial_point(self, strategy: str = "default", random_seed: int | None = None) -> np.ndarray:
         return self.inner.initial_point(strategy, random_seed)
-
-    def observed_data(self) -> dict[str, np.ndarray]:
-        return self.inner.observed_data()
-
-    def log_likelihood(self, posterior: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.inner.log_likelihood(posterior)
-
-    def datatree_layout(self) -> dict[str, Any]:
-        return self.inner.datatree_layout()
 
     def with_data(self, args: tuple, kwargs: Mapping[str, Any]) -> Any:
         raise NotImplementedError("NumPyro's NUTS over a PyMC model holds the data as constants of PyMC's JAX "
