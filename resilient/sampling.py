@@ -209,7 +209,7 @@ class CompiledSampler:
         """``(WarmStart or None, why not)`` for this run: the state ``warm_start`` names (``given``: a result's
         state, already read) when the run's settings allow one; ``why not`` is None where nothing was asked
         (``False``, or ``"auto"`` with no earlier accepted call)."""
-        from resilient.warm_start import WINDOW, WarmStart
+        from resilient.warm_start import WINDOW, WarmStart, settings_mismatch
 
         if warm_start is False:
             return None, None
@@ -222,18 +222,12 @@ class CompiledSampler:
         why = _another_model(state, self.compiled) if given is not None else None
         if why is not None:
             pass
-        elif options.tune <= WINDOW:
-            why = f"tune={options.tune} is no longer than the warm-start window ({WINDOW} iterations)"
         elif options.initvals is not None:
             why = "initvals were given: the chains start where asked and warm up in full"
         elif options.checkpoint is not None:
             why = "a checkpointed run warms up in full, so that a resume continues it as written"
-        elif state.engine != engine:
-            why = f"the saved state is {state.engine}'s and this run's engine is {engine}"
-        elif len(state.chains) != options.chains:
-            why = f"the saved state has {len(state.chains)} chains and this run {options.chains}"
-        elif state.mass_matrix != options.mass_matrix:
-            why = f"the saved mass matrix is {state.mass_matrix!r} and this run asks for {options.mass_matrix!r}"
+        else:
+            why = settings_mismatch(state, engine, options.chains, options.mass_matrix, options.tune)
         if why is not None:
             return None, f"not used ({source}): {why}"
         return WarmStart(state, source), None

@@ -131,6 +131,22 @@ def from_result(data: Any) -> Any:
     return SamplerState.from_dataset(data["sampler_state"].to_dataset())
 
 
+def settings_mismatch(state: Any, engine: str, chains: int, mass_matrix: str, tune: int, window: int = WINDOW
+                      ) -> str | None:
+    """Why a saved state cannot start a run of these settings (another engine, other chains, another kind of mass
+    matrix, a warm-up no longer than the window), or None: checked when a call plans its warm start and again
+    for each attempt (a remedy may change them)."""
+    if state.engine != engine:
+        return f"the saved state is {state.engine}'s and this run's engine is {engine}"
+    if len(state.chains) != int(chains):
+        return f"the saved state has {len(state.chains)} chains and this run {chains}"
+    if state.mass_matrix != mass_matrix:
+        return f"the saved mass matrix is {state.mass_matrix!r} and this run adapts {mass_matrix!r}"
+    if int(tune) <= window:
+        return f"tune={tune} is no longer than the warm-start window ({window} iterations)"
+    return None
+
+
 def _unusable(warm: WarmStart, engine: str, compiled: Any, settings: NUTSSettings) -> str | None:
     """Why ``warm``'s state cannot start this run, or None."""
     from resilient.sampler_state import cached_fingerprint
@@ -146,14 +162,9 @@ def _unusable(warm: WarmStart, engine: str, compiled: Any, settings: NUTSSetting
         if not retry:
             return ("only a call's first attempt starts warm, and a retry that only raises target_accept after a "
                     "warm first attempt; this remedy's attempt warms up in full")
-    if state.engine != engine:
-        return f"the saved state is {state.engine}'s and this attempt runs on {engine}"
-    if len(state.chains) != int(settings.chains):
-        return f"the saved state has {len(state.chains)} chains and this run {settings.chains}"
-    if state.mass_matrix != settings.mass_matrix:
-        return f"the saved mass matrix is {state.mass_matrix!r} and this run adapts {settings.mass_matrix!r}"
-    if int(settings.tune) <= warm.window:
-        return f"tune={settings.tune} is no longer than the warm-start window ({warm.window} iterations)"
+    mismatch = settings_mismatch(state, engine, settings.chains, settings.mass_matrix, settings.tune, warm.window)
+    if mismatch is not None:
+        return mismatch
     differences = structure_differences(state.fingerprint, cached_fingerprint(compiled))
     if differences:
         return "the saved state is of another model: " + "; ".join(differences)

@@ -40,7 +40,7 @@ def test_a_plan_holds_every_decision_before_anything_samples(sampler, tmp_path):
     assert sampler.last_state is None and not list((tmp_path / "run").glob("attempt-*")), "nothing sampled yet"
     said = plan.describe()
     assert "2 chains x (300 warm-up + 200 draws)" in said and "on numpyro" in said and "checkpoint in" in said
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field .engine."):
         plan.engine = "pymc"
 
 
