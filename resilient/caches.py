@@ -14,11 +14,15 @@ The cache root is ``$RESILIENT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/resili
 ``RESILIENT_CACHE=off`` (or ``0``, ``false``, ``no``) keeps Resilient from switching any cache on.
 
 Within a process, :func:`kept_sampler` keeps the last :data:`KEPT_SAMPLERS` compiled samplers, so
-``resilient.sample(model, ...)`` called again on the same model object with equal data (a notebook cell run
-again, a loop over seeds) reuses what the first call compiled, as ``resilient.compile(model).sample(...)``
-does. Equal data: the same values of every argument (hashed), and for a ``pm.Model`` the same variables and the
-same values in its ``pm.Data`` containers and coordinates; anything it cannot hash is compiled afresh.
-``clear_kept()`` forgets them; ``RESILIENT_CACHE=off`` keeps none.
+``resilient.sample(model, ...)`` called again on the same model object with equal data (a loop over seeds)
+reuses what the first call compiled, as ``resilient.compile(model).sample(...)`` does. Equal data: the same
+values of every argument (hashed), and for a ``pm.Model`` the same variables and the same values in its
+``pm.Data`` containers and coordinates; anything it cannot hash is compiled afresh. A ``pm.Model`` built again
+(a notebook cell re-run, a Bambi model fitted again) reuses the sampler of one built alike: the same variables,
+dims, data and coordinates, and a graph PyTensor's ``equal_computations`` finds equal on
+``pymc.model.fgraph.fgraph_from_model`` (ops compared by their properties, constants by value); a model that
+``fgraph_from_model`` cannot convert (custom initial values) is compiled afresh. ``clear_kept()`` forgets them;
+``RESILIENT_CACHE=off`` keeps none.
 """
 
 from __future__ import annotations
@@ -126,6 +130,43 @@ def _pymc_contents(model: Any, hasher: Any) -> None:
         if hasattr(variable, "get_value"):
             _digest((variable.name, variable.get_value(borrow=True)), hasher)
     _digest({name: None if values is None else list(values) for name, values in model.coords.items()}, hasher)
+    _digest((getattr(model, "name", ""), bool(getattr(model, "check_bounds", True)),
+             {name: tuple(dims) if dims else None for name, dims in getattr(model, "named_vars_to_dims", {}).items()}),
+            hasher)
+
+
+def _built_alike(a: Any, b: Any) -> bool:
+    """Two ``pm.Model`` objects built alike (a cell re-run): equal graphs by ``equal_computations`` on their
+    ``fgraph_from_model`` forms (each variable's op carries its name, dims and transform), the model's inputs
+    paired in order, and equal values in every data container. Whatever cannot be compared is not alike."""
+    import warnings
+
+    import numpy as np
+    from pymc.model.fgraph import fgraph_from_model
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import equal_computations
+    from pytensor.tensor.random.type import RandomType
+
+    if getattr(a, "check_bounds", True) != getattr(b, "check_bounds", True):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph_a, _ = fgraph_from_model(a, inlined_views=True)
+            graph_b, _ = fgraph_from_model(b, inlined_views=True)
+        if len(graph_a.inputs) != len(graph_b.inputs):
+            return False
+        for x, y in zip(graph_a.inputs, graph_b.inputs):
+            if isinstance(x, SharedVariable) != isinstance(y, SharedVariable) or x.type != y.type:
+                return False
+            if isinstance(x, SharedVariable) and not isinstance(x.type, RandomType):
+                old, new = np.asarray(x.get_value(borrow=True)), np.asarray(y.get_value(borrow=True))
+                if old.dtype != new.dtype or old.shape != new.shape or not np.array_equal(old, new, equal_nan=True):
+                    return False
+        return bool(equal_computations(list(graph_a.outputs), list(graph_b.outputs), list(graph_a.inputs),
+                                       list(graph_b.inputs)))
+    except Exception:  # noqa: BLE001 - a model fgraph_from_model cannot convert is compiled afresh
+        return False
 
 
 def _key(resolved: Any, parts: tuple) -> tuple[tuple, Any] | None:
@@ -155,7 +196,8 @@ def _key(resolved: Any, parts: tuple) -> tuple[tuple, Any] | None:
 
 def kept_sampler(resolved: Any, make: Callable[[], Any], *parts: Any) -> Any:
     """The sampler kept for ``resolved`` (the same model object and equal data, options and ``parts``: the
-    backend, engine and precision choice), else ``make()``, kept for the next call."""
+    backend, engine and precision choice; or a ``pm.Model`` built alike, see the module), else ``make()``, kept
+    for the next call."""
     if not caches_enabled():
         return make()
     found = _key(resolved, parts)
@@ -170,6 +212,9 @@ def kept_sampler(resolved: Any, make: Callable[[], Any], *parts: Any) -> Any:
             if key in _kept:
                 _kept.move_to_end(key)
         return entry[1]
+    alike = _kept_alike(resolved, key, owner, parts)
+    if alike is not None:
+        return alike
     sampler = make()
     try:
         reference = weakref.ref(owner)
@@ -180,6 +225,29 @@ def kept_sampler(resolved: Any, make: Callable[[], Any], *parts: Any) -> Any:
         while len(_kept) > KEPT_SAMPLERS:
             _kept.popitem(last=False)
     return sampler
+
+
+def _kept_alike(resolved: Any, key: tuple, owner: Any, parts: tuple) -> Any:
+    """The kept sampler of another ``pm.Model`` object built alike with ``owner`` (equal hashed contents and
+    options, then :func:`_built_alike`), or None."""
+    from resilient.model import NativeModel
+
+    if not (isinstance(resolved, NativeModel) and resolved.backend == "pymc" and hasattr(owner, "named_vars")):
+        return None
+    with _kept_lock:
+        candidates = [(k, entry) for k, entry in _kept.items() if k[1] == key[1] and k != key]
+    for kept_key, (reference, sampler) in reversed(candidates):
+        kept_owner = reference()
+        if kept_owner is None or kept_owner is owner or not hasattr(kept_owner, "named_vars"):
+            continue
+        if (_key(sampler.model, parts) or (None,))[0] != kept_key:  # the kept model changed since it was kept
+            continue
+        if _built_alike(kept_owner, owner):
+            with _kept_lock:
+                if kept_key in _kept:
+                    _kept.move_to_end(kept_key)
+            return sampler
+    return None
 
 
 def clear_kept() -> None:

@@ -481,6 +481,33 @@ class _Progress:
             self.bar.stop()
 
 
+def _retry_warm_start(states: Mapping[int, SamplerState], settings: NUTSSettings, checkpoint: Any,
+                      number: int) -> Any:
+    """The warm start of the retry that only raises ``target_accept`` after attempt ``number``'s few divergences:
+    that attempt's adaptation (each chain's position, step size and mass matrix after its last draw). The
+    geometry is the same and only the step size must shrink, which the warm start's window adapts and checks
+    (:mod:`resilient.warm_start`; a window that fails its check warms up in full). None where the call has a
+    warm start of its own (whose retry rule applies), a checkpoint (a resume continues the run as written) or a
+    chain kept no state."""
+    from resilient.warm_start import WarmStart
+
+    if settings.warm_state is not None or checkpoint is not None or set(states) != set(range(settings.chains)):
+        return None
+    return WarmStart(stack([states[chain] for chain in sorted(states)]),
+                     f"attempt {number}'s adaptation (this retry only raises target_accept)")
+
+
+def _said_warm(attempt: Attempt) -> Attempt:
+    """``attempt`` with the loop's own warm start (:func:`_retry_warm_start`) said in its message."""
+    entry = attempt.settings.get("warm_start") if isinstance(attempt.settings, Mapping) else None
+    if not entry:
+        return attempt
+    from resilient.warm_start import describe
+
+    text = describe(entry)
+    return replace(attempt, message=f"{attempt.message}; {text}" if attempt.message else text)
+
+
 def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, policy: Policy, *,
              preflight: bool = True, checkpoint: Any = None, progressbar: bool = True,
              compile_cache: dict | None = None, warn: Callable[[str], None] | None = None,
@@ -511,6 +538,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
     last_seconds: float | None = None
     ran: _Finished | None = None  # the last attempt that finished, whose chains ``more_draws`` can continue
     rare_from: int | None = None  # the attempt whose few divergences got one target_accept raise
+    rare_warm: Any = None  # that attempt's adaptation, which the raise starts from (see _retry_warm_start)
 
     def compiled_for(current: LoopState) -> Any:
         key = (current.backend, current.model)
@@ -545,7 +573,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             if returned is not None:
                 run_info["backend"] = returned.backend
         if data is not None:
-            record.attach(data, preflight=report, attempts=attempts, run=run_info)
+            record.attach(data, preflight=report, attempts=[_said_warm(a) for a in attempts], run=run_info)
             if checkpoint is not None:
                 checkpoint.write_record({}, {k: v for k, v in data.attrs.items() if k.startswith("resilient")})
         return data
@@ -691,6 +719,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         if going_on is not None:
             run_settings = replace(run_settings, draws=state.extend, resume_state=going_on.resume_state,
                                    tune=continuation_tune(going_on.resume_state, state.tune))
+        elif rare_warm is not None and rare_from == number - 1 and remedy == "target_accept":
+            run_settings = replace(run_settings, warm_state=rare_warm)
         crash: SamplerError | None = None
         try:
             with warnings.catch_warnings():
@@ -704,6 +734,8 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
         finally:
             progress.close()
         seconds = time.monotonic() - attempt_start
+        if run_settings.warm_state is not None and run_settings.warm_state is rare_warm and rare_warm.log:
+            current_settings["warm_start"] = {k: v for k, v in rare_warm.log[-1].items() if k != "random_seed"}
         if going_on is not None and readapted[0]:
             current_settings["continued"]["readapted"] = readapted[0]
         last_seconds = outcome.warmup_seconds + outcome.sampling_seconds or (seconds - compile_seconds)
@@ -817,6 +849,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
                                extend_by=extend_by)
             if rare and decision.remedy is not None:
                 rare_from = number
+                rare_warm = _retry_warm_start(states, settings, checkpoint, number)
         new_remedy, note = decision.remedy, decision.note
         if new_remedy is None and soft:
             attempts.append(Attempt(**base, failure=failure, outcome="accepted",

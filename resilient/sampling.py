@@ -463,6 +463,7 @@ def _record_warm_start(data: Any, warm: Any, note: str | None) -> None:
     """Put what the warm start did into ``data``'s attempt log (each attempt's ``settings["warm_start"]``, and
     its message where the check failed) and into the run record (``warm_start``: one sentence)."""
     from resilient import record
+    from resilient.warm_start import describe
 
     attempts = [dict(a) for a in record.read_attempts(data)]
     if not attempts:
@@ -479,12 +480,7 @@ def _record_warm_start(data: Any, warm: Any, note: str | None) -> None:
         entry = {k: v for k, v in entry.items() if k != "random_seed"}
         settings["warm_start"] = entry
         attempt["settings"] = settings
-        if entry.get("used") and entry.get("passed") is False:
-            text = f"warm start: {entry.get('found')}; fell back to {entry.get('fallback')}"
-        elif entry.get("used"):
-            text = f"warm start from {entry.get('source')}: {entry.get('window')}-iteration window; {entry.get('found')}"
-        else:
-            text = f"no warm start: {entry.get('why')}"
+        text = describe(entry)
         attempt["message"] = f"{attempt['message']}; {text}" if attempt.get("message") else text
         if attempt.get("attempt") == 1 or summary is None:
             summary = text

@@ -34,7 +34,8 @@ from resilient.backend import Chunk, NUTSRun, NUTSSettings
 from resilient.errors import SamplerError
 
 __all__ = ["WINDOW", "STEP_SIZE_FACTOR", "ACCEPTANCE_TOLERANCE", "MAX_DIVERGENCE_RATE", "WarmStart",
-           "WarmStartRefused", "Verdict", "check_window", "run_warm", "structure_differences", "from_result"]
+           "WarmStartRefused", "Verdict", "check_window", "run_warm", "structure_differences", "from_result",
+           "describe"]
 
 #: iterations of step-size adaptation a warm-started run makes instead of ``tune``. Dual averaging from a
 #: step size that already fits settles within a few dozen iterations; 150 leaves it two restarts of the
@@ -101,6 +102,15 @@ class WarmStart:
 
     def note(self, seed: Any, entry: Mapping[str, Any]) -> None:
         self.log.append({"random_seed": seed, **entry})
+
+
+def describe(entry: Mapping[str, Any]) -> str:
+    """One attempt's warm start (a :attr:`WarmStart.log` entry) in the words of its attempt log message."""
+    if entry.get("used") and entry.get("passed") is False:
+        return f"warm start: {entry.get('found')}; fell back to {entry.get('fallback')}"
+    if entry.get("used"):
+        return f"warm start from {entry.get('source')}: {entry.get('window')}-iteration window; {entry.get('found')}"
+    return f"no warm start: {entry.get('why')}"
 
 
 def structure_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

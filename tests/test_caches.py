@@ -146,6 +146,52 @@ def test_a_pm_model_is_kept_until_its_data_or_variables_change():
     assert kept(model) is not second, "a variable added to the model"
 
 
+def test_a_pm_model_built_again_alike_reuses_the_sampler_and_any_difference_compiles_afresh():
+    """A notebook cell re-run builds a new pm.Model: built alike (graph, names, dims, data, coordinates), it gets
+    the kept sampler; a prior parameter, a transform, dims, data or an initial value changed gets its own."""
+    import numpy as np
+    import pymc as pm
+
+    from resilient.resolve import resolve_model
+
+    class Sampler:
+        def __init__(self, resolved):
+            self.model = resolved
+
+    def kept(model):
+        resolved = resolve_model(model, (), {})
+        return caches.kept_sampler(resolved, lambda: Sampler(resolved), "pymc", "auto")
+
+    def build(scale=5.0, data=np.arange(3.0), dims="school", transform=None, initval=None, name="mu"):
+        with pm.Model(coords={"school": ["a", "b", "c"]}) as model:
+            d = pm.Data("d", data, dims="school")
+            mu = pm.Normal(name, 0, scale, initval=initval)
+            tau = pm.HalfNormal("tau", 1, default_transform=transform)
+            theta = pm.Normal("theta", mu, tau, dims=dims, shape=3)
+            pm.Normal("y", theta * d, 1, observed=np.ones(3), dims="school")
+        return model
+
+    caches.clear_kept()
+    try:
+        first = kept(build())
+        assert kept(build()) is first, "built alike: the first model's sampler"
+        from pymc.distributions.transforms import log_exp_m1
+
+        for changed in (dict(scale=6.0), dict(data=np.arange(3.0) + 1), dict(dims=None),
+                        dict(transform=log_exp_m1), dict(initval=0.5), dict(name="nu")):
+            assert kept(build(**changed)) is not first, changed
+        model = build()
+        assert kept(model) is first
+        with model:
+            pm.set_data({"d": np.ones(3)})
+        assert kept(model) is not first, "pm.set_data on the new model"
+        with first.model.model:
+            pm.set_data({"d": np.zeros(3)})
+        assert kept(build()) is not first, "the kept model's data changed since: not alike any more"
+    finally:
+        caches.clear_kept()
+
+
 @pytest.mark.parametrize("engine", [pytest.param("numpyro", marks=pytest.mark.numpyro),
                                     pytest.param("pymc", marks=pytest.mark.pymc)])
 def test_sampling_the_same_model_again_compiles_nothing_and_gives_the_same_draws(engine):
@@ -168,9 +214,13 @@ def test_sampling_the_same_model_again_compiles_nothing_and_gives_the_same_draws
     else:
         import pymc as pm
 
-        with pm.Model() as model:
-            mu = pm.Normal("mu", 0, 5)
-            pm.Normal("y", mu, pm.HalfNormal("sigma", 5), observed=y)
+        def build():
+            with pm.Model() as built:
+                mu = pm.Normal("mu", 0, 5)
+                pm.Normal("y", mu, pm.HalfNormal("sigma", 5), observed=y)
+            return built
+
+        model = build()
         call = dict(model=model)
     options = dict(engine=engine, draws=200, tune=200, chains=2, random_seed=7, progressbar=False)
     first = resilient.sample(**call, **options)
@@ -184,3 +234,7 @@ def test_sampling_the_same_model_again_compiles_nothing_and_gives_the_same_draws
     if engine == "numpyro":
         resilient.sample(model, y=y + 1, **options)
         assert len(caches._kept) == 2, "other data: another sampler, compiled afresh"
+    else:  # the cell re-run: a new pm.Model built alike
+        third = resilient.sample(build(), **options)
+        assert len(caches._kept) == 1 and compiled() == before, "a model built alike compiles nothing"
+        assert np.array_equal(first.posterior["mu"].values, third.posterior["mu"].values)

@@ -603,3 +603,49 @@ def test_a_few_divergences_get_one_higher_target_accept_and_the_better_attempt_i
     assert "the higher target_accept did not do better" in read_run(worse)["message"]
     kept = run_diverging([0.0025, 0.0], Policy(retry_divergences=False))
     assert [a["outcome"] for a in read_attempts(kept)] == ["accepted"], "retry_divergences=False accepts them"
+
+
+class StatefulDivergingModel(DivergingModel):
+    """A :class:`DivergingModel` whose chunks carry each chain's sampler state, and which keeps the settings of
+    every run (what the loop handed the engine)."""
+
+    def __init__(self, rates):
+        super().__init__(rates)
+        self.given = []
+
+    def run_nuts(self, settings, on_chunk):
+        from resilient.sampler_state import SamplerState
+
+        self.given.append(settings)
+        chains = tuple(range(settings.chains))
+        state = SamplerState("numpyro", chains, np.full((settings.chains, 1), float(self.runs + 1)),
+                             np.full(settings.chains, 0.5), np.full(settings.chains, settings.draws),
+                             np.full(settings.chains, settings.tune))
+        rate = self.rates[min(self.runs, len(self.rates) - 1)]
+        self.runs += 1
+        diverging = np.zeros((settings.chains, settings.draws), bool)
+        diverging[:, : int(rate * settings.draws)] = True
+        stats = {"diverging": diverging, "lp": np.zeros((settings.chains, settings.draws)),
+                 "tree_depth": np.full((settings.chains, settings.draws), 2)}
+        on_chunk(Chunk(chains, 0, False, {"x": np.random.default_rng(self.runs).normal(
+            size=(settings.chains, settings.draws))}, stats, state=state))
+        return NUTSRun(completed=True)
+
+
+def test_the_retry_for_a_few_divergences_starts_from_the_first_attempts_adaptation(tmp_path):
+    model = Model(lambda: None)
+    settings = NUTSSettings(draws=400, tune=1000, chains=4, random_seed=1)
+
+    def run(**options):
+        compiled = StatefulDivergingModel([0.0025, 0.0])
+        data = run_loop(model, "numpyro", settings, Policy(), preflight=False, progressbar=False,
+                        compile_cache={("numpyro", model): compiled}, **options)
+        return compiled.given, data
+
+    given, data = run()
+    assert given[0].warm_state is None and given[1].target_accept > given[0].target_accept
+    warm = given[1].warm_state  # attempt 1's positions, step size and mass matrix, for the raise's window
+    assert warm is not None and np.all(warm.state.positions == 1.0) and warm.state.chains == (0, 1, 2, 3)
+    assert warm.source.startswith("attempt 1's adaptation")
+    given, _ = run(checkpoint=Checkpoint(tmp_path, {}))
+    assert given[1].warm_state is None, "a checkpointed run warms up in full, so that a resume continues it as written"
