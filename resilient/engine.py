@@ -274,8 +274,10 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
     if gradient is None:
         return EngineChoice(backend, backend, f"auto: {own.title} (the gradient could not be timed at the initial "
                                               f"point; {other.title} would compile for nothing if the model fails)")
-    parallel = max(1, min(chains, cores or os.cpu_count() or 1))
+    parallel = max(1, min(chains, cores or os.cpu_count() or 1))  # nutpie's threads
+    processes = compiled_pymc.processes(chains, cores) if hasattr(compiled_pymc, "processes") else parallel
     steps = chains * (tune + draws) * STEPS_PER_DRAW / parallel
+    own_steps = chains * (tune + draws) * STEPS_PER_DRAW / processes
     rent = history.rent_seconds
     if rival_compiled:
         compile_seconds, compile_note = 0.0, "already compiled for this model in this process"
@@ -288,14 +290,14 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
                         "paid once in a process that samples again (ski rental)")
     else:
         compile_seconds, compile_note = NUMBA_COMPILE_SECONDS_FIRST, "the first in this process"
-    own_seconds = PYMC_START_SECONDS + steps * (gradient + PYMC_STEP_OVERHEAD_SECONDS)
+    own_seconds = PYMC_START_SECONDS + own_steps * (gradient + PYMC_STEP_OVERHEAD_SECONDS)
     rival_seconds = compile_seconds + steps * gradient / NUTPIE_EFFICIENCY
     pick = rival if rival_seconds < own_seconds else backend
     name = capabilities(pick).title
     return EngineChoice(backend, pick, (
         f"auto: {name}, expected {min(own_seconds, rival_seconds):.1f} s against "
         f"{max(own_seconds, rival_seconds):.1f} s ({chains} x {tune + draws} draws at an assumed {STEPS_PER_DRAW} "
-        f"steps each on {parallel} core(s); gradient {gradient * 1e6:.0f} us; {other.title} compiles in about "
+        f"steps each, {own.title} {processes} chain(s) at a time, {other.title} {parallel}; gradient {gradient * 1e6:.0f} us; {other.title} compiles in about "
         f"{compile_seconds:g} s ({compile_note}) "
         f"and needs about 1/{NUTPIE_EFFICIENCY:g} of the steps, {own.title} adds about "
         f"{PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us a step)"))

@@ -270,11 +270,15 @@ def test_the_engine_reason_counts_the_cores_the_user_gave(monkeypatch):
     import resilient.engine as engine
     from resilient.sampling import CompiledSampler
 
+    from resilient.adapters.pymc.compiled import default_cores
+
     monkeypatch.setattr(engine, "_gradient_seconds", lambda compiled: 20e-6)
-    compiled = types.SimpleNamespace(discrete_latents=())
-    for cores, parallel in ((1, 1), (3, 3), (8, 4), (None, min(4, os.cpu_count() or 1))):
+    compiled = types.SimpleNamespace(discrete_latents=(),
+                                     processes=lambda chains, cores=None: min(chains, cores or default_cores()))
+    for cores, parallel, processes in ((1, 1, 1), (3, 3, 3), (8, 4, 4),
+                                       (None, min(4, os.cpu_count() or 1), min(4, default_cores()))):
         choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=compiled, chains=4, cores=cores)
-        assert f"on {parallel} core(s)" in choice.reason
+        assert f"PyMC's NUTS {processes} chain(s) at a time, nutpie {parallel};" in choice.reason, choice.reason
     model = NativeModel("pymc", _schools())
     sampler = CompiledSampler(model, "pymc")
     sampler.cache[("pymc", model)] = compiled  # the gradient is timed by the stub above: nothing compiles
@@ -288,9 +292,9 @@ def test_the_engine_reason_counts_the_cores_the_user_gave(monkeypatch):
         raise Chosen(real(*args, **kwargs).reason)
 
     monkeypatch.setattr(engine, "choose_engine", stop)
-    with pytest.raises(Chosen, match=r"on 1 core\(s\)"):
+    with pytest.raises(Chosen, match=r"1 chain\(s\) at a time, nutpie 1;"):
         resilient.sample(sampler, chains=4, cores=1, progressbar=False)
-    with pytest.raises(Chosen, match=r"on 2 core\(s\)"):
+    with pytest.raises(Chosen, match=r"2 chain\(s\) at a time, nutpie 2;"):
         sampler.sample(chains=2, cores=7, progressbar=False)
 
 
