@@ -30,8 +30,8 @@ CHILD = textwrap.dedent("""
     from examples import reference_models
     _, data, _ = reference_models.load("sblrc-blr")
     resilient.sample(reference_models.blr, backend={backend!r}, engine={engine!r}, draws=1_000_000, tune=200, chains=2,
-                     random_seed=1, progressbar=False, checkpoint={folder!r}, **data)
-""")
+                     cores=2, random_seed=1, progressbar=False, checkpoint={folder!r}, **data)
+""")  # cores=2: PyMC's chains in worker processes (its default on a 2-CPU machine runs them in this one)
 
 
 def _stat(pid: int) -> list[str] | None:

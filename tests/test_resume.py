@@ -62,7 +62,7 @@ def _killed_run(folder: Path, backend: str, engine: str, draws: int) -> None:
         child.wait(timeout=30)
         child.stderr.close()
     assert child.returncode == -signal.SIGKILL
-    assert max(read_state(folder).draws_done) < draws, "the run was killed mid-sampling"
+    assert min(read_state(folder).draws_done) < draws, "the run was killed before every chain finished"
 
 
 def _agree_within_mcse(resumed, uninterrupted) -> None:
@@ -120,6 +120,8 @@ def test_a_killed_pymc_run_resumes_without_warmup(tmp_path):
     assert attempt["settings"]["resumed"]["tune"] == 0 and attempt["settings"]["resumed"]["warmup_iterations_run"] == [0, 0]
     for row, chain in enumerate(saved.chains):  # the first resumed draw used the saved step size ...
         done = int(saved.draws_done[row])
+        if done == 3000:  # a chain that had finished (PyMC's default runs the chains one by one on 2 CPUs)
+            continue
         assert resumed.sample_stats["step_size_bar"].values[chain, done] == pytest.approx(saved.step_size[row])
     # ... and the NUTS step's potential held the saved mass matrix (the state reads it back from the step)
     np.testing.assert_allclose(resumed["sampler_state"]["inverse_mass_matrix"].values, saved.inverse_mass_matrix)
