@@ -25,7 +25,7 @@ PM_SAMPLE_ARGUMENTS: dict[str, tuple[Fate, str]] = {
     "draws": ("honoured", "draws per chain, after warm-up"),
     "tune": ("honoured", "warm-up iterations per chain (None: 1000)"),
     "chains": ("honoured", "number of chains (None: 4)"),
-    "cores": ("honoured", "chains run at most `cores` at a time: PyMC's NUTS in worker processes (every chain at once when a time budget is set, so a deadline can stop them all), nutpie in threads (default: os.cpu_count()); NumPyro uses the devices it has"),
+    "cores": ("honoured", "chains run at most `cores` at a time: PyMC's NUTS in worker processes (default: pm.sample's own, min(4, half the logical CPUs), so one at a time in the calling process on a 2-CPU machine, as `pm.sample` does; every chain at once when a time budget is set, so a deadline can stop them all), nutpie in threads (default: os.cpu_count()); NumPyro uses the devices it has"),
     "random_seed": ("honoured", "an int, a numpy Generator, RandomState or SeedSequence, or one seed per chain (the "
                                 "list is hashed into the run's seed: reproducible, not chain-by-chain identical to "
                                 "pm.sample)"),

@@ -270,10 +270,6 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
         return EngineChoice(backend, backend, f"auto: {own.title} ({other.title} needs at least one warm-up draw)")
     if compiled_pymc is None:
         return EngineChoice(backend, rival, f"auto: {other.title} (no gradient timing available)")
-    gradient = _gradient_seconds(compiled_pymc)
-    if gradient is None:
-        return EngineChoice(backend, backend, f"auto: {own.title} (the gradient could not be timed at the initial "
-                                              f"point; {other.title} would compile for nothing if the model fails)")
     parallel = max(1, min(chains, cores or os.cpu_count() or 1))  # nutpie's threads
     processes = compiled_pymc.processes(chains, cores) if hasattr(compiled_pymc, "processes") else parallel
     steps = chains * (tune + draws) * STEPS_PER_DRAW / parallel
@@ -290,6 +286,22 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
                         "paid once in a process that samples again (ski rental)")
     else:
         compile_seconds, compile_note = NUMBA_COMPILE_SECONDS_FIRST, "the first in this process"
+    # PyMC's expected time minus nutpie's is fixed + gradient * slope: where both are positive nutpie is expected to
+    # be faster whatever the gradient costs, and timing it would only compile PyMC's log density for nothing
+    fixed = PYMC_START_SECONDS + own_steps * PYMC_STEP_OVERHEAD_SECONDS - compile_seconds
+    slope = own_steps - steps / NUTPIE_EFFICIENCY
+    if fixed > 0 and slope >= 0:
+        return EngineChoice(backend, rival, (
+            f"auto: {other.title}, expected faster whatever the gradient costs ({chains} x {tune + draws} draws at an "
+            f"assumed {STEPS_PER_DRAW} steps each, {own.title} {processes} chain(s) at a time, {other.title} "
+            f"{parallel}; {own.title} adds about {PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us a step, "
+            f"{own_steps * PYMC_STEP_OVERHEAD_SECONDS:.1f} s here, more than {other.title}'s compilation of about "
+            f"{compile_seconds:g} s ({compile_note}), and needs {own_steps / (steps / NUTPIE_EFFICIENCY):.2g} x its "
+            "gradients; the gradient was not timed)"))
+    gradient = _gradient_seconds(compiled_pymc)
+    if gradient is None:
+        return EngineChoice(backend, backend, f"auto: {own.title} (the gradient could not be timed at the initial "
+                                              f"point; {other.title} would compile for nothing if the model fails)")
     own_seconds = PYMC_START_SECONDS + own_steps * (gradient + PYMC_STEP_OVERHEAD_SECONDS)
     rival_seconds = compile_seconds + steps * gradient / NUTPIE_EFFICIENCY
     pick = rival if rival_seconds < own_seconds else backend

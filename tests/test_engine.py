@@ -578,3 +578,24 @@ def _draws_returned(result, asked: int) -> int:
     from tests.loop_paths import draws_returned
 
     return draws_returned(result, asked)
+
+
+def test_auto_does_not_time_the_gradient_where_nutpie_wins_whatever_it_costs(monkeypatch):
+    """PyMC's NUTS running its chains one at a time (pm.sample's default on 2 CPUs) against nutpie's two threads:
+    PyMC's per-step overhead alone outweighs nutpie's compilation, so auto picks nutpie without compiling PyMC's
+    log density to time it; with as many processes as threads the gradient decides, and is timed."""
+    import types
+
+    import resilient.engine as engine
+
+    timed = []
+    monkeypatch.setattr(engine, "_gradient_seconds", lambda compiled: timed.append(compiled) or 20e-6)
+    monkeypatch.setattr(engine, "installed", lambda package: True)
+    one_at_a_time = types.SimpleNamespace(discrete_latents=(), processes=lambda chains, cores=None: 1)
+    choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=one_at_a_time, chains=4, cores=2,
+                                  history=engine.EngineHistory())
+    assert choice.engine == "nutpie" and "the gradient was not timed" in choice.reason and not timed
+    alike = types.SimpleNamespace(discrete_latents=(), processes=lambda chains, cores=None: min(chains, cores))
+    choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=alike, chains=4, cores=2,
+                                  history=engine.EngineHistory())
+    assert timed == [alike] and "gradient 20 us" in choice.reason
