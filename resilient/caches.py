@@ -231,8 +231,9 @@ def _kept_alike(resolved: Any, key: tuple, owner: Any, parts: tuple) -> Any:
     """The kept sampler of another ``pm.Model`` object built alike with ``owner`` (equal hashed contents and
     options, then :func:`_built_alike`), or None."""
     from resilient.model import NativeModel
+    from resilient.resolve import is_pymc_model
 
-    if not (isinstance(resolved, NativeModel) and resolved.backend == "pymc" and hasattr(owner, "named_vars")):
+    if not (isinstance(resolved, NativeModel) and is_pymc_model(owner)):
         return None
     with _kept_lock:
         candidates = [(k, entry) for k, entry in _kept.items() if k[1] == key[1] and k != key]
