@@ -268,6 +268,10 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
                                               "continuous ones only)")
     if tune < 1:
         return EngineChoice(backend, backend, f"auto: {own.title} ({other.title} needs at least one warm-up draw)")
+    disconnected = tuple(getattr(compiled_pymc, "disconnected_latents", ()) or ())
+    if disconnected:
+        return EngineChoice(backend, backend, f"auto: {own.title} (the log density does not depend on "
+                                              f"{', '.join(disconnected)}: {other.title} cannot compile it)")
     if compiled_pymc is None:
         return EngineChoice(backend, rival, f"auto: {other.title} (no gradient timing available)")
     parallel = max(1, min(chains, cores or os.cpu_count() or 1))  # nutpie's threads

@@ -599,3 +599,23 @@ def test_auto_does_not_time_the_gradient_where_nutpie_wins_whatever_it_costs(mon
     choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=alike, chains=4, cores=2,
                                   history=engine.EngineHistory())
     assert timed == [alike] and "gradient 20 us" in choice.reason
+
+
+def test_a_latent_the_log_density_ignores_keeps_auto_on_pymc_and_engine_nutpie_says_why(monkeypatch):
+    """P7 (a lone Flat): nutpie's compilation raises DisconnectedInputError; auto runs PyMC's NUTS, which samples it
+    and lets the loop name the improper posterior, and engine='nutpie' is refused naming the variable."""
+    import types
+
+    import resilient
+    import resilient.engine as engine
+    from examples import pathologies
+    from resilient.errors import ResilientError
+
+    monkeypatch.setattr(engine, "installed", lambda package: True)
+    stub = types.SimpleNamespace(discrete_latents=(), disconnected_latents=("x",), processes=lambda chains, cores=None: 1)
+    choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=stub, chains=4, cores=2,
+                                  history=engine.EngineHistory())
+    assert choice.engine == "pymc" and "does not depend on x" in choice.reason
+    with pytest.raises(ResilientError, match=r"nutpie cannot sample this model: its log density does not depend on x"):
+        resilient.sample(pathologies.improper, backend="pymc", engine="nutpie", draws=20, tune=20, chains=1,
+                         progressbar=False)

@@ -120,6 +120,16 @@ class NutpieCompiledModel(WrapsCompiledModel):
                         self._compiled = self._compile()
                     except AttributeError as error:  # not to be read as a missing attribute by __getattr__
                         raise RuntimeError(f"compiling the model for nutpie failed: {error}") from error
+                    except Exception as error:
+                        if type(error).__name__ != "DisconnectedInputError":
+                            raise
+                        from resilient.errors import ResilientError
+
+                        names = ", ".join(getattr(self.inner, "disconnected_latents", ()) or ()) or "a latent"
+                        raise ResilientError(
+                            f"nutpie cannot sample this model: its log density does not depend on {names} (an "
+                            "improper posterior, e.g. a lone Flat). Give it a proper prior or a likelihood, or "
+                            "sample with engine='pymc', which runs it and names the posterior improper.") from error
                 self.compile_seconds = time.perf_counter() - started
                 if self.compile_backend == "numba":
                     from resilient.engine import HISTORY

@@ -566,6 +566,12 @@ class PyMCCompiledModel:
 
     # ---- NUTS -------------------------------------------------------------------------------
 
+    @property
+    def disconnected_latents(self) -> tuple[str, ...]:
+        """Latents the log density does not depend on (an improper posterior): PyMC's NUTS samples them with a zero
+        gradient (the loop then names the posterior improper); nutpie cannot compile such a model."""
+        return self._disconnected
+
     @_lazy
     def _disconnected(self) -> tuple[str, ...]:
         """Latents the log density does not depend on (a lone ``Flat``: an improper posterior)."""
