@@ -619,3 +619,33 @@ def test_a_latent_the_log_density_ignores_keeps_auto_on_pymc_and_engine_nutpie_s
     with pytest.raises(ResilientError, match=r"nutpie cannot sample this model: its log density does not depend on x"):
         resilient.sample(pathologies.improper, backend="pymc", engine="nutpie", draws=20, tune=20, chains=1,
                          progressbar=False)
+
+
+@pytest.mark.pymc
+@pytest.mark.slow  # a nutpie compilation (up to 20 s cold); the engine's own tests run the feeder on every nutpie run
+def test_nutpies_raw_trace_reads_as_the_datatree_nutpie_builds_from_it():
+    """The nutpie engine reads nutpie's raw Arrow trace (runner._ArrowTrace) instead of the DataTree nutpie converts
+    it to: the same draws and statistics under the same names, and nothing nutpie's own conversion leaves out."""
+    import nutpie
+    import pymc as pm
+
+    from resilient.adapters.nutpie.runner import _ArrowTrace, _raw_traces
+
+    assert _raw_traces(), "this nutpie has the helper the engine fills its arrays with"
+    with pm.Model() as model:
+        beta = pm.Normal("beta", 0, 1, shape=3)
+        pm.Normal("y", beta.sum(), pm.HalfNormal("sigma", 1), observed=np.ones(10))
+    compiled = nutpie.compile_pymc_model(model)
+    options = dict(draws=30, tune=40, chains=2, seed=3, save_warmup=True, progress_bar=False, blocking=False,
+                   store_mass_matrix=True)
+    raw = _ArrowTrace(nutpie.sample(compiled, return_raw_trace=True, **options).wait())
+    built = nutpie.sample(compiled, **options).wait()
+    for group in ("posterior", "sample_stats", "warmup_posterior", "warmup_sample_stats"):
+        ours, theirs = raw[group], built[group].to_dataset()
+        names = set(theirs.data_vars)
+        assert names <= set(ours.data_vars), group
+        if group.endswith("sample_stats"):
+            assert set(ours.data_vars) == names, f"{group}: only what nutpie's conversion keeps"
+        for name in names:  # per-draw text (divergence_message, which the engine does not pass on) is None in one
+            if ours[name].values.dtype.kind in "biuf":  # and NaN in the other
+                np.testing.assert_array_equal(ours[name].values, theirs[name].values, err_msg=f"{group}/{name}")

@@ -296,9 +296,20 @@ class _ArrowTrace:
         return self.groups[name]
 
 
+def _raw_traces() -> bool:
+    """Whether this nutpie has the helper :class:`_ArrowTrace` fills its arrays with (a private one: a nutpie
+    without it is run as before, its trace converted to a DataTree by nutpie)."""
+    try:
+        from nutpie.sample import _add_arrow_data  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _trace(raw: Any) -> Any:
-    """What the feeder reads from one of the sampler's raw results (see :class:`_ArrowTrace`)."""
-    return None if raw is None else _ArrowTrace(raw)
+    """What the feeder reads from one of the sampler's results: a raw one as :class:`_ArrowTrace`, a DataTree (a
+    nutpie run without ``return_raw_trace``) as it is."""
+    return _ArrowTrace(raw) if raw is not None and hasattr(raw, "get_arrow_trace") else raw
 
 
 def _finished(stats: Any, chain: int) -> int:
@@ -385,7 +396,7 @@ def _run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Ca
             compiled, draws=int(settings.draws), tune=int(settings.tune), chains=chains, cores=cores,
             seed=_seed(settings), save_warmup=True, progress_bar=bool(settings.progressbar), blocking=False,
             adaptation=mass_matrix, target_accept=float(settings.target_accept),
-            maxdepth=int(settings.max_tree_depth), return_raw_trace=True, **extra_settings,
+            maxdepth=int(settings.max_tree_depth), return_raw_trace=_raw_traces(), **extra_settings,
         )
         try:
             while True:
