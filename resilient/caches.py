@@ -136,7 +136,8 @@ def _pymc_contents(model: Any, hasher: Any) -> None:
 
 
 def _built_alike(a: Any, b: Any) -> bool:
-    """Two ``pm.Model`` objects built alike (a cell re-run): equal graphs by ``equal_computations`` on their
+    """Two ``pm.Model`` objects whose hashed contents are equal (:func:`_pymc_contents`: names, dims, data,
+    coordinates, ``check_bounds``) built alike (a cell re-run): equal graphs by ``equal_computations`` on their
     ``fgraph_from_model`` forms (each variable's op carries its name, dims and transform), the model's inputs
     paired in order, and equal values in every data container. Whatever cannot be compared is not alike."""
     import warnings
@@ -147,8 +148,6 @@ def _built_alike(a: Any, b: Any) -> bool:
     from pytensor.graph.basic import equal_computations
     from pytensor.tensor.random.type import RandomType
 
-    if getattr(a, "check_bounds", True) != getattr(b, "check_bounds", True):
-        return False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -239,7 +238,7 @@ def _kept_alike(resolved: Any, key: tuple, owner: Any, parts: tuple) -> Any:
         candidates = [(k, entry) for k, entry in _kept.items() if k[1] == key[1] and k != key]
     for kept_key, (reference, sampler) in reversed(candidates):
         kept_owner = reference()
-        if kept_owner is None or kept_owner is owner or not hasattr(kept_owner, "named_vars"):
+        if kept_owner is None or kept_owner is owner or not is_pymc_model(kept_owner):
             continue
         if (_key(sampler.model, parts) or (None,))[0] != kept_key:  # the kept model changed since it was kept
             continue

@@ -294,11 +294,12 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
     # be faster whatever the gradient costs, and timing it would only compile PyMC's log density for nothing
     fixed = PYMC_START_SECONDS + own_steps * PYMC_STEP_OVERHEAD_SECONDS - compile_seconds
     slope = own_steps - steps / NUTPIE_EFFICIENCY
+    assumed = (f"{chains} x {tune + draws} draws at an assumed {STEPS_PER_DRAW} steps each, {own.title} {processes} "
+               f"chain(s) at a time, {other.title} {parallel}")
     if fixed > 0 and slope >= 0:
         return EngineChoice(backend, rival, (
-            f"auto: {other.title}, expected faster whatever the gradient costs ({chains} x {tune + draws} draws at an "
-            f"assumed {STEPS_PER_DRAW} steps each, {own.title} {processes} chain(s) at a time, {other.title} "
-            f"{parallel}; {own.title} adds about {PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us a step, "
+            f"auto: {other.title}, expected faster whatever the gradient costs ({assumed}; "
+            f"{own.title} adds about {PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us a step, "
             f"{own_steps * PYMC_STEP_OVERHEAD_SECONDS:.1f} s here, more than {other.title}'s compilation of about "
             f"{compile_seconds:g} s ({compile_note}), and needs {own_steps / (steps / NUTPIE_EFFICIENCY):.2g} x its "
             "gradients; the gradient was not timed)"))
@@ -312,9 +313,8 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
     name = capabilities(pick).title
     return EngineChoice(backend, pick, (
         f"auto: {name}, expected {min(own_seconds, rival_seconds):.1f} s against "
-        f"{max(own_seconds, rival_seconds):.1f} s ({chains} x {tune + draws} draws at an assumed {STEPS_PER_DRAW} "
-        f"steps each, {own.title} {processes} chain(s) at a time, {other.title} {parallel}; gradient {gradient * 1e6:.0f} us; {other.title} compiles in about "
-        f"{compile_seconds:g} s ({compile_note}) "
+        f"{max(own_seconds, rival_seconds):.1f} s ({assumed}; gradient {gradient * 1e6:.0f} us; {other.title} "
+        f"compiles in about {compile_seconds:g} s ({compile_note}) "
         f"and needs about 1/{NUTPIE_EFFICIENCY:g} of the steps, {own.title} adds about "
         f"{PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us a step)"))
 

@@ -77,6 +77,11 @@ def test_a_numpyro_run_writes_the_jax_cache_and_the_opt_out_writes_nothing(tmp_p
     assert not off.exists() or not any(p.is_file() for p in off.rglob("*"))
 
 
+class _Sampler:  # what kept_sampler keeps: its ``model`` is checked again on each hit
+    def __init__(self, resolved):
+        self.model = resolved
+
+
 def test_a_sampler_is_kept_for_the_same_model_object_and_equal_data_only(monkeypatch):
     import numpy as np
     import numpyro
@@ -87,12 +92,8 @@ def test_a_sampler_is_kept_for_the_same_model_object_and_equal_data_only(monkeyp
     def model(y=None):
         numpyro.sample("y", dist.Normal(numpyro.sample("mu", dist.Normal(0, 1)), 1), obs=y)
 
-    class Sampler:  # what kept_sampler keeps: its ``model`` is checked again on each hit
-        def __init__(self, resolved):
-            self.model = resolved
-
     def kept(resolved):
-        return caches.kept_sampler(resolved, lambda: Sampler(resolved), "numpyro", "auto")
+        return caches.kept_sampler(resolved, lambda: _Sampler(resolved), "numpyro", "auto")
 
     y = np.arange(5.0)
     first = kept(resolve_model(model, (), {"y": y}))
@@ -118,32 +119,31 @@ def test_a_sampler_is_kept_for_the_same_model_object_and_equal_data_only(monkeyp
     assert not caches._kept
 
 
+def _kept_pm_model(model):
+    """The sampler kept_sampler gives a pm.Model (a new one, kept, where none fits)."""
+    from resilient.resolve import resolve_model
+
+    resolved = resolve_model(model, (), {})
+    return caches.kept_sampler(resolved, lambda: _Sampler(resolved), "pymc", "auto")
+
+
 def test_a_pm_model_is_kept_until_its_data_or_variables_change():
     import numpy as np
     import pymc as pm
 
-    from resilient.resolve import resolve_model
-
-    class Sampler:
-        def __init__(self, resolved):
-            self.model = resolved
-
-    def kept(model):
-        resolved = resolve_model(model, (), {})
-        return caches.kept_sampler(resolved, lambda: Sampler(resolved), "pymc", "auto")
-
     with pm.Model() as model:
         data = pm.Data("d", np.arange(3.0))
         pm.Normal("x", data.sum(), 1)
-    first = kept(model)
-    assert kept(model) is first
+    first = _kept_pm_model(model)
+    assert _kept_pm_model(model) is first
     with model:
         pm.set_data({"d": np.ones(3)})
-    assert kept(model) is not first, "pm.set_data: nutpie's compiled model holds the data it was compiled with"
-    second = kept(model)
+    assert _kept_pm_model(model) is not first, \
+        "pm.set_data: nutpie's compiled model holds the data it was compiled with"
+    second = _kept_pm_model(model)
     with model:
         pm.Normal("z", 0, 1)
-    assert kept(model) is not second, "a variable added to the model"
+    assert _kept_pm_model(model) is not second, "a variable added to the model"
 
 
 def test_a_pm_model_built_again_alike_reuses_the_sampler_and_any_difference_compiles_afresh():
@@ -151,16 +151,6 @@ def test_a_pm_model_built_again_alike_reuses_the_sampler_and_any_difference_comp
     the kept sampler; a prior parameter, a transform, dims, data or an initial value changed gets its own."""
     import numpy as np
     import pymc as pm
-
-    from resilient.resolve import resolve_model
-
-    class Sampler:
-        def __init__(self, resolved):
-            self.model = resolved
-
-    def kept(model):
-        resolved = resolve_model(model, (), {})
-        return caches.kept_sampler(resolved, lambda: Sampler(resolved), "pymc", "auto")
 
     def build(scale=5.0, data=np.arange(3.0), dims="school", transform=None, initval=None, name="mu"):
         with pm.Model(coords={"school": ["a", "b", "c"]}) as model:
@@ -173,21 +163,21 @@ def test_a_pm_model_built_again_alike_reuses_the_sampler_and_any_difference_comp
 
     caches.clear_kept()
     try:
-        first = kept(build())
-        assert kept(build()) is first, "built alike: the first model's sampler"
+        first = _kept_pm_model(build())
+        assert _kept_pm_model(build()) is first, "built alike: the first model's sampler"
         from pymc.distributions.transforms import log_exp_m1
 
         for changed in (dict(scale=6.0), dict(data=np.arange(3.0) + 1), dict(dims=None),
                         dict(transform=log_exp_m1), dict(initval=0.5), dict(name="nu")):
-            assert kept(build(**changed)) is not first, changed
+            assert _kept_pm_model(build(**changed)) is not first, changed
         model = build()
-        assert kept(model) is first
+        assert _kept_pm_model(model) is first
         with model:
             pm.set_data({"d": np.ones(3)})
-        assert kept(model) is not first, "pm.set_data on the new model"
+        assert _kept_pm_model(model) is not first, "pm.set_data on the new model"
         with first.model.model:
             pm.set_data({"d": np.zeros(3)})
-        assert kept(build()) is not first, "the kept model's data changed since: not alike any more"
+        assert _kept_pm_model(build()) is not first, "the kept model's data changed since: not alike any more"
     finally:
         caches.clear_kept()
 
