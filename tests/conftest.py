@@ -34,12 +34,14 @@ def _compiled(function, backend: str, *args, **options):
 
 @pytest.fixture(autouse=True)
 def _fresh_engine_session():
-    """Each test starts with no PyMC sampling time on record and no compiled sampler kept from another test, so
-    engine="auto" decides the same whatever ran before it in this process (the ski-rental rule in
-    resilient.engine counts that time; a kept nutpie compilation makes nutpie free)."""
+    """Each test starts with no PyMC sampling time and no nutpie compilation on record and no compiled sampler
+    kept from another test, so engine="auto" decides the same whatever ran before it in this process, which
+    differs with how pytest-xdist shares the files out (the ski-rental rule in resilient.engine counts that
+    time; an earlier nutpie compilation makes the next cheaper; a kept one makes nutpie free)."""
     from resilient import caches, engine
 
     engine.reset_session()
+    engine.HISTORY.compiles.clear()
     caches.clear_kept()
     yield
 

@@ -542,10 +542,11 @@ def test_a_run_that_keeps_failing_mid_run_raises_sampling_failed_with_every_fini
     with pm.Model() as model:
         x = pm.Normal("x")
         pm.Potential("breaks", _BreaksAfter(1500)(x))
-    # time_budget: with a deadline the chains run in parallel workers on any machine (not in batches)
+    # time_budget: with a deadline the chains run in parallel workers on any machine (not in batches);
+    # engine="pymc": auto takes nutpie once the process has compiled it, and nutpie runs this op in-process
     with pytest.raises(SamplingFailed, match=r"attempt 2 failed: PyMC's NUTS stopped chain \d") as raised:
         sample(model, draws=1000, tune=200, chains=2, random_seed=SEED, progressbar=False, max_attempts=2,
-               checkpoint=str(tmp_path / "run"), time_budget=300)
+               checkpoint=str(tmp_path / "run"), time_budget=300, engine="pymc")
     attempts = raised.value.attempts
     assert [(a.failure, a.outcome) for a in attempts] == [("sampler-error", "retry"), ("sampler-error", "gave-up")]
     assert attempts[1].remedy is not None and isinstance(raised.value.__cause__, SamplerError)  # which: the ladder's
