@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(unfixed.table())
         data = resilient.sample(motivating, backend=backend, draws=options.draws, chains=4,
                                 random_seed=options.seed, checkpoint=str(out / f"checkpoint-{backend}"))
-        data.to_netcdf(out / f"run-{backend}.nc", engine="h5netcdf")
+        data.to_netcdf(out / f"run-{backend}.nc")
         from resilient.diagnostics import diagnose
         from resilient.report import write_report
 

@@ -252,7 +252,7 @@ def capabilities(name: str) -> Capabilities:
 
 
 #: optional package -> the extra of pyproject.toml that installs it (``pip install "resilient[<extra>]"``).
-#: The core (numpy, ArviZ, h5netcdf/h5py, matplotlib, rich, jinja2) is always there; each backend and
+#: The core (numpy, ArviZ, netCDF4, matplotlib, rich, jinja2) is always there; each backend and
 #: Dask are extras, so a NumPyro user does not install PyMC, PyTensor, Numba and nutpie.
 EXTRAS: dict[str, str] = {
     "numpyro": "numpyro", "jax": "numpyro", "funsor": "numpyro",

@@ -32,6 +32,7 @@ import numpy as np
 
 from resilient.backend import Chunk
 from resilient.errors import ResilientError
+from resilient import netcdf
 from resilient.jsonio import dumps
 
 __all__ = ["Checkpoint", "read_checkpoint", "latest_attempt", "read_state", "read_meta"]
@@ -39,9 +40,9 @@ __all__ = ["Checkpoint", "read_checkpoint", "latest_attempt", "read_state", "rea
 
 _SEPARATOR = "__"  # group__variable: netCDF names cannot hold "/"
 
-#: Classic netCDF through SciPy: about 7 ms a chunk file where netCDF4/HDF5 (h5netcdf) takes
+#: Classic netCDF through SciPy: about 7 ms a chunk file where netCDF4/HDF5 through h5netcdf took
 #: about 80, which on a fast model doubled the run's time. A chunk classic netCDF cannot hold
-#: (see :func:`_engine_for`) is written with h5netcdf; :func:`read_checkpoint` reads both.
+#: (see :func:`_engine_for`) is a netCDF4 file (:mod:`resilient.netcdf`); :func:`read_checkpoint` reads both.
 CHUNK_ENGINE = "scipy"
 
 #: names classic netCDF allows, kept to ASCII (SciPy writes names as Latin-1, and "β" fails).
@@ -55,15 +56,15 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 def _engine_for(variables: Mapping[str, tuple[list[str], np.ndarray]]) -> str:
-    """:data:`CHUNK_ENGINE` when classic netCDF holds every variable as is, else ``"h5netcdf"``:
+    """:data:`CHUNK_ENGINE` when classic netCDF holds every variable as is, else netCDF4's (:mod:`resilient.netcdf`):
     a name outside :data:`_CLASSIC_NAME`, a zero-length dimension (classic netCDF reads it as
     the unlimited one), complex values, or integers past int32."""
     info = np.iinfo(np.int32)
     for name, (dims, array) in variables.items():
         if not all(_CLASSIC_NAME.match(n) for n in (name, *dims)) or 0 in array.shape or array.dtype.kind == "c":
-            return "h5netcdf"
+            return netcdf.ENGINE
         if array.dtype.kind in "iu" and (int(array.min()) < info.min or int(array.max()) > info.max):
-            return "h5netcdf"
+            return netcdf.ENGINE
     return CHUNK_ENGINE
 
 
@@ -260,7 +261,10 @@ def _write_dataset(path: Path, groups: Mapping[str, Mapping[str, Any]], chains: 
     if engine == "scipy":
         variables = {name: (dims, _classic(array)) for name, (dims, array) in variables.items()}
     dataset = xr.Dataset(variables, coords={"chain": np.asarray(chains), "draw": np.asarray(draws)})
-    _atomic_write(path, lambda p: dataset.to_netcdf(p, engine=engine))
+    if engine == "scipy":
+        _atomic_write(path, lambda p: dataset.to_netcdf(p, engine="scipy"))
+    else:
+        _atomic_write(path, lambda p: netcdf.write(dataset, p))
 
 
 def latest_attempt(root: str | os.PathLike) -> Path:
@@ -302,7 +306,9 @@ def _read_chunk(file: Path) -> dict[int, tuple[np.ndarray, dict[str, np.ndarray]
     import xarray as xr
 
     rows: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
-    with xr.open_dataset(file) as dataset:  # classic netCDF or netCDF4, told apart by xarray
+    with file.open("rb") as head:
+        hdf5 = head.read(4) == b"\x89HDF"
+    with xr.open_dataset(file, **({"engine": netcdf.ENGINE, "auto_complex": True} if hdf5 else {})) as dataset:
         draws = np.asarray(dataset["draw"].values, np.int64)
         for row, chain in enumerate(dataset["chain"].values.tolist()):
             store = rows.setdefault(int(chain), (draws, {}))[1]

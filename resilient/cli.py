@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from resilient import jsonio
+from resilient import jsonio, netcdf
 from resilient.errors import ModelError, ResilientError, SamplingFailed, UnsupportedModelError
 from resilient.loading import ModelFileError, load_model
 
@@ -121,13 +121,13 @@ def command_sample(options: argparse.Namespace) -> int:
         for attempt in failure.attempts:
             console.print(f"  attempt {attempt.attempt} ({attempt.backend}): {attempt.outcome}: {attempt.message}")
         if failure.partial is not None:
-            failure.partial.to_netcdf(out, engine="h5netcdf")
+            netcdf.write(failure.partial, out)
             if options.report:
                 write_report(failure.partial, options.report)
             console.print(f"the last attempt's draws were written to {out}")
         return EXIT_FAIL
     out.parent.mkdir(parents=True, exist_ok=True)
-    result.to_netcdf(out, engine="h5netcdf")
+    netcdf.write(result, out)
     diagnostics = diagnose(result)
     console.print(diagnostics.summary_table())
     console.print(diagnostics.table())
@@ -143,14 +143,12 @@ def command_sample(options: argparse.Namespace) -> int:
 
 
 def command_report(options: argparse.Namespace) -> int:
-    import xarray as xr
-
     from resilient.report import write_report
 
     path = Path(options.run)
     if not path.is_file():
         raise UsageError(f"{path} does not exist. Give a netCDF file written by `resilient sample --out`.")
-    data = xr.open_datatree(path, engine="h5netcdf").load()
+    data = netcdf.open_tree(path)
     formats = tuple(f.strip() for f in options.format.split(",") if f.strip())
     unknown = sorted(set(formats) - {"html", "md", "json"})
     if unknown:

@@ -195,7 +195,7 @@ def test_resilient_sample_on_a_file_that_builds_a_bambi_model(tmp_path):
                            "200", "--chains", "2", "--seed", "1", "--out", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode in (0, 3), done.stderr[-3000:]  # ok, or warn (a short run) without --strict
-    tree = xr.open_datatree(out, engine="h5netcdf")
+    tree = xr.open_datatree(out)
     assert {"Intercept", "x", "sigma"} <= set(tree.posterior.data_vars)
 
 

@@ -145,7 +145,7 @@ def test_sample_then_report(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     import xarray as xr
 
-    assert xr.open_datatree(more, engine="h5netcdf").posterior.sizes["draw"] == 400
+    assert xr.open_datatree(more).posterior.sizes["draw"] == 400
 
 
 def test_many_fit_commands_refuse_bad_input_with_exit_2(tmp_path):

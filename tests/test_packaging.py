@@ -44,7 +44,7 @@ def test_core_dependencies_hold_no_backend_and_each_extra_its_backend():
     core = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
     extras = {name: {_name(r) for r in reqs} for name, reqs in PYPROJECT["project"]["optional-dependencies"].items()}
     assert not core & set().union(*BACKEND_PACKAGES.values(), {"pytensor", "numba", "distributed"})
-    assert {"numpy", "arviz", "h5netcdf", "h5py", "matplotlib", "rich", "jinja2"} <= core
+    assert {"numpy", "arviz", "netcdf4", "matplotlib", "rich", "jinja2"} <= core
     for extra, packages in BACKEND_PACKAGES.items():
         assert packages <= extras[extra], (extra, extras[extra])
     all_extra = " ".join(PYPROJECT["project"]["optional-dependencies"]["all"])

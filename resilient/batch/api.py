@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from resilient import netcdf
 from resilient.batch.cluster import execute
 from resilient.batch.spec import (
     DATA_FRAME, FIT_STATUSES, SUMMARY_COLUMNS, FitJob, ModelSpec, builds_bambi, fit_seed, is_data_frame, manifest_of,
@@ -50,13 +51,11 @@ class ManyResult:
 
     def fit(self, fit_id: str | int) -> Any:
         """One fit's DataTree, read from its netCDF file."""
-        import xarray as xr
-
         name = fit_id if isinstance(fit_id, str) else f"fit-{int(fit_id):05d}"
         path = self.out / "fits" / f"{name}.nc"
         if not path.is_file():
             raise ResilientError(f"No draws for {name} in {self.out / 'fits'}: see its row in summary.csv for why.")
-        return xr.open_datatree(path, engine="h5netcdf").load()
+        return netcdf.open_tree(path)
 
     @property
     def failed(self) -> list[dict[str, str]]:

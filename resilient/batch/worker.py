@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from resilient import netcdf
 from resilient.batch.fork import ChildProcessesAllowed
 from resilient.batch.spec import DATA_FRAME, FitJob, ModelSpec, builds_bambi, data_fingerprint
 from resilient.errors import ResilientError
@@ -302,7 +303,7 @@ def _netcdf_bytes(data: Any) -> bytes:
     handle, path = tempfile.mkstemp(suffix=".nc", prefix="resilient-fit-")
     os.close(handle)
     try:
-        data.to_netcdf(path, engine="h5netcdf")
+        netcdf.write(data, path)
         return Path(path).read_bytes()
     finally:
         os.unlink(path)
