@@ -261,10 +261,7 @@ def _write_dataset(path: Path, groups: Mapping[str, Mapping[str, Any]], chains: 
     if engine == "scipy":
         variables = {name: (dims, _classic(array)) for name, (dims, array) in variables.items()}
     dataset = xr.Dataset(variables, coords={"chain": np.asarray(chains), "draw": np.asarray(draws)})
-    if engine == "scipy":
-        _atomic_write(path, lambda p: dataset.to_netcdf(p, engine="scipy"))
-    else:
-        _atomic_write(path, lambda p: netcdf.write(dataset, p))
+    _atomic_write(path, lambda p: netcdf.write(dataset, p, engine=engine))
 
 
 def latest_attempt(root: str | os.PathLike) -> Path:

@@ -64,6 +64,26 @@ def test_fits_stream_to_disk_failures_are_rows_and_a_rerun_skips_them(client, tm
                     **{**RUN, "draws": 200})
 
 
+def _write_locks() -> tuple[str, str]:
+    """The module of xarray's write lock for a file, as xarray picks it and as resilient.netcdf.write asks."""
+    from xarray.backends.locks import get_write_lock
+
+    from resilient import netcdf
+
+    outside = type(get_write_lock("fit.nc")).__module__
+    with netcdf._local_lock():
+        inside = type(get_write_lock("fit.nc")).__module__
+    return outside, inside
+
+
+@pytest.mark.slow  # a Dask cluster
+def test_a_fit_file_is_written_on_the_worker_without_a_distributed_lock(client):
+    """On a worker, xarray would guard each variable's write with a distributed.Lock (a round trip to the
+    scheduler each: 0.4-0.6 s a fit, 2026-12-06); resilient.netcdf.write takes a lock of the worker's own."""
+    outside, inside = client.submit(_write_locks, pure=False).result(timeout=60)
+    assert outside.startswith("distributed") and not inside.startswith("distributed"), (outside, inside)
+
+
 def test_a_truncated_row_left_by_a_killed_run_is_dropped_and_its_fit_runs_again(tmp_path):
     manifest = {"kind": "test"}
     store = FitStore(tmp_path, manifest)
