@@ -4,7 +4,7 @@
 
 1. one chunk file (4 chains x 100 draws of blr: 6 latents, 7 statistics), written and read
    back through Resilient's Checkpoint with the netCDF3 engine it uses (scipy) and the
-   netCDF4 one it used before (h5netcdf);
+   netCDF4 one it used before (h5netcdf, in the `test` extra since the core moved to netCDF4);
 2. resilient.sample on blr with no checkpoint, a netCDF3 one and a netCDF4 one, in rotating
    order per repeat (after one untimed run), same seed: wall time and the ratio to the run
    without a checkpoint.

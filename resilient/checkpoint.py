@@ -303,15 +303,15 @@ def _read_chunk(file: Path) -> dict[int, tuple[np.ndarray, dict[str, np.ndarray]
     import xarray as xr
 
     rows: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
-    with file.open("rb") as head:
+    with file.open("rb") as head:  # classic netCDF (SciPy's, the usual chunk) or netCDF4
         hdf5 = head.read(4) == b"\x89HDF"
-    with xr.open_dataset(file, **({"engine": netcdf.ENGINE, "auto_complex": True} if hdf5 else {})) as dataset:
-        draws = np.asarray(dataset["draw"].values, np.int64)
-        for row, chain in enumerate(dataset["chain"].values.tolist()):
-            store = rows.setdefault(int(chain), (draws, {}))[1]
-            for name, variable in dataset.data_vars.items():
-                values = np.asarray(variable.values[row])
-                store[name] = values.astype(np.int64) if values.dtype.kind == "i" else values
+    dataset = netcdf.load_dataset(file) if hdf5 else xr.load_dataset(file, engine="scipy")
+    draws = np.asarray(dataset["draw"].values, np.int64)
+    for row, chain in enumerate(dataset["chain"].values.tolist()):
+        store = rows.setdefault(int(chain), (draws, {}))[1]
+        for name, variable in dataset.data_vars.items():
+            values = np.asarray(variable.values[row])
+            store[name] = values.astype(np.int64) if values.dtype.kind == "i" else values
     return rows
 
 

@@ -39,3 +39,36 @@ def test_a_file_written_with_h5netcdf_reads_the_same(tmp_path):
     tree = _tree()
     tree.to_netcdf(tmp_path / "old.nc", engine="h5netcdf")
     assert netcdf.open_tree(tmp_path / "old.nc").identical(tree)
+
+
+def test_half_precision_values_are_written_as_float32(tmp_path):
+    """netCDF4 has no float16 (h5netcdf wrote it); a model's float16 data is kept as float32, not refused."""
+    tree = _tree()
+    tree["observed_data"] = xr.DataTree(xr.Dataset({"y": ("y_dim_0", np.array([0.5, 1.5], np.float16))}))
+    netcdf.write(tree, tmp_path / "half.nc")
+    back = netcdf.open_tree(tmp_path / "half.nc")
+    assert back.observed_data["y"].dtype == np.float32 and back.observed_data["y"].values.tolist() == [0.5, 1.5]
+    assert back.attrs == tree.attrs and back.posterior.identical(tree.posterior)
+
+
+def test_writes_from_several_threads_neither_crash_nor_leave_dask_s_scheduler_setting_changed(tmp_path):
+    """Writes in several threads at once (a Dask worker with several threads): netCDF-C is not thread-safe
+    (unserialised, these writes crashed the process, 2026-12-06), and write() sets dask's process-wide scheduler
+    setting for its duration, which overlapping writes could leave set."""
+    import threading
+
+    dask = pytest.importorskip("dask")
+    tree = _tree()
+    before = dask.config.get("scheduler", None)
+
+    def writes(thread: int) -> None:
+        for index in range(8):
+            netcdf.write(tree, tmp_path / f"{thread}-{index}.nc")
+
+    threads = [threading.Thread(target=writes, args=(thread,)) for thread in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert dask.config.get("scheduler", None) == before and len(list(tmp_path.glob("*.nc"))) == 32
