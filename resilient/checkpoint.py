@@ -30,9 +30,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from resilient import netcdf
 from resilient.backend import Chunk
 from resilient.errors import ResilientError
-from resilient import netcdf
 from resilient.jsonio import dumps
 
 __all__ = ["Checkpoint", "read_checkpoint", "latest_attempt", "read_state", "read_meta"]
