@@ -21,3 +21,45 @@ def test_without_a_layout_dims_follow_arviz_conventions():
     data = to_datatree({"alpha": np.zeros((2, 5, 3))}, {"diverging": np.zeros((2, 5), bool)})
     assert data.posterior["alpha"].dims == ("chain", "draw", "alpha_dim_0")
     assert "constant_data" not in data.children
+
+
+def _from_dict(groups, coords, dims):
+    from arviz_base import from_dict
+
+    return from_dict(groups, coords=coords, dims=dims, save_warmup=True)
+
+
+def test_the_one_step_build_is_identical_to_arviz_from_dict():
+    """The DataTree is built without ArviZ's per-variable DataArrays (4x faster); every group must be what
+    ``from_dict`` gives: names, dimension order, coordinates, dtypes, attributes but the time stamp."""
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    post = {"mu": rng.normal(size=(2, 5)), "theta": rng.normal(size=(2, 5, 3)), "L": rng.normal(size=(2, 5, 2, 2)),
+            "z": rng.normal(size=(2, 5, 4)), "k": rng.integers(0, 3, size=(2, 5))}
+    stats = {"diverging": np.zeros((2, 5), bool), "step_size": rng.random((2, 5)), "mass": rng.random((2, 5, 3))}
+    observed = {"y": np.arange(3.0), "n": np.ones(2, int)}
+    layout = {"dims": {"theta": ["school"], "y": ["school"], "x": ["school"], "z": [None]},
+              "coords": {"school": ["a", "b", "c"]}, "constant_data": {"x": np.arange(3.0)}}
+    fast = to_datatree(post, stats, observed=observed, layout=layout, warmup_stats=stats, warmup_posterior=post)
+    slow = _from_dict({"posterior": post, "sample_stats": stats, "observed_data": observed,
+                       "constant_data": layout["constant_data"], "warmup_posterior": post,
+                       "warmup_sample_stats": stats},
+                      coords={"school": np.asarray(["a", "b", "c"])},
+                      dims={"theta": ["school"], "y": ["school"], "x": ["school"], "z": [None]})
+    assert list(fast.children) == list(slow.children)
+    for group in slow.children:
+        ours, theirs = fast[group].to_dataset(), slow[group].to_dataset()
+        ours.attrs["created_at"] = theirs.attrs["created_at"]
+        xr.testing.assert_identical(ours, theirs)
+        assert list(ours.data_vars) == list(theirs.data_vars)
+        assert [ours[v].dims for v in ours.data_vars] == [theirs[v].dims for v in theirs.data_vars]
+
+
+def test_a_dimension_two_variables_size_differently_is_left_to_arviz():
+    """Two variables naming one dimension with other lengths: ArviZ aligns them; the group is handed to it."""
+    post = {"a": np.zeros((1, 2, 3)), "b": np.ones((1, 2, 4))}
+    fast = to_datatree(post, {"diverging": np.zeros((1, 2), bool)}, layout={"dims": {"a": ["k"], "b": ["k"]}})
+    slow = _from_dict({"posterior": post}, None, {"a": ["k"], "b": ["k"]})
+    assert fast["posterior"].sizes["k"] == slow["posterior"].sizes["k"]
+    assert np.isnan(fast["posterior"]["a"].values).sum() == np.isnan(slow["posterior"]["a"].values).sum()
