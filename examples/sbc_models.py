@@ -57,6 +57,19 @@ def normal_pymc(N, y=None):
     return model
 
 
+def hierarchical(J, n, y=None):
+    """Groups of one normal model, non-centred: ``mu ~ Normal(0, 2)``, ``tau ~ HalfNormal(1)``,
+    ``z[j] ~ Normal(0, 1)``, ``sigma ~ HalfNormal(1)``, ``y[j, i] ~ Normal(mu + tau z[j], sigma)`` for ``J`` groups of
+    ``n``. A model whose sampling is most of a fit (J=8, n=50: 400 observations, 11 latents), for the
+    warm-start benchmark of ``sbc`` (``benchmarks/many.py --model hierarchical``)."""
+    mu = sample("mu", Normal(0, 2))
+    tau = sample("tau", HalfNormal(1))
+    z = sample("z", Normal(0, 1, shape=J))
+    sigma = sample("sigma", HalfNormal(1))
+    group = np.repeat(np.arange(J), n)
+    sample("y", Normal(mu + tau * z[group], sigma, shape=J * n), obs=y)
+
+
 def datasets(count: int, N: int = 5, seed: int = 0) -> list[dict]:
     """``count`` data sets for :func:`normal` (per-group fits: each group's own ``y``)."""
     rng = np.random.default_rng(seed)

@@ -209,7 +209,7 @@ class CompiledSampler:
         """``(WarmStart or None, why not)`` for this run: the state ``warm_start`` names (``given``: a result's
         state, already read) when the run's settings allow one; ``why not`` is None where nothing was asked
         (``False``, or ``"auto"`` with no earlier accepted call)."""
-        from resilient.warm_start import WINDOW, WarmStart, settings_mismatch
+        from resilient.warm_start import REESTIMATE_WINDOW, WINDOW, WarmStart, settings_mismatch
 
         if warm_start is False:
             return None, None
@@ -227,9 +227,13 @@ class CompiledSampler:
         elif options.checkpoint is not None:
             why = "a checkpointed run warms up in full, so that a resume continues it as written"
         else:
-            why = settings_mismatch(state, engine, options.chains, options.mass_matrix, options.tune)
+            why = settings_mismatch(state, engine, options.chains, options.mass_matrix, options.tune,
+                                    REESTIMATE_WINDOW if given is not None and _other_data(state, self.compiled)
+                                    else WINDOW)
         if why is not None:
             return None, f"not used ({source}): {why}"
+        if given is not None and _other_data(state, self.compiled):  # sample_many's and sbc's next data set
+            return WarmStart.of_other_data(state, source), None
         return WarmStart(state, source), None
 
     def _keep_state(self, data: Any) -> None:
@@ -457,6 +461,15 @@ def _another_model(state: Any, compiled: Any) -> str | None:
     differences = fingerprint_differences({k: saved.get(k) for k in keys}, {k: current.get(k) for k in keys},
                                           saved_label="the saved state's")
     return "the saved state is of another model: " + "; ".join(differences) if differences else None
+
+
+def _other_data(state: Any, compiled: Any) -> bool:
+    """Whether a given result's state may be of other data than ``compiled``'s: the digests of the observed
+    sites, ``pm.Data`` and data arguments differ, or the state has none (a result written before they were kept)."""
+    from resilient.sampler_state import cached_fingerprint
+
+    saved = dict(state.fingerprint).get("data")
+    return not saved or saved != cached_fingerprint(compiled).get("data")
 
 
 def _record_warm_start(data: Any, warm: Any, note: str | None) -> None:

@@ -20,8 +20,8 @@ from resilient.backend import Chunk, NUTSRun, NUTSSettings
 from resilient.distributions import HalfNormal, Normal
 from resilient.model import sample as site
 from resilient.sampler_state import SamplerState, model_fingerprint
-from resilient.warm_start import (ACCEPTANCE_TOLERANCE, STEP_SIZE_FACTOR, WINDOW, WarmStart, check_window,
-                                  run_warm)
+from resilient.warm_start import (ACCEPTANCE_TOLERANCE, REESTIMATE_WINDOW, STEP_SIZE_FACTOR, WINDOW, WarmStart,
+                                  check_window, run_warm)
 
 # -- the check, on stored numbers ---------------------------------------------------------------------------------
 
@@ -42,6 +42,15 @@ def test_a_window_that_kept_the_step_size_and_the_target_passes():
 def test_a_step_size_that_moved_past_the_factor_fails_and_says_both(final):
     passed, why, _, _ = check_window(_window(), final, 0.45, 0.8)
     assert not passed and "the step size moved from 0.45" in why
+
+
+def test_after_the_mass_matrix_was_estimated_again_only_a_shrunk_step_size_fails():
+    """A state of other data: the window estimated the mass matrix again, so a step size that grew means an easier
+    posterior in the new scaling; one that shrank past the factor still fails."""
+    grown = check_window(_window(), 0.45 * STEP_SIZE_FACTOR * 3, 0.45, 0.8, reestimated=True)
+    shrunk = check_window(_window(), 0.45 / STEP_SIZE_FACTOR / 1.01, 0.45, 0.8, reestimated=True)
+    assert grown[0] and not shrunk[0] and "the step size moved from 0.45" in shrunk[1]
+    assert not check_window(_window(), 0.45 * STEP_SIZE_FACTOR * 3, 0.45, 0.8)[0], "kept: both ways fail"
 
 
 def test_an_acceptance_off_target_or_many_divergences_fail():
@@ -334,3 +343,47 @@ def test_every_engine_warm_starts_eight_schools_and_agrees_with_a_cold_run(engin
             assert entry["used"] and entry["passed"] is False and "fallback" in entry, (factor, entry)
             assert _warmup_length(fallen) == run["tune"]
             assert "fell back to a full warm-up" in record.read_attempts(fallen)[0]["message"]
+
+
+# -- a state of other data (sample_many's and sbc's next data set) -------------------------------------------------
+
+def location(y):
+    mu = site("mu", Normal(0, 10))
+    site("y", Normal(mu, 1.0), obs=y)
+
+
+@pytest.mark.numpyro
+def test_a_state_of_other_data_estimates_the_mass_matrix_again_and_of_the_same_data_keeps_it():
+    """The saved mass matrix fits the data it was adapted on: a result of other data (here 1,000 observations
+    after 10, a posterior variance 100 times smaller) gets the longer window that estimates it again, and the
+    new run's mass matrix is this posterior's variance (1/N, known exactly); a result of the same data keeps it."""
+    rng = np.random.default_rng(3)
+    few, many = rng.normal(2.0, 1.0, 10), rng.normal(-1.0, 1.0, 1000)
+    run = dict(draws=300, tune=400, chains=2, progressbar=False)
+    first = resilient.compile(location, y=few, backend="numpyro").sample(random_seed=1, **run)
+    sampler = resilient.compile(location, y=many, backend="numpyro")
+    other = sampler.sample(random_seed=2, warm_start=first, **run)
+    entry = _warm(other)
+    assert entry["used"] and entry["passed"] and entry["window"] == REESTIMATE_WINDOW, entry
+    assert entry["mass_matrix"].startswith("estimated again") and _warmup_length(other) == REESTIMATE_WINDOW
+    saved = float(np.median(first.sampler_state["inverse_mass_matrix"].values))
+    found = other.sampler_state["inverse_mass_matrix"].values.ravel()
+    assert saved > 0.03 and np.all((found > 1e-3 / 3) & (found < 1e-3 * 3)), (saved, found)
+    same = sampler.sample(random_seed=3, warm_start=other, **run)
+    assert _warm(same)["window"] == WINDOW and _warm(same)["mass_matrix"] == "the saved one"
+
+
+@pytest.mark.slow
+@pytest.mark.pymc
+def test_pymc_nuts_does_not_take_a_state_of_other_data_and_says_why():
+    """PyMC's NUTS would keep the saved mass matrix fixed: a state of other data is not used, the attempt warms
+    up in full, and the attempt log says why."""
+    rng = np.random.default_rng(3)
+    run = dict(draws=200, tune=400, chains=2, progressbar=False)
+    first = resilient.compile(location, y=rng.normal(2.0, 1.0, 10), backend="pymc", engine="pymc").sample(
+        random_seed=1, **run)
+    other = resilient.compile(location, y=rng.normal(-1.0, 1.0, 1000), backend="pymc", engine="pymc").sample(
+        random_seed=2, warm_start=first, **run)
+    entry = _warm(other)
+    assert entry["used"] is False and "PyMC's NUTS would keep its mass matrix fixed" in entry["why"], entry
+    assert _warmup_length(other) == run["tune"]

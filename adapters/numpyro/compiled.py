@@ -26,7 +26,8 @@ from resilient.errors import DiscreteLatentError, ModelError
 from resilient.model import Site
 from resilient.adapters.numpyro.native import _is_real, _is_unit, _unwrap
 from resilient.adapters.numpyro.runner import (CHAIN_METHODS, _NoProgress, _Runner, _jax_failure, _progress,
-                                              _resume_iteration, hmc_state, state_record, warm_hmc_state)
+                                              _resume_iteration, forget_mass_matrix_draws, hmc_state, state_record,
+                                              warm_hmc_state)
 
 
 
@@ -571,11 +572,13 @@ class NumPyroCompiledModel:
         return self._run_nuts(settings, on_chunk)
 
     def _run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool], warm: Any = None,
-                  window: int = 0) -> NUTSRun:
+                  window: int = 0, reestimate: bool = False) -> NUTSRun:
         """``warm`` (a :class:`~resilient.sampler_state.SamplerState`) and ``window``: a warm start, whose chains
         start at ``settings.initial_points`` with the saved step sizes and inverse mass matrices and warm up for
         the last ``window`` iterations of the ``settings.tune`` schedule only (:func:`warm_hmc_state`): the
-        program compiled for ``settings`` runs it, so a warm call compiles nothing new."""
+        program compiled for ``settings`` runs it, so a warm call compiles nothing new. ``reestimate``: the window
+        estimates the mass matrix again from its iterations after the first
+        :data:`~resilient.warm_start.OPENING`."""
         method = self.chain_method(settings.chains)
         if method not in CHAIN_METHODS:
             raise ValueError(
@@ -608,8 +611,13 @@ class NumPyroCompiledModel:
                     with _jax_failure("while starting the chains"):
                         state, warmup_start = self._initial_state(runner, settings, seed, target), 0
                     if warm is not None:
-                        state = warm_hmc_state(state, warm, settings, window, self.dtype)
+                        state = warm_hmc_state(state, warm, settings, window, self.dtype, reestimate)
                         warmup_start = int(settings.tune) - int(window)
+                opening_end = None
+                if warm is not None and reestimate:
+                    from resilient.warm_start import OPENING
+
+                    opening_end = warmup_start + OPENING
                 warmup_seconds += time.monotonic() - started
                 progress = _progress(settings, settings.tune - warmup_start + settings.draws)
                 phases = ((True, warmup_start, settings.tune), (False, 0, settings.draws))
@@ -619,6 +627,8 @@ class NumPyroCompiledModel:
                         if settings.deadline is not None and time.monotonic() > settings.deadline:
                             return NUTSRun(False, "deadline", warmup_seconds, sampling_seconds, extra)
                         n = min(runner.length, stop - position)
+                        if warmup and opening_end is not None and position < opening_end:
+                            n = min(n, opening_end - position)
                         tic = time.monotonic()
                         phase = "warm-up" if warmup else "sampling"
                         with _jax_failure(f"in {phase} iterations {position}-{position + n - 1}"):
@@ -635,6 +645,8 @@ class NumPyroCompiledModel:
                         else:
                             sampling_seconds += elapsed
                         position += n
+                        if warmup and position == opening_end:
+                            state = forget_mass_matrix_draws(state)
                         progress.update(n)
                         if on_chunk(chunk) is False:
                             return NUTSRun(False, "stopped", warmup_seconds, sampling_seconds, extra)

@@ -134,12 +134,17 @@ def hmc_state(native: dict[str, np.ndarray]) -> Any:
     return build(tree, HMCState)
 
 
-def warm_hmc_state(state: Any, warm: Any, settings: NUTSSettings, window: int, dtype: Any) -> Any:
+def warm_hmc_state(state: Any, warm: Any, settings: NUTSSettings, window: int, dtype: Any,
+                   reestimate: bool = False) -> Any:
     """The chains' first ``HMCState`` (``state``, made at the saved positions) turned into a warm start's: the
     saved step sizes and inverse mass matrices (``warm``, a :class:`~resilient.sampler_state.SamplerState`), dual
     averaging restarted from the saved step size, and the iteration counter at ``tune - window`` in the schedule's
     last window, where NumPyro adapts the step size only. The program compiled for ``settings.tune`` then runs the
-    ``window`` warm-up iterations left and samples: nothing is compiled for a warm call."""
+    ``window`` warm-up iterations left and samples: nothing is compiled for a warm call.
+
+    ``reestimate``: the counter is put in the schedule's last slow window instead, which ends by estimating the
+    mass matrix from the draws it collected (the caller empties the collection after the opening iterations:
+    :func:`forget_mass_matrix_draws`) and is followed by the terminal step-size window."""
     from numpyro.infer.hmc_util import _initialize_mass_matrix, build_adaptation_schedule, dual_averaging
 
     from resilient.warm_start import WarmStartRefused
@@ -168,6 +173,10 @@ def warm_hmc_state(state: Any, warm: Any, settings: NUTSSettings, window: int, d
             np.asarray(old).dtype).reshape(np.shape(old)), like, *(row[index] for row in rows))
 
     last_window = len(build_adaptation_schedule(tune)) - 1
+    if reestimate:
+        if last_window < 2:
+            raise WarmStartRefused(f"tune={tune} leaves NumPyro's schedule no window to estimate the mass matrix in")
+        last_window -= 1
     adapt = adapt._replace(
         step_size=steps.astype(np.asarray(adapt.step_size).dtype).reshape(np.shape(adapt.step_size)),
         inverse_mass_matrix=stacked(0, adapt.inverse_mass_matrix),
@@ -177,3 +186,11 @@ def warm_hmc_state(state: Any, warm: Any, settings: NUTSSettings, window: int, d
         window_idx=np.full(np.shape(adapt.window_idx), last_window, np.asarray(adapt.window_idx).dtype))
     counter = np.full(np.shape(state.i), tune - int(window), np.asarray(state.i).dtype)
     return state._replace(i=counter, adapt_state=adapt)
+
+
+def forget_mass_matrix_draws(state: Any) -> Any:
+    """``state`` with the mass matrix's collected draws (NumPyro's Welford state) emptied: a warm start of other
+    data leaves its opening iterations, the chains' way from the other posterior, out of the estimate."""
+    adapt = state.adapt_state
+    empty = jax.tree_util.tree_map(lambda leaf: np.zeros(np.shape(leaf), np.asarray(leaf).dtype), adapt.mm_state)
+    return state._replace(adapt_state=adapt._replace(mm_state=empty))

@@ -339,7 +339,7 @@ def run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Cal
         from resilient.warm_start import run_warm
 
         return run_warm(model, "nutpie", settings, on_chunk,
-                        lambda s, c, warm=None, window=0: _run_nutpie(model, s, c, warm, window))
+                        lambda s, c, warm=None, window=0, reestimate=False: _run_nutpie(model, s, c, warm, window))
     return _run_nutpie(model, settings, on_chunk)
 
 

@@ -613,7 +613,7 @@ class PyMCCompiledModel:
         return self._run_nuts(settings, on_chunk)
 
     def _run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool], warm: Any = None,
-                  window: int = 0) -> NUTSRun:
+                  window: int = 0, reestimate: bool = False) -> NUTSRun:
         """``pm.sample`` with PyMC's NUTS; draws reach ``on_chunk`` every ``chunk_size`` draws of a
         chain (warm-up included, flagged), partial chunks at the end. ``on_chunk`` returning
         ``False`` stops the run (``reason="stopped"``), as does ``settings.deadline``
@@ -622,7 +622,8 @@ class PyMCCompiledModel:
 
         ``warm`` (a :class:`~resilient.sampler_state.SamplerState`) and ``window``: a warm start: each chain starts
         at ``settings.initial_points`` (the saved positions) with the saved mass matrix, fixed, and its saved step
-        size, from which dual averaging adapts for ``window`` iterations instead of ``settings.tune``."""
+        size, from which dual averaging adapts for ``window`` iterations instead of ``settings.tune``. A state that
+        may be of other data (``reestimate``) is refused: PyMC's NUTS would keep its mass matrix fixed."""
         resumed = settings.resume_state
         if warm is not None:
             from resilient.warm_start import WarmStartRefused
@@ -632,6 +633,10 @@ class PyMCCompiledModel:
             if self.discrete_latents:
                 raise WarmStartRefused("PyMC's compound step (NUTS with another method for discrete latents) keeps "
                                        "no adaptation to start from")
+            if reestimate:
+                raise WarmStartRefused("the state may be of other data, and PyMC's NUTS would keep its mass matrix "
+                                       "fixed at that data's (a warm start on PyMC's NUTS reuses a state of the "
+                                       "same compiled model's last call only)")
             settings = replace(settings, tune=int(window))
         if resumed is not None:
             # A saved run goes on: each chain from its saved position, with its step size and mass matrix

@@ -149,7 +149,7 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
         return self._run_nuts(settings, on_chunk)
 
     def _run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool], warm: Any = None,
-                  window: int = 0) -> NUTSRun:
+                  window: int = 0, reestimate: bool = False) -> NUTSRun:
         resumed = settings.resume_state
         if resumed is not None and hasattr(resumed, "native"):
             if resumed.engine != ENGINE or not resumed.native:
@@ -161,7 +161,7 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
                 chunk.state = replace(chunk.state, engine=ENGINE)
             return on_chunk(chunk)
 
-        return super()._run_nuts(settings, renamed, warm, window)
+        return super()._run_nuts(settings, renamed, warm, window, reestimate)
 
 
 def _pymc_jax() -> Any:

@@ -92,8 +92,9 @@ def sample_many(model: Any, datasets: Iterable[Mapping[str, Any]], *, out: str |
     :func:`resilient.sample`; fit ``i``'s seed comes from ``random_seed`` and ``i``.
 
     ``warm_start=True``: each fit after the first on a worker starts from the adaptation of the last accepted fit
-    of the same model on that worker (a checked 150-iteration window instead of ``tune``, falling back to the
-    full warm-up; see :mod:`resilient.warm_start`). Off by default: a fit's draws then depend on which fit ran
+    of the same model on that worker (a checked window instead of ``tune``, falling back to the full warm-up;
+    the fits have other data, so the window estimates the mass matrix again; on PyMC's NUTS, which cannot, the
+    fit warms up in full; see :mod:`resilient.warm_start`). Off by default: a fit's draws then depend on which fit ran
     before it on its worker, so the same seed no longer gives the same draws in every run.
 
     ``client``: ``None`` starts a ``LocalCluster`` on this machine (``workers`` processes, default one per
