@@ -130,6 +130,7 @@ def check_compiled(compiled: Any, model: Model | NativeModel, backend: str, *, r
     start = time.perf_counter()
     findings: list[Finding] = list(_rewrite_findings(compiled.sites, model.fix))
     findings += _prior_findings(compiled.sites)
+    findings += _name_findings(compiled.sites)
     findings += _observed_support_findings(compiled)
     points = _points(compiled, random_seed, prior_points, uniform_points, findings)
     numeric: dict[tuple, list[Finding]] = {}
@@ -185,6 +186,20 @@ def _prior_findings(sites: Mapping[str, Any]) -> list[Finding]:
                 fix=f"give {site.name} a weakly informative prior (e.g. Normal(0, 10))",
             ))
     return findings
+
+
+#: ArviZ's sample dimensions: a variable of either name is dropped from the posterior by ArviZ's converters
+SAMPLE_DIMENSIONS = ("chain", "draw")
+
+
+def _name_findings(sites: Mapping[str, Any]) -> list[Finding]:
+    """A site named ``chain`` or ``draw``: ArviZ's converters (``from_dict``, ``from_numpyro``) drop its draws
+    without a word, as they clash with the sample dimensions; refused before sampling instead."""
+    return [Finding("error", "name", name,
+                    f"the site `{name}` has the name of one of ArviZ's sample dimensions {list(SAMPLE_DIMENSIONS)}: "
+                    "its draws cannot be stored in the posterior (ArviZ drops them).",
+                    cause="a site named as a sample dimension", fix=f"rename `{name}` (e.g. `{name}_`)")
+            for name in sites if name in SAMPLE_DIMENSIONS]
 
 
 def _observed_support_findings(compiled: Any) -> list[Finding]:

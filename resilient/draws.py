@@ -135,7 +135,7 @@ def _dataset(group: Mapping[str, Any], coords: Mapping[str, Any], dims: Mapping[
     """``arviz_base.dict_to_dataset``'s Dataset built in one step: the same names, dimensions, coordinates
     and attributes, without a DataArray per variable and their alignment (about 80 ms of a small model's
     call, more than nutpie's sampling of it). None where two variables give one dimension other values
-    (``dict_to_dataset`` aligns them; that rare case is left to it)."""
+    (``dict_to_dataset`` aligns them), or where a variable is named as a dimension: those rare cases are left to it."""
     import xarray as xr
     from arviz_base import generate_dims_coords, rcParams
     from arviz_base.base import make_attrs
@@ -155,6 +155,8 @@ def _dataset(group: Mapping[str, Any], coords: Mapping[str, Any], dims: Mapping[
             else:
                 merged[dim] = index
         variables[var_name] = (var_dims, ary)
+    if set(variables) & set(merged):
+        return None  # a variable named as a dimension (a site `draw`, `theta_dim_0`): as ArviZ does
     return xr.Dataset(variables, coords=merged, attrs=make_attrs(sample_dims=sample_dims))
 
 

@@ -309,9 +309,15 @@ class _Gate:
             found = (f"the run stopped before every chain's window was checked ({len(rows)} of {len(self.window)}); "
                      "only checked chains' draws were kept")
         else:
+            if self.reestimated:  # a grown step size passes: say how it moved, not "within a factor"
+                ratios = [r[4] / r[5] for r in rows]
+                step = (f"step size x{min(ratios):.2g}-{max(ratios):.2g} of the saved one with the mass matrix "
+                        "estimated again")
+            else:
+                factor = max(max(r[4] / r[5], r[5] / r[4]) for r in rows)
+                step = f"step size within a factor {factor:.2f} of the saved one"
             found = (f"the check passed: acceptance {min(r[2] for r in rows):.2f}-{max(r[2] for r in rows):.2f} "
-                     f"(target {float(self.settings.target_accept):g}), step size within a factor "
-                     f"{max(max(r[4] / r[5], r[5] / r[4]) for r in rows):.2f} of the saved one, "
+                     f"(target {float(self.settings.target_accept):g}), {step}, "
                      f"{sum(r[3] for r in rows)} divergences in the windows' second halves")
         return Verdict(self.failed is None and len(rows) == len(self.window), found,
                        tuple(r[2] for r in rows), tuple(r[4] for r in rows),

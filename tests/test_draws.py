@@ -63,3 +63,31 @@ def test_a_dimension_two_variables_size_differently_is_left_to_arviz():
     slow = _from_dict({"posterior": post}, None, {"a": ["k"], "b": ["k"]})
     assert fast["posterior"].sizes["k"] == slow["posterior"].sizes["k"]
     assert np.isnan(fast["posterior"]["a"].values).sum() == np.isnan(slow["posterior"]["a"].values).sum()
+
+
+def test_a_variable_named_as_a_dimension_is_left_to_arviz_not_a_crash():
+    """A site called ``draw`` (or ``theta_dim_0``) collides with a dimension: the result must still come back,
+    as ArviZ builds it (found in review: the one-step build raised after sampling, losing the draws)."""
+    post = {"draw": np.zeros((1, 3)), "theta": np.ones((1, 3, 2)), "theta_dim_0": np.ones((1, 3))}
+    fast = to_datatree(post, {"diverging": np.zeros((1, 3), bool)})
+    slow = _from_dict({"posterior": post}, None, None)
+    assert list(fast["posterior"].data_vars) == list(slow["posterior"].data_vars)
+
+
+def test_a_site_named_as_a_sample_dimension_is_refused_before_sampling():
+    """ArviZ's converters drop a ``draw`` or ``chain`` variable silently (checked here, so the test fails if that
+    changes); preflight refuses the site by name with the fix instead of losing its draws."""
+    import resilient
+    from resilient.distributions import Normal
+    from resilient.model import sample
+
+    assert "draw" not in _from_dict({"posterior": {"draw": np.zeros((1, 3))}}, None, None)["posterior"].data_vars
+
+    def model():
+        sample("draw", Normal(0, 1))
+        sample("x", Normal(0, 1))
+
+    report = resilient.preflight(model, backend="numpyro")
+    assert not report.ok
+    (error,) = report.errors
+    assert error.site == "draw" and error.check == "name" and "rename `draw`" in error.fix
