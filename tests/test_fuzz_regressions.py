@@ -9,7 +9,7 @@ import pytest
 
 import resilient
 from resilient import math as rm
-from resilient.distributions import HalfFlat, HalfNormal, Normal, Poisson, Truncated
+from resilient.distributions import Categorical, Flat, HalfFlat, HalfNormal, Normal, Poisson, Truncated
 from resilient.errors import PreflightError, ResilientError
 from resilient.model import sample
 
@@ -110,3 +110,38 @@ def test_native_pymc_nan_literal_parameter_is_a_blocking_error_naming_the_site()
     assert not report.ok
     assert [f.site for f in report.errors] and {f.site for f in report.errors} == {"x0"}
     assert "literal parameter" in report.errors[0].cause and "give that parameter a number" in report.errors[0].fix
+
+
+def flat_beside_a_discrete_latent():
+    sample("mu", Flat())
+    sample("z", Normal(0, 1))
+    sample("x0", Categorical(np.array([0.2, 0.3, 0.5])))
+
+
+@pytest.mark.pymc
+def test_a_flat_latent_beside_a_discrete_one_samples_on_pymc_and_is_named_improper():
+    """Was (fuzz seed 2): PyTensor's DisconnectedInputError from pm.sample's step assignment, which differentiates
+    the log density by each latent when discrete latents make it assign the steps (mu's log density is constant)."""
+    with pytest.warns(resilient.ResilientWarning, match="mu"):
+        data = resilient.sample(flat_beside_a_discrete_latent, backend="pymc",
+                                policy=resilient.Policy(max_attempts=1), **RUN)
+    assert {"mu", "z", "x0"} <= set(data.posterior.data_vars)
+    report = resilient.preflight(flat_beside_a_discrete_latent, backend="pymc")
+    assert any(f.site == "mu" and f.check == "improper-posterior" for f in report.findings)
+
+
+def test_a_native_numpyro_site_named_by_a_variable_is_named_when_it_fails():
+    """Was (fuzz seed 2): an error raised while NumPyro draws or enumerates a site whose name is a variable
+    (``numpyro.sample(name, ...)``) named the line only; the site in progress is named now."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    def model():
+        for name in ("mu", "x1"):
+            if name == "mu":
+                numpyro.sample(name, dist.Normal(0, 1))
+            else:
+                numpyro.sample(name, dist.Binomial(total_count=2.5, probs=0.3), infer={"enumerate": "parallel"})
+
+    report = resilient.preflight(model)
+    assert [f.site for f in report.errors] == ["x1"], report.errors

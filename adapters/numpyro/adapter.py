@@ -143,8 +143,10 @@ def _on_device(args: tuple, kwargs: dict, *, float32: bool) -> tuple[tuple, dict
 
 def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:
     """The compile-time trace; a failure inside the user's model is a model error."""
+    current = _SiteInProgress()
     try:
-        return compiled._trace_once(seed)
+        with current:
+            return compiled._trace_once(seed)
     except ResilientError:
         raise
     except Exception as error:  # noqa: BLE001 - the model function raised: report it as the model's
@@ -152,12 +154,30 @@ def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:
 
         frames = traceback.extract_tb(error.__traceback__)
         where, site = _users_line(frames)
+        site = site or current.name
         in_truncation = any(Path(frame.filename).name == "truncated.py" for frame in frames)
         raise ModelError(
             f"Running the model {compiled.name!r} under NumPyro failed{where}: {type(error).__name__}: {error}"
             + (_TRUNCATION_HINT if isinstance(error, AssertionError) and in_truncation else ""),
             site=site,
         ) from error
+
+
+class _SiteInProgress(handlers.Messenger):
+    """The sample site NumPyro is processing (its name from the message, so a site named by a variable, as in
+    ``numpyro.sample(name, ...)``, is known too): an error raised while it is drawn or enumerated names it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name: str | None = None
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample":
+            self.name = msg["name"]
+
+    def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] == "sample":
+            self.name = None
 
 
 _TRUNCATION_HINT = (". NumPyro's TruncatedDistribution takes a base distribution on the whole real line (Normal, "

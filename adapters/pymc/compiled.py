@@ -603,6 +603,20 @@ class PyMCCompiledModel:
         return {"step": run.adopt(step) if run is not None else step,
                 "initvals": [self._initvals(self._flatten(point)) for point in points]}
 
+    def _compound_nuts(self, nuts: dict[str, Any]) -> list[Any]:
+        """A NUTS step over the continuous latents, for ``pm.sample`` to add the discrete latents' steps to.
+
+        With discrete latents ``pm.sample`` assigns every step itself, differentiating the log density with
+        respect to each continuous latent, and raises ``DisconnectedInputError`` for one it does not depend on
+        (a lone ``Flat``; found by the fuzzer, seed 2); NUTS built here tolerates it, as :meth:`_explicit_nuts`
+        does without discrete latents."""
+        from pymc.vartypes import discrete_types
+
+        model = self.sampling_model
+        continuous = [v for v in model.value_vars if v.dtype not in discrete_types]
+        with model:
+            return [pm.NUTS(vars=continuous, **nuts)]
+
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
         """:meth:`_run_nuts`; with ``settings.warm_state``, a warm start checked by
         :func:`resilient.warm_start.run_warm`, which falls back to the full warm-up."""
@@ -694,6 +708,8 @@ class PyMCCompiledModel:
             try:
                 if self._disconnected and not self.discrete_latents:
                     sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts, collector.run)
+                elif self._disconnected:
+                    sample_kwargs["step"] = self._compound_nuts(sample_kwargs.pop("nuts"))
                 pm.sample(
                     draws=int(settings.draws),
                     tune=int(settings.tune),
