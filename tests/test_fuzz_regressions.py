@@ -145,3 +145,4 @@ def test_a_native_numpyro_site_named_by_a_variable_is_named_when_it_fails():
 
     report = resilient.preflight(model)
     assert [f.site for f in report.errors] == ["x1"], report.errors
+    assert "while drawing site `x1`" in report.errors[0].message

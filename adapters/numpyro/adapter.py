@@ -154,7 +154,9 @@ def _run_model(compiled: NumPyroCompiledModel, seed: int = 0) -> dict:
 
         frames = traceback.extract_tb(error.__traceback__)
         where, site = _users_line(frames)
-        site = site or current.name
+        if site is None and current.name is not None:
+            site = current.name
+            where += f" while drawing site `{site}`"
         in_truncation = any(Path(frame.filename).name == "truncated.py" for frame in frames)
         raise ModelError(
             f"Running the model {compiled.name!r} under NumPyro failed{where}: {type(error).__name__}: {error}"
