@@ -603,19 +603,29 @@ class PyMCCompiledModel:
         return {"step": run.adopt(step) if run is not None else step,
                 "initvals": [self._initvals(self._flatten(point)) for point in points]}
 
-    def _compound_nuts(self, nuts: dict[str, Any]) -> list[Any]:
+    def _compound_nuts(self, nuts: dict[str, Any], mass_matrix: str = "diag", seed: Any = None) -> list[Any]:
         """A NUTS step over the continuous latents, for ``pm.sample`` to add the discrete latents' steps to.
 
-        With discrete latents ``pm.sample`` assigns every step itself, differentiating the log density with
+        With discrete latents ``pm.sample`` assigns every step itself: it differentiates the log density with
         respect to each continuous latent, and raises ``DisconnectedInputError`` for one it does not depend on
-        (a lone ``Flat``; found by the fuzzer, seed 2); NUTS built here tolerates it, as :meth:`_explicit_nuts`
-        does without discrete latents."""
+        (a lone ``Flat``; found by the fuzzer, seed 2), and it ignores ``init``, so NUTS adapts a diagonal mass
+        matrix whatever was asked. Built here, NUTS tolerates the first and adapts a dense mass matrix for
+        ``mass_matrix="full"`` (as ``init="jitter+adapt_full"`` would: the loop's dense-mass remedy would
+        otherwise change nothing it says it changed)."""
+        from pymc.step_methods.hmc import quadpotential
         from pymc.vartypes import discrete_types
 
         model = self.sampling_model
         continuous = [v for v in model.value_vars if v.dtype not in discrete_types]
+        kwargs = dict(nuts)
+        if mass_matrix == "full":
+            point = model.initial_point(random_seed=seed)
+            mean = np.concatenate([np.ravel(point[v.name]) for v in continuous]).astype(float)
+            with warnings.catch_warnings():  # PyMC's "QuadPotentialFullAdapt is an experimental feature", as the loop
+                warnings.filterwarnings("ignore", message=r".* is an experimental feature", category=UserWarning)
+                kwargs["potential"] = quadpotential.QuadPotentialFullAdapt(mean.size, mean, np.eye(mean.size), 10)
         with model:
-            return [pm.NUTS(vars=continuous, **nuts)]
+            return [pm.NUTS(vars=continuous, **kwargs)]
 
     def run_nuts(self, settings: NUTSSettings, on_chunk: Callable[[Chunk], bool]) -> NUTSRun:
         """:meth:`_run_nuts`; with ``settings.warm_state``, a warm start checked by
@@ -708,8 +718,9 @@ class PyMCCompiledModel:
             try:
                 if self._disconnected and not self.discrete_latents:
                     sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts, collector.run)
-                elif self._disconnected:
-                    sample_kwargs["step"] = self._compound_nuts(sample_kwargs.pop("nuts"))
+                elif self._disconnected or (self.discrete_latents and settings.mass_matrix == "full"):
+                    sample_kwargs["step"] = self._compound_nuts(sample_kwargs.pop("nuts"), settings.mass_matrix,
+                                                                settings.random_seed)
                 pm.sample(
                     draws=int(settings.draws),
                     tune=int(settings.tune),
