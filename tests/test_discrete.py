@@ -117,14 +117,19 @@ def test_a_shared_api_discrete_latent_runs_on_pymc_and_numpyro_says_to_use_it():
 @pytest.mark.filterwarnings("ignore::resilient.errors.ResilientWarning")  # 100 draws: the diagnostics are not the point
 def test_a_dense_mass_matrix_asked_beside_discrete_latents_is_the_one_nuts_adapts(switchpoint_compiled):
     """pm.sample ignores ``init`` when discrete latents make it assign the steps: NUTS adapted a diagonal mass
-    matrix while the loop's dense-mass remedy said dense. The adapter builds the NUTS step for a dense one."""
+    matrix while the loop's dense-mass remedy said dense (and for ``diag_grad``). The adapter builds the NUTS
+    step with the mass matrix asked."""
     from pymc.step_methods.hmc.quadpotential import QuadPotentialFullAdapt
 
     nuts = {"target_accept": 0.8, "max_treedepth": 10, "early_max_treedepth": 8}
+    from pymc.step_methods.hmc.quadpotential import QuadPotentialDiagAdaptExp
+
     (dense,) = switchpoint_compiled._compound_nuts(nuts, "full", 1)
     (diagonal,) = switchpoint_compiled._compound_nuts(nuts, "diag", 1)
+    (gradients,) = switchpoint_compiled._compound_nuts(nuts, "diag_grad", 1, 1000)
     assert isinstance(dense.potential, QuadPotentialFullAdapt)
-    assert not isinstance(diagonal.potential, QuadPotentialFullAdapt)
+    assert not isinstance(diagonal.potential, (QuadPotentialFullAdapt, QuadPotentialDiagAdaptExp))
+    assert isinstance(gradients.potential, QuadPotentialDiagAdaptExp)
     data = resilient.sample(switchpoint(), engine="pymc", mass_matrix="full", draws=100, tune=200, chains=2,
                             progressbar=False, random_seed=1, policy=resilient.Policy(max_attempts=1))
     assert set(data.posterior.data_vars) >= {"switchpoint"}

@@ -603,24 +603,29 @@ class PyMCCompiledModel:
         return {"step": run.adopt(step) if run is not None else step,
                 "initvals": [self._initvals(self._flatten(point)) for point in points]}
 
-    def _compound_nuts(self, nuts: dict[str, Any], mass_matrix: str = "diag", seed: Any = None) -> list[Any]:
+    def _compound_nuts(self, nuts: dict[str, Any], mass_matrix: str = "diag", seed: Any = None,
+                       tune: int = 1000) -> list[Any]:
         """A NUTS step over the continuous latents, for ``pm.sample`` to add the discrete latents' steps to.
 
         With discrete latents ``pm.sample`` assigns every step itself: it differentiates the log density with
         respect to each continuous latent, and raises ``DisconnectedInputError`` for one it does not depend on
         (a lone ``Flat``; found by the fuzzer, seed 2), and it ignores ``init``, so NUTS adapts a diagonal mass
-        matrix whatever was asked. Built here, NUTS tolerates the first and adapts a dense mass matrix for
-        ``mass_matrix="full"`` (as ``init="jitter+adapt_full"`` would: the loop's dense-mass remedy would
-        otherwise change nothing it says it changed)."""
+        matrix whatever was asked. Built here, NUTS tolerates the first and adapts the mass matrix asked:
+        dense for ``"full"`` and from the gradients for ``"diag_grad"``, as ``init="jitter+adapt_full"`` and
+        ``"jitter+adapt_diag_grad"`` would (the loop's dense-mass remedy would otherwise change nothing it says
+        it changed)."""
         from pymc.step_methods.hmc import quadpotential
         from pymc.vartypes import discrete_types
 
         model = self.sampling_model
         continuous = [v for v in model.value_vars if v.dtype not in discrete_types]
         kwargs = dict(nuts)
+        point = model.initial_point(random_seed=seed)
+        mean = np.concatenate([np.ravel(point[v.name]) for v in continuous]).astype(float)
+        if mass_matrix == "diag_grad":
+            kwargs["potential"] = quadpotential.QuadPotentialDiagAdaptExp(
+                mean.size, mean, alpha=0.02, use_grads=True, stop_adaptation=tune - 50 if tune > 250 else None)
         if mass_matrix == "full":
-            point = model.initial_point(random_seed=seed)
-            mean = np.concatenate([np.ravel(point[v.name]) for v in continuous]).astype(float)
             with warnings.catch_warnings():  # PyMC's "QuadPotentialFullAdapt is an experimental feature", as the loop
                 warnings.filterwarnings("ignore", message=r".* is an experimental feature", category=UserWarning)
                 kwargs["potential"] = quadpotential.QuadPotentialFullAdapt(mean.size, mean, np.eye(mean.size), 10)
@@ -718,9 +723,9 @@ class PyMCCompiledModel:
             try:
                 if self._disconnected and not self.discrete_latents:
                     sample_kwargs = self._explicit_nuts(settings, chains, init, initvals, nuts, collector.run)
-                elif self._disconnected or (self.discrete_latents and settings.mass_matrix == "full"):
+                elif self._disconnected or (self.discrete_latents and settings.mass_matrix != "diag"):
                     sample_kwargs["step"] = self._compound_nuts(sample_kwargs.pop("nuts"), settings.mass_matrix,
-                                                                settings.random_seed)
+                                                                settings.random_seed, int(settings.tune))
                 pm.sample(
                     draws=int(settings.draws),
                     tune=int(settings.tune),
