@@ -404,8 +404,12 @@ def _initial_points(compiled: Any, strategy: str, chains: int, seed: int, retrie
             try:
                 x = np.asarray(compiled.initial_point(strategy, seed + 7919 * chain + trial), float)
             except Exception as error:  # e.g. no prior draws from a Flat prior
+                improper = [f"`{name}`" for name, site in getattr(compiled, "sites", {}).items()
+                            if getattr(site, "family", None) in ("Flat", "HalfFlat")]
+                hint = (f" ({', '.join(improper)}: an improper prior, which cannot be drawn from; give it a proper "
+                        "prior, e.g. Normal(0, 10))" if strategy == "prior" and improper else "")
                 raise _InitializationFailed(
-                    f"the {strategy!r} initial points cannot be made: {type(error).__name__}: {error}") from error
+                    f"the {strategy!r} initial points cannot be made: {type(error).__name__}: {error}{hint}") from error
             value, gradient = compiled.log_density_and_gradient(x)
             if np.isfinite(value) and np.all(np.isfinite(gradient)):
                 points.append(x)

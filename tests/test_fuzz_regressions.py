@@ -146,3 +146,20 @@ def test_a_native_numpyro_site_named_by_a_variable_is_named_when_it_fails():
     report = resilient.preflight(model)
     assert [f.site for f in report.errors] == ["x1"], report.errors
     assert "while drawing site `x1`" in report.errors[0].message
+
+
+def flat_under_a_hierarchy():
+    mu = sample("mu", Flat())
+    tau = sample("tau", HalfNormal(1))
+    sample("theta", Normal(mu, tau))
+
+
+@pytest.mark.pymc
+def test_prior_initial_points_a_flat_prior_cannot_give_name_the_site():
+    """Was (fuzz seed 3): the loop's last remedy asked for prior draws as initial points, a Flat cannot give them,
+    and the final error named no site."""
+    from resilient.loop import _InitializationFailed, _initial_points
+
+    compiled = resilient.compile(flat_under_a_hierarchy, backend="pymc").compiled
+    with pytest.raises(_InitializationFailed, match=r"`mu`: an improper prior, which cannot be drawn from"):
+        _initial_points(compiled, "prior", 2, 0, 3)
