@@ -96,6 +96,7 @@ def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, 
     ``coords`` and ``dims`` (variable -> dimension names, as in ``pm.Model(coords=...)``), and
     ``constant_data`` (``pm.Data``). Without it dimensions are ArviZ's ``x_dim_0`` ...
     """
+    import xarray as xr
     from arviz_base import from_dict
 
     layout = dict(layout or {})
@@ -123,8 +124,6 @@ def to_datatree(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, 
             # save_warmup: from_dict drops warmup_* groups unless asked (ArviZ's rcParams default).
             datasets[name] = from_dict({name: group}, coords=coords or None, dims=dims or None,
                                        save_warmup=True)[name].to_dataset()
-    import xarray as xr
-
     data = xr.DataTree.from_dict(datasets)
     data.attrs.update(dict(attrs or {}))
     return data

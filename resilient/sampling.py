@@ -220,6 +220,7 @@ class CompiledSampler:
         else:
             return None, None
         why = _another_model(state, self.compiled) if given is not None else None
+        other_data = given is not None and why is None and _other_data(state, self.compiled)
         if why is not None:
             pass
         elif options.initvals is not None:
@@ -228,11 +229,10 @@ class CompiledSampler:
             why = "a checkpointed run warms up in full, so that a resume continues it as written"
         else:
             why = settings_mismatch(state, engine, options.chains, options.mass_matrix, options.tune,
-                                    REESTIMATE_WINDOW if given is not None and _other_data(state, self.compiled)
-                                    else WINDOW)
+                                    REESTIMATE_WINDOW if other_data else WINDOW)
         if why is not None:
             return None, f"not used ({source}): {why}"
-        if given is not None and _other_data(state, self.compiled):  # sample_many's and sbc's next data set
+        if other_data:  # sample_many's and sbc's next data set
             return WarmStart.of_other_data(state, source), None
         return WarmStart(state, source), None
 

@@ -328,10 +328,10 @@ def run_warm(compiled: Any, engine: str, settings: NUTSSettings, on_chunk: Calla
              run: Callable[..., NUTSRun]) -> NUTSRun:
     """``compiled.run_nuts`` for settings that carry a :class:`WarmStart` (``settings.warm_state``).
 
-    ``run(settings, on_chunk, warm=None, window=0)`` is the engine's own run: with ``warm`` (the saved
+    ``run(settings, on_chunk, warm=None, window=0, reestimate=False)`` is the engine's own run: with ``warm`` (the saved
     :class:`~resilient.sampler_state.SamplerState`) it starts each chain at ``settings.initial_points`` (the saved
     positions) with the saved adaptation and warms up for ``window`` iterations instead of ``settings.tune``;
-    ``reestimate=True`` is passed too for a state of other data (:attr:`WarmStart.reestimate`). A state that does
+    ``reestimate`` (:attr:`WarmStart.reestimate`) says whether the state may be of other data. A state that does
     not fit this run (another model, engine, chain count, mass matrix kind; see :func:`_unusable`) is not used; a window
     that fails its check (or makes the engine fail) stops, and the run warms up in full from the loop's
     initial points. Either way ``warm.log`` says what happened, and so does the result's ``extra``.
@@ -352,8 +352,7 @@ def run_warm(compiled: Any, engine: str, settings: NUTSSettings, on_chunk: Calla
                              "mass_matrix": ("estimated again in the window (the state may be of other data)"
                                              if warm.reestimate else "the saved one")}
     try:
-        again = {"reestimate": True} if warm.reestimate else {}  # an engine's run without the keyword keeps working
-        outcome = run(window, gate, warm=state, window=warm.window, **again)
+        outcome = run(window, gate, warm=state, window=warm.window, reestimate=warm.reestimate)
     except WarmStartRefused as refused:
         warm.note(settings.random_seed, {"used": False, "source": warm.source, "why": str(refused)})
         return run(cold, on_chunk)

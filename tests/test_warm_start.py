@@ -85,7 +85,7 @@ class _Engine:
     def observed_data(self) -> dict[str, np.ndarray]:
         return {}
 
-    def run(self, settings: NUTSSettings, on_chunk, warm=None, window: int = 0) -> NUTSRun:
+    def run(self, settings: NUTSSettings, on_chunk, warm=None, window: int = 0, reestimate: bool = False) -> NUTSRun:
         tune = window if warm is not None else settings.tune
         step = self.warm_step if warm is not None else 0.5
         self.runs.append((tune, warm is not None))

@@ -620,12 +620,13 @@ class PyMCCompiledModel:
         model = self.sampling_model
         continuous = [v for v in model.value_vars if v.dtype not in discrete_types]
         kwargs = dict(nuts)
-        point = model.initial_point(random_seed=seed)
-        mean = np.concatenate([np.ravel(point[v.name]) for v in continuous]).astype(float)
+        if mass_matrix in ("diag_grad", "full"):
+            point = model.initial_point(random_seed=seed)
+            mean = np.concatenate([np.ravel(point[v.name]) for v in continuous]).astype(float)
         if mass_matrix == "diag_grad":
             kwargs["potential"] = quadpotential.QuadPotentialDiagAdaptExp(
                 mean.size, mean, alpha=0.02, use_grads=True, stop_adaptation=tune - 50 if tune > 250 else None)
-        if mass_matrix == "full":
+        elif mass_matrix == "full":
             with warnings.catch_warnings():  # PyMC's "QuadPotentialFullAdapt is an experimental feature", as the loop
                 warnings.filterwarnings("ignore", message=r".* is an experimental feature", category=UserWarning)
                 kwargs["potential"] = quadpotential.QuadPotentialFullAdapt(mean.size, mean, np.eye(mean.size), 10)
