@@ -58,7 +58,7 @@ MODELS = ("eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq", "ar
           "mesquite-logmesquite", "earnings-logearn_height", "motivating", "eight_schools_centered")
 RAW = ("pymc", "nutpie", "numpyro")
 SIDES = (*RAW, "resilient-auto", "resilient-nutpie")
-EXTRA = ("nutpie-jax", "resilient-jax", "resilient-nutpie-numpyro")
+EXTRA = ("nutpie-jax", "resilient-jax", "resilient-nutpie-numpyro", "resilient-numpyro")
 #: calls per process: auto also makes a third (its ski rental may buy nutpie's compilation on the second).
 PHASES = ("cold", "warm", "third")
 #: the call of the second process (on the caches the first process filled)
@@ -137,7 +137,7 @@ def _call(side: str, name: str) -> dict:
                 from resilient import record
 
                 how = {"resilient-auto": {"engine": "auto"}, "resilient-nutpie": {"engine": "nutpie"},
-                       "resilient-jax": {"backend": "jax"}}[side]
+                       "resilient-jax": {"backend": "jax"}, "resilient-numpyro": {"engine": "numpyro"}}[side]
                 result = resilient.sample(model=model, draws=DRAWS, tune=TUNE, chains=CHAINS, random_seed=SEED,
                                           progressbar=False, **how)
                 run = record.read_run(result) or {}

@@ -477,9 +477,15 @@ class PyMCCompiledModel:
                 return self._flatten(self._initial_point_fn("prior")(seed))
         if strategy == "median":
             return self._median.copy()
+        return self.jittered_point(rng, self.log_density)
+
+    def jittered_point(self, rng: np.random.Generator, log_density: Callable[[np.ndarray], float]) -> np.ndarray:
+        """PyMC's ``jitter+adapt_diag`` start, redrawn while ``log_density`` (the engine's: an engine over another
+        compilation of this model checks with its own, so PyMC's function is not compiled for nothing) is not
+        finite."""
         for _ in range(10):
             x = self._median + rng.uniform(-1.0, 1.0, size=self.dimension)
-            if np.isfinite(self.log_density(x)):
+            if np.isfinite(log_density(x)):
                 break
         return x
 

@@ -96,6 +96,11 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
                 self.translate_seconds = time.perf_counter() - started
             return self._jax
 
+    def prepare(self) -> None:
+        """Translate the model now (``engine="auto"`` asks before it settles on this engine): raises where PyMC's
+        JAX translation cannot take one of the model's operations."""
+        self.jax_functions  # noqa: B018
+
     def _inputs(self, x: Any) -> list[Any]:
         """The value variables' arrays from the flat vector (jax-traceable), in ``inner``'s layout."""
         import jax.numpy as jnp
@@ -130,6 +135,10 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
         return super().log_density_and_gradient(x)
 
     def initial_point(self, strategy: str = "default", random_seed: int | None = None) -> np.ndarray:
+        """The inner model's starts; ``default`` redrawn while the JAX log density (not PyMC's, which would be
+        compiled for this alone) is not finite."""
+        if strategy == "default":
+            return self.inner.jittered_point(np.random.default_rng(random_seed), self.log_density)
         return self.inner.initial_point(strategy, random_seed)
 
     def with_data(self, args: tuple, kwargs: Mapping[str, Any]) -> Any:
