@@ -96,11 +96,6 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
                 self.translate_seconds = time.perf_counter() - started
             return self._jax
 
-    def prepare(self) -> None:
-        """Translate the model now (``engine="auto"`` asks before it settles on this engine): raises where PyMC's
-        JAX translation cannot take one of the model's operations."""
-        self.jax_functions  # noqa: B018
-
     def _inputs(self, x: Any) -> list[Any]:
         """The value variables' arrays from the flat vector (jax-traceable), in ``inner``'s layout."""
         import jax.numpy as jnp
