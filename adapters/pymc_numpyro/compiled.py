@@ -79,7 +79,8 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
     def jax_functions(self) -> tuple[Callable, Callable, tuple[str, ...]]:
         """``(logp, values, names)``: the JAX functions PyMC's ``get_jaxified_graph`` makes of the model's log
         density (Jacobians included) and of its free variables and deterministics (``names``), each a function
-        of the value variables in ``inner``'s order; made once, with x64 on and the process's flag restored."""
+        of the value variables in ``inner``'s order; made once, with x64 on and the process's flag restored.
+        ``logp``'s derivative is PyTensor's symbolic gradient, the one PyMC's NUTS runs (:func:`_pytensor_gradient`)."""
         with self._jax_lock:
             if self._jax is None:
                 import time
@@ -88,7 +89,7 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
                 inner = self.inner
                 with _x64_restored():
                     get_jaxified_graph = _pymc_jax().get_jaxified_graph
-                    logp = get_jaxified_graph(inputs=inner.value_vars, outputs=[inner.model.logp()])
+                    logp = _pytensor_gradient(get_jaxified_graph, inner.value_vars, inner.model.logp())
                     outputs = inner._constrain_outputs()
                     values = get_jaxified_graph(inputs=inner.value_vars, outputs=outputs) if outputs else (
                         lambda *args: [])
@@ -166,6 +167,31 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
             return on_chunk(chunk)
 
         return super()._run_nuts(settings, renamed, warm, window, reestimate)
+
+
+def _pytensor_gradient(get_jaxified_graph: Callable, inputs: list[Any], logp: Any) -> Callable:
+    """The JAX log density of ``inputs`` whose derivative (``jax.custom_jvp``, so ``jax.grad`` and NumPyro's NUTS
+    use it) is PyTensor's symbolic gradient, translated with it. JAX's own autodiff of the translation differentiates
+    both branches of a ``switch`` and multiplies the one not taken by zero: PyMC's numerically guarded log CDFs
+    (a Truncated Normal's tail, P4) then give a NaN gradient where the log density and PyTensor's gradient are
+    finite."""
+    import jax
+    import jax.numpy as jnp
+    import pytensor
+
+    gradients = pytensor.grad(logp, inputs, disconnected_inputs="ignore")
+    both = get_jaxified_graph(inputs=inputs, outputs=[logp, *gradients])
+
+    @jax.custom_jvp
+    def value(*values: Any) -> Any:
+        return both(*values)[0]
+
+    @value.defjvp
+    def _jvp(primals: tuple, tangents: tuple) -> tuple[Any, Any]:
+        out = both(*primals)
+        return out[0], sum(jnp.sum(g * t) for g, t in zip(out[1:], tangents))
+
+    return lambda *values: [value(*values)]
 
 
 def _pymc_jax() -> Any:
