@@ -1,5 +1,7 @@
 """A pm.Model on NumPyro's NUTS through PyMC's JAX translation (issue #24, item 3): ``engine="numpyro"`` or
-pm.sample's ``nuts_sampler="numpyro"`` on a pm.Model runs the pymc_numpyro engine, opt-in (auto does not pick it).
+pm.sample's ``nuts_sampler="numpyro"`` on a pm.Model runs the pymc_numpyro engine, opt-in (auto does not pick it),
+differentiated by PyTensor's symbolic gradient (JAX's autodiff of the translation gives NaN through PyMC's guarded
+log CDFs).
 
 Every guarantee holds there: preflight evaluates the JAX function NUTS runs, a time budget stops the run between
 chunks and keeps the finished draws, the checkpoint's sampler state resumes it, the DataTree has pm.sample's groups,
@@ -186,6 +188,63 @@ def test_a_checkpointed_run_stopped_by_its_budget_resumes_where_it_stopped(sampl
 
 
 # --- agreement (slow: PyMC's NUTS and a longer run) ---
+
+
+def _far_tail():
+    """P4 as a pm.Model: a Normal truncated 40 sd out, whose log normaliser PyMC guards with a switch."""
+    with pm.Model() as model:
+        mu = pm.Normal("mu", 0, 1)
+        pm.Truncated("V", pm.Normal.dist(mu, 1), lower=40.0)
+    return model
+
+
+def test_the_gradient_is_pytensors_where_jaxs_autodiff_of_a_switch_gives_nan():
+    """JAX's autodiff of the translation differentiates both branches of PyMC's guarded log CDF (the branch not
+    taken has an infinite derivative, times zero: NaN in mu at every point). The engine's gradient is PyTensor's,
+    as PyMC's NUTS has it: equal to PyMC's own at the initial point and in the tail."""
+    import jax
+
+    sampler = resilient.compile(_far_tail(), engine="numpyro")
+    assert sampler.choose_engine().engine == "pymc_numpyro"
+    engine_model = sampler.cache[("pymc_numpyro", sampler.model)]
+    inner = engine_model.inner
+    logp = engine_model.jax_functions[0]
+    for mu, v in ((0.0, 40.5), (-0.5354, 41.93), (2.0, 45.0)):
+        x = inner.unconstrain({"mu": np.array(mu), "V": np.array(v)})
+        value, gradient = engine_model.log_density_and_gradient(x)
+        expected_value, expected_gradient = inner.log_density_and_gradient(x)
+        assert np.isfinite(gradient).all() and value == pytest.approx(expected_value, rel=1e-10)
+        np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-8)
+    with jax.enable_x64(True):  # what the bare translation's autodiff gives, so this test fails if PyMC fixes it
+        from pymc.sampling.jax import get_jaxified_graph
+
+        bare = get_jaxified_graph(inputs=inner.value_vars, outputs=[inner.model.logp()])
+        point = [np.asarray(a) for a in inner._inputs(inner.unconstrain({"mu": np.array(0.0), "V": np.array(40.5)}))]
+        assert np.isnan(jax.grad(lambda *a: bare(*a)[0])(*point))
+        assert np.isfinite(jax.grad(lambda *a: logp(*a)[0])(*point))
+
+
+@pytest.mark.slow
+def test_the_far_tail_samples_where_raw_pm_sample_on_numpyro_diverges_on_every_draw():
+    """P4 on engine='numpyro': every draw of raw pm.sample(nuts_sampler='numpyro') diverges (NaN gradients) and mu's
+    sd is far from its prior's 1; Resilient's draws are mu ~ Normal(0, 1) within MCSE and V above the bound."""
+    model = _far_tail()
+    raw = _quiet(pm.sample, draws=500, tune=500, chains=2, nuts_sampler="numpyro", random_seed=SEED,
+                 progressbar=False, model=model)
+    assert raw.sample_stats["diverging"].values.mean() > 0.5
+    result = _quiet(resilient.sample, model, engine="numpyro", draws=1000, **RUN)
+    assert record.read_run(result)["status"] == "ok" and result.sample_stats["diverging"].values.sum() == 0
+    mu = result.posterior["mu"].values
+    ess = _ess_bulk(mu)
+    assert abs(mu.mean()) < 4 / np.sqrt(ess)  # 4 MCSE of the mean of a unit-sd posterior
+    assert abs(mu.std() - 1.0) < 4 / np.sqrt(2 * ess)  # 4 MCSE of its sd (normal approximation)
+    assert (result.posterior["V"].values >= 40.0).all()
+
+
+def _ess_bulk(values: np.ndarray) -> float:
+    from arviz_stats.base import array_stats
+
+    return float(array_stats.ess(values, chain_axis=0, draw_axis=1, method="bulk"))
 
 
 @pytest.mark.slow
