@@ -362,6 +362,8 @@ class _Candidate:
     quality: Quality
     finished: bool
     statistical: bool  # the draws form a valid (if poor) Markov chain: no crash, no stuck chain, finite values
+    #: within the policy's limits, retried only to do better (a few divergences, R-hat between goal and retry line)
+    acceptable: bool = False
 
     def key(self, policy: Policy) -> tuple:
         rank = badness(self.quality, rhat_limit=policy.rhat_limit, min_ess_per_chain=policy.min_ess_bulk_per_chain,
@@ -584,7 +586,12 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
 
     def give_up(summary: str, failure: str, message: str, fallback: _Candidate | None,
                 crash: BaseException | None = None) -> Any:
-        """No remedy left: the best statistical attempt with a warning, or SamplingFailed with the best draws."""
+        """No remedy left: an attempt within the policy's limits (retried only to do better), else the best
+        statistical attempt with a warning, or SamplingFailed with the best draws."""
+        within = _best([c for c in candidates if c.acceptable], policy)
+        if within is not None:
+            return finish(within, "ok", f"accepted attempt {within.number}, within the policy's limits: the "
+                                        f"remedies after it did not do better ({_ledger(candidates, attempts)})")
         usable = [c for c in candidates if c.statistical]
         if failure in STATISTICAL and policy.on_exhausted == "warn" and usable:
             chosen = _best(usable, policy)
@@ -831,7 +838,7 @@ def run_loop(model: Model | NativeModel, backend: str, settings: NUTSSettings, p
             if going_on is not None:  # the continuation holds its origin's draws and more: it replaces it
                 candidates[:] = [c for c in candidates if c.number != going_on.number]
             candidates.append(_Candidate(number, data, quality, finished=crash is None,
-                                         statistical=failure in STATISTICAL))
+                                         statistical=failure in STATISTICAL, acceptable=soft or soft_rhat))
         continuable = (crash is None and capabilities(state.backend).resume
                        and set(states) == set(range(settings.chains)))
         ran = (_Finished(number, buffer, states, buffer.complete_draws, last_seconds, acceptable=soft_rhat)
