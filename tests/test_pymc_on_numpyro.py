@@ -209,6 +209,7 @@ def test_the_gradient_is_pytensors_where_jaxs_autodiff_of_a_switch_gives_nan():
     engine_model = sampler.cache[("pymc_numpyro", sampler.model)]
     inner = engine_model.inner
     logp = engine_model.jax_functions[0]
+    assert engine_model.gradient == "pytensor"
     for mu, v in ((0.0, 40.5), (-0.5354, 41.93), (2.0, 45.0)):
         x = inner.unconstrain({"mu": np.array(mu), "V": np.array(v)})
         value, gradient = engine_model.log_density_and_gradient(x)
@@ -222,6 +223,23 @@ def test_the_gradient_is_pytensors_where_jaxs_autodiff_of_a_switch_gives_nan():
         point = [np.asarray(a) for a in inner._inputs(inner.unconstrain({"mu": np.array(0.0), "V": np.array(40.5)}))]
         assert np.isnan(jax.grad(lambda *a: bare(*a)[0])(*point))
         assert np.isfinite(jax.grad(lambda *a: logp(*a)[0])(*point))
+
+
+def test_a_gradient_graph_jax_cannot_trace_falls_back_to_jaxs_autodiff():
+    """The corpus's GaussianRandomWalk (its length from dims): its PyTensor gradient splits by sizes computed from
+    values, which jit cannot trace, so the engine takes JAX's autodiff of the translated log density instead; its
+    gradient still equals PyMC's."""
+    from tests.corpus.pymc_models import gaussian_random_walk
+
+    sampler = resilient.compile(gaussian_random_walk(), engine="numpyro")
+    sampler.choose_engine()
+    engine_model = sampler.cache[("pymc_numpyro", sampler.model)]
+    x = engine_model.inner.initial_point("median") + 0.3
+    value, gradient = engine_model.log_density_and_gradient(x)
+    assert engine_model.gradient == "jax"
+    expected_value, expected_gradient = engine_model.inner.log_density_and_gradient(x)
+    assert value == pytest.approx(expected_value, rel=1e-10)
+    np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-8)
 
 
 @pytest.mark.slow

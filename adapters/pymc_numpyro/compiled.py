@@ -56,6 +56,8 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
         self._jax_lock = threading.Lock()
         self._jax: tuple[Callable, Callable, tuple[str, ...]] | None = None
         self.translate_seconds: float | None = None
+        #: whose gradient NUTS runs: "pytensor" (PyTensor's, translated) or "jax" (JAX's autodiff), once translated
+        self.gradient: str | None = None
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "inner":
@@ -89,7 +91,8 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
                 inner = self.inner
                 with _x64_restored():
                     get_jaxified_graph = _pymc_jax().get_jaxified_graph
-                    logp = _pytensor_gradient(get_jaxified_graph, inner.value_vars, inner.model.logp())
+                    logp, self.gradient = _with_gradient(get_jaxified_graph, inner.value_vars, inner.model.logp(),
+                                                         [(shape, dtype) for _, _, shape, dtype, _ in inner._layout])
                     outputs = inner._constrain_outputs()
                     values = get_jaxified_graph(inputs=inner.value_vars, outputs=outputs) if outputs else (
                         lambda *args: [])
@@ -167,6 +170,23 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
             return on_chunk(chunk)
 
         return super()._run_nuts(settings, renamed, warm, window, reestimate)
+
+
+def _with_gradient(get_jaxified_graph: Callable, inputs: list[Any], logp: Any,
+                   shapes: list[tuple[tuple[int, ...], str]]) -> tuple[Callable, str]:
+    """The JAX log density of ``inputs`` and which gradient it has: ``"pytensor"``, PyTensor's symbolic gradient
+    translated with it (:func:`_pytensor_gradient`), where JAX can trace that graph at the inputs' ``shapes``;
+    else ``"jax"``, JAX's autodiff of the translated log density (a gradient graph with sizes computed from values,
+    as ZeroSumNormal's and GaussianRandomWalk's have, cannot be jitted)."""
+    import jax
+
+    try:
+        function = _pytensor_gradient(get_jaxified_graph, inputs, logp)
+        jax.eval_shape(jax.value_and_grad(lambda *values: function(*values)[0], argnums=tuple(range(len(inputs)))),
+                       *[jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes])
+        return function, "pytensor"
+    except Exception:  # noqa: BLE001 - any failure to build or trace it: the translation's own autodiff
+        return get_jaxified_graph(inputs=inputs, outputs=[logp]), "jax"
 
 
 def _pytensor_gradient(get_jaxified_graph: Callable, inputs: list[Any], logp: Any) -> Callable:
