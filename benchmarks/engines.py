@@ -24,7 +24,8 @@ repeat, so load falls on all alike); the table gives medians. Sides:
 * not in the default set, for the ways nutpie runs that ``auto`` never picks: ``nutpie-jax``:
   ``nutpie.compile_pymc_model(model, backend="jax")``; ``resilient-jax``: ``resilient.sample(pm_model,
   backend="jax")``; ``resilient-nutpie-numpyro``: ``resilient.sample(numpyro_fn, engine="nutpie")`` (nutpie's
-  function interface over NumPyro's log density).
+  function interface over NumPyro's log density); ``resilient-numpyro``: ``resilient.sample(pm_model,
+  engine="numpyro")`` (NumPyro's NUTS over PyMC's JAX translation, opt-in).
 
 Ratios are to the fastest raw side per model (medians; cold to cold, warm to warm, the second process to raw
 nutpie's cold call: issue #24's goal is at most 0.8). Each row records the 1-minute load average before each
