@@ -336,6 +336,15 @@ def _attribute(compiled: Any, model: Model | NativeModel, x: np.ndarray, label: 
                 f"because {cause}.", parameter=latent, values=constrained, cause=cause,
                 fix=_suggested_fix(site, cause),
             ))
+    if not findings and np.isfinite(value):  # the value is finite: the gradient is what is not
+        latents = [name for name, block in compiled.blocks().items() if not np.all(np.isfinite(gradient[block]))]
+        findings.append(Finding(
+            "error", "gradient", None,
+            f"The gradient of the log density with respect to {', '.join(latents) or 'the latents'} is NaN or "
+            f"infinite at {where}, where the log density ({value:.6g}) and every site term's gradient are finite: "
+            "the engine differentiates the log density otherwise than the site terms are (an autodiff through a "
+            "guarded branch), or the Jacobian of a transform overflows there.", parameter=latents[0] if latents else
+            None, values=constrained, cause="gradient of the whole log density"))
     if not findings:
         findings.append(Finding(
             "error", "log-density", None,

@@ -242,6 +242,27 @@ def test_a_gradient_graph_jax_cannot_trace_falls_back_to_jaxs_autodiff():
     np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-8)
 
 
+def test_preflight_names_the_variable_whose_gradient_alone_is_not_finite(monkeypatch):
+    """With JAX's autodiff (PyTensor's gradient switched off here), P4's log density is finite and its gradient in mu
+    NaN, while PyMC's per-site terms and gradients are finite: preflight says so and names mu (it said the log
+    density was -inf and blamed a transform's Jacobian)."""
+    from resilient.adapters.pymc_numpyro import compiled as module
+    from resilient.checks import run_preflight
+
+    def untraceable(*args, **kwargs):
+        raise NotImplementedError("switched off by the test")
+
+    monkeypatch.setattr(module, "_pytensor_gradient", untraceable)
+    sampler = resilient.compile(_far_tail(), engine="numpyro")
+    sampler.choose_engine()
+    engine_model = sampler.cache[("pymc_numpyro", sampler.model)]
+    report = run_preflight(sampler.model, "pymc", compiled=engine_model)[0]
+    assert engine_model.gradient == "jax"
+    found = [f for f in report.errors if f.check == "gradient" and f.site is None]
+    assert found and found[0].parameter == "mu"
+    assert "with respect to mu is NaN or infinite" in found[0].message and "-inf" not in found[0].message
+
+
 @pytest.mark.slow
 def test_the_far_tail_samples_where_raw_pm_sample_on_numpyro_diverges_on_every_draw():
     """P4 on engine='numpyro': every draw of raw pm.sample(nuts_sampler='numpyro') diverges (NaN gradients) and mu's
