@@ -225,6 +225,7 @@ def test_the_gradient_is_pytensors_where_jaxs_autodiff_of_a_switch_gives_nan():
         assert np.isfinite(jax.grad(lambda *a: logp(*a)[0])(*point))
 
 
+@pytest.mark.slow  # a JAX compilation; the default suite is near its 4 minutes
 def test_a_gradient_graph_jax_cannot_trace_falls_back_to_jaxs_autodiff():
     """The corpus's GaussianRandomWalk (its length from dims): its PyTensor gradient splits by sizes computed from
     values, which jit cannot trace, so the engine takes JAX's autodiff of the translated log density instead; its
@@ -242,6 +243,7 @@ def test_a_gradient_graph_jax_cannot_trace_falls_back_to_jaxs_autodiff():
     np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-8)
 
 
+@pytest.mark.slow  # a JAX compilation; the default suite is near its 4 minutes
 def test_preflight_names_the_variable_whose_gradient_alone_is_not_finite(monkeypatch):
     """With JAX's autodiff (PyTensor's gradient switched off here), P4's log density is finite and its gradient in mu
     NaN, while PyMC's per-site terms and gradients are finite: preflight says so and names mu (it said the log
