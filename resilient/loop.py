@@ -892,6 +892,9 @@ def _stop(data: Any, message: str, attempts: list[Attempt], report: Any, policy:
     if (budget or interrupted) and data is not None:
         warn(f"Resilient: {summary}. The result holds only the finished draws.")
         return data
-    raise SamplingFailed(f"Sampling failed: {summary}. The attempt log, the preflight report and the best "
+    improper = next((f for f in getattr(report, "findings", ()) if f.check == "improper-posterior"), None)
+    said = "" if improper is None else (f" Preflight had warned: {improper.message}"
+                                        + (f" Fix: {improper.fix}." if improper.fix else ""))
+    raise SamplingFailed(f"Sampling failed: {summary}.{said} The attempt log, the preflight report and the best "
                          "draws that ran are attached to this error (.attempts, .preflight, .partial).",
                          attempts=tuple(attempts), preflight=report, partial=data) from cause

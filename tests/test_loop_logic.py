@@ -665,3 +665,20 @@ def test_the_retry_for_a_few_divergences_starts_from_the_first_attempts_adaptati
     assert warm.source.startswith("attempt 1's adaptation")
     given, _ = run(checkpoint=Checkpoint(tmp_path, {}))
     assert given[1].warm_state is None, "a checkpointed run warms up in full, so that a resume continues it as written"
+
+
+def test_a_failure_after_preflight_warned_of_an_improper_posterior_names_the_site_and_the_fix():
+    """Fuzz seed 3: a lone Flat's dense-mass remedy crashed PyMC's NUTS (inf in the adapted matrix) and the final
+    error named only the sampler error; preflight had named the site. The error now repeats preflight's word."""
+    from resilient.findings import Finding, PreflightReport
+    from resilient.loop import _stop
+
+    report = PreflightReport("m", "pymc", (Finding(
+        "warning", "improper-posterior", "mu", "mu ~ Flat(): the posterior is improper: ...", parameter="mu",
+        fix="give mu a proper prior (e.g. HalfNormal(10) or Normal(0, 10)), or make data depend on it"),))
+    with pytest.raises(SamplingFailed, match=r"Preflight had warned: mu ~ Flat\(\): the posterior is improper.*Fix: "
+                                             r"give mu a proper prior"):
+        _stop(None, "attempt 2 failed: PyMC's NUTS stopped chain 0", [], report, Policy(), lambda text: None)
+    with pytest.raises(SamplingFailed) as plain:
+        _stop(None, "attempt 1 failed", [], PreflightReport("m", "pymc"), Policy(), lambda text: None)
+    assert "Preflight had warned" not in str(plain.value)
