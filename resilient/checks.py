@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from resilient.distributions import IMPROPER_FAMILIES
 from resilient.errors import ModelError, ParameterError, ResilientError
 from resilient.findings import Finding, PreflightReport
 from resilient.model import Model, NativeModel
@@ -178,7 +179,7 @@ def _prior_findings(sites: Mapping[str, Any]) -> list[Finding]:
     findings = []
     for site in sites.values():
         declared = getattr(site, "declared", None)
-        if site.kind == "latent" and declared is not None and getattr(declared, "family", "") in ("Flat", "HalfFlat"):
+        if site.kind == "latent" and declared is not None and getattr(declared, "family", "") in IMPROPER_FAMILIES:
             findings.append(Finding(
                 "info", "prior", site.name,
                 f"{site.name} ~ {site.description}: an improper prior; the posterior is proper only if the "
@@ -246,7 +247,7 @@ def _improper_findings(compiled: Any, x: np.ndarray) -> list[Finding]:
     for name in compiled.latent_names:
         site = compiled.sites.get(name)
         family = getattr(site, "family", None)
-        if family not in (None, "Flat", "HalfFlat") or name not in blocks or len(findings) >= 5:
+        if family not in (None, *IMPROPER_FAMILIES) or name not in blocks or len(findings) >= 5:
             continue
         direction = np.zeros_like(x)
         direction[blocks[name]] = 1.0
@@ -288,7 +289,7 @@ def _points(compiled: Any, seed: int, prior_points: int, uniform_points: int,
             failed[strategy] = f"{type(error).__name__}: {error}"
     for strategy, reason in failed.items():
         improper = strategy == "prior" and any(
-            getattr(getattr(site, "declared", None), "family", "") in ("Flat", "HalfFlat") for site in compiled.sites.values())
+            getattr(getattr(site, "declared", None), "family", "") in IMPROPER_FAMILIES for site in compiled.sites.values())
         findings.append(Finding(
             "info" if improper else "warning", "initial-point", None,
             f"No {strategy} points could be made ({reason})"

@@ -24,12 +24,15 @@ from resilient.context import inside_model
 from resilient.errors import ParameterError
 
 __all__ = [
-    "Distribution", "Truncated", "FAMILIES", "Family", "is_literal", "outside_support",
+    "Distribution", "Truncated", "FAMILIES", "IMPROPER_FAMILIES", "Family", "is_literal", "outside_support",
     "Normal", "HalfNormal", "StudentT", "HalfStudentT", "Cauchy", "HalfCauchy",
     "Laplace", "Logistic", "LogNormal", "Exponential", "Gamma", "InverseGamma", "Beta",
     "Uniform", "Flat", "HalfFlat", "Weibull", "Bernoulli", "Binomial", "Poisson",
     "NegativeBinomial", "Categorical", "Dirichlet", "MvNormal", "LKJCholesky", "NormalMixture", "Mixture",
 ]
+
+#: families whose density does not integrate (no prior draws; preflight and the loop name such sites).
+IMPROPER_FAMILIES = ("Flat", "HalfFlat")
 
 # Parameter rules: name -> (test on a numpy array, words for the error message).
 _RULES: dict[str, tuple[Callable[[np.ndarray], bool], str]] = {

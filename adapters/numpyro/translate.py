@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
-from resilient.distributions import Distribution, Mixture, Truncated, is_literal
+from resilient.distributions import IMPROPER_FAMILIES, Distribution, Mixture, Truncated, is_literal
 from resilient.errors import ModelError, ResilientError
 from resilient.adapters.numpyro.distributions import (
     HalfStudentT, OrderedVector, PositiveOrderedVector, StableTruncatedNormal, TruncatedByCDF, _support_between,
@@ -102,7 +102,7 @@ def _truncated_to_numpyro(record: Truncated) -> dist.Distribution:
         if low is None and high is None:
             return base
         return StableTruncatedNormal(base.loc, base.scale, low=low, high=high)
-    if record.base.family in ("Flat", "HalfFlat"):
+    if record.base.family in IMPROPER_FAMILIES:
         low = None if lower is None or lower_infinite else lower
         high = None if upper is None or upper_infinite else upper
         if record.base.family == "HalfFlat":

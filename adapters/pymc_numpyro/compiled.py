@@ -82,7 +82,8 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
         """``(logp, values, names)``: the JAX functions PyMC's ``get_jaxified_graph`` makes of the model's log
         density (Jacobians included) and of its free variables and deterministics (``names``), each a function
         of the value variables in ``inner``'s order; made once, with x64 on and the process's flag restored.
-        ``logp``'s derivative is PyTensor's symbolic gradient, the one PyMC's NUTS runs (:func:`_pytensor_gradient`)."""
+        ``logp``'s derivative is PyTensor's symbolic gradient, the one PyMC's NUTS runs, where JAX can trace it, else
+        JAX's autodiff (:func:`_with_gradient`; :attr:`gradient` says which)."""
         with self._jax_lock:
             if self._jax is None:
                 import time
