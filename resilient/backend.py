@@ -182,6 +182,10 @@ class Capabilities:
     #: ``engine=<that name>`` (pm.sample's ``nuts_sampler=``) on a model of its language selects it
     #: (pymc_numpyro: ``nuts_sampler="numpyro"`` on a pm.Model, as pm.sample runs it)
     nuts_of: str = ""
+    #: ``engine="auto"`` runs its language's models on it until the process has bought the one-off compilation of
+    #: the language's ``one_off_compile`` engine (ski rental), its seconds counting as the rent: measured the
+    #: fastest cold start for a pm.Model (NumPyro's NUTS over PyMC's JAX translation; ``benchmarks/engines.py``)
+    auto_cold: bool = False
 
 
 #: backend name -> (module, attribute, package that must be installed)
@@ -202,7 +206,7 @@ CAPABILITIES: dict[str, Capabilities] = {
     "nutpie": Capabilities("pymc", ("diag", "low_rank"), resume=True, title="nutpie", continuous_only=True,
                            foreign_native=("numpyro",), compute_backends=("numba", "jax"), one_off_compile=True),
     "pymc_numpyro": Capabilities("pymc", ("diag", "full"), resume=True, title="NumPyro's NUTS over PyMC's JAX "
-                                 "translation", continuous_only=True, nuts_of="numpyro"),
+                                 "translation", continuous_only=True, nuts_of="numpyro", auto_cold=True),
 }
 
 

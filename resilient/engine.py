@@ -43,6 +43,16 @@ NUMBA_COMPILE_SECONDS_FIRST = 3.0
 NUMBA_COMPILE_SECONDS_LATER = 1.5
 PYMC_START_SECONDS = 1.0
 PYMC_STEP_OVERHEAD_SECONDS = 40e-6
+#: the most iterations, all chains together, of a run auto starts on the cold-start engine (``Capabilities.auto_cold``):
+#: twice the 4 x (1000 + 1000) measured in ``benchmarks/engines.py``, where its cold call beat nutpie's by the
+#: sampling time of 3-40 such runs (nutpie samples faster once compiled, so a long run goes to the ski rental).
+COLD_START_ITERATIONS = 16_000
+#: the fewest iterations, all chains together, of a run auto starts on the cold-start engine when nothing of the
+#: model is compiled for it yet: a default-size run (4 x (1000 + 1000)). Below it the measure depends on the
+#: caches: a 2-parameter model, 2 x 400 iterations, took PyMC's NUTS 2.4 s and NumPyro's 4.4 s with PyTensor's
+#: compilation cache warm, 8.8 s and 6.8 s with every cache empty (2-core machine, whole call); short runs stay
+#: on the ski rental's choice, and so do the suite's short test runs.
+COLD_START_MIN_ITERATIONS = 8_000
 #: leapfrog steps per draw assumed before sampling (tree depth 3).
 STEPS_PER_DRAW = 8
 #: gradient evaluations PyMC's NUTS spends per nutpie's for the same effective draws (nutpie's
@@ -72,7 +82,8 @@ class EngineHistory:
 
     def note_run(self, engine: str, seconds: float) -> None:
         """``engine`` sampled for ``seconds`` (one attempt): the rent, when it is an engine that pays it."""
-        if seconds > 0 and engine in CAPABILITIES and capabilities(engine).weighed_against_nutpie:
+        if seconds > 0 and engine in CAPABILITIES and (capabilities(engine).weighed_against_nutpie
+                                                     or capabilities(engine).auto_cold):
             with self._lock:
                 self.rent_seconds += float(seconds)
 
@@ -225,12 +236,14 @@ def installed(engine: str) -> bool:
 def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any = None, draws: int = 1000,
                   tune: int = 1000, chains: int = 4, cores: int | None = None,
                   mass_matrix: str = "diag", history: EngineHistory | None = None,
-                  rival_compiled: bool = False) -> EngineChoice:
+                  rival_compiled: bool = False, cold_compiled: bool = False, cold: bool = True) -> EngineChoice:
     """The engine for a model written for ``backend``. ``engine`` is ``"auto"`` or a checked name;
     ``compiled_pymc`` (the language's compiled model) lets ``auto`` time the gradient; a ``mass_matrix`` only
     one of the language's engines adapts decides it. ``history`` (default: the process's :data:`HISTORY`) is
     the ski rental's state: what the process has compiled and sampled; ``rival_compiled``: this model is already
-    compiled for the rival engine (nutpie) in this process, so choosing it costs no compilation."""
+    compiled for the rival engine (nutpie) in this process, so choosing it costs no compilation;
+    ``cold_compiled``: the same for the language's cold-start engine (``Capabilities.auto_cold``); ``cold=False``
+    leaves that engine out (its compilation failed)."""
     history = HISTORY if history is None else history
     if engine != "auto":
         runs = engine_for_language(engine, backend)
@@ -252,6 +265,11 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
         what = f"a {language} model" if native else f"a shared-API model on the {language} backend"
         return EngineChoice(backend, backend, f"auto: {own.title}, the one engine here for {what}")
     other = capabilities(rival)
+    if cold:
+        choice = _cold_start(backend, compiled_pymc, mass_matrix, history, rival, rival_compiled, cold_compiled,
+                             chains * (tune + draws))
+        if choice is not None:
+            return choice
     if mass_matrix in own.mass_matrices and mass_matrix not in other.mass_matrices:
         return EngineChoice(backend, backend, f"auto: {own.title} (mass_matrix={mass_matrix!r}, which only "
                                               f"{own.title} adapts here)")
@@ -317,6 +335,34 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
         f"compiles in about {compile_seconds:g} s ({compile_note}) "
         f"and needs about 1/{NUTPIE_EFFICIENCY:g} of the steps, {own.title} adds about "
         f"{PYMC_STEP_OVERHEAD_SECONDS * 1e6:.0f} us a step)"))
+
+
+def _cold_start(backend: str, compiled: Any, mass_matrix: str, history: EngineHistory, rival: str,
+                rival_compiled: bool, cold_compiled: bool, iterations: int) -> EngineChoice | None:
+    """The language's cold-start engine (``Capabilities.auto_cold``: NumPyro's NUTS over PyMC's JAX translation)
+    where it can run this model and the process has not bought the rival's one-off compilation; ``None`` to
+    leave the choice to the ski rental. On the reference posteriors (``benchmarks/engines.py``, 4 x (1000 +
+    1000), empty caches) its first call reached 1,000 effective draws sooner than PyMC's NUTS, nutpie (whose
+    Numba compilation is the slowest cold start) and NumPyro on the model written for it, on five of six."""
+    name = next((n for n, c in CAPABILITIES.items() if c.language == backend and c.auto_cold), None)
+    if name is None or compiled is None or rival_compiled or not installed(ADAPTERS[name][2]):
+        return None
+    title = capabilities(name).title
+    if not can_sample(name, compiled) or mass_matrix not in capabilities(name).mass_matrices \
+            or getattr(compiled, "disconnected_latents", ()) or iterations > COLD_START_ITERATIONS:
+        return None
+    if cold_compiled:
+        return EngineChoice(backend, name, f"auto: {title} (this model is already prepared for it in this process)")
+    if iterations < COLD_START_MIN_ITERATIONS:
+        return None
+    if history.compiled(rival) or history.rent_seconds >= NUMBA_COMPILE_SECONDS_FIRST:
+        return None
+    rival_title = capabilities(rival).title
+    return EngineChoice(backend, name, (
+        f"auto: {title}, the fastest cold start measured for a PyMC model: {rival_title}'s first Numba "
+        f"compilation costs more than it saves on a run of {iterations} iterations ("
+        f"{COLD_START_MIN_ITERATIONS} to {COLD_START_ITERATIONS}). Once this process has sampled longer than that compilation's "
+        f"{NUMBA_COMPILE_SECONDS_FIRST:g} s, auto weighs {rival_title} for other models (ski rental)"))
 
 
 def _gradient_seconds(compiled: Any, repeats: int = 20) -> float | None:

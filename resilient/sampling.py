@@ -375,32 +375,56 @@ class CompiledSampler:
                       cores: int | None = None) -> Any:
         """The engine for a run of this size (:class:`resilient.engine.EngineChoice`); a nutpie choice
         wraps the PyMC compiled model, compiled once for both."""
+        from resilient.backend import ADAPTERS, CAPABILITIES
         from resilient.engine import EngineChoice, choose_engine, engine_for_language, installed
 
         compiled = None
         try:
             weighed = capabilities(self.backend).weighed_against_nutpie
             wrapping = wraps_language(engine_for_language(self.engine, self.backend))
-            if wrapping or (weighed and self.engine == "auto" and installed("nutpie")):
+            others = [name for name, c in CAPABILITIES.items() if c.language == self.backend and name != self.backend
+                      and (c.one_off_compile or c.auto_cold)]
+            if wrapping or (weighed and self.engine == "auto" and any(installed(ADAPTERS[n][2]) for n in others)):
                 compiled = self.compiled
         except Exception:  # noqa: BLE001 - preflight compiles it again and reports why, by site
             if self.engine == "auto":
                 return EngineChoice(self.backend, "pymc", "auto: PyMC's NUTS (the model did not compile; "
                                                           "preflight says why)")
             return choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel))
-        choice = choose_engine(self.engine, self.backend, native=isinstance(self.model, NativeModel),
-                               compiled_pymc=compiled if capabilities(self.backend).weighed_against_nutpie else None,
-                               draws=draws, tune=tune, chains=chains, cores=cores, mass_matrix=mass_matrix,
-                               rival_compiled=any(wraps_language(name) and model is self.model
-                                                  for name, model in self.cache))
-        wraps = wraps_language(choice.engine)
-        if wraps and compiled is not None and (choice.engine, self.model) not in self.cache:
-            self.cache[(choice.engine, self.model)] = get_adapter(choice.engine).wrap(
-                compiled, compile_backend=self.model.compile_backend, gradient_backend=self.model.gradient_backend)
-        wrapped = self.cache.get((choice.engine, self.model)) if wraps else None
+        kept = {name for name, model in self.cache if wraps_language(name) and model is self.model}
+        decide = dict(native=isinstance(self.model, NativeModel),
+                      compiled_pymc=compiled if weighed else None, draws=draws, tune=tune, chains=chains,
+                      cores=cores, mass_matrix=mass_matrix,
+                      rival_compiled=any(capabilities(name).one_off_compile for name in kept),
+                      cold_compiled=any(capabilities(name).auto_cold for name in kept))
+        choice = choose_engine(self.engine, self.backend, **decide)
+        wrapped, failed = self._wrapped(choice.engine, compiled)
+        if failed is not None and self.engine == "auto":  # auto's cold-start engine cannot compile this model
+            choice = choose_engine(self.engine, self.backend, **decide, cold=False)
+            choice = replace(choice, reason=f"{choice.reason}; {capabilities(failed[0]).title} could not compile "
+                                            f"it: {failed[1]}")
+            wrapped, _ = self._wrapped(choice.engine, compiled)
         if wrapped is not None and wrapped.unusual:
             choice = replace(choice, reason=f"{choice.reason}: {wrapped.describe}")
         return choice
+
+    def _wrapped(self, engine: str, compiled: Any) -> tuple[Any, tuple[str, str] | None]:
+        """The kept compilation of this model for ``engine`` where ``engine`` samples the language's compiled model
+        (made and prepared here: a wrapper's ``prepare`` compiles what it needs now, so a model it cannot compile
+        is known before the engine is settled), and ``(engine, why)`` where that failed."""
+        if not wraps_language(engine):
+            return None, None
+        if compiled is None:
+            return self.cache.get((engine, self.model)), None
+        if (engine, self.model) not in self.cache:
+            wrapped = get_adapter(engine).wrap(compiled, compile_backend=self.model.compile_backend,
+                                               gradient_backend=self.model.gradient_backend)
+            try:
+                getattr(wrapped, "prepare", lambda: None)()
+            except Exception as error:  # noqa: BLE001 - an engine that cannot compile the model is not taken
+                return None, (engine, f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
+            self.cache[(engine, self.model)] = wrapped
+        return self.cache[(engine, self.model)], None
 
     def _checked_var_names(self, var_names: Sequence[str] | None) -> list[str] | None:
         if var_names is None:

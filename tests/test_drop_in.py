@@ -60,9 +60,11 @@ def test_a_function_parameter_named_like_a_pm_sample_argument_is_data():
 
 
 @pytest.mark.numpyro
+@pytest.mark.filterwarnings("ignore::resilient.ResilientWarning")  # 60 draws may fail the policy: not checked here
 def test_seeds_nuts_options_and_var_names_are_honoured(compiled):
     sampler = compiled(tiny, "numpyro")
-    run = dict(draws=60, tune=60, chains=2, progressbar=False)
+    # one attempt: the loop's remedies for 60 draws are not what this checks (each compiles NUTS again)
+    run = dict(draws=60, tune=60, chains=2, progressbar=False, max_attempts=1)
     for seed in (lambda: np.random.default_rng(5), lambda: np.random.SeedSequence(5), lambda: [5, 6]):
         first = resilient.sample(sampler, random_seed=seed(), **run)
         again = resilient.sample(sampler, random_seed=seed(), **run)

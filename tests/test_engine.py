@@ -223,7 +223,15 @@ def test_resilient_sample_on_nutpie_looks_like_pm_sample_and_records_the_engine(
 def test_auto_picks_by_expected_time_and_says_why():
     import resilient
 
+    import resilient.engine as engine
+
     sampler = resilient.compile(_schools())
+    assert sampler.choose_engine(draws=100, tune=100, chains=2).engine == "pymc"  # a short run: PyMC starts sooner
+    cold = sampler.choose_engine()  # a default-size run, nothing sampled or compiled in this process
+    assert cold.engine == "pymc_numpyro" and "the fastest cold start measured" in cold.reason
+    engine.HISTORY.note_run("pymc_numpyro", 5.0)  # its seconds are the ski rental's rent
+    assert "already prepared for it" in sampler.choose_engine(draws=100, tune=100, chains=2).reason
+    sampler = resilient.compile(_schools())  # another model: the ski rental decides
     short = sampler.choose_engine(draws=100, tune=100, chains=2)
     long = sampler.choose_engine(draws=10**6, tune=1000, chains=4)
     assert short.engine == "pymc" and long.engine == "nutpie"
@@ -242,9 +250,9 @@ def test_auto_pays_nutpies_first_compilation_once_pymc_has_sampled_as_long(monke
     monkeypatch.setattr(engine, "_gradient_seconds", lambda compiled: 20e-6)
     model = types.SimpleNamespace(discrete_latents=())
 
-    def choose():
+    def choose():  # the cold-start engine left out (test_auto_starts_a_process_on_numpyros_nuts covers it)
         return engine.choose_engine("auto", "pymc", native=True, compiled_pymc=model, draws=1000, tune=1000,
-                                    chains=1, cores=1, history=history)
+                                    chains=1, cores=1, history=history, cold=False)
 
     assert choose().engine == "pymc" and "the first in this process" in choose().reason
     history.note_run("nutpie", 60.0)  # only PyMC's NUTS pays rent
@@ -259,6 +267,61 @@ def test_auto_pays_nutpies_first_compilation_once_pymc_has_sampled_as_long(monke
     history.note_compile("nutpie")  # once nutpie has compiled here, later compilations are charged
     assert "later compilations in this process" in choose().reason
     assert engine.HISTORY.rent_seconds == 0 and engine.HISTORY is not history
+
+
+def test_auto_starts_a_process_on_numpyros_nuts_until_the_ski_rental_buys_nutpie(monkeypatch):
+    """#24.3: a pm.Model's first run in a process goes to NumPyro's NUTS over PyMC's JAX translation (measured the
+    fastest cold start: benchmarks/engines.py) unless the model or the run rules it out; its seconds are the rent,
+    and a model already compiled for it stays on it."""
+    import types
+
+    import resilient.engine as engine
+
+    monkeypatch.setattr(engine, "_gradient_seconds", lambda compiled: 20e-6)
+    model = types.SimpleNamespace(discrete_latents=(), processes=lambda chains, cores=None: 1)
+
+    def choose(history, **kwargs):
+        return engine.choose_engine("auto", "pymc", native=True, **{"compiled_pymc": model, "chains": 4,
+                                                                    "history": history, **kwargs})
+
+    fresh = engine.EngineHistory()
+    first = choose(fresh)
+    assert first.engine == "pymc_numpyro" and "fastest cold start" in first.reason and "8000 iterations" in first.reason
+    assert choose(fresh, mass_matrix="full").engine == "pymc_numpyro"
+    assert choose(fresh, draws=10**5).engine != "pymc_numpyro"  # a long run: nutpie samples faster once compiled
+    assert choose(fresh, draws=100, tune=100).engine == "pymc"  # a short one: PyMC's NUTS starts sooner than XLA
+    assert choose(fresh, draws=100, tune=100, cold_compiled=True).engine == "pymc_numpyro"  # unless it is compiled
+    assert choose(fresh, mass_matrix="low_rank").engine == "nutpie"
+    assert choose(fresh, mass_matrix="diag_grad").engine == "pymc"
+    assert choose(fresh, compiled_pymc=types.SimpleNamespace(discrete_latents=("k",))).engine == "pymc"
+    assert choose(fresh, rival_compiled=True).engine == "nutpie"
+    assert choose(fresh, cold=False).engine != "pymc_numpyro"
+    paid = engine.EngineHistory()
+    paid.note_run("pymc_numpyro", 3.5)
+    assert paid.rent_seconds == 3.5 and choose(paid).engine == "nutpie"
+    kept = choose(paid, cold_compiled=True)
+    assert kept.engine == "pymc_numpyro" and "already prepared for it" in kept.reason
+    bought = engine.EngineHistory()
+    bought.note_compile("nutpie")
+    assert choose(bought).engine == "nutpie"
+    monkeypatch.setattr(engine, "installed", lambda package: package != "numpyro")
+    assert choose(fresh).engine == "nutpie"
+
+
+def test_auto_leaves_numpyros_nuts_where_pymcs_jax_translation_fails(monkeypatch):
+    """A model PyMC cannot translate to JAX (an Op without a JAX implementation) is not sampled on NumPyro's NUTS
+    by auto: the choice falls back to the ski rental and its reason says why."""
+    import resilient
+    from resilient.adapters.pymc_numpyro.compiled import PyMCNumPyroCompiledModel
+
+    def untranslatable(self):
+        raise NotImplementedError("No JAX conversion for the given `Op`: CustomOp")
+
+    monkeypatch.setattr(PyMCNumPyroCompiledModel, "prepare", untranslatable)
+    choice = resilient.compile(_schools()).choose_engine()
+    assert choice.engine in ("pymc", "nutpie")
+    assert "NumPyro's NUTS over PyMC's JAX translation could not compile it: NotImplementedError: No JAX" \
+        in choice.reason
 
 
 def test_the_engine_reason_counts_the_cores_the_user_gave(monkeypatch):
@@ -277,7 +340,8 @@ def test_the_engine_reason_counts_the_cores_the_user_gave(monkeypatch):
                                      processes=lambda chains, cores=None: min(chains, cores or default_cores()))
     for cores, parallel, processes in ((1, 1, 1), (3, 3, 3), (8, 4, 4),
                                        (None, min(4, os.cpu_count() or 1), min(4, default_cores()))):
-        choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=compiled, chains=4, cores=cores)
+        choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=compiled, chains=4, cores=cores,
+                                      cold=False)
         assert f"PyMC's NUTS {processes} chain(s) at a time, nutpie {parallel};" in choice.reason, choice.reason
     model = NativeModel("pymc", _schools())
     sampler = CompiledSampler(model, "pymc")
@@ -289,7 +353,7 @@ def test_the_engine_reason_counts_the_cores_the_user_gave(monkeypatch):
     real = engine.choose_engine
 
     def stop(*args, **kwargs):  # the choice CompiledSampler.run made, before anything samples
-        raise Chosen(real(*args, **kwargs).reason)
+        raise Chosen(real(*args, **{**kwargs, "cold": False}).reason)
 
     monkeypatch.setattr(engine, "choose_engine", stop)
     with pytest.raises(Chosen, match=r"1 chain\(s\) at a time, nutpie 1;"):
@@ -311,7 +375,8 @@ def test_the_loop_records_pymc_sampling_time_for_auto():
 
 
 def test_without_nutpie_installed_resilient_samples_on_pymc_and_says_which_engine(tmp_path):
-    """A user without nutpie: sys.modules["nutpie"] = None makes `import nutpie` fail as if absent."""
+    """A user without nutpie (nor NumPyro, auto's cold start): sys.modules["nutpie"] = None makes `import nutpie`
+    fail as if absent."""
     import json
     import subprocess
     import sys
@@ -319,7 +384,7 @@ def test_without_nutpie_installed_resilient_samples_on_pymc_and_says_which_engin
     script = tmp_path / "without_nutpie.py"
     script.write_text(
         "import sys, json\n"
-        "sys.modules['nutpie'] = None\n"
+        "sys.modules['nutpie'] = sys.modules['numpyro'] = None\n"
         "import numpy as np, pymc as pm, resilient\n"
         "from resilient import record\n"
         "with pm.Model() as m:\n"
@@ -540,8 +605,9 @@ def test_a_time_budget_stops_nutpie_over_a_numpyro_function_with_its_draws_kept(
 
 
 def test_init_asks_pymcs_nuts_for_its_mass_matrix_and_advi_is_refused(monkeypatch):
-    """pm.sample's init="adapt_full": auto takes PyMC's NUTS (nutpie adapts no dense matrix), PyMC's own
-    init_nuts is called with it (wrapped, not replaced), and the attempt records mass_matrix="full"."""
+    """pm.sample's init="adapt_full": auto takes NumPyro's NUTS for a default-size run in a fresh process and, for
+    a short one, PyMC's NUTS (nutpie adapts no dense matrix), PyMC's own init_nuts called with it (wrapped, not
+    replaced), and the attempt records mass_matrix="full"."""
     import pymc as pm
     import pymc.sampling.mcmc as mcmc
 
@@ -558,6 +624,7 @@ def test_init_asks_pymcs_nuts_for_its_mass_matrix_and_advi_is_refused(monkeypatc
     monkeypatch.setattr(mcmc, "init_nuts", spy)
     with pm.Model() as model:
         pm.MvNormal("x", mu=np.zeros(2), cov=np.array([[1.0, 0.9], [0.9, 1.0]]))
+    assert resilient.compile(model).choose_engine(mass_matrix="full").engine == "pymc_numpyro"
     with pytest.warns(UserWarning, match="QuadPotentialFullAdapt is an experimental feature"):  # PyMC's own
         data = resilient.sample(model, init="adapt_full", draws=200, tune=300, chains=2, random_seed=SEED,
                                 progressbar=False)
@@ -593,11 +660,11 @@ def test_auto_does_not_time_the_gradient_where_nutpie_wins_whatever_it_costs(mon
     monkeypatch.setattr(engine, "installed", lambda package: True)
     one_at_a_time = types.SimpleNamespace(discrete_latents=(), processes=lambda chains, cores=None: 1)
     choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=one_at_a_time, chains=4, cores=2,
-                                  history=engine.EngineHistory())
+                                  history=engine.EngineHistory(), cold=False)
     assert choice.engine == "nutpie" and "the gradient was not timed" in choice.reason and not timed
     alike = types.SimpleNamespace(discrete_latents=(), processes=lambda chains, cores=None: min(chains, cores))
     choice = engine.choose_engine("auto", "pymc", native=True, compiled_pymc=alike, chains=4, cores=2,
-                                  history=engine.EngineHistory())
+                                  history=engine.EngineHistory(), cold=False)
     assert timed == [alike] and "gradient 20 us" in choice.reason
 
 

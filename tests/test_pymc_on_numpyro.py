@@ -21,6 +21,7 @@ pytest.importorskip("numpyro")
 
 import resilient  # noqa: E402
 from resilient import record  # noqa: E402
+from resilient.adapters.pymc_numpyro.compiled import PYMC_COMPUTED  # noqa: E402
 from resilient.backend import STAT_NAMES  # noqa: E402
 from resilient.errors import ResilientError  # noqa: E402
 
@@ -122,8 +123,14 @@ def test_the_result_has_pm_samples_groups_names_and_dims(run):
     assert list(posterior.data_vars) == ["mu", "tau", "theta_trans", "theta"]  # free variables, then deterministics
     assert posterior["theta"].dims == ("chain", "draw", "school") and posterior["mu"].dims == ("chain", "draw")
     assert posterior["school"].values.tolist() == SCHOOLS and posterior.sizes["draw"] >= 200
-    # the names pm.sample(nuts_sampler="numpyro") gives; lp is the log density (PyMC's JAX path puts the potential)
-    assert set(data.sample_stats.data_vars) == set(STAT_NAMES)
+    # the names pm.sample(nuts_sampler="numpyro") gives (lp is the log density: PyMC's JAX path puts the potential),
+    # and PyMC's NUTS names that NumPyro's NUTS has a value for, as on every engine auto picks for a pm.Model
+    assert set(data.sample_stats.data_vars) == set(STAT_NAMES) | set(PYMC_COMPUTED)
+    stats = data.sample_stats
+    assert stats["divergences"].dtype == np.int64 and np.array_equal(
+        stats["divergences"].values, np.cumsum(stats["diverging"].values, axis=1))
+    assert np.array_equal(stats["step_size_bar"].values, stats["step_size"].values)
+    assert np.isnan(stats["largest_eigval"].values).all()
     assert data.sample_stats["diverging"].dtype == bool
     assert data.observed_data["y"].dims == ("school",) and np.array_equal(data.observed_data["y"].values, Y)
     assert np.array_equal(data.constant_data["sigma"].values, SIGMA)
@@ -319,8 +326,12 @@ def test_the_layout_equals_raw_pm_sample_on_numpyro():
     finally:
         jax.config.update("jax_enable_x64", before)  # pm.sample turns x64 on for the process
     ours = _quiet(resilient.sample, _schools(), nuts_sampler="numpyro", draws=100, **RUN)
-    for group in ("posterior", "sample_stats", "observed_data", "constant_data"):
+    for group in ("posterior", "observed_data", "constant_data"):
         assert layout_problems(theirs, ours, group) == [], group
+    # every statistic of theirs, with its dims, and PyMC's NUTS names besides (PYMC_COMPUTED)
+    assert set(ours.sample_stats.data_vars) == set(theirs.sample_stats.data_vars) | set(PYMC_COMPUTED)
+    assert [name for name in theirs.sample_stats.data_vars
+            if ours.sample_stats[name].dims != theirs.sample_stats[name].dims] == []
     assert set(ours.children) - set(theirs.children) <= {"warmup_sample_stats", "sampler_state"}
 
 

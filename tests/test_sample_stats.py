@@ -87,6 +87,7 @@ def continuous():
         "raw_default": _raw(model),
         "ours_pymc": _ours(model, engine="pymc"),
         "ours_nutpie": _ours(model, engine="nutpie"),
+        "ours_numpyro": _ours(model, engine="numpyro"),
     }
 
 
@@ -134,6 +135,23 @@ def test_nutpies_pymc_names_hold_pymcs_meaning(continuous):
     assert (warm["divergences"].values == 0).all(), "PyMC counts post-warm-up divergences only"
     # PyMC's engine says the same: its largest_eigval is NaN with PyMC's default adaptation
     assert np.isnan(continuous["raw_pymc"]["sample_stats"]["largest_eigval"].values).all()
+
+
+@pytest.mark.slow  # compiles and samples on both engines, raw and ours (30-80 s)
+def test_numpyros_nuts_on_a_pm_model_gives_pymcs_names_less_the_documented_ones(continuous):
+    """auto may run a pm.Model on NumPyro's NUTS (its cold start): PyMC's NUTS names are there but for the ones
+    NumPyro keeps no value for (pymc_numpyro.PYMC_UNAVAILABLE), with PyMC's meaning."""
+    pytest.importorskip("numpyro")
+    from resilient.adapters.pymc_numpyro.compiled import PYMC_COMPUTED as COMPUTED
+    from resilient.adapters.pymc_numpyro.compiled import PYMC_UNAVAILABLE as UNAVAILABLE
+
+    ours = continuous["ours_numpyro"]
+    assert _names(continuous["raw_pymc"]) - _names(ours) == set(UNAVAILABLE)
+    assert set(COMPUTED).isdisjoint(UNAVAILABLE)
+    stats, warm = ours["sample_stats"], ours["warmup_sample_stats"]
+    assert np.array_equal(stats["divergences"].values, np.cumsum(stats["diverging"].values, axis=1))
+    assert (warm["divergences"].values == 0).all() and np.isnan(warm["step_size_bar"].values).all()
+    assert np.array_equal(stats["reached_max_treedepth"].values, stats["tree_depth"].values >= 10)
 
 
 @pytest.mark.slow  # compiles and samples on both engines, raw and ours (30-80 s)

@@ -20,6 +20,17 @@ from resilient.adapters.numpyro.compiled import NumPyroCompiledModel
 #: this engine's name in the registry (its sampler states carry it; NumPyro's driver writes "numpyro").
 ENGINE = "pymc_numpyro"
 _DRIVER = "numpyro"
+#: PyMC's NUTS statistics this engine adds to the seven ``pm.sample(nuts_sampler="numpyro")`` gives, so a result
+#: reads as a PyMC model's whichever engine ``auto`` took (as the nutpie engine adds them to nutpie's):
+#: ``reached_max_treedepth`` (the tree's depth at ``max_tree_depth``), ``divergences`` (PyMC's running count of the
+#: chain's post-warm-up divergences, 0 in warm-up), ``step_size_bar`` (after warm-up the step size NUTS runs, which
+#: NumPyro sets to its dual averaging's mean as PyMC's ``step_size_bar`` is; NaN in warm-up, whose running mean
+#: NumPyro keeps in its state only), ``largest_eigval``/``smallest_eigval`` (NaN, as PyMC gives them).
+PYMC_COMPUTED = ("reached_max_treedepth", "divergences", "step_size_bar", "largest_eigval", "smallest_eigval")
+#: PyMC's NUTS statistics this engine leaves out: NumPyro's NUTS keeps no energy error, no index of the draw in
+#: its trajectory and no per-draw clocks.
+PYMC_UNAVAILABLE = ("energy_error", "max_energy_error", "index_in_trajectory", "perf_counter_diff",
+                    "perf_counter_start", "process_time_diff")
 
 
 class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
@@ -101,6 +112,11 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
                 self.translate_seconds = time.perf_counter() - started
             return self._jax
 
+    def prepare(self) -> None:
+        """Translate the model now (``engine="auto"`` asks before it settles on this engine): raises where PyMC's
+        JAX translation cannot take one of the model's operations."""
+        self.jax_functions  # noqa: B018
+
     def _inputs(self, x: Any) -> list[Any]:
         """The value variables' arrays from the flat vector (jax-traceable), in ``inner``'s layout."""
         import jax.numpy as jnp
@@ -165,12 +181,30 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
                 raise ValueError(f"`resume_state` must be a {ENGINE} run's state, got one of {resumed.engine}.")
             settings = replace(settings, resume_state=replace(resumed, engine=_DRIVER))
 
+        divergences: dict[int, int] = {}
+
         def renamed(chunk: Chunk) -> bool:
             if chunk.state is not None and getattr(chunk.state, "engine", None) == _DRIVER:
                 chunk.state = replace(chunk.state, engine=ENGINE)
+            chunk.sample_stats.update(_pymc_stats(chunk, settings.max_tree_depth, divergences))
             return on_chunk(chunk)
 
         return super()._run_nuts(settings, renamed, warm, window, reestimate)
+
+
+def _pymc_stats(chunk: Chunk, max_tree_depth: int, divergences: dict[int, int]) -> dict[str, np.ndarray]:
+    """:data:`PYMC_COMPUTED` for ``chunk``; ``divergences`` holds each chain's post-warm-up count so far."""
+    stats = chunk.sample_stats
+    diverging = np.asarray(stats["diverging"], bool)
+    count = np.zeros(diverging.shape, np.int64)
+    if not chunk.warmup:
+        for row, chain in enumerate(chunk.chains):
+            count[row] = divergences.get(chain, 0) + np.cumsum(diverging[row], dtype=np.int64)
+            divergences[chain] = int(count[row, -1]) if count.shape[1] else divergences.get(chain, 0)
+    nan = np.full(diverging.shape, np.nan)
+    return {"reached_max_treedepth": np.asarray(stats["tree_depth"]) >= int(max_tree_depth), "divergences": count,
+            "step_size_bar": nan.copy() if chunk.warmup else np.asarray(stats["step_size"], np.float64),
+            "largest_eigval": nan.copy(), "smallest_eigval": nan}
 
 
 def _with_gradient(get_jaxified_graph: Callable, inputs: list[Any], logp: Any,
