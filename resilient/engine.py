@@ -11,6 +11,9 @@ Python per step on top of the gradient (measured on a 2-core machine: ``benchmar
 one-off cost of the process: once PyMC's NUTS has run longer than it in this process, ``auto``
 stops charging it to the call at hand (ski rental: rent until the rent paid equals the price, then
 buy), so a session that samples again and again moves to nutpie and pays the first compilation once.
+A default-size run of a ``pm.Model`` in a process that has not bought it yet goes to NumPyro's NUTS over PyMC's
+JAX translation instead (``Capabilities.auto_cold``: XLA compiles faster than Numba, the fastest cold start
+measured), whose seconds count as the rent.
 """
 
 from __future__ import annotations

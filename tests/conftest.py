@@ -18,11 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # earlier test, or an earlier run on this machine, are read from disk instead of compiled again.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-# A fresh clone's first run compiles every XLA program (about half its time on 2 cores): without LLVM's expensive
-# passes XLA compiles them in about 60% of the time (P1, P7 and the warm-start fixture on NumPyro, empty cache:
-# 50 s -> 31 s), and the small models here sample no slower. The tests assert invariants, not one compilation's
-# trajectory; a user's XLA_FLAGS are kept as given, and the benchmarks run with XLA's defaults.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 
 _COMPILED: dict = {}
 

@@ -16,7 +16,7 @@ import numpyro.distributions as dist
 
 import resilient
 from resilient import precision, record
-from resilient.errors import ResilientError
+from resilient.errors import ResilientError, SamplingFailed
 from resilient.policy import Policy
 from resilient.resolve import resolve_model
 
@@ -50,6 +50,17 @@ def gaussian():
 
 
 DIVERGING = dict(draws=150, tune=150, chains=2, target_accept=0.3, policy=Policy(remedies=("float64",), max_attempts=3))
+
+
+def _attempts(sample) -> list[dict]:
+    """The attempt log of ``sample()``, whether its last attempt was returned or failed too: how the float64 attempt
+    at target_accept 0.3 ends (divergent, or a chain that never moves) differs between CPUs, and is not asserted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return list(record.read_attempts(sample()))
+        except SamplingFailed as failure:
+            return [a.to_dict() for a in failure.attempts]
 
 
 def overflowing(y):
@@ -118,10 +129,7 @@ def test_the_tolerance_is_float32_rounding():
 def test_a_float32_choice_that_diverges_is_remedied_by_float64_and_the_log_says_only_what_happened(monkeypatch):
     monkeypatch.setattr(precision, "AUTO_FLOAT32_MIN_ELEMENTS", 0)  # the model has no data: make auto take float32
     sampler = resilient.compile(gaussian, float32="auto")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = sampler.sample(random_seed=SEED, progressbar=False, **DIVERGING)
-    attempts = record.read_attempts(data)
+    attempts = _attempts(lambda: sampler.sample(random_seed=SEED, progressbar=False, **DIVERGING))
     assert [a["settings"]["float32"] for a in attempts] == [True, False]
     assert attempts[0]["failure"] == "divergences" and attempts[0]["message"].endswith("next: switched to float64")
     assert attempts[1]["remedy"] == "float64" and "precision_reason" not in attempts[1]["settings"]
@@ -130,11 +138,9 @@ def test_a_float32_choice_that_diverges_is_remedied_by_float64_and_the_log_says_
     assert compiled[True].float32 is True and compiled[False].float32 is False
     # chosen float64 (the default threshold: no data), the same failure gets no float64 "remedy"
     monkeypatch.setattr(precision, "AUTO_FLOAT32_MIN_ELEMENTS", 100_000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = resilient.sample(gaussian, float32="auto", random_seed=SEED, progressbar=False, **DIVERGING)
-    attempts = record.read_attempts(data)
-    assert record.read_run(data)["precision_reason"].startswith("auto: float64")
+    attempts = _attempts(lambda: resilient.sample(gaussian, float32="auto", random_seed=SEED, progressbar=False,
+                                                  **DIVERGING))
+    assert attempts[0]["settings"]["precision_reason"].startswith("auto: float64")
     assert len(attempts) == 1 and attempts[0]["settings"]["float32"] is False and attempts[0]["remedy"] is None
     assert attempts[0]["outcome"] == "gave-up" and "no remedy left" in attempts[0]["message"]
 
@@ -208,10 +214,7 @@ def test_the_default_takes_float64_where_float32_fails_its_check_and_never_refus
 def test_the_default_float32_is_remedied_by_a_model_really_compiled_in_float64():
     sampler = resilient.compile(gaussian)
     assert sampler.model.float32 is True and sampler.float32_auto == precision.RAW
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = sampler.sample(random_seed=SEED, progressbar=False, **DIVERGING)
-    attempts = record.read_attempts(data)
+    attempts = _attempts(lambda: sampler.sample(random_seed=SEED, progressbar=False, **DIVERGING))
     assert [a["settings"]["float32"] for a in attempts] == [True, False]
     assert attempts[0]["failure"] == "divergences" and attempts[0]["message"].endswith("next: switched to float64")
     assert attempts[1]["remedy"] == "float64"
