@@ -343,10 +343,13 @@ def choose_engine(engine: str, backend: str, *, native: bool, compiled_pymc: Any
 def _cold_start(backend: str, compiled: Any, mass_matrix: str, history: EngineHistory, rival: str,
                 rival_compiled: bool, cold_compiled: bool, iterations: int) -> EngineChoice | None:
     """The language's cold-start engine (``Capabilities.auto_cold``: NumPyro's NUTS over PyMC's JAX translation)
-    where it can run this model and the process has not bought the rival's one-off compilation; ``None`` to
-    leave the choice to the ski rental. On the reference posteriors (``benchmarks/engines.py``, 4 x (1000 +
-    1000), empty caches) its first call reached 1,000 effective draws sooner than PyMC's NUTS, nutpie (whose
-    Numba compilation is the slowest cold start) and NumPyro on the model written for it, on five of six."""
+    where it can run this model, the run is of default size and the process has not bought the rival's one-off
+    compilation (a longer run buys it); ``None`` to leave the choice to the ski rental. On the reference posteriors
+    (``benchmarks/engines.py``, 4 x (1000 + 1000), empty caches, 2026-12-07) auto's first call on it took 0.81-1.00
+    x the time of the fastest raw side to 1,000 effective draws (PyMC's NUTS, nutpie, NumPyro on the model written
+    for it). Its seconds are rent, but a later model of default size stays on it: JAX is warm in the process by
+    then, and nutpie's first compilation is not (on P1, rebuilt in a way the kept samplers do not recognise, the
+    second call on nutpie took 5.3 x the fastest raw re-run)."""
     name = next((n for n, c in CAPABILITIES.items() if c.language == backend and c.auto_cold), None)
     if name is None or compiled is None or rival_compiled or not installed(ADAPTERS[name][2]):
         return None
@@ -358,14 +361,13 @@ def _cold_start(backend: str, compiled: Any, mass_matrix: str, history: EngineHi
         return EngineChoice(backend, name, f"auto: {title} (this model is already prepared for it in this process)")
     if iterations < COLD_START_MIN_ITERATIONS:
         return None
-    if history.compiled(rival) or history.rent_seconds >= NUMBA_COMPILE_SECONDS_FIRST:
+    if history.compiled(rival):
         return None
     rival_title = capabilities(rival).title
     return EngineChoice(backend, name, (
         f"auto: {title}, the fastest cold start measured for a PyMC model: {rival_title}'s first Numba "
-        f"compilation costs more than it saves on a run of {iterations} iterations ("
-        f"{COLD_START_MIN_ITERATIONS} to {COLD_START_ITERATIONS}). Once this process has sampled longer than that compilation's "
-        f"{NUMBA_COMPILE_SECONDS_FIRST:g} s, auto weighs {rival_title} for other models (ski rental)"))
+        f"compilation costs more than it saves on a run of {iterations} iterations ({COLD_START_MIN_ITERATIONS} to "
+        f"{COLD_START_ITERATIONS}); once this process has compiled for {rival_title}, auto weighs it (ski rental)"))
 
 
 def _gradient_seconds(compiled: Any, repeats: int = 20) -> float | None:

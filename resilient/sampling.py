@@ -399,10 +399,10 @@ class CompiledSampler:
                       cold_compiled=any(capabilities(name).auto_cold for name in kept))
         choice = choose_engine(self.engine, self.backend, **decide)
         wrapped, failed = self._wrapped(choice.engine, compiled)
-        if failed is not None and self.engine == "auto":  # auto's cold-start engine cannot compile this model
+        if failed is not None and self.engine == "auto":  # auto's cold-start engine cannot run this model as well
             choice = choose_engine(self.engine, self.backend, **decide, cold=False)
-            choice = replace(choice, reason=f"{choice.reason}; {capabilities(failed[0]).title} could not compile "
-                                            f"it: {failed[1]}")
+            choice = replace(choice, reason=f"{choice.reason}; {capabilities(failed[0]).title} was not taken: "
+                                            f"{failed[1]}")
             wrapped, _ = self._wrapped(choice.engine, compiled)
         if wrapped is not None and wrapped.unusual:
             choice = replace(choice, reason=f"{choice.reason}: {wrapped.describe}")

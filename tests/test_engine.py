@@ -270,9 +270,9 @@ def test_auto_pays_nutpies_first_compilation_once_pymc_has_sampled_as_long(monke
 
 
 def test_auto_starts_a_process_on_numpyros_nuts_until_the_ski_rental_buys_nutpie(monkeypatch):
-    """#24.3: a pm.Model's first run in a process goes to NumPyro's NUTS over PyMC's JAX translation (measured the
-    fastest cold start: benchmarks/engines.py) unless the model or the run rules it out; its seconds are the rent,
-    and a model already compiled for it stays on it."""
+    """#24.3: a pm.Model's default-size runs go to NumPyro's NUTS over PyMC's JAX translation (measured the fastest
+    cold start: benchmarks/engines.py) unless the model or the run rules it out or the process has compiled for
+    nutpie; its seconds are the rent, and a model already compiled for it stays on it."""
     import types
 
     import resilient.engine as engine
@@ -297,8 +297,8 @@ def test_auto_starts_a_process_on_numpyros_nuts_until_the_ski_rental_buys_nutpie
     assert choose(fresh, rival_compiled=True).engine == "nutpie"
     assert choose(fresh, cold=False).engine != "pymc_numpyro"
     paid = engine.EngineHistory()
-    paid.note_run("pymc_numpyro", 3.5)
-    assert paid.rent_seconds == 3.5 and choose(paid).engine == "nutpie"
+    paid.note_run("pymc_numpyro", 3.5)  # rent, for the ski rental of runs outside the band
+    assert paid.rent_seconds == 3.5 and choose(paid).engine == "pymc_numpyro"  # JAX is warm, nutpie not compiled
     kept = choose(paid, cold_compiled=True)
     assert kept.engine == "pymc_numpyro" and "already prepared for it" in kept.reason
     bought = engine.EngineHistory()
@@ -309,10 +309,13 @@ def test_auto_starts_a_process_on_numpyros_nuts_until_the_ski_rental_buys_nutpie
 
 
 def test_auto_leaves_numpyros_nuts_where_pymcs_jax_translation_fails(monkeypatch):
-    """A model PyMC cannot translate to JAX (an Op without a JAX implementation) is not sampled on NumPyro's NUTS
-    by auto: the choice falls back to the ski rental and its reason says why."""
+    """A model PyMC cannot translate to JAX (an Op without a JAX implementation), or whose translation is not finite
+    at PyMC's initial point, is not sampled on NumPyro's NUTS by auto: the choice falls back to the ski rental and
+    its reason says why."""
     import resilient
     from resilient.adapters.pymc_numpyro.compiled import PyMCNumPyroCompiledModel
+
+    prepare = PyMCNumPyroCompiledModel.prepare
 
     def untranslatable(self):
         raise NotImplementedError("No JAX conversion for the given `Op`: CustomOp")
@@ -320,8 +323,15 @@ def test_auto_leaves_numpyros_nuts_where_pymcs_jax_translation_fails(monkeypatch
     monkeypatch.setattr(PyMCNumPyroCompiledModel, "prepare", untranslatable)
     choice = resilient.compile(_schools()).choose_engine()
     assert choice.engine in ("pymc", "nutpie")
-    assert "NumPyro's NUTS over PyMC's JAX translation could not compile it: NotImplementedError: No JAX" \
+    assert "NumPyro's NUTS over PyMC's JAX translation was not taken: NotImplementedError: No JAX" \
         in choice.reason
+    # translated, but its gradient is not finite where PyMC's own is (JAX's autodiff through a switch, say)
+    monkeypatch.setattr(PyMCNumPyroCompiledModel, "prepare", prepare)
+    monkeypatch.setattr(PyMCNumPyroCompiledModel, "log_density_and_gradient",
+                        lambda self, x: (-1.0, np.full(np.shape(x), np.nan)))
+    choice = resilient.compile(_schools()).choose_engine()
+    assert choice.engine in ("pymc", "nutpie")
+    assert "was not taken: ValueError: its gradient is not finite at PyMC's initial point" in choice.reason
 
 
 def test_the_engine_reason_counts_the_cores_the_user_gave(monkeypatch):

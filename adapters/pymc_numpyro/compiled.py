@@ -113,9 +113,16 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
             return self._jax
 
     def prepare(self) -> None:
-        """Translate the model now (``engine="auto"`` asks before it settles on this engine): raises where PyMC's
-        JAX translation cannot take one of the model's operations."""
+        """Translate the model now and evaluate it at PyMC's initial point (``engine="auto"`` asks before it settles
+        on this engine, so a model it runs worse than PyMC's own function goes elsewhere): raises where PyMC's JAX
+        translation cannot take one of the model's operations, or where its log density or gradient is not finite
+        at that point (preflight then checks the function of the engine auto takes instead)."""
         self.jax_functions  # noqa: B018
+        x = np.asarray(self.inner.initial_point("median"), float)
+        value, gradient = self.log_density_and_gradient(x)
+        if not (np.isfinite(value) and np.all(np.isfinite(gradient))):
+            bad = "log density" if not np.isfinite(value) else "gradient"
+            raise ValueError(f"its {bad} is not finite at PyMC's initial point")
 
     def _inputs(self, x: Any) -> list[Any]:
         """The value variables' arrays from the flat vector (jax-traceable), in ``inner``'s layout."""
