@@ -14,6 +14,10 @@ prepares the raw engine's run once (NumPyro: one ``MCMC(NUTS(...))`` object; nut
 * ``raw``: the raw engine's re-run: ``mcmc.run`` again, ``nutpie.sample(compiled, ...)`` again,
   ``pm.sample(model=...)`` again, each warming up in full as it always does.
 
+Engine ``auto`` (not in the default set) is ``resilient.compile(pm_model)`` with ``engine="auto"`` (a default-size
+run: NumPyro's NUTS over PyMC's JAX translation in a fresh process), its raw side ``pm.sample(model=pm_model)`` as
+PyMC 6 runs it by default (nutpie where installed, compiling the model on each call).
+
 Each call is 4 chains x (1000 warm-up + 1000 draws) (the warm call: 150 + 1000), a new seed per round. The
 figure is the call's wall time (preflight, warm-up, draws, conversion) times 1000 / the smallest bulk ESS
 over the model's free variables: seconds per 1,000 effective draws. The summary takes each side's median over
@@ -62,8 +66,13 @@ class _Model:
 
         self.name, self.engine = name, engine
         function, self.data, _ = reference_models.load(name)
-        backend = "numpyro" if engine == "numpyro" else "pymc"
-        self.sampler = resilient.compile(function, backend=backend, engine=engine, **self.data)
+        if engine == "auto":  # a native pm.Model, engine="auto" (a default-size run: NumPyro's NUTS cold)
+            from benchmarks.native_models import pymc_model
+
+            self.sampler = resilient.compile(pymc_model(name, self.data))
+        else:
+            backend = "numpyro" if engine == "numpyro" else "pymc"
+            self.sampler = resilient.compile(function, backend=backend, engine=engine, **self.data)
         self.free = list(self.sampler.compiled.latent_names)
         self.raw_run = self._raw()
 
@@ -95,9 +104,10 @@ class _Model:
             return run
         import pymc as pm
 
-        def run(seed: int) -> dict:
+        def run(seed: int) -> dict:  # auto's raw side: pm.sample as it runs by default (PyMC 6: nutpie where installed)
+            sampler = {} if self.engine == "auto" else {"nuts_sampler": "pymc"}
             trace = pm.sample(DRAWS, tune=TUNE, chains=CHAINS, random_seed=seed, progressbar=False,
-                              compute_convergence_checks=False, model=model, nuts_sampler="pymc")
+                              compute_convergence_checks=False, model=model, **sampler)
             return {k: trace.posterior[k].values for k in self.free}
         return run
 
