@@ -182,9 +182,10 @@ class Capabilities:
     #: ``engine=<that name>`` (pm.sample's ``nuts_sampler=``) on a model of its language selects it
     #: (pymc_numpyro: ``nuts_sampler="numpyro"`` on a pm.Model, as pm.sample runs it)
     nuts_of: str = ""
-    #: ``engine="auto"`` runs its language's models on it until the process has bought the one-off compilation of
-    #: the language's ``one_off_compile`` engine (ski rental), its seconds counting as the rent: measured the
-    #: fastest cold start for a pm.Model (NumPyro's NUTS over PyMC's JAX translation; ``benchmarks/engines.py``)
+    #: ``engine="auto"`` runs its language's default-size runs on it until the process has compiled for the
+    #: language's ``one_off_compile`` engine (``resilient.engine.COLD_START_MIN_ITERATIONS``), its seconds counting
+    #: as the ski rental's rent: measured the fastest cold start for a pm.Model (NumPyro's NUTS over PyMC's JAX
+    #: translation; ``benchmarks/engines.py``)
     auto_cold: bool = False
 
 
