@@ -171,3 +171,21 @@ def test_numpyros_nuts_on_a_pm_model_checks_its_starts_without_pymcs_gradient(va
     engine_model = sampler.cache[("pymc_numpyro", sampler.model)]  # what the loop's preflight checks
     report = run_preflight(sampler.model, "pymc", compiled=engine_model)[0]
     assert report.ok and value_grad_compilations["compiled"] == 0
+
+
+@pytest.mark.pymc
+@pytest.mark.numpyro
+def test_auto_takes_numpyros_nuts_for_a_default_size_run_without_compiling_pymcs_gradient(value_grad_compilations):
+    """#24.1 on auto's cold start: deciding (its check at PyMC's initial point included) and preflight run the JAX
+    function NUTS runs, translated once; PyMC's logp_dlogp_function is never compiled and the gradient not timed."""
+    import resilient
+    from resilient.checks import run_preflight
+
+    sampler = resilient.compile(_pymc_model())
+    choice = sampler.choose_engine()  # draws=1000, tune=1000, chains=4: a default-size run
+    assert choice.engine == "pymc_numpyro" and "the fastest cold start" in choice.reason
+    engine_model = sampler.cache[("pymc_numpyro", sampler.model)]
+    translated = engine_model.translate_seconds
+    report = run_preflight(sampler.model, "pymc", compiled=engine_model)[0]
+    assert report.ok and value_grad_compilations["compiled"] == 0
+    assert sampler.choose_engine().engine == "pymc_numpyro" and engine_model.translate_seconds == translated
