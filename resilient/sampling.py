@@ -398,7 +398,7 @@ class CompiledSampler:
                       rival_compiled=any(capabilities(name).one_off_compile for name in kept),
                       cold_compiled=any(capabilities(name).auto_cold for name in kept))
         choice = choose_engine(self.engine, self.backend, **decide)
-        wrapped, failed = self._wrapped(choice.engine, compiled)
+        wrapped, failed = self._wrapped(choice.engine, compiled, check=self.engine == "auto")
         if failed is not None and self.engine == "auto":  # auto's cold-start engine cannot run this model as well
             choice = choose_engine(self.engine, self.backend, **decide, cold=False)
             choice = replace(choice, reason=f"{choice.reason}; {capabilities(failed[0]).title} was not taken: "
@@ -408,10 +408,11 @@ class CompiledSampler:
             choice = replace(choice, reason=f"{choice.reason}: {wrapped.describe}")
         return choice
 
-    def _wrapped(self, engine: str, compiled: Any) -> tuple[Any, tuple[str, str] | None]:
+    def _wrapped(self, engine: str, compiled: Any, check: bool = False) -> tuple[Any, tuple[str, str] | None]:
         """The kept compilation of this model for ``engine`` where ``engine`` samples the language's compiled model
         (made and prepared here: a wrapper's ``prepare`` compiles what it needs now, so a model it cannot compile
-        is known before the engine is settled), and ``(engine, why)`` where that failed."""
+        is known before the engine is settled; with ``check``, auto's, its ``check_start`` too), and
+        ``(engine, why)`` where that failed."""
         if not wraps_language(engine):
             return None, None
         if compiled is None:
@@ -421,6 +422,8 @@ class CompiledSampler:
                                                gradient_backend=self.model.gradient_backend)
             try:
                 getattr(wrapped, "prepare", lambda: None)()
+                if check:
+                    getattr(wrapped, "check_start", lambda: None)()
             except Exception as error:  # noqa: BLE001 - an engine that cannot compile the model is not taken
                 return None, (engine, f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}")
             self.cache[(engine, self.model)] = wrapped

@@ -113,11 +113,14 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
             return self._jax
 
     def prepare(self) -> None:
-        """Translate the model now and evaluate it at PyMC's initial point (``engine="auto"`` asks before it settles
-        on this engine, so a model it runs worse than PyMC's own function goes elsewhere): raises where PyMC's JAX
-        translation cannot take one of the model's operations, or where its log density or gradient is not finite
-        at that point (preflight then checks the function of the engine auto takes instead)."""
+        """Translate the model now (``engine="auto"`` asks before it settles on this engine): raises where PyMC's
+        JAX translation cannot take one of the model's operations."""
         self.jax_functions  # noqa: B018
+
+    def check_start(self) -> None:
+        """Raise where the translated log density or gradient is not finite at PyMC's initial point (``engine="auto"``
+        asks, so a model this engine would run worse than PyMC's own function goes elsewhere; preflight then checks
+        the function of the engine auto takes instead)."""
         x = np.asarray(self.inner.initial_point("median"), float)
         value, gradient = self.log_density_and_gradient(x)
         if not (np.isfinite(value) and np.all(np.isfinite(gradient))):
