@@ -345,8 +345,8 @@ def _cold_start(backend: str, compiled: Any, mass_matrix: str, history: EngineHi
     """The language's cold-start engine (``Capabilities.auto_cold``: NumPyro's NUTS over PyMC's JAX translation)
     where it can run this model, the run is of default size and the process has not bought the rival's one-off
     compilation (a longer run buys it); ``None`` to leave the choice to the ski rental. On the reference posteriors
-    (``benchmarks/engines.py``, 4 x (1000 + 1000), empty caches, 2026-12-07) auto's first call on it took 0.81-1.00
-    x the time of the fastest raw side to 1,000 effective draws (PyMC's NUTS, nutpie, NumPyro on the model written
+    (``benchmarks/engines.py``, 4 x (1000 + 1000), empty caches, 2026-12-07, medians of 3) auto's first call on it took
+    0.73-1.27 x the time of the fastest raw side to 1,000 effective draws (PyMC's NUTS, nutpie, NumPyro on the model written
     for it). Its seconds are rent, but a later model of default size stays on it: JAX is warm in the process by
     then, and nutpie's first compilation is not (on P1, rebuilt in a way the kept samplers do not recognise, the
     second call on nutpie took 5.3 x the fastest raw re-run)."""
