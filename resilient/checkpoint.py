@@ -5,7 +5,7 @@ Layout of a checkpoint folder::
     run/                      meta.json (settings, model name, backend)
     run/attempt-01/           chunk-000001.nc, chunk-000002.nc, ... (post-warm-up draws)
                               warmup-000.nc, ... (each chain's warm-up statistics, once its warm-up is over)
-                              state.json + state.npz (the sampler state after the last chunk: see
+                              state.json + state-<digest>.npz (the sampler state after the last chunk: see
                               :mod:`resilient.sampler_state`; no pickle)
                               record.json (observed data, attempt log and preflight, at the end)
 
@@ -219,7 +219,7 @@ class Checkpoint:
 
     def write_state(self, state: Any) -> None:
         """Merge ``state`` (a :class:`~resilient.sampler_state.SamplerState` for the chunk's chains) into
-        the attempt's state and write it (``state.json`` + ``state.npz``)."""
+        the attempt's state and write it (``state.json`` and the arrays it names)."""
         from dataclasses import replace
 
         from resilient.sampler_state import SamplerState, merge_states, stack

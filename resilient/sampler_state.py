@@ -6,8 +6,8 @@ draws done, with the engine's name, the random state, the settings the run used 
 the model and its data. Engines add what they alone can take back (``native``: NumPyro's whole
 ``HMCState``, leaf by leaf, so a resumed NumPyro run continues bitwise).
 
-On disk it is ``state.json`` (everything but arrays) beside ``state.npz`` (the arrays), written with
-every checkpoint chunk: plain JSON and NumPy files any later Python reads, never a pickle. On a result
+On disk it is ``state.json`` (everything but arrays) beside ``state-<digest>.npz`` (the arrays, named in the
+JSON), written with every checkpoint chunk: plain JSON and NumPy files any later Python reads, never a pickle. On a result
 it is the ``sampler_state`` group (:meth:`SamplerState.to_dataset`): step size and mass matrix per chain.
 
 Functions here depend only on NumPy (and xarray for :meth:`SamplerState.to_dataset`).
@@ -35,6 +35,7 @@ __all__ = ["SamplerState", "FORMAT", "model_fingerprint", "cached_fingerprint", 
 FORMAT = 1
 
 JSON_NAME = "state.json"
+#: the arrays' file in states written before the JSON named it (read, never written)
 ARRAYS_NAME = "state.npz"
 
 
@@ -92,8 +93,11 @@ class SamplerState:
         }
 
     def save(self, folder: str | os.PathLike) -> None:
-        """Write ``state.npz`` then ``state.json`` in ``folder``, each atomically (the JSON last: a
-        reader that finds it finds the arrays it names)."""
+        """Write the arrays to ``state-<digest>.npz``, then ``state.json`` naming that file, each atomically, then
+        remove the arrays of earlier saves. The JSON is the one file whose replacement moves the state on: a
+        process killed at any point leaves a JSON and the arrays it names, from the same save. (With one arrays
+        file rewritten in place, a kill between the two writes paired the last chunk's arrays with the chunk
+        before's counts, and a resumed NumPyro run went on from 50 draws further than it wrote.)"""
         folder = Path(folder)
         arrays = {"positions": np.asarray(self.positions)}
         if self.inverse_mass_matrix is not None:
@@ -101,24 +105,34 @@ class SamplerState:
         arrays.update(_pack(self.native))
         buffer = io.BytesIO()  # built in memory and written at once: zipfile's many small writes cost 4x more
         np.savez(buffer, **arrays)
-        temporary = folder / f".{ARRAYS_NAME}.tmp"
+        name = f"state-{hashlib.sha1(buffer.getbuffer()).hexdigest()[:16]}.npz"
+        temporary = folder / f".{name}.tmp"
         temporary.write_bytes(buffer.getbuffer())
-        os.replace(temporary, folder / ARRAYS_NAME)
-        text = dumps(self._json(), default=_json_default)
+        os.replace(temporary, folder / name)
+        text = dumps({**self._json(), "arrays": name}, default=_json_default)
         temporary = folder / f".{JSON_NAME}.tmp"
         temporary.write_text(text)
         os.replace(temporary, folder / JSON_NAME)
+        for old in [*folder.glob("state-*.npz"), folder / ARRAYS_NAME]:
+            if old.name != name:
+                old.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "SamplerState":
         """Read what :meth:`save` wrote; a ``ValueError`` saying why for files of another format."""
         folder = Path(folder)
-        meta = json.loads((folder / JSON_NAME).read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{folder / JSON_NAME} is a sampler state of format {meta.get('format')!r}; this "
-                             f"Resilient reads format {FORMAT}.")
-        with np.load(folder / ARRAYS_NAME, allow_pickle=False) as arrays:
-            loaded = {name: np.array(arrays[name]) for name in arrays.files}
+        for tries in range(3):  # a running save removes the arrays an older JSON named just after replacing it
+            meta = json.loads((folder / JSON_NAME).read_text())
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{folder / JSON_NAME} is a sampler state of format {meta.get('format')!r}; this "
+                                 f"Resilient reads format {FORMAT}.")
+            try:
+                with np.load(folder / meta.get("arrays", ARRAYS_NAME), allow_pickle=False) as arrays:
+                    loaded = {name: np.array(arrays[name]) for name in arrays.files}
+                break
+            except FileNotFoundError:
+                if tries == 2:
+                    raise
         return cls(
             engine=meta["engine"], chains=tuple(meta["chains"]), positions=loaded["positions"],
             step_size=np.asarray(meta["step_size"], np.float64),

@@ -185,7 +185,9 @@ def test_resuming_with_other_data_another_model_or_other_settings_is_refused(fin
 def test_the_state_is_json_and_npz_and_reads_back(finished):
     folder, data = finished
     for attempt in folder.glob("attempt-*"):
-        assert {"state.json", "state.npz"} <= {p.name for p in attempt.iterdir()}
+        names = {p.name for p in attempt.iterdir()}
+        assert "state.json" in names and json.loads((attempt / "state.json").read_text())["arrays"] in names
+        assert len([n for n in names if n.endswith(".npz")]) == 1, "earlier saves' arrays are removed"
         assert not list(attempt.glob("*.pkl"))
     attempt = sorted(folder.glob("attempt-*"))[-1]  # the loop may have retried: the last attempt's state
     saved = json.loads((attempt / "state.json").read_text())
@@ -220,6 +222,43 @@ def test_a_state_round_trips_with_a_dense_mass_matrix(tmp_path):
         assert np.array_equal(getattr(back, name), getattr(state, name)), name
     group = back.to_dataset()
     assert group["inverse_mass_matrix"].dims == ("chain", "unconstrained", "unconstrained_bis")
+
+
+@pytest.mark.parametrize("killed_at", ["arrays", "json", "clean-up"])
+def test_a_save_killed_at_any_write_leaves_a_state_whose_counts_and_arrays_match(tmp_path, monkeypatch, killed_at):
+    """A SIGKILL can land between any two of a save's writes: what reads back is one save, whole (the chunk
+    before's counts with the chunk before's arrays, or the new with the new), never a mix."""
+    before = _state(positions=np.zeros((2, 2)), native={"key": np.array([1, 2])})
+    after = _state(positions=np.ones((2, 2)), draws_done=np.array([90, 90]), native={"key": np.array([3, 4])})
+    before.save(tmp_path)
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    class Killed(BaseException):
+        pass
+
+    def replace(source, target):
+        if (killed_at == "arrays" and str(target).endswith(".npz")) or (
+                killed_at == "json" and str(target).endswith("state.json")):
+            raise Killed
+        real_replace(source, target)
+
+    def unlink(path, missing_ok=False):
+        if killed_at == "clean-up":
+            raise Killed
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(Killed):
+        after.save(tmp_path)
+    monkeypatch.undo()
+    back = SamplerState.load(tmp_path)
+    expected = after if killed_at == "clean-up" else before
+    assert back.draws_done.tolist() == expected.draws_done.tolist()
+    assert np.array_equal(back.positions, expected.positions)
+    assert back.native["key"].tolist() == expected.native["key"].tolist()
+    after.save(tmp_path)  # the next save goes on and leaves one arrays file
+    assert len(list(tmp_path.glob("*.npz"))) == 1 and SamplerState.load(tmp_path).draws_done.tolist() == [90, 90]
 
 
 def _state(**changes):

@@ -55,20 +55,63 @@ POLL_SECONDS = 0.5
 MAX_POLL_SECONDS = 5.0
 
 
-class _Starts:
-    """nutpie's ``initial_point_func``: each call (one per chain start or retry) takes the next of the
-    points the loop chose, in nutpie's layout."""
+#: seconds :func:`_chain_seeds` waits for every chain's first call (each takes about a millisecond)
+SEED_PROBE_SECONDS = 5.0
 
-    def __init__(self, points: np.ndarray) -> None:
+
+class _Starts:
+    """nutpie's ``initial_point_func``: chain ``c`` starts at row ``c`` of the points the loop chose (in nutpie's
+    layout), found by the seed nutpie hands it (``seeds``, from :func:`_chain_seeds`). A call with another seed (a
+    retry after a start nutpie refused, or no ``seeds``) takes the next row in call order."""
+
+    def __init__(self, points: np.ndarray, seeds: list[int] | None = None) -> None:
         self.points = points
+        self.rows = {seed: row for row, seed in enumerate(seeds or ())}
         self.calls = 0
         self.lock = threading.Lock()
 
     def __call__(self, seed: Any = None) -> np.ndarray:
         with self.lock:
-            row = self.points[self.calls % len(self.points)]
-            self.calls += 1
-        return row.copy()
+            row = self.rows.pop(int(seed), None) if seed is not None else None
+            if row is None:
+                row = self.calls % len(self.points)
+                self.calls += 1
+        return self.points[row].copy()
+
+
+class _Probed(Exception):
+    """Raised by :func:`_chain_seeds`'s initial-point function: the chain has shown its seed."""
+
+
+def _chain_seeds(model: NutpieCompiledModel, chains: int, options: dict[str, Any]) -> list[int] | None:
+    """The seed nutpie hands each chain's initial-point function at its first call, in chain order; None where
+    the probe does not see one per chain.
+
+    nutpie starts its chains on a thread pool: with several cores their first calls arrive in any order, and a
+    start given by call order lands on another chain from run to run (the same seed gave other draws under load).
+    Each chain's seed is its own (its generator is the run's seed on the chain's stream); on one core the pool
+    starts the chains one after another, in order. So the probe runs nutpie on one core with the same seed and
+    settings, its initial-point function noting the seed and raising, which ends each chain at once."""
+    import nutpie
+
+    seen: list[int] = []
+
+    def note(seed: Any = None) -> np.ndarray:
+        seen.append(int(seed))
+        raise _Probed
+
+    sampler = nutpie.sample(model.with_starts(note), chains=chains, cores=1, progress_bar=False, blocking=False,
+                            **options)
+    try:
+        end = time.monotonic() + SEED_PROBE_SECONDS
+        while len(seen) < chains and time.monotonic() < end:
+            time.sleep(0.0005)
+    finally:
+        try:
+            _quietly(sampler.cancel)
+        except Exception:  # noqa: BLE001 - its chains failed, as the probe meant them to
+            pass
+    return seen if len(seen) == chains and len(set(seen)) == chains else None
 
 
 class _Feeder:
@@ -380,24 +423,24 @@ def _run_nutpie(model: NutpieCompiledModel, settings: NUTSSettings, on_chunk: Ca
     chains = int(settings.chains)
     cores = max(1, min(chains, settings.cores or model.cores or os.cpu_count() or 1))
     compiled = model.nutpie_model
+    options = dict(draws=int(settings.draws), tune=int(settings.tune), seed=_seed(settings), save_warmup=True,
+                   adaptation=mass_matrix, target_accept=float(settings.target_accept),
+                   maxdepth=int(settings.max_tree_depth), return_raw_trace=_raw_traces(), **extra_settings)
     if settings.initial_points is not None:
         points = np.asarray(settings.initial_points, dtype=np.float64)
         if points.shape != (chains, model.dimension):
             raise ValueError(f"initial_points must have shape (chains, dimension) = ({chains}, {model.dimension}), "
                              f"got {points.shape}.")
-        compiled = model.with_starts(_Starts(np.ascontiguousarray(points[:, model.order])))
+        seeds = _chain_seeds(model, chains, options) if cores > 1 and chains > 1 else None
+        compiled = model.with_starts(_Starts(np.ascontiguousarray(points[:, model.order]), seeds))
     feeder = _Feeder(model, settings, on_chunk)
     started = time.monotonic()
     reason = ""
     done = False
     poll = POLL_SECONDS
     with _Interrupts() as interrupts:  # from before nutpie starts: Ctrl-C must never leave it running
-        sampler = nutpie.sample(
-            compiled, draws=int(settings.draws), tune=int(settings.tune), chains=chains, cores=cores,
-            seed=_seed(settings), save_warmup=True, progress_bar=bool(settings.progressbar), blocking=False,
-            adaptation=mass_matrix, target_accept=float(settings.target_accept),
-            maxdepth=int(settings.max_tree_depth), return_raw_trace=_raw_traces(), **extra_settings,
-        )
+        sampler = nutpie.sample(compiled, chains=chains, cores=cores, progress_bar=bool(settings.progressbar),
+                                blocking=False, **options)
         try:
             while True:
                 remaining = None if settings.deadline is None else settings.deadline - time.monotonic()
