@@ -47,6 +47,22 @@ class WrapsCompiledModel:
         return self.inner.datatree_layout()
 
 
+def pymc_running_stats(diverging: Any, chains: Sequence[int], warmup: bool,
+                       counts: dict[int, int]) -> dict[str, np.ndarray]:
+    """PyMC's NUTS statistics that other engines keep no counterpart of, for one chunk (``diverging``: a row per
+    chain of ``chains``): ``divergences``, the chain's running count of post-warm-up divergences as pm.sample gives
+    it (0 in warm-up; ``counts`` holds each chain's count so far and is updated), and ``largest_eigval`` /
+    ``smallest_eigval``, NaN as PyMC 6.4 gives them for every mass matrix adaptation it has."""
+    diverging = np.asarray(diverging, bool)
+    count = np.zeros(diverging.shape, np.int64)
+    if not warmup:
+        for row, chain in enumerate(chains):
+            count[row] = counts.get(chain, 0) + np.cumsum(diverging[row], dtype=np.int64)
+            counts[chain] = counts.get(chain, 0) + int(diverging[row].sum())
+    return {"divergences": count, "largest_eigval": np.full(diverging.shape, np.nan),
+            "smallest_eigval": np.full(diverging.shape, np.nan)}
+
+
 def check_strategy(strategy: str) -> None:
     if strategy not in INITIAL_STRATEGIES:
         raise ValueError(

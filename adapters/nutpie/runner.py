@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from resilient.adapters.common import pymc_running_stats
 from resilient.backend import Chunk, NUTSRun, NUTSSettings
 from resilient.errors import SamplerError
 
@@ -133,7 +134,7 @@ class _Feeder:
         self.warmup_ended: float | None = None
         # A PyMC model's run carries pm.sample's names besides ours (model.source is what compiled it).
         self.pymc_names = getattr(model, "source", None) == "pymc"
-        self.divergences = [0] * chains  # post-warm-up divergences handed over so far, per chain
+        self.divergences: dict[int, int] = {}  # post-warm-up divergences handed over so far, per chain
         # pm.sample(nuts_sampler="nutpie") keeps nutpie's own names (`depth`, `logp`, `mean_tree_accept`, `tuning`):
         # so does a PyMC model's run, besides ours. A NumPyro model's run has ours for those.
         self.skipped = _SKIPPED if self.pymc_names else _SKIPPED | {"tuning", *STAT_SOURCES.values()}
@@ -227,17 +228,8 @@ class _Feeder:
 
     def _pymc_stats(self, sample_stats: dict[str, np.ndarray], chain: int, warmup: bool) -> dict[str, np.ndarray]:
         """PyMC's names for this chunk (:data:`PYMC_ALIASES`, :data:`PYMC_COMPUTED`), as pm.sample's NUTS gives them."""
-        diverging = sample_stats["diverging"][0]
         found = {name: sample_stats[source] for name, source in PYMC_ALIASES.items() if source in sample_stats}
-        if warmup:
-            count = np.zeros(diverging.shape, dtype=np.int64)
-        else:
-            count = self.divergences[chain] + np.cumsum(diverging, dtype=np.int64)
-            self.divergences[chain] += int(diverging.sum())
-        found["divergences"] = count[None]
-        for name in ("largest_eigval", "smallest_eigval"):
-            found[name] = np.full((1, diverging.size), np.nan)
-        return found
+        return {**found, **pymc_running_stats(sample_stats["diverging"], (chain,), warmup, self.divergences)}
 
     def delivered(self, warmup: bool) -> dict[int, int]:
         return {c: n for (c, w), n in self.sent.items() if w == warmup}

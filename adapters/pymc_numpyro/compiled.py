@@ -14,7 +14,7 @@ import numpy as np
 
 from resilient.backend import Chunk, NUTSRun, NUTSSettings
 
-from resilient.adapters.common import WrapsCompiledModel
+from resilient.adapters.common import WrapsCompiledModel, pymc_running_stats
 from resilient.adapters.numpyro.compiled import NumPyroCompiledModel
 
 #: this engine's name in the registry (its sampler states carry it; NumPyro's driver writes "numpyro").
@@ -205,16 +205,10 @@ class PyMCNumPyroCompiledModel(WrapsCompiledModel, NumPyroCompiledModel):
 def _pymc_stats(chunk: Chunk, max_tree_depth: int, divergences: dict[int, int]) -> dict[str, np.ndarray]:
     """:data:`PYMC_COMPUTED` for ``chunk``; ``divergences`` holds each chain's post-warm-up count so far."""
     stats = chunk.sample_stats
-    diverging = np.asarray(stats["diverging"], bool)
-    count = np.zeros(diverging.shape, np.int64)
-    if not chunk.warmup:
-        for row, chain in enumerate(chunk.chains):
-            count[row] = divergences.get(chain, 0) + np.cumsum(diverging[row], dtype=np.int64)
-            divergences[chain] = int(count[row, -1]) if count.shape[1] else divergences.get(chain, 0)
-    nan = np.full(diverging.shape, np.nan)
-    return {"reached_max_treedepth": np.asarray(stats["tree_depth"]) >= int(max_tree_depth), "divergences": count,
-            "step_size_bar": nan.copy() if chunk.warmup else np.asarray(stats["step_size"], np.float64),
-            "largest_eigval": nan.copy(), "smallest_eigval": nan}
+    step = np.asarray(stats["step_size"], np.float64)
+    return {"reached_max_treedepth": np.asarray(stats["tree_depth"]) >= int(max_tree_depth),
+            "step_size_bar": np.full(step.shape, np.nan) if chunk.warmup else step,
+            **pymc_running_stats(stats["diverging"], chunk.chains, chunk.warmup, divergences)}
 
 
 def _with_gradient(get_jaxified_graph: Callable, inputs: list[Any], logp: Any,
