@@ -435,3 +435,25 @@ def test_warm_start_true_starts_each_later_fit_on_a_worker_from_the_last_accepte
         "off by default"
     with pytest.raises(ResilientError, match="`warm_start` must be True or False"):
         sample_many(sbc_models.normal, datasets, out=tmp_path / "bad", warm_start="auto", **run)
+
+
+def _allocator_settings() -> dict:
+    return {name: os.environ.get(name) for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+
+
+def test_workers_resilient_starts_keep_glibcs_settled_allocator_thresholds():
+    """Dask's MALLOC_TRIM_THRESHOLD_=65536 turns glibc's dynamic mmap threshold off, and a NumPyro fit of 20,000
+    observations took 2.2 x as long: the workers Resilient starts get the thresholds glibc settles at instead,
+    and a value the user configured in Dask is kept."""
+    import dask
+
+    from resilient.batch.cluster import WORKER_MALLOC, Cluster, _worker_malloc
+
+    cluster = Cluster(workers=1)
+    try:
+        found = list(cluster.client.run(_allocator_settings).values())
+    finally:
+        cluster.close()
+    assert found == [{name: str(value) for name, value in WORKER_MALLOC.items()}]
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 0}):
+        assert _worker_malloc() == {}
