@@ -449,11 +449,25 @@ def test_workers_resilient_starts_keep_glibcs_settled_allocator_thresholds():
 
     from resilient.batch.cluster import WORKER_MALLOC, Cluster, _worker_malloc
 
-    cluster = Cluster(workers=1)
+    before = _allocator_settings()
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"  # as an earlier Dask cluster in this process leaves it
+    os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
     try:
-        found = list(cluster.client.run(_allocator_settings).values())
+        cluster = Cluster(workers=1)
+        try:
+            found = list(cluster.client.run(_allocator_settings).values())
+        finally:
+            cluster.close()
+        assert found == [{name: str(value) for name, value in WORKER_MALLOC.items()}]
+        os.environ.pop("MALLOC_MMAP_THRESHOLD_")
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = "0"
+        assert _worker_malloc() == {}, "the user's own value is kept"
+        del os.environ["MALLOC_TRIM_THRESHOLD_"]
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 0}):
+            assert _worker_malloc() == {}, "the user's own value in Dask's config is kept"
     finally:
-        cluster.close()
-    assert found == [{name: str(value) for name, value in WORKER_MALLOC.items()}]
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 0}):
-        assert _worker_malloc() == {}
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -50,13 +50,20 @@ _DASK_TRIM_DEFAULT = 65536
 
 def _worker_malloc() -> dict[str, Any]:
     """The Dask config keys that give Resilient's worker processes :data:`WORKER_MALLOC`, or {} where the user set
-    either threshold in Dask's config (theirs is kept)."""
+    either threshold (in this process's environment or Dask's config: theirs is kept). Dask's nannies take a
+    variable from this process's environment over their config, and write their values into it before they start
+    a worker (so an earlier cluster's ``MALLOC_TRIM_THRESHOLD_=65536`` is there): the values are set there too."""
     import dask
 
-    environ = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
-    if "MALLOC_MMAP_THRESHOLD_" in environ or str(environ.get("MALLOC_TRIM_THRESHOLD_", _DASK_TRIM_DEFAULT)) != str(
-            _DASK_TRIM_DEFAULT):
+    configured = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+
+    def effective(name: str) -> Any:
+        return os.environ.get(name, configured.get(name))
+
+    trim = effective("MALLOC_TRIM_THRESHOLD_")
+    if effective("MALLOC_MMAP_THRESHOLD_") is not None or (trim is not None and str(trim) != str(_DASK_TRIM_DEFAULT)):
         return {}
+    os.environ.update({name: str(value) for name, value in WORKER_MALLOC.items()})
     return {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_MALLOC.items()}
 
 
