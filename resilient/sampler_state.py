@@ -37,6 +37,9 @@ FORMAT = 1
 JSON_NAME = "state.json"
 #: the arrays' file in states written before the JSON named it (read, never written)
 ARRAYS_NAME = "state.npz"
+#: folder -> the arrays file this process saved there last, removed by the next save (a listing of the folder,
+#: which holds every chunk file, at each chunk would cost a long run time quadratic in its chunks)
+_LAST_ARRAYS: dict[str, str] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,9 +116,12 @@ class SamplerState:
         temporary = folder / f".{JSON_NAME}.tmp"
         temporary.write_text(text)
         os.replace(temporary, folder / JSON_NAME)
-        for old in [*folder.glob("state-*.npz"), folder / ARRAYS_NAME]:
+        key = os.path.abspath(folder)
+        previous = _LAST_ARRAYS.get(key)  # a folder's first save here looks for every earlier one (a killed run's)
+        for old in [folder / previous] if previous else [*folder.glob("state-*.npz"), folder / ARRAYS_NAME]:
             if old.name != name:
                 old.unlink(missing_ok=True)
+        _LAST_ARRAYS[key] = name
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "SamplerState":

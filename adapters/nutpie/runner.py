@@ -101,8 +101,11 @@ def _chain_seeds(model: NutpieCompiledModel, chains: int, options: dict[str, Any
         seen.append(int(seed))
         raise _Probed
 
-    sampler = nutpie.sample(model.with_starts(note), chains=chains, cores=1, progress_bar=False, blocking=False,
-                            **options)
+    try:
+        sampler = nutpie.sample(model.with_starts(note), chains=chains, cores=1, progress_bar=False, blocking=False,
+                                **options)
+    except Exception:  # noqa: BLE001 - the run itself meets (and reports) whatever stopped the probe
+        return None
     try:
         end = time.monotonic() + SEED_PROBE_SECONDS
         while len(seen) < chains and time.monotonic() < end:
