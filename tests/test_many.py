@@ -447,7 +447,7 @@ def test_workers_resilient_starts_keep_glibcs_settled_allocator_thresholds():
     and a value the user configured in Dask is kept."""
     import dask
 
-    from resilient.batch.cluster import WORKER_MALLOC, Cluster, _worker_malloc
+    from resilient.batch.cluster import WORKER_MALLOC, Cluster, _use_worker_malloc
 
     before = _allocator_settings()
     os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"  # as an earlier Dask cluster in this process leaves it
@@ -461,10 +461,13 @@ def test_workers_resilient_starts_keep_glibcs_settled_allocator_thresholds():
         assert found == [{name: str(value) for name, value in WORKER_MALLOC.items()}]
         os.environ.pop("MALLOC_MMAP_THRESHOLD_")
         os.environ["MALLOC_TRIM_THRESHOLD_"] = "0"
-        assert _worker_malloc() == {}, "the user's own value is kept"
+        assert not _use_worker_malloc() and _allocator_settings() == {
+            "MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": "0"}, "the user's own value is kept"
         del os.environ["MALLOC_TRIM_THRESHOLD_"]
         with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 0}):
-            assert _worker_malloc() == {}, "the user's own value in Dask's config is kept"
+            assert not _use_worker_malloc() and _allocator_settings() == {
+                "MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": None}, \
+                "the user's own value in Dask's config is kept"
     finally:
         for name, value in before.items():
             if value is None:

@@ -239,17 +239,17 @@ def test_a_save_killed_at_any_write_leaves_a_state_whose_counts_and_arrays_match
     def replace(source, target):
         if (killed_at == "arrays" and str(target).endswith(".npz")) or (
                 killed_at == "json" and str(target).endswith("state.json")):
-            raise Killed
+            raise Killed(f"killed at {killed_at}")
         real_replace(source, target)
 
     def unlink(path, missing_ok=False):
         if killed_at == "clean-up":
-            raise Killed
+            raise Killed(f"killed at {killed_at}")
         real_unlink(path, missing_ok=missing_ok)
 
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(Path, "unlink", unlink)
-    with pytest.raises(Killed):
+    with pytest.raises(Killed, match=f"killed at {killed_at}"):
         after.save(tmp_path)
     monkeypatch.undo()
     back = SamplerState.load(tmp_path)

@@ -48,11 +48,11 @@ WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 6
 _DASK_TRIM_DEFAULT = 65536
 
 
-def _worker_malloc() -> dict[str, Any]:
-    """The Dask config keys that give Resilient's worker processes :data:`WORKER_MALLOC`, or {} where the user set
-    either threshold (in this process's environment or Dask's config: theirs is kept). Dask's nannies take a
-    variable from this process's environment over their config, and write their values into it before they start
-    a worker (so an earlier cluster's ``MALLOC_TRIM_THRESHOLD_=65536`` is there): the values are set there too."""
+def _use_worker_malloc() -> bool:
+    """Put :data:`WORKER_MALLOC` into this process's environment, which the worker processes a ``LocalCluster``
+    starts inherit (Dask's nannies also take a variable they set from this environment over their config, and write
+    their values into it: an earlier cluster's ``MALLOC_TRIM_THRESHOLD_=65536`` is there). False, changing nothing,
+    where the user set either threshold (in the environment or Dask's config): theirs is kept."""
     import dask
 
     configured = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
@@ -62,9 +62,9 @@ def _worker_malloc() -> dict[str, Any]:
 
     trim = effective("MALLOC_TRIM_THRESHOLD_")
     if effective("MALLOC_MMAP_THRESHOLD_") is not None or (trim is not None and str(trim) != str(_DASK_TRIM_DEFAULT)):
-        return {}
+        return False
     os.environ.update({name: str(value) for name, value in WORKER_MALLOC.items()})
-    return {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_MALLOC.items()}
+    return True
 
 
 class Cluster:
@@ -81,13 +81,11 @@ class Cluster:
             count = int(workers or os.cpu_count() or 1)
             if count < 1:
                 raise ResilientError(f"`workers` must be a positive integer, got {workers!r}.")
-            import dask
-
-            with dask.config.set(_worker_malloc()):  # the nannies read it here, and again for a restarted worker
-                self.cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, host="127.0.0.1",
-                                            env=worker_environment(1, devices),
-                                            memory_limit=memory_limit)
+            _use_worker_malloc()
+            self.cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, host="127.0.0.1",
+                                        env=worker_environment(1, devices),
+                                        memory_limit=memory_limit)
             self.client = Client(self.cluster)
         elif isinstance(client, str):
             try:
