@@ -20,7 +20,8 @@ values of every argument (hashed), and for a ``pm.Model`` the same variables and
 ``pm.Data`` containers and coordinates; anything it cannot hash is compiled afresh. A ``pm.Model`` built again
 (a notebook cell re-run, a Bambi model fitted again) reuses the sampler of one built alike: the same variables,
 dims, data and coordinates, and a graph PyTensor's ``equal_computations`` finds equal on
-``pymc.model.fgraph.fgraph_from_model`` (ops compared by their properties, constants by value); a model that
+``pymc.model.fgraph.fgraph_from_model`` (ops compared by their properties, constants by value, a transform made
+anew in each build, such as a bounded variable's interval, by what it is made of); a model that
 ``fgraph_from_model`` cannot convert (custom initial values) is compiled afresh. ``clear_kept()`` forgets them;
 ``RESILIENT_CACHE=off`` keeps none.
 """
@@ -162,10 +163,59 @@ def _built_alike(a: Any, b: Any) -> bool:
                 old, new = np.asarray(x.get_value(borrow=True)), np.asarray(y.get_value(borrow=True))
                 if old.dtype != new.dtype or old.shape != new.shape or not np.array_equal(old, new, equal_nan=True):
                     return False
+        _share_alike_transforms(graph_a, graph_b)
         return bool(equal_computations(list(graph_a.outputs), list(graph_b.outputs), list(graph_a.inputs),
                                        list(graph_b.inputs)))
     except Exception:  # noqa: BLE001 - a model fgraph_from_model cannot convert is compiled afresh
         return False
+
+
+def _share_alike_transforms(graph_a: Any, graph_b: Any) -> None:
+    """Give ``graph_b``'s model-variable ops ``graph_a``'s transform object wherever the two are alike
+    (:func:`_alike`). A transform made at model-building time (``pm.Truncated``'s interval, any default
+    interval transform of a bounded distribution) is a new object in each build and has no ``__eq__``, so
+    ``equal_computations`` would call two models built alike different. Both graphs are throwaway copies."""
+    found = [node.op.transform for node in graph_a.apply_nodes if getattr(node.op, "transform", None) is not None]
+    for node in graph_b.apply_nodes:
+        transform = getattr(node.op, "transform", None)
+        if transform is None or any(transform is t or transform == t for t in found):
+            continue
+        same = next((t for t in found if _alike(t, transform)), None)
+        if same is not None:
+            props = {name: getattr(node.op, name) for name in node.op.__props__}
+            node.op = type(node.op)(**{**props, "transform": same})
+
+
+def _alike(a: Any, b: Any, depth: int = 0) -> bool:
+    """Whether two objects built alike behave alike, judged conservatively: equal numbers, strings, None and
+    arrays; containers of alike items; functions of the same code and globals with alike defaults and
+    closures; objects of one type with alike attributes. Anything else: only the same object."""
+    import types
+
+    import numpy as np
+
+    if a is b:
+        return True
+    if depth > 6 or type(a) is not type(b):
+        return False
+    if isinstance(a, (bool, int, float, complex, str, bytes, type(None))):
+        return bool(a == b)
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_alike(x, y, depth + 1) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_alike(a[k], b[k], depth + 1) for k in a)
+    if isinstance(a, types.FunctionType):
+        cells_a, cells_b = a.__closure__ or (), b.__closure__ or ()
+        return (a.__code__ is b.__code__ or a.__code__ == b.__code__) and a.__globals__ is b.__globals__ \
+            and _alike(a.__defaults__, b.__defaults__, depth + 1) \
+            and _alike(a.__kwdefaults__, b.__kwdefaults__, depth + 1) and len(cells_a) == len(cells_b) \
+            and all(_alike(x.cell_contents, y.cell_contents, depth + 1) for x, y in zip(cells_a, cells_b))
+    if type(a).__module__.split(".")[0] in {"pymc", "pytensor"} and hasattr(a, "__dict__") \
+            and not hasattr(a, "owner"):  # a transform object; never a graph variable
+        return _alike(vars(a), vars(b), depth + 1)
+    return False
 
 
 def _key(resolved: Any, parts: tuple) -> tuple[tuple, Any] | None:

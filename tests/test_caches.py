@@ -148,14 +148,17 @@ def test_a_pm_model_is_kept_until_its_data_or_variables_change():
 
 def test_a_pm_model_built_again_alike_reuses_the_sampler_and_any_difference_compiles_afresh():
     """A notebook cell re-run builds a new pm.Model: built alike (graph, names, dims, data, coordinates), it gets
-    the kept sampler; a prior parameter, a transform, dims, data or an initial value changed gets its own."""
+    the kept sampler; a prior parameter, a bound, a transform, dims, data or an initial value changed gets its own.
+    A bounded variable's interval transform is a new object in each build (no ``__eq__``): alike, not equal."""
     import numpy as np
     import pymc as pm
 
-    def build(scale=5.0, data=np.arange(3.0), dims="school", transform=None, initval=None, name="mu"):
+    def build(scale=5.0, data=np.arange(3.0), dims="school", transform=None, initval=None, name="mu", upper=3.0):
         with pm.Model(coords={"school": ["a", "b", "c"]}) as model:
             d = pm.Data("d", data, dims="school")
             mu = pm.Normal(name, 0, scale, initval=initval)
+            pm.Truncated("t", pm.Normal.dist(mu, 1), lower=0, upper=upper)
+            pm.Uniform("u", 0, upper)
             tau = pm.HalfNormal("tau", 1, default_transform=transform)
             theta = pm.Normal("theta", mu, tau, dims=dims, shape=3)
             pm.Normal("y", theta * d, 1, observed=np.ones(3), dims="school")
@@ -167,7 +170,7 @@ def test_a_pm_model_built_again_alike_reuses_the_sampler_and_any_difference_comp
         assert _kept_pm_model(build()) is first, "built alike: the first model's sampler"
         from pymc.distributions.transforms import log_exp_m1
 
-        for changed in (dict(scale=6.0), dict(data=np.arange(3.0) + 1), dict(dims=None),
+        for changed in (dict(scale=6.0), dict(upper=4.0), dict(data=np.arange(3.0) + 1), dict(dims=None),
                         dict(transform=log_exp_m1), dict(initval=0.5), dict(name="nu")):
             assert _kept_pm_model(build(**changed)) is not first, changed
         model = build()
