@@ -15,8 +15,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Before anything imports jax (CLI subprocesses inherit it too): XLA programs already compiled by an
-# earlier test, or an earlier run on this machine, are read from disk instead of compiled again.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
+# earlier test, or an earlier run on this machine (from any clone), are read from disk instead of compiled again.
+# Beside Resilient's own cache (resilient.caches.cache_root(): $RESILIENT_CACHE_DIR, else $XDG_CACHE_HOME or
+# ~/.cache, then resilient/), in a folder of its own; the repository's .cache/ where that cannot be made.
+def _jax_cache_folder() -> Path:
+    base = os.environ.get("RESILIENT_CACHE_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "resilient")
+    folder = Path(base).expanduser() / "jax-tests"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = ROOT / ".cache" / "jax"
+    return folder
+
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_jax_cache_folder()))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 _COMPILED: dict = {}
