@@ -11,9 +11,10 @@ second *warm* (the model built again, as a user re-running a cell); ``resilient-
 because its ski rental may pay nutpie's first compilation in the second. Then a *second process* runs the
 call once more with the caches the first process filled (a new Python session on the same machine: PyTensor's
 compiledir and Numba cache for PyMC and nutpie, Resilient's JAX persistent cache for NumPyro runs; raw NumPyro
-keeps no cache unless its user sets one). Each call is 4 chains x (1000 warm-up + 1000 draws), seed 12345, on
-every core. The figure is the whole call's wall time (compilation, preflight, warm-up, draws, conversion) times
-1000 / min ESS-bulk over the model's free variables: the seconds to 1,000 effective draws at this run length.
+keeps no cache unless its user sets one). Each call is 4 chains x (1000 warm-up + 1000 draws), seed 12345 (with
+``--vary-seed``, 12345 + the repeat's number, the same for every side), on every core. The figure is the whole
+call's wall time (compilation, preflight, warm-up, draws, conversion) times 1000 / min ESS-bulk over the model's
+free variables: the seconds to 1,000 effective draws at this run length.
 With ``--repeats``, each (model, side) runs that many times, the sides in turn (their order reversed every other
 repeat, so load falls on all alike); the table gives medians. Sides:
 
@@ -164,7 +165,9 @@ def _numpyro_latents(model, data: dict) -> list[str]:
     return [n for n, site in trace.items() if site["type"] == "sample" and not site["is_observed"]]
 
 
-def _child(side: str, name: str, calls: str = "first") -> None:
+def _child(side: str, name: str, calls: str = "first", seed: str = str(SEED)) -> None:
+    global SEED
+    SEED = int(seed)
     if side in ("numpyro",) or side.startswith("resilient"):
         import resilient.adapters.numpyro  # noqa: F401  (one XLA device per chain, as Resilient sets it)
     rows = {}
@@ -189,8 +192,8 @@ def _cache_environment(folder: Path) -> dict[str, str]:
     return env
 
 
-def _process(side: str, name: str, calls: str, env: dict[str, str]) -> dict:
-    process = subprocess.run([sys.executable, __file__, "--child", side, name, calls], capture_output=True,
+def _process(side: str, name: str, calls: str, env: dict[str, str], seed: int = SEED) -> dict:
+    process = subprocess.run([sys.executable, __file__, "--child", side, name, calls, str(seed)], capture_output=True,
                              text=True, timeout=1800, cwd=ROOT, env=env)
     line = next((l for l in process.stdout.splitlines() if l.startswith("RESULT ")), None)
     if line:
@@ -234,7 +237,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sides", default=",".join(SIDES))
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeats", type=int, default=1, help="runs per (model, side); the table gives medians")
-    parser.add_argument("--child", nargs="+", metavar="SIDE MODEL [first|second]", help=argparse.SUPPRESS)
+    parser.add_argument("--vary-seed", action="store_true",
+                        help=f"repeat k runs every side with seed {SEED} + k, so the medians also average over the "
+                             "effective sample size one seed happens to give (both sides get the same seeds)")
+    parser.add_argument("--child", nargs="+", metavar="SIDE MODEL [first|second] [SEED]", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args(argv)
     if args.child:
@@ -248,18 +254,19 @@ def main(argv=None) -> int:
     kept = [r for r in json.loads(path.read_text()).get("rows", []) if (r["model"], r["side"]) not in planned
             ] if path.exists() else []
     for repeat in range(args.repeats):
+        seed = SEED + repeat if args.vary_seed else SEED
         for name in args.models.split(","):
             for side in sides if repeat % 2 == 0 else sides[::-1]:  # alternating: each side first as often
                 folder = Path(tempfile.mkdtemp(prefix="engines-caches-"))
                 try:
                     env = _cache_environment(folder)
                     load = os.getloadavg()[0]
-                    rows = _process(side, name, "first", env)
+                    rows = _process(side, name, "first", env, seed)
                     load_second = os.getloadavg()[0]
-                    rows.update(_process(side, name, "second", env))
+                    rows.update(_process(side, name, "second", env, seed))
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
-                row = {"model": name, "side": side, "repeat": repeat, "load_average_before": load,
+                row = {"model": name, "side": side, "repeat": repeat, "seed": seed, "load_average_before": load,
                        "load_average_before_second_process": load_second, **rows}
                 results.append(row)
                 print(json.dumps(row), flush=True)
