@@ -270,7 +270,89 @@ def _improper_findings(compiled: Any, x: np.ndarray) -> list[Finding]:
             + f"; no observed data or other term depends on {name}.", parameter=name,
             cause="improper posterior",
             fix=f"give {name} a proper prior (e.g. HalfNormal(10) or Normal(0, 10)), or make data depend on it"))
+    named = {f.site for f in findings}
+    unexplained = [n for n in compiled.latent_names if n in blocks and n not in named
+                   and getattr(compiled.sites.get(n), "family", None) in IMPROPER_FAMILIES]
+    if unexplained and not findings:
+        findings += _improper_together(compiled, x, base, blocks, unexplained)
     return findings
+
+
+#: the largest unconstrained dimension for which preflight looks for an improper direction shared by several
+#: latents (a finite-difference Hessian: two gradients per dimension)
+TOGETHER_MAX_DIMENSION = 200
+
+
+def _improper_together(compiled: Any, x: np.ndarray, base: float, blocks: Mapping[str, slice],
+                       improper: list[str]) -> list[Finding]:
+    """An improper prior whose latent only other latents depend on, with nothing observed below them: ``mu ~
+    Flat()``, ``theta ~ Normal(mu, 1)`` and no data on ``theta``. Moving ``mu`` alone changes ``theta``'s term,
+    but moving both by the same amount changes nothing, so the posterior is improper along that direction.
+
+    Candidate directions are the Hessian's near-null eigenvectors (finite differences of the gradient, for at
+    most :data:`TOGETHER_MAX_DIMENSION` dimensions) that move an improper latent; one counts only if the log
+    density is exactly linear along it over steps up to 300, as for a single latent."""
+    n = x.size
+    if n > TOGETHER_MAX_DIMENSION or n < 2:
+        return []
+    h = 1e-3
+    columns = []
+    try:
+        with np.errstate(all="ignore"):
+            for i in range(n):
+                step = np.zeros(n)
+                step[i] = h
+                columns.append((np.asarray(compiled.log_density_and_gradient(x + step)[1], dtype=float)
+                                - np.asarray(compiled.log_density_and_gradient(x - step)[1], dtype=float)) / (2 * h))
+    except Exception:  # noqa: BLE001 - a gradient that cannot be taken here: the loop's diagnostics still judge it
+        return []
+    hessian = np.asarray(columns, dtype=float)
+    if hessian.shape != (n, n) or not np.all(np.isfinite(hessian)):
+        return []
+    values, vectors = np.linalg.eigh((hessian + hessian.T) / 2)
+    scale = max(float(np.max(np.abs(values))), 1.0)
+    owner = np.empty(n, dtype=object)
+    for name, block in blocks.items():
+        owner[block] = name
+    for k in np.argsort(np.abs(values))[:3]:
+        if abs(values[k]) > 1e-4 * scale:
+            break
+        vector = vectors[:, k]
+        on_improper = [i for name in improper for i in range(n)[blocks[name]] if abs(vector[i]) > 0.1]
+        if not on_improper:
+            continue
+        direction = np.round(vector / vector[on_improper[0]], 4)
+        steps = (1.0, -1.0, 30.0, -30.0, 300.0, -300.0)
+        with np.errstate(all="ignore"):
+            changes = [compiled.log_density(x + t * direction) - base for t in steps]
+        if not np.all(np.isfinite(changes)):
+            continue
+        slope = changes[0]
+        tolerance = 1e-7 * (1.0 + abs(base))
+        if not all(abs(change - slope * t) <= tolerance * (1.0 + abs(t)) for change, t in zip(changes, steps)):
+            continue
+        moved = list(dict.fromkeys(owner[i] for i in np.flatnonzero(direction)))
+        name = owner[on_improper[0]]
+        site = compiled.sites.get(name)
+        description = f"{name} ~ {site.description}" if site is not None and site.description else name
+        others = [m for m in moved if m != name]
+        names = [f"`{m}`" for m in [name, *others]]
+        listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+        together = " and ".join(f"`{m}`" for m in others) if len(others) <= 2 else ", ".join(names[1:])
+        how = "by the same amount" if np.all(np.isin(direction[direction != 0], (1.0,))) else "in fixed proportion"
+        runs_off = abs(slope) > tolerance
+        return [Finding(
+            "error" if runs_off else "warning", "improper-posterior", name,
+            f"{description}: the posterior is improper: the log density is "
+            + (f"linear (slope {slope:.3g})" if runs_off else "constant")
+            + f" when {listed} move together {how} (on the unconstrained scale), so their draws "
+            + ("run off to infinity" if runs_off else "wander without bound")
+            + f"; {together} hang{'s' if len(others) == 1 else ''} below `{name}` and no observed data depend on "
+            + ("it" if len(others) == 1 else "them") + ".",
+            parameter=name, values={f"direction of {m}": direction[blocks[m]].tolist() for m in moved},
+            cause="improper posterior",
+            fix=f"give {name} a proper prior (e.g. Normal(0, 10)), or observe data that depend on {together}")]
+    return []
 
 
 def _points(compiled: Any, seed: int, prior_points: int, uniform_points: int,

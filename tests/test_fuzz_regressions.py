@@ -163,3 +163,38 @@ def test_prior_initial_points_a_flat_prior_cannot_give_name_the_site():
     compiled = resilient.compile(flat_under_a_hierarchy, backend="pymc").compiled
     with pytest.raises(_InitializationFailed, match=r"`mu`: an improper prior, which cannot be drawn from"):
         _initial_points(compiled, "prior", 2, 0, 3)
+
+
+def flat_above_a_data_free_hierarchy():
+    mu = sample("mu", Flat())
+    tau = sample("tau", HalfNormal(1.0))
+    theta = sample("theta", Normal(mu, tau))
+    sample("theta2", Normal(theta, 1.0))
+
+
+def flat_above_observed_data(y):
+    theta = sample("theta", Normal(sample("mu", Flat()), 1.0))
+    sample("y", Normal(theta, 1.0), obs=y)
+
+
+@pytest.mark.parametrize("backend", ["numpyro", "pymc"])
+def test_a_flat_prior_that_only_a_data_free_hierarchy_depends_on_is_named_improper(backend):
+    """Was (noticed at stop 25): preflight moved each improper latent alone, and moving ``mu`` alone changes
+    ``theta``'s term, so ``mu ~ Flat()`` over ``theta ~ Normal(mu, tau)`` with no data was not flagged; the
+    posterior is improper along ``mu``, ``theta`` and ``theta2`` moved together (``tau`` stays put)."""
+    report = resilient.preflight(flat_above_a_data_free_hierarchy, backend=backend)
+    found = [f for f in report.findings if f.check == "improper-posterior"]
+    assert [(f.site, f.severity) for f in found] == [("mu", "warning")]
+    assert "`mu`, `theta` and `theta2` move together by the same amount" in found[0].message
+    assert found[0].values == {"direction of mu": [1.0], "direction of theta": [1.0], "direction of theta2": [1.0]}
+    proper = resilient.preflight(flat_above_observed_data, y=np.array([0.1, 0.5]), backend=backend)
+    assert not [f for f in proper.findings if f.check == "improper-posterior"], "data below theta: proper"
+
+
+def test_a_native_pm_model_with_a_flat_over_unobserved_effects_is_named_improper():
+    import pymc as pm
+
+    with pm.Model() as model:
+        pm.Normal("effects", pm.Flat("mu"), 1.0, shape=3)
+    found = [f for f in resilient.preflight(model).findings if f.check == "improper-posterior"]
+    assert [f.site for f in found] == ["mu"] and found[0].values["direction of effects"] == [1.0, 1.0, 1.0]
