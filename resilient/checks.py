@@ -178,8 +178,7 @@ def _rewrite_findings(sites: Mapping[str, Any], applied: bool) -> list[Finding]:
 def _prior_findings(sites: Mapping[str, Any]) -> list[Finding]:
     findings = []
     for site in sites.values():
-        declared = getattr(site, "declared", None)
-        if site.kind == "latent" and declared is not None and getattr(declared, "family", "") in IMPROPER_FAMILIES:
+        if getattr(site, "improper_prior", False):
             findings.append(Finding(
                 "info", "prior", site.name,
                 f"{site.name} ~ {site.description}: an improper prior; the posterior is proper only if the "
@@ -272,7 +271,7 @@ def _improper_findings(compiled: Any, x: np.ndarray) -> list[Finding]:
             fix=f"give {name} a proper prior (e.g. HalfNormal(10) or Normal(0, 10)), or make data depend on it"))
     named = {f.site for f in findings}
     unexplained = [n for n in compiled.latent_names if n in blocks and n not in named
-                   and getattr(compiled.sites.get(n), "family", None) in IMPROPER_FAMILIES]
+                   and getattr(compiled.sites.get(n), "improper_prior", False)]
     if unexplained and not findings:
         findings += _improper_together(compiled, x, base, blocks, unexplained)
     return findings
@@ -370,8 +369,7 @@ def _points(compiled: Any, seed: int, prior_points: int, uniform_points: int,
         except Exception as error:  # a prior that cannot be drawn is worth saying, not a crash
             failed[strategy] = f"{type(error).__name__}: {error}"
     for strategy, reason in failed.items():
-        improper = strategy == "prior" and any(
-            getattr(getattr(site, "declared", None), "family", "") in IMPROPER_FAMILIES for site in compiled.sites.values())
+        improper = strategy == "prior" and any(getattr(site, "improper_prior", False) for site in compiled.sites.values())
         findings.append(Finding(
             "info" if improper else "warning", "initial-point", None,
             f"No {strategy} points could be made ({reason})"

@@ -19,7 +19,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from resilient.backend import Chunk, NUTSRun, NUTSSettings, available_backends, capabilities, get_adapter
-from resilient.distributions import IMPROPER_FAMILIES
 from resilient.draws import RUNNING_COUNT, DrawBuffer, running_counts_on, to_datatree
 from resilient.engine import HISTORY
 from resilient.errors import PreflightError, ResilientWarning, SamplerError, SamplingFailed
@@ -408,7 +407,7 @@ def _initial_points(compiled: Any, strategy: str, chains: int, seed: int, retrie
                 x = np.asarray(compiled.initial_point(strategy, seed + 7919 * chain + trial), float)
             except Exception as error:  # e.g. no prior draws from a Flat prior
                 improper = [f"`{name}`" for name, site in getattr(compiled, "sites", {}).items()
-                            if getattr(site, "family", None) in IMPROPER_FAMILIES]
+                            if getattr(site, "improper_prior", False)]
                 hint = (f" ({', '.join(improper)}: an improper prior, which cannot be drawn from; give it a proper "
                         "prior, e.g. Normal(0, 10))" if strategy == "prior" and improper else "")
                 raise _InitializationFailed(

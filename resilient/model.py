@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from resilient.context import CURRENT as _CURRENT
 from resilient.context import inside_model
-from resilient.distributions import Distribution, Mixture, Truncated
+from resilient.distributions import IMPROPER_FAMILIES, Distribution, Mixture, Truncated
 import numpy as np
 
 from resilient.errors import ModelError, ParameterError
@@ -54,6 +54,12 @@ class Site:
     #: the adapter can sample this site non-centred (shared API: always for NONCENTERABLE families;
     #: native models: only where the adapter really rewrites the site).
     noncenterable: bool = False
+
+    @property
+    def improper_prior(self) -> bool:
+        """A latent with an improper prior (Flat, HalfFlat), in any dialect (native sites by their ``family``);
+        a truncated one is not improper."""
+        return self.kind == "latent" and self.family in IMPROPER_FAMILIES and not isinstance(self.declared, Truncated)
 
 
 @dataclass(frozen=True, eq=False)
