@@ -16,8 +16,11 @@ The cache root is ``$RESILIENT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/resili
 Within a process, :func:`kept_sampler` keeps the last :data:`KEPT_SAMPLERS` compiled samplers, so
 ``resilient.sample(model, ...)`` called again on the same model object with equal data (a loop over seeds)
 reuses what the first call compiled, as ``resilient.compile(model).sample(...)`` does. Equal data: the same
-values of every argument (hashed), and for a ``pm.Model`` the same variables and the same values in its
-``pm.Data`` containers and coordinates; anything it cannot hash is compiled afresh. A ``pm.Model`` built again
+values of every argument (hashed); for a model function, the same values of what it reads besides its arguments
+(the globals its code names, its closure and defaults, helper functions of its module: :func:`_function_state`;
+anything of unknown contents there and the function is compiled afresh); and for a ``pm.Model`` the same
+variables and the same values in its ``pm.Data`` containers and coordinates; anything it cannot hash is compiled
+afresh. A ``pm.Model`` built again
 (a notebook cell re-run, a Bambi model fitted again) reuses the sampler of one built alike: the same variables,
 dims, data and coordinates, and a graph PyTensor's ``equal_computations`` finds equal on
 ``pymc.model.fgraph.fgraph_from_model`` (ops compared by their properties, constants by value, a transform made
@@ -122,6 +125,88 @@ def _digest(value: Any, hasher: Any) -> None:
         hasher.update(np.ascontiguousarray(array).tobytes())
     else:
         raise _Unhashable
+
+
+def _function_state(function: Any, hasher: Any, home: str | None = None, depth: int = 0,
+                    seen: set | None = None) -> None:
+    """What a model function reads besides its arguments, fed into ``hasher``: the values of the globals its code
+    names (a module-level ``LOC = 10.0`` changed between two calls), its closure and its defaults; helper
+    functions of the same module likewise (their code too), anything else callable by identity. A traced model
+    bakes those values in, so a kept sampler of the same function object would sample the old model. What
+    cannot be hashed (an object of unknown contents) is :class:`_Unhashable`: compiled afresh, as raw NumPyro
+    traces afresh on each run."""
+    import functools
+    import types
+
+    seen = set() if seen is None else seen
+    if isinstance(function, functools.partial):
+        _function_state(function.func, hasher, home, depth, seen)
+        for value in (*function.args, *function.keywords.values()):
+            _global_value(value, hasher, home or getattr(function.func, "__module__", None), depth, seen)
+        return
+    if not isinstance(function, types.FunctionType):
+        raise _Unhashable
+    if id(function) in seen:
+        return
+    seen.add(id(function))
+    home = function.__module__ if home is None else home
+    code = function.__code__
+    _code_digest(code, hasher)
+    namespace = function.__globals__
+    for name in sorted(_global_names(code)):
+        if name in namespace:
+            hasher.update(f"global {name}=".encode())
+            _global_value(namespace[name], hasher, home, depth, seen)
+    for cell in function.__closure__ or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # a cell not yet filled
+            hasher.update(b"empty cell;")
+            continue
+        _global_value(contents, hasher, home, depth, seen)
+    for defaults in (function.__defaults__, function.__kwdefaults__):
+        _global_value(defaults, hasher, home, depth, seen)
+
+
+def _global_names(code: Any) -> set[str]:
+    """The global (and attribute) names a code object and the code nested in it use."""
+    import types
+
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _global_names(constant)
+    return names
+
+
+def _code_digest(code: Any, hasher: Any) -> None:
+    import types
+
+    hasher.update(code.co_code)
+    hasher.update(repr(code.co_names).encode())
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            _code_digest(constant, hasher)
+        else:
+            hasher.update(f"{type(constant).__name__}:{constant!r};".encode())
+
+
+def _global_value(value: Any, hasher: Any, home: str | None, depth: int, seen: set) -> None:
+    import functools
+    import types
+
+    if isinstance(value, types.ModuleType):
+        hasher.update(f"module {value.__name__};".encode())
+    elif isinstance(value, (types.FunctionType, functools.partial)) and depth < 4 and (
+            getattr(value, "__module__", None) == home or isinstance(value, functools.partial)):
+        hasher.update(b"function(")
+        _function_state(value, hasher, home, depth + 1, seen)
+        hasher.update(b")")
+    elif callable(value):  # a library function, a class, a distribution's constructor: the same object
+        hasher.update(f"callable {getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+                      f"#{id(value)};".encode())
+    else:
+        _digest(value, hasher)
 
 
 def _pymc_contents(model: Any, hasher: Any) -> None:
@@ -231,6 +316,8 @@ def _key(resolved: Any, parts: tuple) -> tuple[tuple, Any] | None:
     hasher = hashlib.blake2b(digest_size=16)
     try:
         _digest((resolved.args, dict(resolved.kwargs)), hasher)
+        if not (isinstance(resolved, NativeModel) and hasattr(owner, "named_vars")):
+            _function_state(owner, hasher)
         if isinstance(resolved, NativeModel) and hasattr(owner, "named_vars") and hasattr(owner, "coords"):
             _pymc_contents(owner, hasher)
         options = (type(resolved).__name__, getattr(resolved, "backend", None), resolved.fix,

@@ -558,6 +558,11 @@ def compile(model: Any = None, *args: Any, backend: str | None = None, engine: s
             **kwargs: Any) -> CompiledSampler:
     """Compile ``model`` once; sample it many times with ``.sample(...)``.
 
+    As with ``jax.jit``, a model function is traced once: values it reads from outside its arguments (module
+    globals, closures) are those of the first compilation. Pass what changes as arguments, or compile again.
+    (:func:`sample` itself keeps a compiled model only while those values stay equal:
+    :func:`resilient.caches.kept_sampler`.)
+
     Parameters
     ----------
     model, *args, backend, engine, fix, float32, model_kwargs

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from resilient import caches
+from resilient.distributions import Normal
+from resilient.model import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,3 +233,73 @@ def test_sampling_the_same_model_again_compiles_nothing_and_gives_the_same_draws
         third = resilient.sample(build(), **options)
         assert len(caches._kept) == 1 and compiled() == before, "a model built alike compiles nothing"
         assert np.array_equal(first.posterior["mu"].values, third.posterior["mu"].values)
+
+
+LOC = 0.0  # read by _reads_a_global at trace time
+
+
+def _reads_a_global():
+    import numpyro
+    import numpyro.distributions as dist
+
+    numpyro.sample("x", dist.Normal(LOC, 1.0))
+
+
+@pytest.mark.numpyro
+def test_a_model_function_whose_global_changed_is_compiled_afresh(monkeypatch):
+    """Was: the kept sampler of the same function object was reused after a module-level value the model reads
+    changed, so the second call sampled the old model (the same draws) where raw NumPyro traces afresh."""
+    import resilient
+
+    caches.clear_kept()
+    options = dict(draws=100, tune=100, chains=2, random_seed=3, progressbar=False)
+    first = resilient.sample(_reads_a_global, **options)
+    resilient.sample(_reads_a_global, **options)
+    assert len(caches._kept) == 1, "nothing changed: the kept sampler"
+    monkeypatch.setattr(sys.modules[__name__], "LOC", 10.0)
+    moved = resilient.sample(_reads_a_global, **options)
+    assert len(caches._kept) == 2
+    assert abs(float(first.posterior["x"].mean())) < 1 and abs(float(moved.posterior["x"].mean()) - 10.0) < 1
+
+
+def test_the_key_of_a_model_function_follows_its_globals_closure_helpers_and_defaults(monkeypatch):
+    import numpy as np
+
+    from resilient.resolve import resolve_model
+
+    def key(function):
+        found = caches._key(resolve_model(function, (), {}), ("numpyro", "auto"))
+        return None if found is None else found[0]
+
+    scale = np.ones(3)
+
+    def closure():
+        sample("x", Normal(0.0, float(scale[0])))
+
+    def defaults(loc=np.zeros(2)):
+        sample("x", Normal(float(loc[0]), 1.0))
+
+    def helper_user():
+        sample("x", Normal(_helper(), 1.0))
+
+    for function, change in ((closure, lambda: scale.__setitem__(0, 2.0)),
+                             (defaults, lambda: defaults.__defaults__[0].__setitem__(0, 1.0)),
+                             (helper_user, lambda: monkeypatch.setattr(sys.modules[__name__], "_HELPED", 5.0))):
+        before = key(function)
+        assert before is not None and key(function) == before, function.__name__
+        change()
+        assert key(function) != before, f"{function.__name__}: what it reads changed"
+
+    unknown = object()
+
+    def reads_an_object():
+        sample("x", Normal(0.0, 1.0 if unknown else 2.0))
+
+    assert key(reads_an_object) is None, "an object of unknown contents: not kept, compiled afresh"
+
+
+_HELPED = 1.0
+
+
+def _helper():
+    return _HELPED
