@@ -25,7 +25,9 @@ afresh. A ``pm.Model`` built again
 dims, data and coordinates, and a graph PyTensor's ``equal_computations`` finds equal on
 ``pymc.model.fgraph.fgraph_from_model`` (ops compared by their properties, constants by value, a transform made
 anew in each build, such as a bounded variable's interval, by what it is made of); a model that
-``fgraph_from_model`` cannot convert (custom initial values) is compiled afresh. ``clear_kept()`` forgets them;
+``fgraph_from_model`` cannot convert (custom initial values) is compiled afresh. A model function defined again
+(a cell re-run) with the same name and code, reading the same values, reuses the first one's sampler likewise.
+``clear_kept()`` forgets them;
 ``RESILIENT_CACHE=off`` keeps none.
 """
 
@@ -364,22 +366,33 @@ def kept_sampler(resolved: Any, make: Callable[[], Any], *parts: Any) -> Any:
 
 
 def _kept_alike(resolved: Any, key: tuple, owner: Any, parts: tuple) -> Any:
-    """The kept sampler of another ``pm.Model`` object built alike with ``owner`` (equal hashed contents and
-    options, then :func:`_built_alike`), or None."""
+    """The kept sampler of another model object alike with ``owner`` (equal hashed contents and options), or None:
+    a ``pm.Model`` built alike (:func:`_built_alike`), or a model function defined again with the same name and
+    code that reads the same values (a notebook cell re-run: the hash already holds its code and what it reads,
+    :func:`_function_state`)."""
+    import types
+
     from resilient.model import NativeModel
     from resilient.resolve import is_pymc_model
 
-    if not (isinstance(resolved, NativeModel) and is_pymc_model(owner)):
+    if isinstance(resolved, NativeModel) and is_pymc_model(owner):
+        def alike(kept: Any) -> bool:
+            return is_pymc_model(kept) and _built_alike(kept, owner)
+    elif isinstance(owner, types.FunctionType):
+        def alike(kept: Any) -> bool:
+            return isinstance(kept, types.FunctionType) and (kept.__module__, kept.__qualname__) == (
+                owner.__module__, owner.__qualname__)
+    else:
         return None
     with _kept_lock:
         candidates = [(k, entry) for k, entry in _kept.items() if k[1] == key[1] and k != key]
     for kept_key, (reference, sampler) in reversed(candidates):
         kept_owner = reference()
-        if kept_owner is None or kept_owner is owner or not is_pymc_model(kept_owner):
+        if kept_owner is None or kept_owner is owner:
             continue
         if (_key(sampler.model, parts) or (None,))[0] != kept_key:  # the kept model changed since it was kept
             continue
-        if _built_alike(kept_owner, owner):
+        if alike(kept_owner):
             with _kept_lock:
                 if kept_key in _kept:
                     _kept.move_to_end(kept_key)

@@ -303,3 +303,29 @@ _HELPED = 1.0
 
 def _helper():
     return _HELPED
+
+
+def _cell(loc: float):
+    """A notebook cell that defines ``model`` (run again: a new function object, its own globals)."""
+    namespace = {"__name__": "__main__", "sample": sample, "Normal": Normal}
+    exec(textwrap.dedent(f"""
+        def model():
+            sample("x", Normal({loc}, 1.0))
+    """), namespace)
+    return namespace["model"]
+
+
+def test_a_model_function_defined_again_alike_reuses_the_sampler_and_an_edited_one_does_not():
+    from resilient.resolve import resolve_model
+
+    def kept(function):
+        resolved = resolve_model(function, (), {})
+        return caches.kept_sampler(resolved, lambda: _Sampler(resolved), "numpyro", "auto")
+
+    caches.clear_kept()
+    try:
+        first = kept(_cell(0.0))
+        assert kept(_cell(0.0)) is first, "the cell run again: the same code reading the same values"
+        assert kept(_cell(1.0)) is not first, "the cell edited: compiled afresh"
+    finally:
+        caches.clear_kept()
