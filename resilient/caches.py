@@ -212,11 +212,23 @@ def _global_value(value: Any, hasher: Any, home: str | None, depth: int, seen: s
 
 
 def _pymc_contents(model: Any, hasher: Any) -> None:
-    """A ``pm.Model``'s variables, the values in its data containers and its coordinates."""
+    """A ``pm.Model``'s variables, the values in its data containers and in any other shared variable its graph
+    reads (a ``pytensor.shared`` changed with ``set_value``: nutpie's and the JAX translation's compiled models
+    hold the value they were compiled with), and its coordinates."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.random.type import RandomType
+
     _digest(list(model.named_vars), hasher)
     for variable in getattr(model, "data_vars", ()):
         if hasattr(variable, "get_value"):
             _digest((variable.name, variable.get_value(borrow=True)), hasher)
+    data = set(getattr(model, "data_vars", ()))
+    outputs = [*model.free_RVs, *model.observed_RVs, *model.potentials, *model.deterministics]
+    for variable in ancestors(outputs):
+        if isinstance(variable, SharedVariable) and variable not in data and not isinstance(variable.type,
+                                                                                              RandomType):
+            _digest((str(variable.name), variable.get_value(borrow=True)), hasher)
     _digest({name: None if values is None else list(values) for name, values in model.coords.items()}, hasher)
     _digest((getattr(model, "name", ""), bool(getattr(model, "check_bounds", True)),
              {name: tuple(dims) if dims else None for name, dims in getattr(model, "named_vars_to_dims", {}).items()}),

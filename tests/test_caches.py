@@ -329,3 +329,23 @@ def test_a_model_function_defined_again_alike_reuses_the_sampler_and_an_edited_o
         assert kept(_cell(1.0)) is not first, "the cell edited: compiled afresh"
     finally:
         caches.clear_kept()
+
+
+def test_a_pm_model_whose_shared_variable_changed_is_compiled_afresh():
+    """Was: a ``pytensor.shared`` the model reads (not a pm.Data) changed with ``set_value`` kept the sampler, and
+    nutpie's and the JAX translation's compiled models sampled the old value (PyMC's NUTS reads it afresh)."""
+    import numpy as np
+    import pymc as pm
+    import pytensor
+
+    loc = pytensor.shared(np.array(0.0), name="loc")
+    with pm.Model() as model:
+        pm.Normal("x", loc, 1.0)
+    caches.clear_kept()
+    try:
+        first = _kept_pm_model(model)
+        assert _kept_pm_model(model) is first
+        loc.set_value(np.array(10.0))
+        assert _kept_pm_model(model) is not first
+    finally:
+        caches.clear_kept()
