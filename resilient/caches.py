@@ -41,7 +41,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["cache_root", "caches_enabled", "enable_jax_cache", "kept_sampler", "clear_kept", "KEPT_SAMPLERS"]
+__all__ = ["cache_root", "caches_enabled", "enable_jax_cache", "kept_sampler", "clear_kept", "contents_digest",
+           "KEPT_SAMPLERS"]
 
 _OFF = {"off", "0", "false", "no"}
 #: compilations shorter than this are not written (JAX's default is 1 s; NumPyro's NUTS kernel for a small
@@ -317,23 +318,50 @@ def _alike(a: Any, b: Any, depth: int = 0) -> bool:
     return False
 
 
-def _key(resolved: Any, parts: tuple) -> tuple[tuple, Any] | None:
-    """The key under which a sampler of ``resolved`` is kept, and the user's model object; None: not kept."""
+def _owner(resolved: Any) -> Any:
+    """The user's model object behind a resolved model (a function, a ``pm.Model``), or None."""
     from resilient.model import Model, NativeModel
 
     if isinstance(resolved, Model):
-        owner = resolved.function
-    elif isinstance(resolved, NativeModel):
-        owner = resolved.model
+        return resolved.function
+    if isinstance(resolved, NativeModel):
+        return resolved.model
+    return None
+
+
+def _contents(resolved: Any, owner: Any, hasher: Any) -> None:
+    """What a compiled form of ``resolved`` holds fixed: its arguments, and what the model function reads besides
+    them (:func:`_function_state`) or the ``pm.Model``'s variables, data and coordinates (:func:`_pymc_contents`)."""
+    _digest((resolved.args, dict(resolved.kwargs)), hasher)
+    if hasattr(owner, "named_vars") and hasattr(owner, "coords"):
+        _pymc_contents(owner, hasher)
     else:
+        _function_state(owner, hasher)
+
+
+def contents_digest(resolved: Any) -> str | None:
+    """A digest of what a compiled form of ``resolved`` holds fixed (its data, the globals its function reads, a
+    ``pm.Model``'s data containers): it changes when a recompilation would give another model. None where it
+    cannot be told (something of unknown contents)."""
+    owner = _owner(resolved)
+    if owner is None:
         return None
     hasher = hashlib.blake2b(digest_size=16)
     try:
-        _digest((resolved.args, dict(resolved.kwargs)), hasher)
-        if not (isinstance(resolved, NativeModel) and hasattr(owner, "named_vars")):
-            _function_state(owner, hasher)
-        if isinstance(resolved, NativeModel) and hasattr(owner, "named_vars") and hasattr(owner, "coords"):
-            _pymc_contents(owner, hasher)
+        _contents(resolved, owner, hasher)
+    except _Unhashable:
+        return None
+    return hasher.hexdigest()
+
+
+def _key(resolved: Any, parts: tuple) -> tuple[tuple, Any] | None:
+    """The key under which a sampler of ``resolved`` is kept, and the user's model object; None: not kept."""
+    owner = _owner(resolved)
+    if owner is None:
+        return None
+    hasher = hashlib.blake2b(digest_size=16)
+    try:
+        _contents(resolved, owner, hasher)
         options = (type(resolved).__name__, getattr(resolved, "backend", None), resolved.fix,
                    tuple(sorted(resolved.noncentered)), resolved.float32, resolved.compile_backend,
                    resolved.gradient_backend)

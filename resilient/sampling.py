@@ -45,6 +45,25 @@ class CompiledSampler:
     #: the sampler state (:class:`~resilient.sampler_state.SamplerState`) of this sampler's last accepted call:
     #: what ``warm_start="auto"`` starts the next call from (:mod:`resilient.warm_start`)
     last_state: Any = field(default=None, repr=False)
+    #: :func:`resilient.caches.contents_digest` of the model when it was last compiled: what :meth:`refresh` compares
+    contents: str | None = field(default=None, repr=False)
+
+    def refresh(self) -> bool:
+        """Forget what was compiled (and the last call's adaptation) where what the compiled forms hold fixed has
+        changed since: ``pm.set_data`` or a ``pytensor.shared``'s ``set_value`` on a ``pm.Model``, a global the
+        model function reads, a data array changed in place. The next run compiles afresh, as ``pm.sample`` and a
+        new ``MCMC`` would, instead of sampling the old model. True when it forgot."""
+        from resilient.caches import contents_digest
+
+        now = contents_digest(self.model)
+        if now is None:
+            return False
+        changed = self.contents is not None and now != self.contents and bool(self.cache)
+        if changed:
+            self.cache.clear()
+            self.last_state = None
+        self.contents = now
+        return changed
 
     @property
     def compiled(self) -> Any:
@@ -60,6 +79,7 @@ class CompiledSampler:
         """Preflight's :class:`~resilient.findings.PreflightReport` for the compiled model."""
         from resilient.checks import run_preflight
 
+        self.refresh()
         return run_preflight(self.model, self.backend, random_seed=random_seed, compiled=self.compiled)[0]
 
     def sample(self, *, draws: int = 1000, tune: int = 1000, chains: int = 4, target_accept: float = 0.8,
@@ -103,6 +123,8 @@ class CompiledSampler:
         if options.resume is not None:  # continue a checkpoint's run (resilient/resumption.py)
             from resilient.resumption import resume_run
 
+            self.refresh()
+
             _checked_warm_start(warm_start)
             keep = self._checked_var_names(options.var_names)
             self._checked_idata(idata or IdataOptions())
@@ -121,6 +143,7 @@ class CompiledSampler:
             raise ResilientError("A resumed run continues the plan its checkpoint holds: call run() or "
                                  "resilient.resume(folder, model, ...).")
         warm_given = _checked_warm_start(warm_start)
+        self.refresh()
         keep = self._checked_var_names(options.var_names)
         idata = idata or IdataOptions()
         pymc_model = self._checked_idata(idata)
@@ -558,10 +581,10 @@ def compile(model: Any = None, *args: Any, backend: str | None = None, engine: s
             **kwargs: Any) -> CompiledSampler:
     """Compile ``model`` once; sample it many times with ``.sample(...)``.
 
-    As with ``jax.jit``, a model function is traced once: values it reads from outside its arguments (module
-    globals, closures) are those of the first compilation. Pass what changes as arguments, or compile again.
-    (:func:`sample` itself keeps a compiled model only while those values stay equal:
-    :func:`resilient.caches.kept_sampler`.)
+    What a compiled model holds fixed (its data; the globals, closure and defaults a model function reads; a
+    ``pm.Model``'s data containers and shared variables) is checked before each run: where it changed since
+    (``pm.set_data``, a global set again, an array changed in place) the sampler compiles afresh and starts
+    without the last call's adaptation (:meth:`CompiledSampler.refresh`), as ``pm.sample`` would.
 
     Parameters
     ----------
