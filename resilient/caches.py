@@ -208,6 +208,17 @@ def _global_value(value: Any, hasher: Any, home: str | None, depth: int, seen: s
     elif callable(value):  # a library function, a class, a distribution's constructor: the same object
         hasher.update(f"callable {getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
                       f"#{id(value)};".encode())
+    elif isinstance(value, (list, tuple)):  # a table of link functions, say: each item as a global of its own
+        hasher.update(f"{type(value).__name__}[{len(value)}](".encode())
+        for item in value:
+            _global_value(item, hasher, home, depth, seen)
+        hasher.update(b")")
+    elif isinstance(value, dict):
+        hasher.update(f"dict[{len(value)}](".encode())
+        for name in sorted(value, key=repr):
+            _digest(name, hasher)
+            _global_value(value[name], hasher, home, depth, seen)
+        hasher.update(b")")
     else:
         _digest(value, hasher)
 
