@@ -45,8 +45,15 @@ class CompiledSampler:
     #: the sampler state (:class:`~resilient.sampler_state.SamplerState`) of this sampler's last accepted call:
     #: what ``warm_start="auto"`` starts the next call from (:mod:`resilient.warm_start`)
     last_state: Any = field(default=None, repr=False)
-    #: :func:`resilient.caches.contents_digest` of the model when it was last compiled: what :meth:`refresh` compares
+    #: :func:`resilient.caches.contents_digest` of the model when this sampler was made or last refreshed (what its
+    #: compiled forms hold): what :meth:`refresh` compares
     contents: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from resilient.caches import contents_digest
+
+        if self.contents is None:
+            self.contents = contents_digest(self.model)
 
     def refresh(self) -> bool:
         """Forget what was compiled (and the last call's adaptation) where what the compiled forms hold fixed has
@@ -58,7 +65,7 @@ class CompiledSampler:
         now = contents_digest(self.model)
         if now is None:
             return False
-        changed = self.contents is not None and now != self.contents and bool(self.cache)
+        changed = self.contents is not None and now != self.contents
         if changed:
             self.cache.clear()
             self.last_state = None
@@ -124,7 +131,6 @@ class CompiledSampler:
             from resilient.resumption import resume_run
 
             self.refresh()
-
             _checked_warm_start(warm_start)
             keep = self._checked_var_names(options.var_names)
             self._checked_idata(idata or IdataOptions())

@@ -390,3 +390,8 @@ def test_a_compiled_pm_model_samples_the_new_data_after_pm_set_data():
     second = sampler.sample(**options)
     # the posterior mean is 10 x 5 / (5 + 1/100) = 9.98 (sd 0.45); the draws' mean is within a few MCSE of it
     assert abs(float(first.posterior["mu"].mean())) < 1 and abs(float(second.posterior["mu"].mean()) - 9.98) < 1
+    again = resilient.compile(model, engine="pymc")
+    again.compiled  # noqa: B018  (compiled before the data change, sampled after it)
+    with model:
+        pm.set_data({"d": np.zeros(5)})
+    assert abs(float(again.sample(**options).posterior["mu"].mean())) < 1
