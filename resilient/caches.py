@@ -143,9 +143,15 @@ def _function_state(function: Any, hasher: Any, home: str | None = None, depth: 
 
     seen = set() if seen is None else seen
     if isinstance(function, functools.partial):
-        _function_state(function.func, hasher, home, depth, seen)
-        for value in (*function.args, *function.keywords.values()):
-            _global_value(value, hasher, home or getattr(function.func, "__module__", None), depth, seen)
+        home = home or getattr(function.func, "__module__", None)
+        hasher.update(b"partial(")
+        if isinstance(function.func, types.FunctionType):
+            _function_state(function.func, hasher, home, depth, seen)
+        else:
+            _global_value(function.func, hasher, home, depth, seen)
+        for value in (*function.args, *sorted(function.keywords.items())):
+            _global_value(value, hasher, home, depth, seen)
+        hasher.update(b")")
         return
     if not isinstance(function, types.FunctionType):
         raise _Unhashable
