@@ -77,8 +77,20 @@ def _load_error(path: Path, error: BaseException) -> ModelFileError:
                           f"{fix} and run again.", path=shown, line=line)
 
 
+#: module name -> the (mtime, size, digest) of the model file it was imported from
+_IMPORTED: dict[str, tuple] = {}
+
+
+def file_stamp(path: str | Path) -> tuple:
+    """What says a model file changed: its modification time, size and the digest of its bytes."""
+    file = Path(path)
+    stat = file.stat()
+    return stat.st_mtime_ns, stat.st_size, hashlib.sha1(file.read_bytes()).hexdigest()
+
+
 def load_module(path: str | Path) -> types.ModuleType:
-    """The module of a model file, imported once per process under :func:`module_name`.
+    """The module of a model file, imported under :func:`module_name` once per process and again when the file
+    changed since (a model file edited between two calls in one session: its new model, not the old one).
 
     Raises :class:`ModelFileError` when the file does not exist or does not import."""
     file = Path(path)
@@ -88,8 +100,10 @@ def load_module(path: str | Path) -> types.ModuleType:
                              "every worker can read it.", path=str(path))
     name = module_name(file)
     module = sys.modules.get(name)
-    if module is not None:
+    stamp = file_stamp(file)
+    if module is not None and _IMPORTED.get(name) == stamp:
         return module
+    _IMPORTED.pop(name, None)
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -105,6 +119,7 @@ def load_module(path: str | Path) -> types.ModuleType:
         raise
     finally:
         sys.path.remove(folder)
+    _IMPORTED[name] = stamp
     return module
 
 
@@ -120,10 +135,12 @@ _LOADED: dict[str, Any] = {}
 
 
 def load_reference(reference: str) -> Any:
-    """The object a ``"file.py:name"`` or ``"package.module:name"`` reference names (loaded once per process)."""
-    if reference in _LOADED:
-        return _LOADED[reference]
+    """The object a ``"file.py:name"`` or ``"package.module:name"`` reference names (loaded once per process; a
+    file again when it changed, :func:`load_module`)."""
     path, name = split_reference(reference)
+    if reference in _LOADED and not (path.endswith(".py") and Path(path).is_file()
+                                     and _IMPORTED.get(module_name(path)) != file_stamp(path)):
+        return _LOADED[reference]
     if path.endswith(".py"):
         module = load_module(path)
     else:

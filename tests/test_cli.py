@@ -100,6 +100,25 @@ def test_the_cli_and_many_fits_load_a_model_file_once_under_one_module_name(tmp_
         many.ModelSpec.of("no_name_here")
 
 
+def test_a_model_file_edited_between_two_calls_is_loaded_again(tmp_path):
+    """Was: a model file was imported once per process, so a session that edited it and called again (the CLI's
+    own process aside: a notebook's sample_many, a long-lived worker) sampled the old model."""
+    from resilient import loading, many
+
+    model_file = tmp_path / "edited.py"
+    model_file.write_text("LOC = 0.0\n\ndef model():\n    return LOC\n")
+    try:
+        first = many.load_reference(f"{model_file}:model")
+        spec = many.ModelSpec.of(f"{model_file}:model")
+        assert first() == 0.0 and many.load_reference(f"{model_file}:model") is first, "unchanged: loaded once"
+        model_file.write_text("LOC = 10.0\n\ndef model():\n    return LOC\n")
+        again = many.load_reference(f"{model_file}:model")
+        assert again() == 10.0 and loading.load_model(f"{model_file}:model")[0] is again
+        assert many.ModelSpec.of(f"{model_file}:model").key != spec.key, "workers key the edited file apart"
+    finally:
+        sys.modules.pop(loading.module_name(model_file), None)
+
+
 @pytest.mark.numpyro
 def test_preflight_exit_codes_and_json():
     broken = resilient_cli("preflight", f"{PATHOLOGIES}:motivating", "--no-fix", "--json")

@@ -69,6 +69,10 @@ class ModelSpec:
             if path.endswith(".py"):
                 path = str(Path(path).resolve())
             reference = f"{path}:{name}"
+            if path.endswith(".py") and Path(path).is_file():  # an edited file is another model on every worker
+                from resilient.loading import file_stamp
+
+                return cls(key=f"ref:{reference}@{file_stamp(path)[2][:16]}", reference=reference)
             return cls(key=f"ref:{reference}", reference=reference)
         from resilient.resolve import is_pymc_model
 
