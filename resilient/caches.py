@@ -373,19 +373,18 @@ def contents_digest(resolved: Any) -> str | None:
 
 def _key(resolved: Any, parts: tuple) -> tuple[tuple, Any] | None:
     """The key under which a sampler of ``resolved`` is kept, and the user's model object; None: not kept."""
-    owner = _owner(resolved)
-    if owner is None:
+    contents = contents_digest(resolved)
+    if contents is None:
         return None
     hasher = hashlib.blake2b(digest_size=16)
+    options = (type(resolved).__name__, getattr(resolved, "backend", None), resolved.fix,
+               tuple(sorted(resolved.noncentered)), resolved.float32, resolved.compile_backend,
+               resolved.gradient_backend)
     try:
-        _contents(resolved, owner, hasher)
-        options = (type(resolved).__name__, getattr(resolved, "backend", None), resolved.fix,
-                   tuple(sorted(resolved.noncentered)), resolved.float32, resolved.compile_backend,
-                   resolved.gradient_backend)
-        _digest(options, hasher)
-        _digest(parts, hasher)
+        _digest((contents, options, parts), hasher)
     except _Unhashable:
         return None
+    owner = _owner(resolved)
     return (id(owner), hasher.hexdigest()), owner
 
 

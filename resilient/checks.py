@@ -250,15 +250,10 @@ def _improper_findings(compiled: Any, x: np.ndarray) -> list[Finding]:
             continue
         direction = np.zeros_like(x)
         direction[blocks[name]] = 1.0
-        steps = (1.0, -1.0, 30.0, -30.0, 300.0, -300.0)
-        with np.errstate(all="ignore"):
-            changes = [compiled.log_density(x + t * direction) - base for t in steps]
-        if not np.all(np.isfinite(changes)):
+        linear = _linear_along(compiled, x, base, direction)
+        if linear is None:
             continue
-        slope = changes[0]
-        tolerance = 1e-7 * (1.0 + abs(base))
-        if not all(abs(change - slope * t) <= tolerance * (1.0 + abs(t)) for change, t in zip(changes, steps)):
-            continue
+        slope, tolerance = linear
         description = f"{name} ~ {site.description}" if site is not None and site.description else name
         runs_off = abs(slope) > tolerance
         findings.append(Finding(
@@ -275,6 +270,21 @@ def _improper_findings(compiled: Any, x: np.ndarray) -> list[Finding]:
     if unexplained and not findings:
         findings += _improper_together(compiled, x, base, blocks, unexplained)
     return findings
+
+
+def _linear_along(compiled: Any, x: np.ndarray, base: float, direction: np.ndarray) -> tuple[float, float] | None:
+    """``(slope, tolerance)`` where the log density is exactly linear along ``direction`` from ``x`` over steps up
+    to 300 (an improper direction: nothing pins the draws down along it); None where it is not, or not finite."""
+    steps = (1.0, -1.0, 30.0, -30.0, 300.0, -300.0)
+    with np.errstate(all="ignore"):
+        changes = [compiled.log_density(x + t * direction) - base for t in steps]
+    if not np.all(np.isfinite(changes)):
+        return None
+    slope = changes[0]
+    tolerance = 1e-7 * (1.0 + abs(base))
+    if not all(abs(change - slope * t) <= tolerance * (1.0 + abs(t)) for change, t in zip(changes, steps)):
+        return None
+    return slope, tolerance
 
 
 #: the largest unconstrained dimension for which preflight looks for an improper direction shared by several
@@ -321,15 +331,10 @@ def _improper_together(compiled: Any, x: np.ndarray, base: float, blocks: Mappin
         if not on_improper:
             continue
         direction = np.round(vector / vector[on_improper[0]], 4)
-        steps = (1.0, -1.0, 30.0, -30.0, 300.0, -300.0)
-        with np.errstate(all="ignore"):
-            changes = [compiled.log_density(x + t * direction) - base for t in steps]
-        if not np.all(np.isfinite(changes)):
+        linear = _linear_along(compiled, x, base, direction)
+        if linear is None:
             continue
-        slope = changes[0]
-        tolerance = 1e-7 * (1.0 + abs(base))
-        if not all(abs(change - slope * t) <= tolerance * (1.0 + abs(t)) for change, t in zip(changes, steps)):
-            continue
+        slope, tolerance = linear
         moved = list(dict.fromkeys(owner[i] for i in np.flatnonzero(direction)))
         name = owner[on_improper[0]]
         site = compiled.sites.get(name)
@@ -369,7 +374,8 @@ def _points(compiled: Any, seed: int, prior_points: int, uniform_points: int,
         except Exception as error:  # a prior that cannot be drawn is worth saying, not a crash
             failed[strategy] = f"{type(error).__name__}: {error}"
     for strategy, reason in failed.items():
-        improper = strategy == "prior" and any(getattr(site, "improper_prior", False) for site in compiled.sites.values())
+        improper = strategy == "prior" and any(getattr(site, "improper_prior", False)
+                                               for site in compiled.sites.values())
         findings.append(Finding(
             "info" if improper else "warning", "initial-point", None,
             f"No {strategy} points could be made ({reason})"
